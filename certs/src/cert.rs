@@ -246,19 +246,20 @@ impl Certificate {
         req: CertRequest,
         now: i64,
     ) -> Result<Self, IssueError> {
-        Self::check_request(&req)?;
         let ib = issuer.body();
         if issuer_key.public() != ib.public_key {
             return Err(IssueError::WrongIssuerKey);
         }
+        // The issuer's own validity first: it explains every later failure.
+        if now < ib.not_before || now > ib.not_after {
+            return Err(IssueError::IssuerNotValid(now));
+        }
+        Self::check_request(&req)?;
         if req.tier <= ib.tier {
             return Err(IssueError::TierOrder {
                 subject: req.tier,
                 issuer: ib.tier,
             });
-        }
-        if now < ib.not_before || now > ib.not_after {
-            return Err(IssueError::IssuerNotValid(now));
         }
         if let Some(a) = req.scope.iter().find(|a| !scope_within(&[**a], &ib.scope)) {
             return Err(IssueError::ScopeOutsideIssuer(a.to_string()));
