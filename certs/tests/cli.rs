@@ -195,7 +195,7 @@ fn root_to_terminal_verify_bundle_revoke() {
     let village_serial = ok(d, &["show", "village.pem"])
         .lines()
         .filter(|l| l.starts_with("certificate "))
-        .last()
+        .next_back()
         .unwrap()[12..]
         .to_string();
     ok(

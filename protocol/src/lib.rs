@@ -1,1 +1,30 @@
-//! (in progress)
+//! Wire formats of the emergency broadcast system and the sans-IO verifier.
+//!
+//! A broadcast is a [`SignedHeader`] (what the national EBM says, signed by
+//! the issuing platform with its certificate chain) followed by signed audio
+//! [`Segment`]s bound to that header. [`Verifier`] accepts or refuses each
+//! of them, and remote commands, with a typed [`Refusal`]. `PROTOCOL.md` at
+//! the repository root specifies every byte.
+
+pub mod build;
+pub mod control;
+pub mod frame;
+pub mod header;
+pub mod ids;
+pub mod refusal;
+pub mod replay;
+pub mod segment;
+pub mod testing;
+pub mod verify;
+
+pub use control::{
+    Action, Command, Hello, Receipt, ReceiptKind, SignedCommand, SignedReceipt, SignedStatus,
+    Status, Subscribe,
+};
+pub use frame::{FrameKind, FrameReader, Message, RawFrame};
+pub use header::{AudioParams, BroadcastHeader, SignedHeader};
+pub use ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};
+pub use refusal::{Refusal, RefusalCounts, RefusalReason};
+pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
+pub use segment::Segment;
+pub use verify::{Audience, HeaderVerdict, Policy, SegmentVerdict, Verifier};

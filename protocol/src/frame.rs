@@ -1,0 +1,248 @@
+//! Framing: `version (u8) | kind (u8) | length (u32, big-endian) | body`.
+//!
+//! Each kind has a hard body limit checked before a byte of the body is
+//! buffered. A framing error (unknown version or kind, oversized length)
+//! leaves the stream unsynchronised: the reader reports it and the caller
+//! closes the stream. A body that fails to decode is a bad message inside a
+//! sound stream.
+
+use certs::encoding::DecodeError;
+use certs::revocation::MAX_CRL_BYTES;
+use certs::RevocationList;
+
+use crate::control::{
+    Hello, SignedCommand, SignedReceipt, SignedStatus, Subscribe, TimeRequest, TimeResponse,
+};
+use crate::header::{SignedHeader, MAX_HEADER_BYTES};
+use crate::ids::coded_enum;
+use crate::segment::{Segment, MAX_SEGMENT_BYTES};
+
+pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_PREFIX_LEN: usize = 6;
+const MAX_CONTROL_BYTES: usize = 16 * 1024;
+
+coded_enum!(
+    /// What a frame holds.
+    FrameKind, "frame kind" {
+        Header = 1,
+        Segment = 2,
+        Hello = 16,
+        Subscribe = 17,
+        Status = 18,
+        Receipt = 19,
+        Command = 20,
+        Revocation = 21,
+        TimeRequest = 22,
+        TimeResponse = 23,
+    }
+);
+
+impl FrameKind {
+    /// The largest body a frame of this kind may declare.
+    pub fn max_body(self) -> usize {
+        match self {
+            FrameKind::Header => MAX_HEADER_BYTES,
+            FrameKind::Segment => MAX_SEGMENT_BYTES,
+            FrameKind::Revocation => MAX_CRL_BYTES,
+            FrameKind::Command => MAX_CONTROL_BYTES + 4 * 1024 * 4,
+            _ => MAX_CONTROL_BYTES,
+        }
+    }
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Header(SignedHeader),
+    Segment(Segment),
+    Hello(Hello),
+    Subscribe(Subscribe),
+    Status(SignedStatus),
+    Receipt(SignedReceipt),
+    Command(SignedCommand),
+    Revocation(RevocationList),
+    TimeRequest(TimeRequest),
+    TimeResponse(TimeResponse),
+}
+
+impl Message {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Message::Header(_) => FrameKind::Header,
+            Message::Segment(_) => FrameKind::Segment,
+            Message::Hello(_) => FrameKind::Hello,
+            Message::Subscribe(_) => FrameKind::Subscribe,
+            Message::Status(_) => FrameKind::Status,
+            Message::Receipt(_) => FrameKind::Receipt,
+            Message::Command(_) => FrameKind::Command,
+            Message::Revocation(_) => FrameKind::Revocation,
+            Message::TimeRequest(_) => FrameKind::TimeRequest,
+            Message::TimeResponse(_) => FrameKind::TimeResponse,
+        }
+    }
+
+    /// The whole frame: prefix and body.
+    pub fn encode(&self) -> Vec<u8> {
+        let owned;
+        let body: &[u8] = match self {
+            Message::Header(h) => h.body(),
+            Message::Segment(s) => s.body(),
+            Message::Status(s) => s.body(),
+            Message::Receipt(r) => r.body(),
+            Message::Command(c) => c.body(),
+            other => {
+                owned = match other {
+                    Message::Hello(h) => h.encode(),
+                    Message::Subscribe(s) => s.encode(),
+                    Message::Revocation(l) => l.encode(),
+                    Message::TimeRequest(t) => t.encode(),
+                    Message::TimeResponse(t) => t.encode(),
+                    _ => Vec::new(),
+                };
+                &owned
+            }
+        };
+        encode_frame(self.kind(), body)
+    }
+
+    /// Decodes the body of a frame of `kind`.
+    pub fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, DecodeError> {
+        if body.len() > kind.max_body() {
+            return Err(DecodeError::TooLong {
+                field: "frame body",
+                len: body.len(),
+                max: kind.max_body(),
+            });
+        }
+        Ok(match kind {
+            FrameKind::Header => Message::Header(SignedHeader::decode(body)?),
+            FrameKind::Segment => Message::Segment(Segment::decode(body)?),
+            FrameKind::Hello => Message::Hello(Hello::decode(body)?),
+            FrameKind::Subscribe => Message::Subscribe(Subscribe::decode(body)?),
+            FrameKind::Status => Message::Status(SignedStatus::decode(body)?),
+            FrameKind::Receipt => Message::Receipt(SignedReceipt::decode(body)?),
+            FrameKind::Command => Message::Command(SignedCommand::decode(body)?),
+            FrameKind::Revocation => Message::Revocation(RevocationList::decode(body)?),
+            FrameKind::TimeRequest => Message::TimeRequest(TimeRequest::decode(body)?),
+            FrameKind::TimeResponse => Message::TimeResponse(TimeResponse::decode(body)?),
+        })
+    }
+}
+
+pub fn encode_frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_PREFIX_LEN + body.len());
+    out.push(FRAME_VERSION);
+    out.push(kind.code());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads a frame prefix: kind and body length, checked against the limits.
+pub fn decode_prefix(prefix: &[u8; FRAME_PREFIX_LEN]) -> Result<(FrameKind, usize), DecodeError> {
+    if prefix[0] != FRAME_VERSION {
+        return Err(DecodeError::UnsupportedVersion(prefix[0]));
+    }
+    let kind = FrameKind::from_code(prefix[1])?;
+    let len = u32::from_be_bytes([prefix[2], prefix[3], prefix[4], prefix[5]]) as usize;
+    if len > kind.max_body() {
+        return Err(DecodeError::TooLong {
+            field: "frame",
+            len,
+            max: kind.max_body(),
+        });
+    }
+    Ok((kind, len))
+}
+
+/// One frame exactly as received, kept so relays forward the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub kind: FrameKind,
+    /// The whole frame, prefix included.
+    pub bytes: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[FRAME_PREFIX_LEN..]
+    }
+
+    pub fn message(&self) -> Result<Message, DecodeError> {
+        Message::decode_body(self.kind, self.body())
+    }
+}
+
+/// Splits a byte stream into frames, buffering at most one frame.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Kind and length of the frame being read, once its prefix arrived.
+    current: Option<(FrameKind, usize)>,
+    broken: bool,
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes. Returns the frames completed so far; on a
+    /// framing error the reader stays broken and the stream must be closed.
+    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<RawFrame>, DecodeError> {
+        if self.broken {
+            return Err(DecodeError::invalid(
+                "stream",
+                "closed after a framing error",
+            ));
+        }
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let want = match self.current {
+                None => FRAME_PREFIX_LEN,
+                Some((_, len)) => FRAME_PREFIX_LEN + len,
+            };
+            let take = (want - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() < want {
+                break;
+            }
+            match self.current {
+                None => {
+                    let prefix: [u8; FRAME_PREFIX_LEN] =
+                        self.buf[..FRAME_PREFIX_LEN].try_into().unwrap_or_default();
+                    match decode_prefix(&prefix) {
+                        Ok(kl) => self.current = Some(kl),
+                        Err(e) => {
+                            self.broken = true;
+                            self.buf = Vec::new();
+                            return Err(e);
+                        }
+                    }
+                }
+                Some((kind, _)) => {
+                    self.current = None;
+                    out.push(RawFrame {
+                        kind,
+                        bytes: std::mem::take(&mut self.buf),
+                    });
+                }
+            }
+            // A zero-length body completes at once.
+            if let Some((kind, 0)) = self.current {
+                self.current = None;
+                out.push(RawFrame {
+                    kind,
+                    bytes: std::mem::take(&mut self.buf),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes held for an incomplete frame (bounded by the kind's limit).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}

@@ -1,0 +1,96 @@
+//! What a node remembers to refuse replays: every broadcast id it accepted
+//! (with its header digest and how far it got) and every command it executed.
+//! A trait, so the terminal keeps it in sled and survives restarts.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use crate::ids::BroadcastId;
+
+/// What is remembered of an accepted broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayRecord {
+    /// SHA-256 of the accepted header body.
+    pub digest: [u8; 32],
+    /// Unix ms after which the record may be forgotten (the header is then
+    /// refused as expired anyway).
+    pub end_ms: i64,
+    /// The lowest segment sequence still acceptable.
+    pub next_seq: u32,
+    /// Cancelled: nothing more of it plays.
+    pub closed: bool,
+}
+
+pub trait ReplayStore {
+    type Error: std::fmt::Display;
+
+    fn get(&self, id: BroadcastId) -> Result<Option<ReplayRecord>, Self::Error>;
+
+    /// Stores the record. Implementations make it durable before returning
+    /// when the node relies on it across restarts.
+    fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Self::Error>;
+
+    /// Records a command; false when it was already recorded.
+    fn insert_command(
+        &mut self,
+        signer_serial: u64,
+        command_id: u64,
+        expires_ms: i64,
+    ) -> Result<bool, Self::Error>;
+
+    /// Forgets records that ended before `now_ms`; returns how many.
+    fn prune(&mut self, now_ms: i64) -> Result<usize, Self::Error>;
+}
+
+/// An in-memory store, for relays' hot path and for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryReplayStore {
+    broadcasts: HashMap<BroadcastId, ReplayRecord>,
+    commands: HashMap<(u64, u64), i64>,
+}
+
+impl MemoryReplayStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.broadcasts.len() + self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ReplayStore for MemoryReplayStore {
+    type Error = Infallible;
+
+    fn get(&self, id: BroadcastId) -> Result<Option<ReplayRecord>, Infallible> {
+        Ok(self.broadcasts.get(&id).copied())
+    }
+
+    fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Infallible> {
+        self.broadcasts.insert(id, *record);
+        Ok(())
+    }
+
+    fn insert_command(
+        &mut self,
+        signer_serial: u64,
+        command_id: u64,
+        expires_ms: i64,
+    ) -> Result<bool, Infallible> {
+        Ok(self
+            .commands
+            .insert((signer_serial, command_id), expires_ms)
+            .is_none())
+    }
+
+    fn prune(&mut self, now_ms: i64) -> Result<usize, Infallible> {
+        let before = self.len();
+        self.broadcasts.retain(|_, r| r.end_ms >= now_ms);
+        self.commands.retain(|_, e| *e >= now_ms);
+        Ok(before - self.len())
+    }
+}
