@@ -107,6 +107,27 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Verifies many signatures at once (ed25519-dalek batch verification), for
+/// a node catching up on a backlog. True only if every signature is valid;
+/// on false, verify one by one to find the bad ones. Batch verification is
+/// not the strict check: callers that must reject malleable signatures
+/// re-check with [`PublicKey::verify`].
+pub fn verify_batch(context: SignContext, items: &[(&PublicKey, &[&[u8]], &Signature)]) -> bool {
+    let mut messages = Vec::with_capacity(items.len());
+    let mut signatures = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    for (key, parts, sig) in items {
+        let Ok(k) = VerifyingKey::from_bytes(&key.0) else {
+            return false;
+        };
+        keys.push(k);
+        messages.push(framed(context, parts));
+        signatures.push(ed25519_dalek::Signature::from_bytes(sig));
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok()
+}
+
 /// An Ed25519 private key. Never printed, zeroized on drop.
 pub struct SecretKey(SigningKey);
 
@@ -214,6 +235,27 @@ mod tests {
         assert!(!SecretKey::generate()
             .public()
             .verify(SignContext::Header, &[b"abcdef"], &sig));
+    }
+
+    #[test]
+    fn batch_verification_agrees() {
+        let k = SecretKey::generate();
+        let pk = k.public();
+        let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 40]).collect();
+        let sigs: Vec<Signature> = msgs
+            .iter()
+            .map(|m| k.sign(SignContext::Segment, &[m]))
+            .collect();
+        let parts: Vec<[&[u8]; 1]> = msgs.iter().map(|m| [m.as_slice()]).collect();
+        let mut items: Vec<(&PublicKey, &[&[u8]], &Signature)> = parts
+            .iter()
+            .zip(&sigs)
+            .map(|(p, s)| (&pk, &p[..], s))
+            .collect();
+        assert!(verify_batch(SignContext::Segment, &items));
+        let bad = [b"tampered".as_slice()];
+        items[3].1 = &bad;
+        assert!(!verify_batch(SignContext::Segment, &items));
     }
 
     #[test]

@@ -194,8 +194,7 @@ fn root_to_terminal_verify_bundle_revoke() {
     // The district revokes the village; the terminal's chain is then refused.
     let village_serial = ok(d, &["show", "village.pem"])
         .lines()
-        .filter(|l| l.starts_with("certificate "))
-        .next_back()
+        .rfind(|l| l.starts_with("certificate "))
         .unwrap()[12..]
         .to_string();
     ok(

@@ -44,7 +44,7 @@ impl FrameKind {
             FrameKind::Header => MAX_HEADER_BYTES,
             FrameKind::Segment => MAX_SEGMENT_BYTES,
             FrameKind::Revocation => MAX_CRL_BYTES,
-            FrameKind::Command => MAX_CONTROL_BYTES + 4 * 1024 * 4,
+            FrameKind::Command => 2 * MAX_CONTROL_BYTES,
             _ => MAX_CONTROL_BYTES,
         }
     }
@@ -244,5 +244,33 @@ impl FrameReader {
     /// Bytes held for an incomplete frame (bounded by the kind's limit).
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PROTOCOL.md section 2 quotes these limits: change both together.
+    #[test]
+    fn documented_limits() {
+        let limits: Vec<(FrameKind, usize)> =
+            FrameKind::ALL.iter().map(|k| (*k, k.max_body())).collect();
+        assert_eq!(
+            limits,
+            vec![
+                (FrameKind::Header, 15_916),
+                (FrameKind::Segment, 63_945),
+                (FrameKind::Hello, 16_384),
+                (FrameKind::Subscribe, 16_384),
+                (FrameKind::Status, 16_384),
+                (FrameKind::Receipt, 16_384),
+                (FrameKind::Command, 32_768),
+                (FrameKind::Revocation, 83_296),
+                (FrameKind::TimeRequest, 16_384),
+                (FrameKind::TimeResponse, 16_384),
+            ]
+        );
+        assert_eq!(certs::cert::MAX_CERT_BYTES, 797);
     }
 }

@@ -73,6 +73,9 @@ fn assert_refused<T: std::fmt::Debug>(
     assert_eq!(v.counts().get(reason), 1, "counted once: {:?}", v.counts());
 }
 
+type CertChange<'a> = &'a dyn Fn(&mut CertBody);
+type HeaderChange<'a> = &'a dyn Fn(&mut BroadcastHeader);
+
 fn sign(issuer: &Identity, header: BroadcastHeader) -> SignedHeader {
     SignedHeader::sign_unchecked(header, issuer).unwrap()
 }
@@ -196,7 +199,7 @@ fn chain_refusals() {
             ],
         }
     };
-    let cases: [(&dyn Fn(&mut CertBody), RefusalReason); 5] = [
+    let cases: [(CertChange, RefusalReason); 5] = [
         (
             &|b| b.tier = certs::Tier::Town,
             RefusalReason::CertTierOrder,
@@ -335,7 +338,7 @@ fn scope_and_addressing() {
 #[test]
 fn inconsistent_headers() {
     let d = &pki().district;
-    let cases: [(&dyn Fn(&mut BroadcastHeader), &str); 5] = [
+    let cases: [(HeaderChange, &str); 5] = [
         (
             &|h| h.class = BroadcastClass::Drill,
             "drill class with a real message type",
