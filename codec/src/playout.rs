@@ -1,0 +1,338 @@
+//! Playout scheduling: a jitter buffer that releases frames by presentation
+//! time against a clock (the terminal's estimate of the issuer's clock),
+//! and says for each due frame whether to decode it, recover it from the
+//! next packet's FEC, or conceal it. Sans-IO: the caller passes `now`.
+
+use std::collections::BTreeMap;
+
+/// What to do for the frame that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// Decode this packet.
+    Packet(Vec<u8>),
+    /// The packet is lost; the next one arrived: recover from its FEC.
+    Recover(Vec<u8>),
+    /// The packet is lost: conceal.
+    Conceal,
+    /// Nothing to play for a while: silence (concealment has faded out).
+    Silence,
+}
+
+/// Where a late joiner starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Play in step with the issuer's timeline: frames already due are skipped
+    /// (terminals of one area stay in sync).
+    InStep,
+    /// Shift the timeline so the first frame received plays now (a terminal
+    /// that missed the start of a still-valid alert hears all of it).
+    FromStart,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PlayoutConfig {
+    pub frame_us: i64,
+    /// Fixed delay from presentation time to playout: the jitter buffer.
+    pub delay_us: i64,
+    /// Frames further ahead than this are refused (bounded memory).
+    pub max_ahead_us: i64,
+    /// Consecutive concealed frames before switching to silence.
+    pub max_conceal: u32,
+    /// In step: how far behind the timeline playout may run (a coarse
+    /// polling tick) before frames are skipped to catch up.
+    pub max_lag_us: i64,
+}
+
+impl Default for PlayoutConfig {
+    fn default() -> Self {
+        PlayoutConfig {
+            frame_us: 20_000,
+            delay_us: 400_000,
+            max_ahead_us: 120_000_000,
+            max_conceal: 5,
+            max_lag_us: 200_000,
+        }
+    }
+}
+
+/// Counters a terminal reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlayoutStats {
+    pub played: u64,
+    pub recovered: u64,
+    pub concealed: u64,
+    /// Frames due with nothing to play (each concealed or silent frame).
+    pub underruns: u64,
+    /// Frames that arrived after their playout time.
+    pub late: u64,
+    /// Frames refused (duplicate, too far ahead) or skipped to stay in step.
+    pub dropped: u64,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Buffered,
+    Late,
+    Duplicate,
+    TooFarAhead,
+}
+
+#[derive(Debug)]
+pub struct Playout {
+    cfg: PlayoutConfig,
+    join: Join,
+    frames: BTreeMap<i64, Vec<u8>>,
+    /// Presentation time of the next frame to play.
+    next_pts: Option<i64>,
+    /// Added to presentation times (non-zero after a FromStart join).
+    shift_us: i64,
+    end_pts: Option<i64>,
+    conceal_run: u32,
+    /// Once the first frame played, the start can no longer move earlier.
+    started: bool,
+    stats: PlayoutStats,
+}
+
+impl Playout {
+    pub fn new(cfg: PlayoutConfig, join: Join) -> Self {
+        Playout {
+            cfg,
+            join,
+            frames: BTreeMap::new(),
+            next_pts: None,
+            shift_us: 0,
+            end_pts: None,
+            conceal_run: 0,
+            started: false,
+            stats: PlayoutStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> PlayoutStats {
+        self.stats
+    }
+
+    /// Frames waiting in the buffer.
+    pub fn buffered(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// When the frame at `pts_us` plays, on the issuer's clock.
+    pub fn play_time(&self, pts_us: i64) -> i64 {
+        pts_us + self.shift_us + self.cfg.delay_us
+    }
+
+    /// True once the last frame has been played.
+    pub fn finished(&self) -> bool {
+        matches!((self.end_pts, self.next_pts), (Some(end), Some(next)) if next > end)
+    }
+
+    /// Adds the frames of a segment whose first frame presents at `pts_us`.
+    pub fn push_segment(
+        &mut self,
+        pts_us: i64,
+        frames: Vec<Vec<u8>>,
+        last: bool,
+        now_us: i64,
+    ) -> Vec<Pushed> {
+        let n = frames.len() as i64;
+        let out = frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| self.push(pts_us + i as i64 * self.cfg.frame_us, f, now_us))
+            .collect();
+        if last {
+            self.end_pts = Some(pts_us + (n - 1) * self.cfg.frame_us);
+        }
+        out
+    }
+
+    pub fn push(&mut self, pts_us: i64, packet: Vec<u8>, now_us: i64) -> Pushed {
+        if !self.started && self.next_pts.is_none_or(|n| pts_us < n) {
+            // Before playback starts, frames may arrive in any order.
+            if self.join == Join::FromStart && pts_us + self.cfg.delay_us < now_us {
+                self.shift_us = now_us - pts_us;
+            }
+            self.next_pts = Some(pts_us);
+        }
+        let next = self.next_pts.unwrap_or(pts_us);
+        if pts_us < next {
+            self.stats.late += 1;
+            return Pushed::Late;
+        }
+        if pts_us > next + self.cfg.max_ahead_us {
+            self.stats.dropped += 1;
+            return Pushed::TooFarAhead;
+        }
+        if self.frames.contains_key(&pts_us) {
+            self.stats.dropped += 1;
+            return Pushed::Duplicate;
+        }
+        self.frames.insert(pts_us, packet);
+        Pushed::Buffered
+    }
+
+    /// The next due frame at `now_us`, or None when nothing is due yet (or
+    /// the broadcast has ended). Call repeatedly until None.
+    pub fn poll(&mut self, now_us: i64) -> Option<Slot> {
+        let mut next = self.next_pts?;
+        if self.finished() {
+            return None;
+        }
+        if self.play_time(next) > now_us {
+            return None;
+        }
+        if self.join == Join::InStep {
+            // Running too far behind the timeline: skip to stay in step.
+            let lag = now_us - self.play_time(next);
+            let behind = lag / self.cfg.frame_us;
+            if lag > self.cfg.max_lag_us {
+                let skip_to = next + behind * self.cfg.frame_us;
+                let stale: Vec<i64> = self.frames.range(..skip_to).map(|(k, _)| *k).collect();
+                self.stats.dropped += stale.len() as u64;
+                for k in stale {
+                    self.frames.remove(&k);
+                }
+                next = skip_to;
+                if let Some(end) = self.end_pts {
+                    next = next.min(end + self.cfg.frame_us);
+                }
+                self.next_pts = Some(next);
+                if self.finished() {
+                    return None;
+                }
+            }
+        }
+        self.started = true;
+        self.next_pts = Some(next + self.cfg.frame_us);
+        if let Some(packet) = self.frames.remove(&next) {
+            self.stats.played += 1;
+            self.conceal_run = 0;
+            return Some(Slot::Packet(packet));
+        }
+        self.stats.underruns += 1;
+        if let Some(following) = self.frames.get(&(next + self.cfg.frame_us)) {
+            self.stats.recovered += 1;
+            self.conceal_run = 0;
+            return Some(Slot::Recover(following.clone()));
+        }
+        self.conceal_run += 1;
+        if self.conceal_run > self.cfg.max_conceal {
+            return Some(Slot::Silence);
+        }
+        self.stats.concealed += 1;
+        Some(Slot::Conceal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: i64 = 20_000;
+
+    fn pkt(i: i64) -> Vec<u8> {
+        vec![i as u8]
+    }
+
+    fn drain(p: &mut Playout, now: i64) -> Vec<Slot> {
+        std::iter::from_fn(|| p.poll(now)).collect()
+    }
+
+    #[test]
+    fn plays_in_order_after_the_delay() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        // Arrive out of order.
+        for i in [2, 0, 1, 3] {
+            assert_eq!(p.push(i * F, pkt(i), 0), Pushed::Buffered);
+        }
+        assert!(
+            drain(&mut p, 399_999).is_empty(),
+            "nothing before the delay"
+        );
+        assert_eq!(drain(&mut p, 400_000), vec![Slot::Packet(pkt(0))]);
+        assert_eq!(
+            drain(&mut p, 400_000 + 3 * F),
+            vec![
+                Slot::Packet(pkt(1)),
+                Slot::Packet(pkt(2)),
+                Slot::Packet(pkt(3))
+            ]
+        );
+        assert_eq!(p.stats().played, 4);
+    }
+
+    #[test]
+    fn loss_is_recovered_or_concealed_and_counted() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push_segment(0, vec![pkt(0), pkt(1)], false, 0);
+        p.push_segment(3 * F, vec![pkt(3)], false, 0); // frame 2 lost, 3 carries its FEC
+        p.push_segment(6 * F, vec![pkt(6)], true, 0); // 4 and 5 lost
+        let slots = drain(&mut p, 400_000 + 6 * F);
+        assert_eq!(
+            slots,
+            vec![
+                Slot::Packet(pkt(0)),
+                Slot::Packet(pkt(1)),
+                Slot::Recover(pkt(3)),
+                Slot::Packet(pkt(3)),
+                Slot::Conceal,
+                Slot::Recover(pkt(6)),
+                Slot::Packet(pkt(6)),
+            ]
+        );
+        let s = p.stats();
+        assert_eq!(
+            (s.played, s.recovered, s.concealed, s.underruns),
+            (4, 2, 1, 3)
+        );
+        assert!(p.finished());
+        assert_eq!(p.poll(10_000_000), None, "nothing after the end");
+    }
+
+    #[test]
+    fn late_duplicate_and_far_frames_are_refused() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push(0, pkt(0), 0);
+        assert_eq!(p.push(0, pkt(0), 0), Pushed::Duplicate);
+        assert_eq!(drain(&mut p, 400_000).len(), 1);
+        assert_eq!(p.push(0, pkt(0), 400_000), Pushed::Late);
+        assert_eq!(p.push(200_000_000, pkt(9), 400_000), Pushed::TooFarAhead);
+        let s = p.stats();
+        assert_eq!((s.late, s.dropped), (1, 2));
+    }
+
+    #[test]
+    fn long_gaps_turn_to_silence() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push(0, pkt(0), 0);
+        let slots = drain(&mut p, 400_000 + 10 * F);
+        assert_eq!(slots[0], Slot::Packet(pkt(0)));
+        assert_eq!(slots.iter().filter(|s| **s == Slot::Conceal).count(), 5);
+        assert_eq!(slots.iter().filter(|s| **s == Slot::Silence).count(), 5);
+    }
+
+    #[test]
+    fn late_joiner_in_step_skips_or_from_start_shifts() {
+        // Joined 1 s after the frames' playout time.
+        let now = 1_000_000 + 400_000;
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push_segment(0, (0..100).map(pkt).collect(), true, now);
+        let first = drain(&mut p, now);
+        assert_eq!(
+            first,
+            vec![Slot::Packet(pkt(50))],
+            "in step: resumes where the timeline is"
+        );
+        assert_eq!(p.stats().dropped, 50);
+
+        let mut p = Playout::new(PlayoutConfig::default(), Join::FromStart);
+        p.push_segment(0, (0..100).map(pkt).collect(), true, now);
+        assert!(
+            drain(&mut p, now).is_empty(),
+            "from start: waits the delay from now"
+        );
+        assert_eq!(drain(&mut p, now + 400_000), vec![Slot::Packet(pkt(0))]);
+    }
+}
