@@ -308,7 +308,7 @@ impl Microphone {
                     let device = host
                         .default_input_device()
                         .ok_or("no default input device")?;
-                    let supported = device.default_input_config().map_err(|e| e.to_string())?;
+                    let supported = preferred_input_config(&device).map_err(|e| e.to_string())?;
                     if supported.sample_format() != SampleFormat::F32
                         && supported.sample_format() != SampleFormat::I16
                     {
@@ -398,6 +398,26 @@ impl Microphone {
         }
         Ok(Some(self.pending.drain(..self.frame).collect()))
     }
+}
+
+/// Speech is mono: prefer 16-bit mono at 48 kHz when the device offers it
+/// (no conversion in the driver), else the device's default.
+fn preferred_input_config(
+    device: &cpal::Device,
+) -> Result<cpal::SupportedStreamConfig, cpal::Error> {
+    const RATE: u32 = 48_000;
+    if let Ok(ranges) = device.supported_input_configs() {
+        for r in ranges {
+            if r.sample_format() == SampleFormat::I16
+                && r.channels() == 1
+                && r.min_sample_rate() <= RATE
+                && RATE <= r.max_sample_rate()
+            {
+                return Ok(r.with_sample_rate(RATE));
+            }
+        }
+    }
+    device.default_input_config()
 }
 
 impl Drop for Microphone {

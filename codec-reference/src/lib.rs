@@ -1,0 +1,1 @@
+//! See tests/: the reference check is test code only.
