@@ -1,1 +1,125 @@
 //! Shared helpers for the cross-crate integration tests in tests/tests/.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use certs::pki::Layout;
+use codec::ingest::{FileSource, Limits};
+use codec::resample::StreamResampler;
+use platform::demo::{LocalDistrict, LocalOptions};
+
+pub fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/audio")
+        .join(name)
+}
+
+/// Decodes an asset to mono 16 kHz.
+pub fn pcm16k(name: &str) -> Vec<f32> {
+    let mut src = FileSource::open(&asset(name), Limits::default()).expect("asset opens");
+    let mut r = StreamResampler::new(src.sample_rate(), 16_000).expect("resampler");
+    let mut out = Vec::new();
+    while let Some(c) = src.next_chunk().expect("asset decodes") {
+        r.push(&c, &mut out).expect("resample");
+    }
+    r.finish(&mut out).expect("resample");
+    out
+}
+
+/// Writes the first `seconds` of an asset as a 16 kHz WAV clip.
+pub fn clip(name: &str, seconds: f32, out: &Path) -> Vec<f32> {
+    let mut pcm = pcm16k(name);
+    pcm.truncate((seconds * 16_000.0) as usize);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(out, spec).expect("clip file");
+    for s in &pcm {
+        w.write_sample(codec::sink::to_i16(*s)).expect("clip write");
+    }
+    w.finalize().expect("clip finalize");
+    pcm
+}
+
+/// What a normalised ingest of `path` sends (the reference for correlation).
+pub fn normalised(path: &Path) -> Vec<f32> {
+    let mut out = Vec::new();
+    codec::normalise_file(
+        path,
+        &codec::IngestConfig::default(),
+        &mut |_| {},
+        &mut |c| {
+            out.extend_from_slice(c);
+            Ok(())
+        },
+    )
+    .expect("normalise");
+    out
+}
+
+/// Best normalised correlation of `played` against `reference` over lags 0..max_lag.
+pub fn correlation(reference: &[f32], played: &[f32], max_lag: usize) -> f64 {
+    (0..max_lag.min(played.len()))
+        .map(|lag| {
+            let n = reference.len().min(played.len() - lag);
+            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+            for i in 0..n {
+                let (x, y) = (reference[i] as f64, played[i + lag] as f64);
+                ab += x * y;
+                aa += x * x;
+                bb += y * y;
+            }
+            ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
+        })
+        .fold(0.0, f64::max)
+}
+
+pub fn read_wav(path: &Path) -> Vec<f32> {
+    match hound::WavReader::open(path) {
+        Ok(mut r) => r
+            .samples::<i16>()
+            .map(|s| s.unwrap_or(0) as f32 / 32768.0)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A small district on loopback: every terminal writes a WAV file.
+pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
+    let d = LocalDistrict::start(LocalOptions {
+        layout,
+        dir: dir.to_path_buf(),
+        sink: Box::new(|_, dir| {
+            Ok(
+                Box::new(codec::WavSink::create(&dir.join("played.wav"), 16_000)?)
+                    as Box<dyn codec::Sink>,
+            )
+        }),
+        heartbeat: Duration::from_millis(500),
+        api_everywhere: true,
+        progress: Box::new(|_, _, _| {}),
+    })
+    .await
+    .expect("district starts");
+    assert_eq!(
+        d.wait_connected(Duration::from_secs(20)).await,
+        d.terminals.len(),
+        "every terminal connects"
+    );
+    d
+}
+
+/// Waits until `check` holds or the timeout passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}

@@ -1,0 +1,254 @@
+//! The HTTP API (axum): issue from an uploaded audio file, cancel, list
+//! broadcasts with live coverage, list terminals. Changing anything needs
+//! the platform's bearer token; there is no default password.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use certs::AreaCode;
+use protocol::{BroadcastClass, BroadcastId, MessageType, Severity};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::book::{Coverage, TerminalRow};
+use crate::issue::{self, IssueError, IssueRequest, Sequence};
+use crate::relay::{now_ms, Relay};
+
+/// A terminal whose last heartbeat is older than this is offline.
+pub const OFFLINE_AFTER_MS: i64 = 30_000;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub relay: Arc<Relay>,
+    pub seq: Arc<Sequence>,
+    pub token: Arc<String>,
+    pub ingest: codec::IngestConfig,
+    pub name: Arc<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/broadcasts", get(list).post(create))
+        .route("/api/broadcasts/{id}/cancel", post(cancel))
+        .route("/api/terminals", get(terminals))
+        .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        let code = match e {
+            IssueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn authorise(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if t.as_bytes() == state.token.as_bytes() => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        )),
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let cert = s.relay.identity.cert();
+    Json(json!({
+        "name": *s.name,
+        "tier": cert.tier().name(),
+        "serial": format!("{:016x}", cert.serial()),
+        "scope": s.relay.scope.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "broadcasts": s.relay.current(now_ms()).len(),
+        "refusals": s.relay.refusals().iter().map(|(r, n)| (r.name().to_string(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+}
+
+#[derive(Serialize)]
+struct BroadcastRow {
+    id: String,
+    msg_type: u8,
+    class: u8,
+    severity: u8,
+    title: String,
+    targets: Vec<String>,
+    issued_at_ms: i64,
+    end_ms: i64,
+    segments: usize,
+    total_segments: u32,
+    cancelled: bool,
+    coverage: Coverage,
+}
+
+async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
+    let book = s.relay.book();
+    Json(
+        s.relay
+            .all()
+            .iter()
+            .map(|b| {
+                let h = b.header.header();
+                BroadcastRow {
+                    id: b.id().to_string(),
+                    msg_type: h.msg_type.code(),
+                    class: h.class.code(),
+                    severity: h.severity.code(),
+                    title: h.title.clone(),
+                    targets: h.targets.iter().map(|t| t.to_string()).collect(),
+                    issued_at_ms: h.issued_at_ms,
+                    end_ms: h.end_ms,
+                    segments: b.segment_count(),
+                    total_segments: h.audio.total_segments,
+                    cancelled: b.is_cancelled(),
+                    coverage: book.coverage(b.id()),
+                }
+            })
+            .collect(),
+    )
+}
+
+async fn terminals(State(s): State<ApiState>) -> Json<Vec<TerminalRow>> {
+    Json(s.relay.book().terminals(now_ms(), OFFLINE_AFTER_MS))
+}
+
+async fn cancel(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&s, &headers)?;
+    let target: BroadcastId = id
+        .parse()
+        .map_err(|_| bad(format!("{id:?} is not a 35-digit broadcast id")))?;
+    let cancel_id = issue::cancel(&s.relay, &s.seq, target)?;
+    Ok(Json(
+        json!({ "cancelled": target.to_string(), "cancel_id": cancel_id.to_string() }),
+    ))
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    authorise(&s, &headers)?;
+    let mut fields = std::collections::HashMap::new();
+    let mut audio: Option<tempfile::NamedTempFile> = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("malformed form: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "audio" {
+            let ext = field
+                .file_name()
+                .and_then(|f| std::path::Path::new(f).extension())
+                .and_then(|e| e.to_str())
+                .unwrap_or("bin")
+                .to_string();
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| bad(format!("audio upload: {e}")))?;
+            let mut f = tempfile::Builder::new()
+                .suffix(&format!(".{ext}"))
+                .tempfile()
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            f.write_all(&data)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            audio = Some(f);
+        } else {
+            let text = field
+                .text()
+                .await
+                .map_err(|e| bad(format!("field {name}: {e}")))?;
+            fields.insert(name, text);
+        }
+    }
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let targets = get("areas")
+        .split(',')
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| a.trim().parse::<AreaCode>().map_err(|e| bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (class, msg_type) = match get("class") {
+        "emergency" | "" => (BroadcastClass::Emergency, MessageType::Broadcast),
+        "daily" => (BroadcastClass::Daily, MessageType::Broadcast),
+        "drill" => (BroadcastClass::Drill, MessageType::DrillPlatform),
+        other => return Err(bad(format!("class {other:?} (emergency, daily, drill)"))),
+    };
+    let severity = Severity::from_code(get("severity").parse().unwrap_or(0))
+        .map_err(|e| bad(e.to_string()))?;
+    let event_type = match get("event_type") {
+        "" => "10000".parse(),
+        e => e.parse(),
+    }
+    .map_err(|e: certs::encoding::DecodeError| bad(e.to_string()))?;
+    let valid_minutes = match get("valid_minutes") {
+        "" => 60,
+        v => v
+            .parse()
+            .map_err(|_| bad(format!("valid_minutes {v:?} is not a number")))?,
+    };
+    let volume = match get("volume") {
+        "" => None,
+        v => Some(
+            v.parse::<u8>()
+                .ok()
+                .filter(|v| *v <= 100)
+                .ok_or_else(|| bad("volume is 0 to 100"))?,
+        ),
+    };
+    let title = get("title").to_string();
+    if title.is_empty() {
+        return Err(bad("a title is required"));
+    }
+    issue::check_scope(&s.relay, &targets)?;
+    let audio = audio.ok_or_else(|| bad("an audio file is required (field 'audio')"))?;
+    let req = IssueRequest {
+        targets,
+        class,
+        msg_type,
+        severity,
+        event_type,
+        title,
+        text: get("text").to_string(),
+        language: match get("language") {
+            "" => "zh-CN".to_string(),
+            l => l.to_string(),
+        },
+        valid_minutes,
+        volume,
+    };
+    let id = issue::issue(s.relay.clone(), &s.seq, req, audio.path(), s.ingest).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id.to_string(), "accepted_ms": now_ms() })),
+    ))
+}

@@ -1,0 +1,116 @@
+//! The playout-control platform: one program for district, town and
+//! village (the certificate decides). A library with a thin `main`, so tests
+//! start real platforms in-process on port 0.
+
+pub mod api;
+pub mod book;
+pub mod config;
+pub mod demo;
+pub mod downstream;
+pub mod issue;
+pub mod relay;
+pub mod store;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use certs::{Bundle, RevocationState};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use relay::Relay;
+
+/// Everything a platform starts with.
+pub struct PlatformOptions {
+    pub name: String,
+    pub bundle: Bundle,
+    /// QUIC address for children (port 0: any).
+    pub listen: SocketAddr,
+    /// HTTP API address; None for no API.
+    pub http: Option<SocketAddr>,
+    /// Parent platforms in failover order; empty at the district.
+    pub parents: Vec<SocketAddr>,
+    pub store: PathBuf,
+    /// Bearer token for changes through the API.
+    pub api_token: String,
+    pub ingest: codec::IngestConfig,
+}
+
+/// A running platform.
+pub struct PlatformHandle {
+    pub name: String,
+    pub quic_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub relay: Arc<Relay>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PlatformHandle {
+    /// Stops at once, as a crash would: no goodbye to peers.
+    pub fn kill(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.endpoint.close(0u32.into(), b"stopped");
+    }
+}
+
+impl Drop for PlatformHandle {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
+    let store = store::Store::open(&opts.store)
+        .with_context(|| format!("opening store {}", opts.store.display()))?;
+    let crypto = transport::NodeCrypto {
+        anchor: opts.bundle.anchor.clone(),
+        revocations: Arc::new(RwLock::new(RevocationState::new())),
+    };
+    let endpoint = transport::platform_endpoint(&opts.bundle.identity, &crypto, opts.listen)?;
+    let quic_addr = endpoint.local_addr()?;
+    let relay = Relay::new(opts.bundle.identity, opts.bundle.anchor, store);
+    let restored = relay.restore()?;
+    let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
+    let mut tasks = vec![
+        tokio::spawn(downstream::serve(endpoint.clone(), relay.clone(), up_tx)),
+        tokio::spawn(upstream::run(
+            endpoint.clone(),
+            opts.parents,
+            relay.clone(),
+            up_rx,
+        )),
+    ];
+    let mut http_addr = None;
+    if let Some(addr) = opts.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding HTTP {addr}"))?;
+        http_addr = Some(listener.local_addr()?);
+        let state = api::ApiState {
+            relay: relay.clone(),
+            seq: Arc::new(issue::Sequence::default()),
+            token: Arc::new(opts.api_token),
+            ingest: opts.ingest,
+            name: Arc::new(opts.name.clone()),
+        };
+        let app = api::router(state);
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+    info!(name = %opts.name, tier = %relay.tier, %quic_addr, ?http_addr, restored, "platform started");
+    Ok(PlatformHandle {
+        name: opts.name,
+        quic_addr,
+        http_addr,
+        relay,
+        endpoint,
+        tasks,
+    })
+}

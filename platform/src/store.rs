@@ -1,0 +1,78 @@
+//! The platform's durable state in sled: broadcasts (header and segment
+//! frames), receipts and terminal status. Anything acknowledged to an
+//! operator or a peer is flushed first.
+
+use std::path::Path;
+
+use protocol::BroadcastId;
+
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(#[from] sled::Error);
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    headers: sled::Tree,
+    segments: sled::Tree,
+}
+
+fn seg_key(id: BroadcastId, seq: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&id.as_u128().to_be_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Store {
+            headers: db.open_tree("headers")?,
+            segments: db.open_tree("segments")?,
+            db,
+        })
+    }
+
+    pub fn put_header(&self, id: BroadcastId, frame: &[u8]) -> Result<(), StoreError> {
+        self.headers.insert(id.as_u128().to_be_bytes(), frame)?;
+        Ok(())
+    }
+
+    pub fn put_segment(&self, id: BroadcastId, seq: u32, frame: &[u8]) -> Result<(), StoreError> {
+        self.segments.insert(seg_key(id, seq), frame)?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored broadcast: header frame and its segment frames in order.
+    pub fn broadcasts(&self) -> Result<Vec<(Vec<u8>, Vec<(u32, Vec<u8>)>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.headers.iter() {
+            let (k, header) = item?;
+            let mut segs = Vec::new();
+            for s in self.segments.scan_prefix(&k) {
+                let (sk, frame) = s?;
+                let seq = u32::from_be_bytes(sk[16..20].try_into().unwrap_or([0; 4]));
+                segs.push((seq, frame.to_vec()));
+            }
+            out.push((header.to_vec(), segs));
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&self, id: BroadcastId) -> Result<(), StoreError> {
+        let k = id.as_u128().to_be_bytes();
+        self.headers.remove(k)?;
+        for s in self.segments.scan_prefix(k) {
+            let (sk, _) = s?;
+            self.segments.remove(sk)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! The link to the parent platform: dial in failover order with backoff,
+//! receive broadcasts on their streams, send receipts and status up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::{Hello, Message, Subscribe};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use transport::FrameStream;
+
+use crate::relay::{now_ms, Relay};
+
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    parents: Vec<SocketAddr>,
+    relay: Arc<Relay>,
+    mut up: mpsc::Receiver<Bytes>,
+) {
+    if parents.is_empty() {
+        // The top of the tree: nothing goes further up.
+        while up.recv().await.is_some() {}
+        return;
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        for addr in &parents {
+            match transport::connect(&endpoint, *addr).await {
+                Ok(conn) => {
+                    info!(%addr, "connected to parent");
+                    backoff = Duration::from_millis(200);
+                    if let Err(e) = session(&conn, &relay, &mut up).await {
+                        debug!(%addr, "parent session ended: {e}");
+                    }
+                    warn!(%addr, "lost parent");
+                    break; // start again from the preferred parent
+                }
+                Err(e) => debug!(%addr, "cannot reach parent: {e}"),
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session(
+    conn: &quinn::Connection,
+    relay: &Arc<Relay>,
+    up: &mut mpsc::Receiver<Bytes>,
+) -> anyhow::Result<()> {
+    let (mut send, _recv) = conn.open_bi().await?;
+    let hello = Hello {
+        tier: relay.tier,
+        serial: relay.identity.cert().serial(),
+        software: concat!("platform ", env!("CARGO_PKG_VERSION")).into(),
+    };
+    transport::send(&mut send, &Message::Hello(hello)).await?;
+    let resume = relay
+        .current(now_ms())
+        .iter()
+        .map(|b| (b.id(), b.segment_count() as u32))
+        .take(protocol::control::MAX_RESUME)
+        .collect();
+    transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
+    loop {
+        tokio::select! {
+            stream = conn.accept_uni() => {
+                let stream = stream?;
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    let mut frames = FrameStream::new(stream);
+                    loop {
+                        match frames.next().await {
+                            Ok(Some(raw)) => {
+                                if let Err(e) = relay.ingest_raw(raw, false) {
+                                    debug!("from parent: {e}");
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => { debug!("broadcast stream: {e}"); frames.stop(); break; }
+                        }
+                    }
+                });
+            }
+            frame = up.recv() => match frame {
+                Some(f) => send.write_all(&f).await?,
+                None => return Ok(()),
+            },
+            e = conn.closed() => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! QUIC links between nodes of the broadcast network.
+//!
+//! Every endpoint authenticates its peer with the EBS chain (`certs::tls`):
+//! a platform accepts lower platforms and terminals; a node dialling up
+//! accepts only a platform responsible for its area. Messages travel as
+//! frames (`protocol::frame`) on QUIC streams: one bidirectional control
+//! stream per connection, one unidirectional stream per broadcast.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use certs::tls::{self, ChainVerifier, PeerPolicy};
+use certs::{AreaCode, Certificate, Identity, RevocationState, TrustAnchor};
+use protocol::frame::{FrameReader, RawFrame};
+use protocol::Message;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("TLS setup: {0}")]
+    Tls(#[from] certs::tls::TlsError),
+    #[error("QUIC setup: {0}")]
+    Setup(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: {detail}")]
+    Connect { addr: SocketAddr, detail: String },
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream read: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("peer sent a bad frame: {0}")]
+    Frame(#[from] certs::encoding::DecodeError),
+    #[error("peer identity: {0}")]
+    Peer(String),
+}
+
+/// Keep-alive well inside carrier NAT timeouts (often 30–60 s for UDP);
+/// a dead link is noticed within the idle timeout.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn transport_config() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .unwrap_or(VarInt::from_u32(15_000).into()),
+    ));
+    // One uni stream per broadcast; a bounded number may be open at once.
+    t.max_concurrent_uni_streams(VarInt::from_u32(64));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    Arc::new(t)
+}
+
+/// What a node needs to build its endpoint.
+#[derive(Clone)]
+pub struct NodeCrypto {
+    pub anchor: TrustAnchor,
+    pub revocations: Arc<RwLock<RevocationState>>,
+}
+
+fn client_config(
+    identity: &Identity,
+    crypto: &NodeCrypto,
+    area: AreaCode,
+) -> Result<quinn::ClientConfig, LinkError> {
+    let verifier = Arc::new(ChainVerifier::new(
+        crypto.anchor.clone(),
+        crypto.revocations.clone(),
+        PeerPolicy::upstream_of(area),
+    ));
+    let tls = tls::client_config(identity, verifier)?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A platform's endpoint: accepts lower platforms and terminals on `listen`
+/// and dials its parent from the same socket.
+pub fn platform_endpoint(
+    identity: &Identity,
+    crypto: &NodeCrypto,
+    listen: SocketAddr,
+) -> Result<Endpoint, LinkError> {
+    let verifier = Arc::new(ChainVerifier::new(
+        crypto.anchor.clone(),
+        crypto.revocations.clone(),
+        PeerPolicy::downstream(),
+    ));
+    let tls = tls::server_config(identity, verifier)?;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(transport_config());
+    let mut endpoint = Endpoint::server(server, listen).map_err(|source| LinkError::Bind {
+        addr: listen,
+        source,
+    })?;
+    endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
+    Ok(endpoint)
+}
+
+/// A terminal's endpoint: dials out only, from `bind` (port 0: any).
+pub fn client_endpoint(
+    identity: &Identity,
+    crypto: &NodeCrypto,
+    bind: SocketAddr,
+) -> Result<Endpoint, LinkError> {
+    let mut endpoint =
+        Endpoint::client(bind).map_err(|source| LinkError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
+    Ok(endpoint)
+}
+
+/// The area a node's upstream must cover: its own certificate's first scope area.
+pub fn own_area(identity: &Identity) -> AreaCode {
+    identity
+        .cert()
+        .scope()
+        .first()
+        .copied()
+        .unwrap_or(AreaCode::NATION)
+}
+
+pub async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> Result<Connection, LinkError> {
+    let connecting = endpoint
+        .connect(addr, tls::SERVER_NAME)
+        .map_err(|e| LinkError::Connect {
+            addr,
+            detail: e.to_string(),
+        })?;
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(LinkError::Connect {
+            addr,
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(LinkError::Connect {
+            addr,
+            detail: "timed out".into(),
+        }),
+    }
+}
+
+/// The peer's verified EBS chain (the TLS handshake checked it).
+pub fn peer_chain(conn: &Connection) -> Result<Vec<Certificate>, LinkError> {
+    let any = conn
+        .peer_identity()
+        .ok_or_else(|| LinkError::Peer("no peer certificate".into()))?;
+    let certs = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| LinkError::Peer("unexpected peer identity type".into()))?;
+    tls::peer_chain(&certs).map_err(|e| LinkError::Peer(e.to_string()))
+}
+
+pub async fn send(stream: &mut SendStream, message: &Message) -> Result<(), LinkError> {
+    stream.write_all(&message.encode()).await?;
+    Ok(())
+}
+
+/// Reads frames from a stream, bounded by the protocol's limits.
+pub struct FrameStream {
+    recv: RecvStream,
+    reader: FrameReader,
+    ready: std::collections::VecDeque<RawFrame>,
+    buf: Vec<u8>,
+}
+
+impl FrameStream {
+    pub fn new(recv: RecvStream) -> Self {
+        FrameStream {
+            recv,
+            reader: FrameReader::new(),
+            ready: Default::default(),
+            buf: vec![0; 16 * 1024],
+        }
+    }
+
+    /// The next frame; None when the peer finished the stream. A framing
+    /// error is returned once and the stream is then unusable.
+    pub async fn next(&mut self) -> Result<Option<RawFrame>, LinkError> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Ok(Some(f));
+            }
+            match self.recv.read(&mut self.buf).await? {
+                None => return Ok(None),
+                Some(n) => self.ready.extend(self.reader.push(&self.buf[..n])?),
+            }
+        }
+    }
+
+    /// Stops reading: tells the peer to stop sending.
+    pub fn stop(&mut self) {
+        let _ = self.recv.stop(VarInt::from_u32(1));
+    }
+}
