@@ -32,11 +32,26 @@ pub struct LocalOptions {
 }
 
 pub struct LocalTerminal {
-    pub handle: TerminalHandle,
+    handle: Option<TerminalHandle>,
+    pub bundle: PathBuf,
+    pub upstreams: Vec<SocketAddr>,
     pub town: usize,
     pub village: usize,
     pub area: AreaCode,
     pub dir: PathBuf,
+}
+
+impl LocalTerminal {
+    pub fn handle(&self) -> &TerminalHandle {
+        self.handle.as_ref().expect("terminal running")
+    }
+
+    /// Stops the terminal and closes its sink (a WAV file gets its header).
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
 }
 
 pub struct LocalVillage {
@@ -163,7 +178,7 @@ impl LocalDistrict {
                     ];
                     let handle = terminal_agent::start(TerminalOptions {
                         bundle,
-                        upstreams,
+                        upstreams: upstreams.clone(),
                         sink: (opts.sink)(terminals.len(), &dir)?,
                         store: dir.join("store"),
                         heartbeat: opts.heartbeat,
@@ -171,7 +186,9 @@ impl LocalDistrict {
                     })
                     .await?;
                     terminals.push(LocalTerminal {
-                        handle,
+                        handle: Some(handle),
+                        bundle: pki_dir.join(format!("{name}.bundle")),
+                        upstreams,
                         town: t,
                         village: vi,
                         area: village.area,
@@ -202,13 +219,40 @@ impl LocalDistrict {
             let n = self
                 .terminals
                 .iter()
-                .filter(|t| t.handle.snapshot().connected_to.is_some())
+                .filter(|t| t.handle().snapshot().connected_to.is_some())
                 .count();
             if n == self.terminals.len() || Instant::now() > deadline {
                 return n;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Restarts terminal `i` with the same bundle and store, as after a
+    /// power cut: the old one stops first and lets go of its store.
+    pub async fn restart_terminal(
+        &mut self,
+        i: usize,
+        sink: Box<dyn codec::Sink>,
+        heartbeat: Duration,
+    ) -> anyhow::Result<()> {
+        let t = &mut self.terminals[i];
+        if let Some(old) = t.handle.take() {
+            old.shutdown().await;
+        }
+        let bundle = Bundle::read_file(&t.bundle, certs::time::unix_now())?;
+        t.handle = Some(
+            terminal_agent::start(TerminalOptions {
+                bundle,
+                upstreams: t.upstreams.clone(),
+                sink,
+                store: t.dir.join("store"),
+                heartbeat,
+                playout: PlayoutConfig::default(),
+            })
+            .await?,
+        );
+        Ok(())
     }
 
     pub fn district_api(&self) -> String {

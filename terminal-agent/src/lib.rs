@@ -119,6 +119,23 @@ impl TerminalHandle {
         self.endpoint.close(0u32.into(), b"stopped");
     }
 
+    /// Stops at once and waits until every task has let go of the terminal's
+    /// state (its store is then closed and may be opened again).
+    pub async fn shutdown(self) {
+        self.kill();
+        for t in &self.tasks {
+            while !t.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        // Stream tasks end as soon as the closed endpoint fails their reads.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.shared.player().stop();
+    }
+
     /// Stops and closes the sink cleanly (WAV header written).
     pub fn stop(self) {
         self.kill();

@@ -37,7 +37,7 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     let id: protocol::BroadcastId = id.parse().unwrap();
     let all_finished = eventually(Duration::from_secs(30), || {
         district.terminals.iter().all(|t| {
-            t.handle
+            t.handle()
                 .snapshot()
                 .records
                 .get(&id)
@@ -47,7 +47,7 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     .await;
     let reference = normalised(&clip_path);
     for t in &district.terminals {
-        let r = t.handle.snapshot().records.get(&id).cloned();
+        let r = t.handle().snapshot().records.get(&id).cloned();
         println!("terminal in {}: {:?}", t.area, r);
     }
     assert!(all_finished, "every terminal finished the alert");
@@ -61,13 +61,14 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
         "{:?}",
         district.district.relay.book().coverage(id)
     );
+    let mut district = district;
     let paths: Vec<_> = district
         .terminals
         .iter()
         .map(|t| t.dir.join("played.wav"))
         .collect();
-    for t in district.terminals {
-        t.handle.stop();
+    for t in district.terminals.iter_mut() {
+        t.stop().await;
     }
     for p in paths {
         let played = read_wav(&p);
@@ -79,4 +80,349 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
         );
         assert!(c > 0.9, "{}: correlation {c}", p.display());
     }
+}
+
+fn api_of(p: &platform::PlatformHandle) -> String {
+    format!("http://{}", p.http_addr.expect("API"))
+}
+
+async fn issue(
+    api: &str,
+    token: &str,
+    clip_path: &std::path::Path,
+    area: String,
+    class: &str,
+    title: &str,
+) -> protocol::BroadcastId {
+    issue_via_api(
+        api,
+        token,
+        clip_path,
+        &[
+            ("areas", area),
+            ("class", class.into()),
+            ("severity", "2".into()),
+            ("title", title.into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_village_notice_plays_only_in_that_village() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(dir.path(), LAYOUT).await;
+    let clip_path = dir.path().join("notice.wav");
+    clip("notice-zh-48k.flac", 3.0, &clip_path);
+    let village = &district.villages[1];
+    let id = issue(
+        &api_of(&village.platform),
+        &district.token,
+        &clip_path,
+        village.area.to_string(),
+        "daily",
+        "村民大会通知",
+    )
+    .await;
+    let inside: Vec<_> = district
+        .terminals
+        .iter()
+        .filter(|t| t.village == 1)
+        .collect();
+    assert_eq!(inside.len(), 2);
+    let done = eventually(Duration::from_secs(20), || {
+        inside.iter().all(|t| {
+            t.handle()
+                .snapshot()
+                .records
+                .get(&id)
+                .is_some_and(|r| r.finished)
+        })
+    })
+    .await;
+    assert!(done, "the village's terminals played the notice");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in district.terminals.iter().filter(|t| t.village != 1) {
+        let s = t.handle().snapshot();
+        assert!(
+            !s.records.contains_key(&id),
+            "terminal in {} got the notice",
+            t.area
+        );
+        assert_eq!(
+            s.samples_played, 0,
+            "terminal in {} played something",
+            t.area
+        );
+    }
+    // A village platform cannot address another village: refused before signing.
+    let other = district.villages[2].area.to_string();
+    let err = issue_via_api(
+        &api_of(&village.platform),
+        &district.token,
+        &clip_path,
+        &[("areas", other), ("title", "越权".into())],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("outside this platform's scope"),
+        "{err}"
+    );
+    // And nothing changes without the token.
+    let err = issue_via_api(
+        &api_of(&village.platform),
+        "wrong-token",
+        &clip_path,
+        &[("areas", village.area.to_string()), ("title", "x".into())],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_preempts_a_daily_programme_which_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 2,
+        },
+    )
+    .await;
+    let programme_clip = dir.path().join("programme.wav");
+    clip("programme-jingle-44k-stereo.mp3", 12.0, &programme_clip);
+    let alert_clip = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 3.0, &alert_clip);
+    let api = district.district_api();
+    let county = district.district.relay.scope[0].to_string();
+    let programme = issue(
+        &api,
+        &district.token,
+        &programme_clip,
+        county.clone(),
+        "daily",
+        "日常节目",
+    )
+    .await;
+    let t = &district.terminals[0].handle();
+    assert!(
+        eventually(Duration::from_secs(10), || t.snapshot().playing
+            == Some(programme))
+        .await,
+        "the programme plays"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alert = issue(
+        &api,
+        &district.token,
+        &alert_clip,
+        county,
+        "emergency",
+        "紧急通知",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || t.snapshot().playing
+            == Some(alert))
+        .await,
+        "the alert pre-empts at once"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || t
+            .snapshot()
+            .records
+            .get(&alert)
+            .is_some_and(|r| r.finished))
+        .await,
+        "the alert plays to its end"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || t.snapshot().playing
+            == Some(programme))
+        .await,
+        "the programme resumes"
+    );
+    let s = t.snapshot();
+    let p = &s.records[&programme];
+    assert!(p.preempted >= 1, "{p:?}");
+    assert!(
+        eventually(Duration::from_secs(15), || t.snapshot().records[&programme]
+            .finished)
+        .await,
+        "the programme reaches its end"
+    );
+    let coverage = district.district.relay.book().coverage(programme);
+    println!("programme coverage: {coverage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_playback_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(dir.path(), LAYOUT).await;
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 10.0, &clip_path);
+    let api = district.district_api();
+    let id = issue(
+        &api,
+        &district.token,
+        &clip_path,
+        district.district.relay.scope[0].to_string(),
+        "emergency",
+        "误报",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || district
+            .terminals
+            .iter()
+            .all(|t| t.handle().snapshot().playing == Some(id)))
+        .await,
+        "all play"
+    );
+    platform::demo::cancel_via_api(&api, &district.token, &id.to_string())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || district
+            .terminals
+            .iter()
+            .all(|t| t.handle().snapshot().playing.is_none()))
+        .await,
+        "all stop within 3 s"
+    );
+    let before: Vec<u64> = district
+        .terminals
+        .iter()
+        .map(|t| t.handle().snapshot().samples_played)
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (t, b) in district.terminals.iter().zip(before) {
+        let s = t.handle().snapshot();
+        let r = &s.records[&id];
+        assert!(r.cancelled && !r.finished, "{r:?}");
+        assert!(r.frames_played < 400, "stopped well before the end: {r:?}");
+        assert_eq!(s.samples_played, b, "nothing more played after the cancel");
+    }
+    assert!(
+        eventually(
+            Duration::from_secs(5),
+            || district.district.relay.book().coverage(id).cancelled as usize
+                == district.terminals.len()
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_fail_over_when_their_village_platform_dies_and_keep_playing() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(dir.path(), LAYOUT).await;
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 10.0, &clip_path);
+    let id = issue(
+        &district.district_api(),
+        &district.token,
+        &clip_path,
+        district.district.relay.scope[0].to_string(),
+        "emergency",
+        "山洪预警",
+    )
+    .await;
+    let orphans: Vec<_> = district
+        .terminals
+        .iter()
+        .filter(|t| t.village == 0)
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || orphans.iter().all(|t| t
+            .handle()
+            .snapshot()
+            .playing
+            == Some(id)))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    district.villages[0].platform.kill();
+    let town = district.towns[0].quic_addr;
+    assert!(
+        eventually(Duration::from_secs(8), || orphans.iter().all(|t| t
+            .handle()
+            .snapshot()
+            .connected_to
+            == Some(town)))
+        .await,
+        "failed over to the town"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || orphans.iter().all(|t| t
+            .handle()
+            .snapshot()
+            .records[&id]
+            .finished))
+        .await,
+        "played to the end"
+    );
+    for t in &orphans {
+        let r = &t.handle().snapshot().records[&id];
+        println!("after failover: {r:?}");
+        // The whole alert arrived before the village died; nothing was lost.
+        assert!(r.frames_played as f64 >= 0.95 * 500.0, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_started_late_plays_the_running_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 2,
+        },
+    )
+    .await;
+    district.terminals[1].handle().kill();
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 8.0, &clip_path);
+    let id = issue(
+        &district.district_api(),
+        &district.token,
+        &clip_path,
+        district.district.relay.scope[0].to_string(),
+        "emergency",
+        "化工泄漏",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let wav = district.terminals[1].dir.join("late.wav");
+    district
+        .restart_terminal(
+            1,
+            Box::new(codec::WavSink::create(&wav, 16_000).unwrap()),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+    let late = district.terminals[1].handle();
+    assert!(
+        eventually(Duration::from_secs(15), || late
+            .snapshot()
+            .records
+            .get(&id)
+            .is_some_and(|r| r.finished))
+        .await,
+        "the late terminal plays the alert"
+    );
+    let r = late.snapshot().records[&id].clone();
+    println!("late terminal: {r:?}");
+    // It joins in step with the others: the part already past is skipped.
+    assert!(r.frames_played > 100 && r.frames_played < 400, "{r:?}");
 }

@@ -44,10 +44,11 @@ pub enum LinkError {
     Peer(String),
 }
 
-/// Keep-alive well inside carrier NAT timeouts (often 30–60 s for UDP);
-/// a dead link is noticed within the idle timeout.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alive well inside carrier NAT timeouts (often 30–60 s for UDP), at
+/// a cost of a few dozen bytes a second; a platform that dies without
+/// closing is noticed within the idle timeout and its terminals fail over.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
 
 fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
@@ -55,7 +56,7 @@ fn transport_config() -> Arc<TransportConfig> {
     t.max_idle_timeout(Some(
         IDLE_TIMEOUT
             .try_into()
-            .unwrap_or(VarInt::from_u32(15_000).into()),
+            .unwrap_or(VarInt::from_u32(6_000).into()),
     ));
     // One uni stream per broadcast; a bounded number may be open at once.
     t.max_concurrent_uni_streams(VarInt::from_u32(64));
