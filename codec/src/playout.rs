@@ -50,7 +50,7 @@ impl Default for PlayoutConfig {
             delay_us: 400_000,
             max_ahead_us: 120_000_000,
             max_conceal: 5,
-            max_lag_us: 200_000,
+            max_lag_us: 500_000,
         }
     }
 }

@@ -29,6 +29,7 @@ pub struct ApiState {
     pub token: Arc<String>,
     pub ingest: codec::IngestConfig,
     pub name: Arc<String>,
+    pub lead_ms: i64,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -246,7 +247,15 @@ async fn create(
         valid_minutes,
         volume,
     };
-    let id = issue::issue(s.relay.clone(), &s.seq, req, audio.path(), s.ingest).await?;
+    let id = issue::issue(
+        s.relay.clone(),
+        &s.seq,
+        req,
+        audio.path(),
+        s.ingest,
+        s.lead_ms,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id.to_string(), "accepted_ms": now_ms() })),

@@ -29,6 +29,14 @@ pub struct PlatformConfig {
     /// Opus bitrate of broadcasts issued here (16000–32000).
     #[serde(default = "default_bitrate")]
     pub bitrate_bps: u32,
+    /// Time from accepting a broadcast to its first frame's presentation, ms:
+    /// long enough to reach and be verified by every terminal below.
+    #[serde(default = "default_lead")]
+    pub lead_ms: i64,
+}
+
+fn default_lead() -> i64 {
+    crate::issue::DEFAULT_LEAD_MS
 }
 
 fn default_bitrate() -> u32 {

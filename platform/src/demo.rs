@@ -15,6 +15,9 @@ use terminal_agent::{TerminalHandle, TerminalOptions};
 
 use crate::{PlatformHandle, PlatformOptions};
 
+/// Reports start-up progress: (what, done, of).
+pub type ProgressFn = Box<dyn Fn(&str, usize, usize) + Send + Sync>;
+
 /// Where a terminal's audio goes.
 pub type SinkFactory =
     Box<dyn Fn(usize, &Path) -> anyhow::Result<Box<dyn codec::Sink>> + Send + Sync>;
@@ -28,7 +31,7 @@ pub struct LocalOptions {
     /// Give every platform an HTTP API (the district always has one).
     pub api_everywhere: bool,
     /// Called as nodes start: (what, done, of).
-    pub progress: Box<dyn Fn(&str, usize, usize) + Send + Sync>,
+    pub progress: ProgressFn,
 }
 
 pub struct LocalTerminal {
@@ -118,6 +121,7 @@ impl LocalDistrict {
                 parents,
                 api_token: token.clone(),
                 ingest: codec::IngestConfig::default(),
+                lead_ms: crate::issue::DEFAULT_LEAD_MS,
             };
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
         let district = crate::start(platform(
@@ -332,9 +336,20 @@ pub struct Summary {
     pub notice_village_terminals: usize,
     /// Terminals outside that village that received or played it (must be 0).
     pub notice_outside_village: usize,
+    /// Frames of the alert per terminal: fewest played, most concealed or recovered.
+    pub alert_frames: FrameStats,
     pub alert_id: String,
     pub notice_id: String,
     pub startup_s: f64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FrameStats {
+    pub total: u64,
+    pub played_min: u64,
+    pub concealed_max: u64,
+    pub recovered_max: u64,
+    pub unfinished: usize,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -489,6 +504,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
 
     // 3. Summary from the terminals themselves.
     let mut activation = Vec::new();
+    let mut frames = FrameStats {
+        played_min: u64::MAX,
+        ..Default::default()
+    };
     let (mut played_full, mut refused, mut notice_played, mut notice_outside) = (0, 0, 0, 0);
     for t in &district.terminals {
         let s = t.handle().snapshot();
@@ -497,6 +516,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
                 activation.push(first - accepted);
             }
             played_full += full(r, 10) as usize;
+            frames.total = r.total_frames;
+            frames.played_min = frames.played_min.min(r.frames_played);
+            frames.concealed_max = frames.concealed_max.max(r.frames_concealed);
+            frames.recovered_max = frames.recovered_max.max(r.frames_recovered);
+            frames.unfinished += (!r.finished) as usize;
         }
         refused += s.refusals.iter().map(|(_, n)| n).sum::<u64>();
         let got_notice = s.records.get(&notice_id);
@@ -519,6 +543,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         notice_played,
         notice_village_terminals: in_village_count(&district, vi),
         notice_outside_village: notice_outside,
+        alert_frames: frames,
         alert_id: alert,
         notice_id: notice,
         startup_s,

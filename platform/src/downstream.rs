@@ -29,6 +29,10 @@ pub struct Child {
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
 const LIVE_LAG_SEGMENTS: usize = 10;
+/// Recorded audio is sent at most this far ahead of its presentation time:
+/// enough in hand to ride out a 4G outage, without every terminal having to
+/// verify a whole long alert in the same instant.
+const SEND_AHEAD_US: i64 = 5_000_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>, up: mpsc::Sender<Bytes>) {
@@ -164,10 +168,18 @@ async fn forward(
         if b.is_live() && segments.len() > LIVE_LAG_SEGMENTS {
             segments.drain(..segments.len() - 2);
         }
-        for (seq, frame) in segments {
-            if seq >= from_seq {
-                timed(stream.write_all(&frame)).await?;
+        for (seq, pts_us, frame) in segments {
+            if seq < from_seq {
+                continue;
             }
+            let early_us = pts_us - SEND_AHEAD_US - crate::relay::now_ms() * 1000;
+            if early_us > 0 {
+                tokio::time::sleep(Duration::from_micros(early_us as u64)).await;
+                if b.is_cancelled() {
+                    break;
+                }
+            }
+            timed(stream.write_all(&frame)).await?;
         }
         if b.is_cancelled() || (b.is_complete() && index >= b.segment_count()) {
             break;

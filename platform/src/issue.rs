@@ -17,9 +17,10 @@ use crate::relay::{now_ms, Relay};
 
 /// Frames per segment of recorded audio (200 ms; PROTOCOL.md section 5).
 const FRAMES_PER_SEGMENT: u8 = 10;
-/// Time between accepting a broadcast and its first frame's presentation:
-/// room for it to reach every terminal so all start in step.
-pub const LEAD_MS: i64 = 300;
+/// Default time between accepting a broadcast and its first frame's
+/// presentation: room for it to reach and be verified by every terminal
+/// through three tiers, so all start in step.
+pub const DEFAULT_LEAD_MS: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -91,6 +92,7 @@ pub async fn issue(
     req: IssueRequest,
     audio: &Path,
     ingest: codec::IngestConfig,
+    lead_ms: i64,
 ) -> Result<BroadcastId, IssueError> {
     check_scope(&relay, &req.targets)?;
     let path = audio.to_path_buf();
@@ -133,7 +135,7 @@ pub async fn issue(
     };
     let signed =
         SignedHeader::sign(header, identity).map_err(|e| IssueError::Invalid(e.to_string()))?;
-    let segments = SegmentSigner::new(&signed, &identity.key, (now + LEAD_MS) * 1000)
+    let segments = SegmentSigner::new(&signed, &identity.key, (now + lead_ms) * 1000)
         .sign_all(encoded.frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(&relay, signed, segments.into_iter().map(Message::Segment))?;

@@ -37,6 +37,8 @@ pub struct PlatformOptions {
     /// Bearer token for changes through the API.
     pub api_token: String,
     pub ingest: codec::IngestConfig,
+    /// Accepted → first frame presented (ms); see `issue::DEFAULT_LEAD_MS`.
+    pub lead_ms: i64,
 }
 
 /// A running platform.
@@ -98,6 +100,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
             token: Arc::new(opts.api_token),
             ingest: opts.ingest,
             name: Arc::new(opts.name.clone()),
+            lead_ms: opts.lead_ms,
         };
         let app = api::router(state);
         tasks.push(tokio::spawn(async move {

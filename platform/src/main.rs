@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
                     },
                     ..Default::default()
                 },
+                lead_ms: cfg.lead_ms,
             })
             .await?;
             tokio::signal::ctrl_c().await?;

@@ -27,7 +27,8 @@ pub fn now_ms() -> i64 {
 pub struct Broadcast {
     pub header: SignedHeader,
     pub header_frame: Bytes,
-    segments: RwLock<Vec<(u32, Bytes)>>,
+    /// (sequence, presentation time µs, frame).
+    segments: RwLock<Vec<(u32, i64, Bytes)>>,
     complete: AtomicBool,
     cancelled: AtomicBool,
     /// Number of segments held; forwarders wait on changes.
@@ -98,7 +99,7 @@ impl Broadcast {
     }
 
     /// Segments from position `index` on.
-    pub fn segments_from(&self, index: usize) -> Vec<(u32, Bytes)> {
+    pub fn segments_from(&self, index: usize) -> Vec<(u32, i64, Bytes)> {
         let s = self.segments.read().unwrap_or_else(|p| p.into_inner());
         s.get(index..).map(<[_]>::to_vec).unwrap_or_default()
     }
@@ -110,10 +111,10 @@ impl Broadcast {
             .len()
     }
 
-    fn push(&self, seq: u32, frame: Bytes, last: bool) {
+    fn push(&self, seq: u32, pts_us: i64, frame: Bytes, last: bool) {
         let n = {
             let mut s = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            s.push((seq, frame));
+            s.push((seq, pts_us, frame));
             s.len()
         };
         if last {
@@ -288,7 +289,7 @@ impl Relay {
             self.store.flush()?;
         }
         if let Some(b) = self.get(segment.id) {
-            b.push(segment.seq, frame, verdict.last);
+            b.push(segment.seq, segment.pts_us, frame, verdict.last);
         }
         Ok(())
     }

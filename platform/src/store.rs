@@ -10,6 +10,9 @@ use protocol::BroadcastId;
 #[error("store: {0}")]
 pub struct StoreError(#[from] sled::Error);
 
+/// A stored broadcast: its header frame and its segment frames by sequence.
+pub type StoredBroadcast = (Vec<u8>, Vec<(u32, Vec<u8>)>);
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -51,7 +54,7 @@ impl Store {
     }
 
     /// Every stored broadcast: header frame and its segment frames in order.
-    pub fn broadcasts(&self) -> Result<Vec<(Vec<u8>, Vec<(u32, Vec<u8>)>)>, StoreError> {
+    pub fn broadcasts(&self) -> Result<Vec<StoredBroadcast>, StoreError> {
         let mut out = Vec::new();
         for item in self.headers.iter() {
             let (k, header) = item?;
