@@ -90,19 +90,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn correlation_at_best_lag(a: &[f32], b: &[f32]) -> f64 {
-    (0..1000)
-        .map(|lag| {
-            let n = a.len().min(b.len() - lag);
-            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-            for i in 0..n {
-                let (x, y) = (a[i] as f64, b[i + lag] as f64);
-                ab += x * y;
-                aa += x * x;
-                bb += y * y;
-            }
-            ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
-        })
-        .fold(f64::MIN, f64::max)
+    codec::measure::best_correlation(a, b, 1000).0
 }
 
 fn loss_pattern(n: usize) -> Vec<bool> {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ingest;
 pub mod limiter;
 pub mod loudness;
+pub mod measure;
 pub mod opus;
 pub mod pipeline;
 pub mod playout;

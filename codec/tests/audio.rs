@@ -50,35 +50,7 @@ fn decode_frames(frames: &[Vec<u8>], rate: u32) -> Vec<f32> {
     pcm
 }
 
-/// Best normalised cross-correlation of `b` against `a` over lags 0..max_lag
-/// (b delayed relative to a). Returns (correlation, lag).
-fn best_correlation(a: &[f32], b: &[f32], max_lag: usize) -> (f64, usize) {
-    let mut best = (f64::MIN, 0);
-    for lag in 0..max_lag {
-        let n = a.len().min(b.len().saturating_sub(lag));
-        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-        for i in 0..n {
-            let (x, y) = (a[i] as f64, b[i + lag] as f64);
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
-        let c = ab / (aa.sqrt() * bb.sqrt()).max(1e-12);
-        if c > best.0 {
-            best = (c, lag);
-        }
-    }
-    best
-}
-
-fn snr_db(reference: &[f32], test: &[f32]) -> f64 {
-    let (mut s, mut e) = (0f64, 0f64);
-    for (r, t) in reference.iter().zip(test) {
-        s += (*r as f64).powi(2);
-        e += (*r as f64 - *t as f64).powi(2);
-    }
-    10.0 * (s / e.max(1e-12)).log10()
-}
+use codec::measure::{best_correlation, snr_db};
 
 #[test]
 fn every_format_decodes_with_its_duration() {

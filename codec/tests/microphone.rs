@@ -69,20 +69,7 @@ fn the_microphone_delivers_what_it_hears_in_20ms_frames() {
     let got = &captured[start..];
     let from = expected.iter().position(|s| s.abs() > 1e-3).unwrap();
     let expected = &expected[from..];
-    let n = got.len().min(expected.len());
-    let best = (0..100)
-        .map(|lag| {
-            let m = n - lag;
-            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-            for i in 0..m {
-                let (x, y) = (expected[i] as f64, got[i + lag] as f64);
-                ab += x * y;
-                aa += x * x;
-                bb += y * y;
-            }
-            ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
-        })
-        .fold(f64::MIN, f64::max);
+    let best = codec::measure::best_correlation(expected, got, 100).0;
     println!(
         "captured {} samples; correlation with what the microphone heard: {best:.4}",
         captured.len()

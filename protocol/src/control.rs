@@ -1,8 +1,6 @@
 //! Control messages: hello, subscribe/resume, status (heartbeat), receipts,
 //! signed remote commands, revocation-list push and time sync.
 
-use certs::cert::MAX_CERT_BYTES;
-use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
 use certs::{AreaCode, Certificate, Identity, PublicKey, SecretKey, SignContext, Signature, Tier};
 
@@ -454,20 +452,12 @@ impl Command {
             w.u64(*t);
         }
         self.action.encode_into(&mut w);
-        w.u8(chain.len() as u8);
-        for c in chain {
-            w.bytes32(c.as_bytes());
-        }
+        crate::signer_chain::write(&mut w, chain);
         w
     }
 
     pub fn sign(&self, identity: &Identity) -> SignedCommand {
-        let chain: Vec<Certificate> = identity
-            .chain
-            .iter()
-            .filter(|c| c.tier() != Tier::Root)
-            .cloned()
-            .collect();
+        let chain = crate::signer_chain::below_root(identity);
         let mut w = self.encode_unsigned(&chain);
         let signature = identity.key.sign(SignContext::Command, &[w.as_slice()]);
         w.raw(&signature);
@@ -527,19 +517,7 @@ impl SignedCommand {
             target_terminals.push(r.u64("command terminal")?);
         }
         let action = Action::decode_from(&mut r)?;
-        let n = r.u8("signer chain length")? as usize;
-        if n == 0 || n > MAX_CHAIN_LEN {
-            return Err(DecodeError::invalid(
-                "signer chain",
-                format!("{n} certificates"),
-            ));
-        }
-        let mut chain = Vec::with_capacity(n);
-        for _ in 0..n {
-            chain.push(Certificate::decode(
-                r.bytes32(MAX_CERT_BYTES, "signer certificate")?,
-            )?);
-        }
+        let chain = crate::signer_chain::read(&mut r)?;
         let signature = r.array("command signature")?;
         r.finish()?;
         Ok(SignedCommand {

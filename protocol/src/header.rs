@@ -280,21 +280,13 @@ impl SignedHeader {
     /// Signs without checking the header's consistency. Anyone with a key can
     /// do this; the verifier is what refuses. For tests and the attack suite.
     pub fn sign_unchecked(header: BroadcastHeader, identity: &Identity) -> Result<Self, SignError> {
-        let chain: Vec<Certificate> = identity
-            .chain
-            .iter()
-            .filter(|c| c.tier() != certs::Tier::Root)
-            .cloned()
-            .collect();
+        let chain = crate::signer_chain::below_root(identity);
         if chain.is_empty() {
             return Err(SignError::NoChain);
         }
         let mut w = Writer::with_capacity(1024);
         header.encode_into(&mut w);
-        w.u8(chain.len() as u8);
-        for c in &chain {
-            w.bytes32(c.as_bytes());
-        }
+        crate::signer_chain::write(&mut w, &chain);
         let signature = identity.key.sign(SignContext::Header, &[w.as_slice()]);
         w.raw(&signature);
         let body = w.into_vec();
@@ -318,19 +310,7 @@ impl SignedHeader {
         }
         let mut r = Reader::new(body);
         let header = BroadcastHeader::decode_from(&mut r)?;
-        let n = r.u8("signer chain length")? as usize;
-        if n == 0 || n > MAX_CHAIN_LEN {
-            return Err(DecodeError::invalid(
-                "signer chain",
-                format!("{n} certificates"),
-            ));
-        }
-        let mut chain = Vec::with_capacity(n);
-        for _ in 0..n {
-            chain.push(Certificate::decode(
-                r.bytes32(MAX_CERT_BYTES, "signer certificate")?,
-            )?);
-        }
+        let chain = crate::signer_chain::read(&mut r)?;
         let signature = r.array("header signature")?;
         r.finish()?;
         Ok(SignedHeader {

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod refusal;
 pub mod replay;
 pub mod segment;
+mod signer_chain;
 pub mod testing;
 pub mod verify;
 

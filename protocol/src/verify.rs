@@ -177,6 +177,19 @@ impl<S: ReplayStore> Verifier<S> {
         Ok(revoked)
     }
 
+    /// The signer's certificate, if its chain verifies and it is a platform.
+    fn platform_signer(&self, chain: &[Certificate], now_s: i64) -> Result<Certificate, Refusal> {
+        let signer = self
+            .anchor
+            .verify(chain, now_s, &self.revocations)
+            .map_err(Refusal::Chain)?
+            .clone();
+        if !signer.tier().is_platform() {
+            return Err(Refusal::SignerNotPlatform(signer.tier()));
+        }
+        Ok(signer)
+    }
+
     /// Verifies a header: chain, signer tier, signature, id, scope, audience,
     /// consistency, time window, replay, and cancel authority.
     pub fn accept_header(
@@ -197,14 +210,7 @@ impl<S: ReplayStore> Verifier<S> {
     ) -> Result<HeaderVerdict, Refusal> {
         let h = signed.header();
         let now_s = now_ms / 1000;
-        let signer = self
-            .anchor
-            .verify(signed.chain(), now_s, &self.revocations)
-            .map_err(Refusal::Chain)?
-            .clone();
-        if !signer.tier().is_platform() {
-            return Err(Refusal::SignerNotPlatform(signer.tier()));
-        }
+        let signer = self.platform_signer(signed.chain(), now_s)?;
         if !signed.signature_valid() {
             return Err(Refusal::HeaderSignature);
         }
@@ -212,13 +218,7 @@ impl<S: ReplayStore> Verifier<S> {
             return Err(Refusal::IdNotIssuers);
         }
         h.check().map_err(Refusal::Inconsistent)?;
-        if let Some(t) = h
-            .targets
-            .iter()
-            .find(|t| !signer.scope().iter().any(|s| s.covers(**t)))
-        {
-            return Err(Refusal::TargetOutsideScope(*t));
-        }
+        outside_scope(&signer, &h.targets)?;
         if !self.audience.addressed_by(&h.targets) {
             return Err(Refusal::NotAddressed);
         }
@@ -460,24 +460,11 @@ impl<S: ReplayStore> Verifier<S> {
         now_ms: i64,
     ) -> Result<Action, Refusal> {
         let c = &cmd.command;
-        let signer = self
-            .anchor
-            .verify(cmd.chain(), now_ms / 1000, &self.revocations)
-            .map_err(Refusal::Chain)?
-            .clone();
-        if !signer.tier().is_platform() {
-            return Err(Refusal::SignerNotPlatform(signer.tier()));
-        }
+        let signer = self.platform_signer(cmd.chain(), now_ms / 1000)?;
         if !cmd.signature_valid() {
             return Err(Refusal::HeaderSignature);
         }
-        if let Some(t) = c
-            .target_areas
-            .iter()
-            .find(|t| !signer.scope().iter().any(|s| s.covers(**t)))
-        {
-            return Err(Refusal::TargetOutsideScope(*t));
-        }
+        outside_scope(&signer, &c.target_areas)?;
         // Terminals named one by one must also lie in the signer's scope.
         if !signer.scope().iter().any(|s| s.covers(area)) {
             return Err(Refusal::TargetOutsideScope(area));
@@ -510,6 +497,17 @@ impl<S: ReplayStore> Verifier<S> {
             return Err(Refusal::CommandReplayed);
         }
         Ok(c.action)
+    }
+}
+
+/// Refuses the first target the signer's scope does not cover.
+fn outside_scope(signer: &Certificate, targets: &[AreaCode]) -> Result<(), Refusal> {
+    match targets
+        .iter()
+        .find(|t| !signer.scope().iter().any(|s| s.covers(**t)))
+    {
+        Some(t) => Err(Refusal::TargetOutsideScope(*t)),
+        None => Ok(()),
     }
 }
 

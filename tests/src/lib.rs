@@ -62,19 +62,7 @@ pub fn normalised(path: &Path) -> Vec<f32> {
 
 /// Best normalised correlation of `played` against `reference` over lags 0..max_lag.
 pub fn correlation(reference: &[f32], played: &[f32], max_lag: usize) -> f64 {
-    (0..max_lag.min(played.len()))
-        .map(|lag| {
-            let n = reference.len().min(played.len() - lag);
-            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-            for i in 0..n {
-                let (x, y) = (reference[i] as f64, played[i + lag] as f64);
-                ab += x * y;
-                aa += x * x;
-                bb += y * y;
-            }
-            ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
-        })
-        .fold(0.0, f64::max)
+    codec::measure::best_correlation(reference, played, max_lag).0
 }
 
 pub fn read_wav(path: &Path) -> Vec<f32> {

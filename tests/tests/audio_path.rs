@@ -126,19 +126,7 @@ fn the_alert_that_went_in_comes_out_of_the_terminal() {
         .map(|s| s.unwrap() as f32 / 32768.0)
         .collect();
     assert_eq!(played.len(), encoded.frames.len() * 320);
-    let (corr, lag) = (0..1000)
-        .map(|lag| {
-            let n = normalised.len().min(played.len() - lag);
-            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-            for i in 0..n {
-                let (x, y) = (normalised[i] as f64, played[i + lag] as f64);
-                ab += x * y;
-                aa += x * x;
-                bb += y * y;
-            }
-            (ab / (aa.sqrt() * bb.sqrt()).max(1e-12), lag)
-        })
-        .fold((f64::MIN, 0), |b, x| if x.0 > b.0 { x } else { b });
+    let (corr, lag) = codec::measure::best_correlation(&normalised, &played, 1000);
     println!("terminal WAV vs source: correlation {corr:.4} at lag {lag} samples");
     assert!(corr > 0.9, "{corr}");
     // The tampered segment's span (frames 400..410) is not the source's audio.

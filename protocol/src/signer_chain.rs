@@ -1,0 +1,41 @@
+//! The signer's certificate chain as headers and commands carry it: a count
+//! (1 to 4), then each certificate as `bytes32`.
+
+use certs::cert::MAX_CERT_BYTES;
+use certs::chain::MAX_CHAIN_LEN;
+use certs::encoding::{DecodeError, Reader, Writer};
+use certs::{Certificate, Identity, Tier};
+
+/// The identity's chain without the root (receivers hold the root).
+pub(crate) fn below_root(identity: &Identity) -> Vec<Certificate> {
+    identity
+        .chain
+        .iter()
+        .filter(|c| c.tier() != Tier::Root)
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn write(w: &mut Writer, chain: &[Certificate]) {
+    w.u8(chain.len() as u8);
+    for c in chain {
+        w.bytes32(c.as_bytes());
+    }
+}
+
+pub(crate) fn read(r: &mut Reader<'_>) -> Result<Vec<Certificate>, DecodeError> {
+    let n = r.u8("signer chain length")? as usize;
+    if n == 0 || n > MAX_CHAIN_LEN {
+        return Err(DecodeError::invalid(
+            "signer chain",
+            format!("{n} certificates"),
+        ));
+    }
+    let mut chain = Vec::with_capacity(n);
+    for _ in 0..n {
+        chain.push(Certificate::decode(
+            r.bytes32(MAX_CERT_BYTES, "signer certificate")?,
+        )?);
+    }
+    Ok(chain)
+}
