@@ -38,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broadcasts", get(list).post(create))
         .route("/api/broadcasts/{id}/cancel", post(cancel))
         .route("/api/terminals", get(terminals))
+        .route("/api/commands", post(command))
         .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
         .with_state(state)
 }
@@ -260,4 +261,52 @@ async fn create(
         StatusCode::CREATED,
         Json(json!({ "id": id.to_string(), "accepted_ms": now_ms() })),
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct CommandRequest {
+    #[serde(default)]
+    areas: Vec<String>,
+    /// Terminal serials, hex as the terminals list shows them.
+    #[serde(default)]
+    terminals: Vec<String>,
+    /// volume, mute, unmute, restart
+    action: String,
+    #[serde(default)]
+    value: Option<u8>,
+}
+
+async fn command(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Json(req): Json<CommandRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&s, &headers)?;
+    let areas = req
+        .areas
+        .iter()
+        .map(|a| a.parse::<AreaCode>().map_err(|e| bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let terminals = req
+        .terminals
+        .iter()
+        .map(|t| {
+            u64::from_str_radix(t, 16)
+                .map_err(|_| bad(format!("terminal {t:?} is not a hex serial")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let action = match (req.action.as_str(), req.value) {
+        ("volume", Some(v)) if v <= 100 => protocol::Action::Volume(v),
+        ("volume", _) => return Err(bad("volume needs a value 0 to 100")),
+        ("mute", _) => protocol::Action::Mute(true),
+        ("unmute", _) => protocol::Action::Mute(false),
+        ("restart", _) => protocol::Action::Restart,
+        (other, _) => {
+            return Err(bad(format!(
+                "action {other:?} (volume, mute, unmute, restart)"
+            )))
+        }
+    };
+    let id = issue::command(&s.relay, areas, terminals, action)?;
+    Ok(Json(json!({ "command_id": format!("{id:016x}") })))
 }

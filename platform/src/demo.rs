@@ -580,3 +580,28 @@ async fn watch(d: &LocalDistrict, id: protocol::BroadcastId, what: &str, verbose
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Sends a remote command through a platform's API (JSON body as the API takes it).
+pub async fn command_via_api(
+    api: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{api}/api/commands"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "command refused ({status}): {}",
+        v["error"]
+    );
+    v["command_id"]
+        .as_str()
+        .map(str::to_string)
+        .context("no command id")
+}

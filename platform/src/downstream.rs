@@ -68,7 +68,7 @@ async fn session(
         scope: leaf.scope().to_vec(),
         key: *leaf.public_key(),
     };
-    let (_send, recv) = conn.accept_bi().await?;
+    let (mut send, recv) = conn.accept_bi().await?;
     let mut control = FrameStream::new(recv);
     // Hello, then Subscribe with what the child already has.
     let mut resume = std::collections::HashMap::new();
@@ -86,6 +86,7 @@ async fn session(
 
     let mut forwarders = JoinSet::new();
     let mut announcements = relay.announcements();
+    let mut commands = relay.command_feed();
     for b in relay.current(now_ms()) {
         if b.targets_any(&child.scope) && !b.is_cancelled() {
             let from = resume.get(&b.id()).copied().unwrap_or(0);
@@ -98,6 +99,19 @@ async fn session(
                 Ok(b) if b.targets_any(&child.scope) => { forwarders.spawn(forward(conn.clone(), b, 0)); }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} announcements"),
+                Err(_) => break,
+            },
+            c = commands.recv() => match c {
+                Ok((cmd, frame)) => {
+                    let c = &cmd.command;
+                    let concerns = c.target_areas.iter().any(|t| child.scope.iter().any(|s| s.covers(*t) || t.covers(*s)))
+                        || (child.tier == Tier::Terminal && c.target_terminals.contains(&child.serial))
+                        || (child.tier != Tier::Terminal && !c.target_terminals.is_empty());
+                    if concerns {
+                        timed(send.write_all(&frame)).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} commands"),
                 Err(_) => break,
             },
             frame = control.next() => match frame {

@@ -202,3 +202,35 @@ fn publish(
     last.map_err(|e| IssueError::Refused(e.to_string()))?;
     relay.flush().map_err(|e| IssueError::Store(e.to_string()))
 }
+
+/// Signs a remote command (volume, mute, ...) for areas or terminals in this
+/// platform's scope and sends it down. Returns the command id.
+pub fn command(
+    relay: &Relay,
+    targets: Vec<AreaCode>,
+    terminals: Vec<u64>,
+    action: protocol::Action,
+) -> Result<u64, IssueError> {
+    if targets.is_empty() && terminals.is_empty() {
+        return Err(IssueError::NoTargets);
+    }
+    if !targets.is_empty() {
+        check_scope(relay, &targets)?;
+    }
+    use rand::RngCore;
+    let id = rand::rngs::OsRng.next_u64();
+    let now = now_ms();
+    let cmd = protocol::Command {
+        command_id: id,
+        issued_at_ms: now,
+        expires_at_ms: now + 5 * 60_000,
+        target_areas: targets,
+        target_terminals: terminals,
+        action,
+    };
+    let frame = Bytes::from(Message::Command(cmd.sign(&relay.identity)).encode());
+    relay
+        .ingest_command(frame)
+        .map_err(|e| IssueError::Refused(e.to_string()))?;
+    Ok(id)
+}

@@ -149,6 +149,8 @@ pub struct Relay {
     verifier: Mutex<Verifier<MemoryReplayStore>>,
     broadcasts: RwLock<HashMap<BroadcastId, Arc<Broadcast>>>,
     announce: broadcast::Sender<Arc<Broadcast>>,
+    /// Verified remote commands (raw frames) for child sessions.
+    commands: broadcast::Sender<(protocol::SignedCommand, Bytes)>,
     store: Store,
     pub book: Mutex<Book>,
 }
@@ -172,6 +174,7 @@ impl Relay {
             verifier: Mutex::new(verifier),
             broadcasts: RwLock::new(HashMap::new()),
             announce: broadcast::channel(1024).0,
+            commands: broadcast::channel(256).0,
             store,
             book: Mutex::new(Book::default()),
         })
@@ -319,6 +322,31 @@ impl Relay {
             FrameKind::Segment => self.ingest_segment(Bytes::from(raw.bytes), durable),
             k => Err(IngestError::WrongKind(k)),
         }
+    }
+
+    /// Verified commands, for child sessions.
+    pub fn command_feed(&self) -> broadcast::Receiver<(protocol::SignedCommand, Bytes)> {
+        self.commands.subscribe()
+    }
+
+    /// Verifies a remote command (from the parent or made here) and passes
+    /// it to the children it concerns.
+    pub fn ingest_command(&self, frame: Bytes) -> Result<(), IngestError> {
+        let cmd = match Message::decode_body(
+            FrameKind::Command,
+            &frame[protocol::frame::FRAME_PREFIX_LEN..],
+        ) {
+            Ok(Message::Command(c)) => c,
+            Ok(other) => return Err(IngestError::WrongKind(other.kind())),
+            Err(e) => {
+                let r = Refusal::from(e);
+                self.verifier().count(&r);
+                return Err(r.into());
+            }
+        };
+        self.verifier().accept_command_for_relay(&cmd, now_ms())?;
+        let _ = self.commands.send((cmd, frame));
+        Ok(())
     }
 
     /// Makes everything stored so far durable.

@@ -50,7 +50,8 @@ async fn session(
     relay: &Arc<Relay>,
     up: &mut mpsc::Receiver<Bytes>,
 ) -> anyhow::Result<()> {
-    let (mut send, _recv) = conn.open_bi().await?;
+    let (mut send, recv) = conn.open_bi().await?;
+    let mut control = FrameStream::new(recv);
     let hello = Hello {
         tier: relay.tier,
         serial: relay.identity.cert().serial(),
@@ -86,6 +87,15 @@ async fn session(
             }
             frame = up.recv() => match frame {
                 Some(f) => send.write_all(&f).await?,
+                None => return Ok(()),
+            },
+            frame = control.next() => match frame? {
+                Some(raw) if raw.kind == protocol::FrameKind::Command => {
+                    if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
+                        debug!("command from parent: {e}");
+                    }
+                }
+                Some(_) => {}
                 None => return Ok(()),
             },
             e = conn.closed() => return Err(e.into()),

@@ -459,12 +459,8 @@ impl<S: ReplayStore> Verifier<S> {
         area: AreaCode,
         now_ms: i64,
     ) -> Result<Action, Refusal> {
+        let signer = self.authentic_command(cmd, now_ms)?;
         let c = &cmd.command;
-        let signer = self.platform_signer(cmd.chain(), now_ms / 1000)?;
-        if !cmd.signature_valid() {
-            return Err(Refusal::HeaderSignature);
-        }
-        outside_scope(&signer, &c.target_areas)?;
         // Terminals named one by one must also lie in the signer's scope.
         if !signer.scope().iter().any(|s| s.covers(area)) {
             return Err(Refusal::TargetOutsideScope(area));
@@ -474,6 +470,38 @@ impl<S: ReplayStore> Verifier<S> {
         if !addressed {
             return Err(Refusal::NotAddressed);
         }
+        self.first_time(&signer, c)?;
+        Ok(c.action)
+    }
+
+    /// Verifies a command a relay passes down: authentic, addressed to part
+    /// of its scope (or to terminals by serial), not seen before.
+    pub fn accept_command_for_relay(
+        &mut self,
+        cmd: &SignedCommand,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        let result = self.authentic_command(cmd, now_ms).and_then(|signer| {
+            let c = &cmd.command;
+            if c.target_terminals.is_empty() && !self.audience.addressed_by(&c.target_areas) {
+                return Err(Refusal::NotAddressed);
+            }
+            self.first_time(&signer, c)
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(r) => self.refuse(r),
+        }
+    }
+
+    /// Chain, signer tier, signature, target scope and time of a command.
+    fn authentic_command(&self, cmd: &SignedCommand, now_ms: i64) -> Result<Certificate, Refusal> {
+        let c = &cmd.command;
+        let signer = self.platform_signer(cmd.chain(), now_ms / 1000)?;
+        if !cmd.signature_valid() {
+            return Err(Refusal::HeaderSignature);
+        }
+        outside_scope(&signer, &c.target_areas)?;
         if c.issued_at_ms > now_ms + self.policy.max_future_ms {
             return Err(Refusal::IssuedInFuture {
                 ahead_ms: c.issued_at_ms - now_ms,
@@ -489,14 +517,24 @@ impl<S: ReplayStore> Verifier<S> {
                 "command lasts longer than the accepted window",
             ));
         }
+        Ok(signer)
+    }
+
+    /// Records the command; refuses it if it was recorded before.
+    fn first_time(
+        &mut self,
+        signer: &Certificate,
+        c: &crate::control::Command,
+    ) -> Result<(), Refusal> {
         let fresh = self
             .store
             .insert_command(signer.serial(), c.command_id, c.expires_at_ms)
             .map_err(|e| Refusal::Store(e.to_string()))?;
-        if !fresh {
-            return Err(Refusal::CommandReplayed);
+        if fresh {
+            Ok(())
+        } else {
+            Err(Refusal::CommandReplayed)
         }
-        Ok(c.action)
     }
 }
 

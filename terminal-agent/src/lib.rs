@@ -47,9 +47,12 @@ pub struct Snapshot {
     pub refusals: Vec<(RefusalReason, u64)>,
     pub samples_played: u64,
     pub playing: Option<BroadcastId>,
+    pub volume: u8,
+    pub muted: bool,
 }
 
 struct Shared {
+    area: certs::AreaCode,
     verifier: Mutex<Verifier<SledReplayStore>>,
     player: Mutex<Player>,
     serial: u64,
@@ -108,6 +111,8 @@ impl TerminalHandle {
             refusals: self.shared.verifier().counts().iter().collect(),
             samples_played: p.samples_played,
             playing: p.current(),
+            volume: p.volume,
+            muted: p.muted,
         }
     }
 
@@ -170,6 +175,7 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     let serial = cert.serial();
     let key_seed = opts.bundle.identity.key;
     let shared = Arc::new(Shared {
+        area,
         verifier: Mutex::new(verifier),
         player: Mutex::new(Player::new(opts.sink, opts.playout)),
         serial,
@@ -261,7 +267,8 @@ async fn session(
     out: &mut mpsc::Receiver<Message>,
     heartbeat: Duration,
 ) -> anyhow::Result<()> {
-    let (mut send, _recv) = conn.open_bi().await?;
+    let (mut send, recv) = conn.open_bi().await?;
+    let mut control = FrameStream::new(recv);
     transport::send(
         &mut send,
         &Message::Hello(Hello {
@@ -304,8 +311,30 @@ async fn session(
                     }
                 }
             }
+            frame = control.next() => match frame? {
+                Some(raw) => match raw.message() {
+                    Ok(Message::Command(cmd)) => obey(shared, &cmd),
+                    Ok(_) => {}
+                    Err(e) => refuse(shared, None, &Refusal::from(e)),
+                },
+                None => return Ok(()),
+            },
             e = conn.closed() => return Err(e.into()),
         }
+    }
+}
+
+/// A remote command: executed only if this terminal's verifier accepts it.
+fn obey(shared: &Shared, cmd: &protocol::SignedCommand) {
+    let verdict =
+        shared
+            .verifier()
+            .accept_command(cmd, shared.serial, shared.area, now_us() / 1000);
+    match verdict {
+        Ok(protocol::Action::Volume(v)) => shared.player().volume = v,
+        Ok(protocol::Action::Mute(m)) => shared.player().muted = m,
+        Ok(other) => info!("command {other:?} accepted; not supported by this terminal yet"),
+        Err(r) => refuse(shared, None, &r),
     }
 }
 

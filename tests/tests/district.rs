@@ -426,3 +426,90 @@ async fn a_terminal_started_late_plays_the_running_alert() {
     // It joins in step with the others: the part already past is skipped.
     assert!(r.frames_played > 100 && r.frames_played < 400, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_remote_commands_reach_only_the_terminals_they_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(dir.path(), LAYOUT).await;
+    let api = district.district_api();
+    let village = district.villages[1].area.to_string();
+    platform::demo::command_via_api(
+        &api,
+        &district.token,
+        serde_json::json!({ "areas": [village], "action": "volume", "value": 30 }),
+    )
+    .await
+    .unwrap();
+    let target = |t: &platform::demo::LocalTerminal| t.village == 1;
+    assert!(
+        eventually(Duration::from_secs(5), || district
+            .terminals
+            .iter()
+            .filter(|t| target(t))
+            .all(|t| t.handle().snapshot().volume == 30))
+        .await,
+        "the village's terminals turned down"
+    );
+    for t in district.terminals.iter().filter(|t| !target(t)) {
+        assert_eq!(
+            t.handle().snapshot().volume,
+            100,
+            "terminal in {} untouched",
+            t.area
+        );
+    }
+    // One terminal by serial: muted; its neighbour is not.
+    let one = &district.terminals[0];
+    let serial = format!("{:016x}", one.handle().serial);
+    platform::demo::command_via_api(
+        &api,
+        &district.token,
+        serde_json::json!({ "terminals": [serial], "action": "mute" }),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || one.handle().snapshot().muted).await);
+    assert!(!district.terminals[1].handle().snapshot().muted);
+    // The district sees the new volume in the terminals' signed heartbeats.
+    let mut turned_down = 0;
+    for _ in 0..50 {
+        let rows: serde_json::Value = reqwest::get(format!("{api}/api/terminals"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        turned_down = rows
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|t| t["volume"] == 30).count());
+        if turned_down == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        turned_down, 2,
+        "the district's terminal list shows the two turned-down terminals"
+    );
+    // Commands need the token, and stay inside the issuer's scope.
+    assert!(platform::demo::command_via_api(
+        &api,
+        "nope",
+        serde_json::json!({ "areas": [village], "action": "mute" })
+    )
+    .await
+    .is_err());
+    let village_api = api_of(&district.villages[0].platform);
+    let other = district.villages[2].area.to_string();
+    let err = platform::demo::command_via_api(
+        &village_api,
+        &district.token,
+        serde_json::json!({ "areas": [other], "action": "mute" }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("outside this platform's scope"),
+        "{err}"
+    );
+}
