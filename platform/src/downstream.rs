@@ -146,7 +146,7 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame, up: &mpsc::S
                 warn!("receipt not signed by the connected terminal: dropped");
                 return;
             }
-            relay.record_receipt(&r.receipt);
+            relay.record_receipt(r);
         }
         Message::Status(s) => {
             if direct_terminal
@@ -155,7 +155,7 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame, up: &mpsc::S
                 warn!("status not signed by the connected terminal: dropped");
                 return;
             }
-            relay.book().record_status(&s.status, now_ms());
+            relay.record_status(s);
         }
         _ => return,
     }

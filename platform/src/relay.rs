@@ -297,8 +297,22 @@ impl Relay {
         Ok(())
     }
 
-    /// Reloads still-valid broadcasts from the store after a restart.
+    /// Reloads still-valid broadcasts, receipts and terminal status from the
+    /// store after a restart.
     pub fn restore(&self) -> Result<usize, IngestError> {
+        {
+            let mut book = self.book();
+            for body in self.store.receipts()? {
+                if let Ok(r) = protocol::SignedReceipt::decode(&body) {
+                    book.record_receipt(&r.receipt);
+                }
+            }
+            for body in self.store.statuses()? {
+                if let Ok(s) = protocol::SignedStatus::decode(&body) {
+                    book.record_status(&s.status, s.status.sent_at_ms);
+                }
+            }
+        }
         let mut n = 0;
         for (header, segments) in self.store.broadcasts()? {
             let header = Bytes::from(header);
@@ -354,9 +368,27 @@ impl Relay {
         self.store.flush()
     }
 
-    /// Remembers a broadcast's receipts locally (from this platform's own
-    /// children or relayed from below).
-    pub fn record_receipt(&self, r: &protocol::Receipt) {
-        self.book().record_receipt(r);
+    /// Remembers a receipt (from this platform's own children or relayed
+    /// from below), durably: coverage and security events survive a crash.
+    pub fn record_receipt(&self, r: &protocol::SignedReceipt) {
+        let rc = &r.receipt;
+        if let Err(e) = self.store.put_receipt(
+            rc.broadcast,
+            rc.terminal_serial,
+            rc.kind.code(),
+            rc.at_ms,
+            r.body(),
+        ) {
+            tracing::warn!("storing a receipt: {e}");
+        }
+        self.book().record_receipt(rc);
+    }
+
+    /// Remembers a terminal's latest status, durably.
+    pub fn record_status(&self, s: &protocol::SignedStatus) {
+        if let Err(e) = self.store.put_status(s.status.terminal_serial, s.body()) {
+            tracing::warn!("storing a status: {e}");
+        }
+        self.book().record_status(&s.status, now_ms());
     }
 }

@@ -18,6 +18,8 @@ pub struct Store {
     db: sled::Db,
     headers: sled::Tree,
     segments: sled::Tree,
+    receipts: sled::Tree,
+    status: sled::Tree,
 }
 
 fn seg_key(id: BroadcastId, seq: u32) -> [u8; 20] {
@@ -33,6 +35,8 @@ impl Store {
         Ok(Store {
             headers: db.open_tree("headers")?,
             segments: db.open_tree("segments")?,
+            receipts: db.open_tree("receipts")?,
+            status: db.open_tree("status")?,
             db,
         })
     }
@@ -67,6 +71,50 @@ impl Store {
             out.push((header.to_vec(), segs));
         }
         Ok(out)
+    }
+
+    /// Keeps a receipt frame (broadcast, terminal and kind make the key: a
+    /// repeated receipt replaces the same one).
+    pub fn put_receipt(
+        &self,
+        id: Option<BroadcastId>,
+        terminal: u64,
+        kind: u8,
+        at_ms: i64,
+        frame: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut k = Vec::with_capacity(33);
+        k.extend_from_slice(&id.map_or(0, BroadcastId::as_u128).to_be_bytes());
+        k.extend_from_slice(&terminal.to_be_bytes());
+        k.push(kind);
+        // Refusals are security events: keep each one.
+        if id.is_none() || kind == protocol::ReceiptKind::Refused.code() {
+            k.extend_from_slice(&at_ms.to_be_bytes());
+        }
+        self.receipts.insert(k, frame)?;
+        Ok(())
+    }
+
+    pub fn receipts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.receipts
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
+    /// Keeps a terminal's latest status frame.
+    pub fn put_status(&self, terminal: u64, frame: &[u8]) -> Result<(), StoreError> {
+        self.status.insert(terminal.to_be_bytes(), frame)?;
+        Ok(())
+    }
+
+    pub fn statuses(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.status
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
     }
 
     pub fn remove(&self, id: BroadcastId) -> Result<(), StoreError> {

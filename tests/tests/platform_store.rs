@@ -1,0 +1,86 @@
+//! A platform's receipts and terminal status survive a restart: coverage
+//! ("how many played it") is not lost with the process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::pki::{DistrictPki, Layout};
+use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_survive_a_platform_restart() {
+    let now = certs::time::unix_now();
+    let pki = DistrictPki::generate(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 3,
+        },
+        (now - 60, now + 86_400),
+        now,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = |pki: &DistrictPki| platform::PlatformOptions {
+        name: "district".into(),
+        bundle: certs::Bundle::new(
+            pki.root.cert().clone(),
+            certs::Identity {
+                key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
+                chain: pki.district.chain.clone(),
+            },
+            now,
+        )
+        .unwrap(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        http: None,
+        parents: vec![],
+        store: dir.path().join("store"),
+        api_token: "x".repeat(32),
+        ingest: codec::IngestConfig::default(),
+        lead_ms: 1000,
+    };
+    let id: BroadcastId = format!("{}202611280001", pki.district.cert().body().resource_code)
+        .parse()
+        .unwrap();
+    let terminals: Vec<_> = pki.terminals().map(|(_, t)| t).collect();
+    let handle = platform::start(options(&pki)).await.unwrap();
+    let kinds = [
+        ReceiptKind::Finished,
+        ReceiptKind::Started,
+        ReceiptKind::Refused,
+    ];
+    for (t, kind) in terminals.iter().zip(kinds) {
+        let reason = (kind == ReceiptKind::Refused).then_some(RefusalReason::CertRevoked);
+        let r = Receipt {
+            broadcast: Some(id),
+            terminal_serial: t.cert().serial(),
+            kind,
+            reason,
+            at_ms: now * 1000,
+            detail: 0,
+        };
+        handle.relay.record_receipt(&r.sign(&t.key));
+    }
+    let before = handle.relay.book().coverage(id);
+    assert_eq!((before.finished, before.playing, before.refused), (1, 1, 1));
+    handle.relay.flush().unwrap();
+
+    // Stop it, wait until its store is released, start it again.
+    let weak = Arc::downgrade(&handle.relay);
+    drop(handle);
+    for _ in 0..100 {
+        if weak.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = platform::start(options(&pki)).await.unwrap();
+    let after = again.relay.book().coverage(id);
+    assert_eq!(after, before, "coverage restored from the store");
+    assert_eq!(
+        again.relay.book().refusals.get(&RefusalReason::CertRevoked),
+        Some(&1),
+        "security events restored"
+    );
+}
