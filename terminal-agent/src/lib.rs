@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub playing: Option<BroadcastId>,
     pub volume: u8,
     pub muted: bool,
+    /// Upstream sessions opened so far (a migration is not a new session).
+    pub sessions: u32,
 }
 
 struct Shared {
@@ -58,6 +60,7 @@ struct Shared {
     serial: u64,
     key: certs::SecretKey,
     connected_to: RwLock<Option<SocketAddr>>,
+    sessions: std::sync::atomic::AtomicU32,
     out: mpsc::Sender<Message>,
 }
 
@@ -113,7 +116,19 @@ impl TerminalHandle {
             playing: p.current(),
             volume: p.volume,
             muted: p.muted,
+            sessions: self
+                .shared
+                .sessions
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Moves to a new local UDP port, as a 4G re-attach gives the terminal a
+    /// new address: the QUIC connection migrates, nothing reconnects.
+    pub fn rebind(&self) -> std::io::Result<()> {
+        let local = self.endpoint.local_addr()?;
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+        self.endpoint.rebind(socket)
     }
 
     /// Stops at once, as a crash or power loss would.
@@ -181,6 +196,7 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
         serial,
         key: key_seed,
         connected_to: RwLock::new(None),
+        sessions: Default::default(),
         out: out_tx,
     });
     let tasks = vec![

@@ -513,3 +513,63 @@ async fn signed_remote_commands_reach_only_the_terminals_they_address() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+    )
+    .await;
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 6.0, &clip_path);
+    let id = issue(
+        &district.district_api(),
+        &district.token,
+        &clip_path,
+        district.district.relay.scope[0].to_string(),
+        "emergency",
+        "地址变化",
+    )
+    .await;
+    let t = district.terminals[0].handle();
+    assert!(eventually(Duration::from_secs(10), || t.snapshot().playing == Some(id)).await);
+    let sessions = t.snapshot().sessions;
+    t.rebind().unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || t.snapshot().records[&id]
+            .finished)
+        .await,
+        "played to the end"
+    );
+    let s = t.snapshot();
+    println!(
+        "after the address change: {:?}, sessions {}",
+        s.records[&id], s.sessions
+    );
+    assert_eq!(s.records[&id].frames_concealed, 0, "{:?}", s.records[&id]);
+    // The receipt sent after the move reached the district...
+    assert!(
+        eventually(Duration::from_secs(5), || district
+            .district
+            .relay
+            .book()
+            .coverage(id)
+            .finished
+            == 1)
+        .await
+    );
+    // ...and past the idle timeout the same connection is still up.
+    tokio::time::sleep(transport::IDLE_TIMEOUT + Duration::from_secs(1)).await;
+    let s = t.snapshot();
+    assert!(s.connected_to.is_some());
+    assert_eq!(
+        s.sessions, sessions,
+        "the connection migrated; no reconnect"
+    );
+}
