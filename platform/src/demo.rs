@@ -32,6 +32,9 @@ pub struct LocalOptions {
     pub api_everywhere: bool,
     /// Called as nodes start: (what, done, of).
     pub progress: ProgressFn,
+    /// Run the platforms on this runtime (a benchmark separates relay CPU
+    /// from terminal CPU by thread); None: the current one.
+    pub platform_runtime: Option<tokio::runtime::Handle>,
 }
 
 pub struct LocalTerminal {
@@ -124,7 +127,20 @@ impl LocalDistrict {
                 lead_ms: crate::issue::DEFAULT_LEAD_MS,
             };
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
-        let district = crate::start(platform(
+        let runtime = opts.platform_runtime.clone();
+        let start_on = |o: PlatformOptions| {
+            let runtime = runtime.clone();
+            async move {
+                match runtime {
+                    Some(rt) => rt
+                        .spawn(crate::start(o))
+                        .await
+                        .map_err(anyhow::Error::from)?,
+                    None => crate::start(o).await,
+                }
+            }
+        };
+        let district = start_on(platform(
             "district".into(),
             provision(&pki_dir, &pki.root, &pki.district, "district", now)?,
             vec![],
@@ -137,7 +153,7 @@ impl LocalDistrict {
             let name = format!("town-{t}");
             let b = provision(&pki_dir, &pki.root, &town.identity, &name, now)?;
             towns.push(
-                crate::start(platform(
+                start_on(platform(
                     name,
                     b,
                     vec![district.quic_addr],
@@ -154,7 +170,7 @@ impl LocalDistrict {
                 let b = provision(&pki_dir, &pki.root, &village.identity, &name, now)?;
                 let parents = vec![towns[t].quic_addr, district.quic_addr];
                 villages.push(LocalVillage {
-                    platform: crate::start(platform(name, b, parents, opts.api_everywhere)).await?,
+                    platform: start_on(platform(name, b, parents, opts.api_everywhere)).await?,
                     area: village.area,
                     town: t,
                 });
@@ -384,6 +400,7 @@ pub struct DemoOptions {
     /// Terminal 0 plays on the loudspeaker instead of a WAV file.
     pub speaker: bool,
     pub dir: PathBuf,
+    pub platform_runtime: Option<tokio::runtime::Handle>,
 }
 
 fn full(r: &terminal_agent::PlayRecord, frames_per_segment: u64) -> bool {
@@ -425,6 +442,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         }),
         heartbeat: Duration::from_secs(5),
         api_everywhere: true,
+        platform_runtime: opts.platform_runtime.clone(),
         progress: Box::new(move |what, done, of| {
             if verbose {
                 eprint!("\rstarting {what}: {done}/{of}   ");

@@ -88,6 +88,17 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
             up_rx,
         )),
     ];
+    let pruner = relay.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let n = pruner.prune(relay::now_ms(), 3_600_000);
+            if n > 0 {
+                info!(pruned = n, "forgot broadcasts that ended over an hour ago");
+            }
+        }
+    }));
     let mut http_addr = None;
     if let Some(addr) = opts.http {
         let listener = tokio::net::TcpListener::bind(addr)

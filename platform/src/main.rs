@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 verbose: !json,
                 speaker: cfg!(feature = "speaker"),
                 dir,
+                platform_runtime: None,
             })
             .await?;
             if json {

@@ -363,6 +363,31 @@ impl Relay {
         Ok(())
     }
 
+    /// Forgets broadcasts that ended more than `keep_ms` ago (memory, store
+    /// and replay records); returns how many. Their end time has passed, so
+    /// the verifier refuses them as expired anyway.
+    pub fn prune(&self, now_ms: i64, keep_ms: i64) -> usize {
+        let old: Vec<BroadcastId> = self
+            .broadcasts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|b| b.header.header().end_ms + keep_ms < now_ms)
+            .map(|b| b.id())
+            .collect();
+        for id in &old {
+            self.broadcasts
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            if let Err(e) = self.store.remove(*id) {
+                tracing::warn!("pruning {id}: {e}");
+            }
+        }
+        let _ = protocol::ReplayStore::prune(self.verifier().store_mut(), now_ms - keep_ms);
+        old.len()
+    }
+
     /// Makes everything stored so far durable.
     pub fn flush(&self) -> Result<(), crate::store::StoreError> {
         self.store.flush()

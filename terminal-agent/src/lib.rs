@@ -218,12 +218,18 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     })
 }
 
-/// Plays what is due every 20 ms.
+/// Plays what is due every 20 ms; once a minute forgets replay records of
+/// broadcasts and commands that have ended (they are refused as expired).
 async fn audio_clock(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n = 0u32;
     loop {
         tick.tick().await;
+        n = n.wrapping_add(1);
+        if n % 3000 == 0 {
+            let _ = protocol::ReplayStore::prune(shared.verifier().store_mut(), now_us() / 1000);
+        }
         let receipts = shared.player().tick(now_us());
         for (id, kind) in receipts {
             shared.receipt(Some(id), kind, None, 0);

@@ -89,6 +89,7 @@ pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
         heartbeat: Duration::from_millis(500),
         api_everywhere: true,
         progress: Box::new(|_, _, _| {}),
+        platform_runtime: None,
     })
     .await
     .expect("district starts");

@@ -84,3 +84,65 @@ async fn receipts_survive_a_platform_restart() {
         "security events restored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_broadcasts_are_pruned_from_memory_and_store() {
+    let now = certs::time::unix_now();
+    let pki = DistrictPki::generate(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+        (now - 60, now + 86_400),
+        now,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = certs::Bundle::new(
+        pki.root.cert().clone(),
+        certs::Identity {
+            key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
+            chain: pki.district.chain.clone(),
+        },
+        now,
+    )
+    .unwrap();
+    let handle = platform::start(platform::PlatformOptions {
+        name: "district".into(),
+        bundle,
+        listen: ([127, 0, 0, 1], 0).into(),
+        http: None,
+        parents: vec![],
+        store: dir.path().join("store"),
+        api_token: "x".repeat(32),
+        ingest: codec::IngestConfig::default(),
+        lead_ms: 1000,
+    })
+    .await
+    .unwrap();
+    let (header, segments) = protocol::testing::recorded_broadcast(
+        &pki.district,
+        1,
+        vec![pki.district.cert().scope()[0]],
+        now * 1000,
+        2,
+    );
+    let id = header.id();
+    let end = header.header().end_ms;
+    handle
+        .relay
+        .ingest_header(protocol::Message::Header(header).encode().into(), true)
+        .unwrap();
+    for s in segments {
+        handle
+            .relay
+            .ingest_segment(protocol::Message::Segment(s).encode().into(), true)
+            .unwrap();
+    }
+    assert!(handle.relay.get(id).is_some());
+    assert_eq!(handle.relay.prune(end, 0), 0, "kept until it ends");
+    assert_eq!(handle.relay.prune(end + 1, 0), 1, "forgotten after");
+    assert!(handle.relay.get(id).is_none());
+    assert!(handle.relay.all().is_empty());
+}

@@ -1,25 +1,37 @@
 //! System-level harness: the whole district on this machine (as
-//! `platform demo`), with CPU and memory sampled from /proc while it runs.
-//! Prints one JSON line.
+//! `platform demo`), with CPU and memory sampled from /proc. Platforms run
+//! on their own runtime whose threads are named `relay`, terminals on
+//! threads named `term`, so CPU is split between relays and terminals by
+//! thread. Prints one JSON line.
 //!
 //! `cargo run --release -p bench --bin district -- [TERMINALS] [VILLAGES] [TOWNS]`
-//!
-//! All nodes share this process, so CPU is the whole district's: relays,
-//! terminals verifying and decoding, the API. The per-1,000-terminal figure
-//! is that total scaled, not the relays alone.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-fn proc_cpu_seconds() -> f64 {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+/// CPU seconds used so far by this process's threads, by thread-name prefix.
+fn cpu_by_thread() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let group = match comm.trim() {
+            c if c.starts_with("relay") => "relay",
+            c if c.starts_with("term") => "terminals",
+            _ => "other",
+        };
+        *out.entry(group.to_string()).or_default() += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
 }
 
-fn rss_mb() -> f64 {
+fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -29,8 +41,12 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn round(x: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (x * m).round() / m
+}
+
+fn main() -> anyhow::Result<()> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -38,11 +54,21 @@ async fn main() -> anyhow::Result<()> {
     let terminals = args.first().copied().unwrap_or(600);
     let villages = args.get(1).copied().unwrap_or(87);
     let towns = args.get(2).copied().unwrap_or(5);
+    let relay_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("relay")
+        .enable_all()
+        .build()?;
+    let term_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("term")
+        .enable_all()
+        .build()?;
     let dir = tempfile::tempdir()?;
     let assets = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/audio");
-    let cpu0 = proc_cpu_seconds();
+    let before = cpu_by_thread();
     let t0 = Instant::now();
-    let summary = platform::demo::run(platform::demo::DemoOptions {
+    let summary = term_rt.block_on(platform::demo::run(platform::demo::DemoOptions {
         layout: certs::pki::Layout {
             towns,
             villages,
@@ -53,21 +79,25 @@ async fn main() -> anyhow::Result<()> {
         verbose: false,
         speaker: false,
         dir: dir.path().to_path_buf(),
-    })
-    .await?;
+        platform_runtime: Some(relay_rt.handle().clone()),
+    }))?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = proc_cpu_seconds() - cpu0;
+    let after = cpu_by_thread();
+    let used =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let (relay, term, other) = (used("relay"), used("terminals"), used("other"));
+    let per_1000 = |cpu: f64| round(cpu / wall / summary.terminals.max(1) as f64 * 1000.0, 3);
     let line = serde_json::json!({
         "terminals": summary.terminals,
         "platforms": 1 + towns + villages,
         "played_full": summary.played_full,
         "activation_ms": summary.activation_ms,
-        "wall_s": (wall * 10.0).round() / 10.0,
-        "cpu_s": (cpu * 10.0).round() / 10.0,
-        "cores_busy": ((cpu / wall) * 100.0).round() / 100.0,
-        "cpu_ms_per_terminal_second": ((cpu * 1000.0 / wall / summary.terminals.max(1) as f64) * 100.0).round() / 100.0,
-        "cores_per_1000_terminals": ((cpu / wall / summary.terminals.max(1) as f64 * 1000.0) * 100.0).round() / 100.0,
-        "peak_rss_mb": rss_mb().round(),
+        "wall_s": round(wall, 1),
+        "cpu_s": { "relays": round(relay, 1), "terminals": round(term, 1), "other": round(other, 1) },
+        "relay_cores_per_1000_terminals": per_1000(relay),
+        "terminal_cores_per_1000_terminals": per_1000(term),
+        "relay_cpu_ms_per_terminal_second": round(relay * 1000.0 / wall / summary.terminals.max(1) as f64, 3),
+        "peak_rss_mb": peak_rss_mb().round(),
     });
     println!("{line}");
     Ok(())
