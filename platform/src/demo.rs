@@ -283,6 +283,14 @@ impl LocalDistrict {
     }
 }
 
+/// An HTTP client whose calls end with an error, never hang.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Issues a broadcast through a platform's HTTP API; returns its id.
 pub async fn issue_via_api(
     api: &str,
@@ -303,7 +311,7 @@ pub async fn issue_via_api(
     for (k, v) in fields {
         form = form.text(k.to_string(), v.clone());
     }
-    let resp = reqwest::Client::new()
+    let resp = http()
         .post(format!("{api}/api/broadcasts"))
         .bearer_auth(token)
         .multipart(form)
@@ -323,7 +331,7 @@ pub async fn issue_via_api(
 }
 
 pub async fn cancel_via_api(api: &str, token: &str, id: &str) -> anyhow::Result<()> {
-    let resp = reqwest::Client::new()
+    let resp = http()
         .post(format!("{api}/api/broadcasts/{id}/cancel"))
         .bearer_auth(token)
         .send()
@@ -605,7 +613,7 @@ pub async fn command_via_api(
     token: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<String> {
-    let resp = reqwest::Client::new()
+    let resp = http()
         .post(format!("{api}/api/commands"))
         .bearer_auth(token)
         .json(&body)

@@ -103,6 +103,8 @@ pub struct TerminalHandle {
 
 impl TerminalHandle {
     pub fn snapshot(&self) -> Snapshot {
+        // Never hold one of the two locks while taking the other.
+        let refusals = self.shared.verifier().counts().iter().collect();
         let p = self.shared.player();
         Snapshot {
             connected_to: *self
@@ -111,7 +113,7 @@ impl TerminalHandle {
                 .read()
                 .unwrap_or_else(|e| e.into_inner()),
             records: p.records.clone(),
-            refusals: self.shared.verifier().counts().iter().collect(),
+            refusals,
             samples_played: p.samples_played,
             playing: p.current(),
             volume: p.volume,
@@ -437,7 +439,10 @@ async fn receive(mut frames: FrameStream, shared: Arc<Shared>) {
             }
             Ok(Message::Segment(s)) => {
                 let id = s.id;
-                match shared.verifier().accept_segment(&s, now / 1000) {
+                // Bind first: the verifier's lock must be released before the
+                // player's is taken (snapshot() takes them in the other order).
+                let verdict = shared.verifier().accept_segment(&s, now / 1000);
+                match verdict {
                     Ok(_) => shared.player().push(s, now),
                     Err(r) => refuse(&shared, Some(id), &r),
                 }
