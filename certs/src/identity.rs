@@ -32,6 +32,15 @@ impl Identity {
         self.chain.last().expect("identity chain is never empty")
     }
 
+    /// The chain without the root certificate (receivers hold the root).
+    pub fn chain_below_root(&self) -> Vec<Certificate> {
+        self.chain
+            .iter()
+            .filter(|c| c.tier() != Tier::Root)
+            .cloned()
+            .collect()
+    }
+
     /// Issues a child identity with a fresh key.
     pub fn issue_child(
         &self,
@@ -57,12 +66,7 @@ impl Identity {
             },
             now,
         )?;
-        let mut chain: Vec<Certificate> = self
-            .chain
-            .iter()
-            .filter(|c| c.tier() != Tier::Root)
-            .cloned()
-            .collect();
+        let mut chain = self.chain_below_root();
         chain.push(cert);
         Ok(Identity { key, chain })
     }

@@ -306,9 +306,8 @@ fn presented(
     let mut list = vec![x509.der().clone()];
     list.extend(
         identity
-            .chain
+            .chain_below_root()
             .iter()
-            .filter(|c| c.tier() != Tier::Root)
             .map(|c| CertificateDer::from(c.as_bytes().to_vec())),
     );
     Ok((list, PrivateKeyDer::Pkcs8(pkcs8_der)))

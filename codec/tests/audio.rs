@@ -288,7 +288,6 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
 
 #[test]
 fn corrupt_files_get_a_typed_error() {
-    let cfg = IngestConfig::default();
     let expect = |name: &str| -> Result<Encoded, CodecError> {
         let path = asset(&format!("corrupt/{name}"));
         within(60, move || {
@@ -350,7 +349,6 @@ fn corrupt_files_get_a_typed_error() {
             "clear one-line error naming the file: {msg}"
         );
     }
-    let _ = cfg;
 }
 
 #[test]

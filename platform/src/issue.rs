@@ -71,6 +71,17 @@ fn china_date(unix_ms: i64) -> (u16, u8, u8) {
     (t.year() as u16, t.month() as u8, t.day())
 }
 
+/// The next broadcast id of this platform: its resource code, today's date
+/// in China, the daily sequence.
+fn next_id(relay: &Relay, seq: &Sequence, now_ms: i64) -> Result<BroadcastId, IssueError> {
+    BroadcastId::new(
+        &relay.identity.cert().body().resource_code,
+        china_date(now_ms),
+        seq.next(),
+    )
+    .map_err(|e| IssueError::Invalid(e.to_string()))
+}
+
 pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError> {
     if targets.is_empty() {
         return Err(IssueError::NoTargets);
@@ -102,12 +113,7 @@ pub async fn issue(
             .map_err(|e| IssueError::Invalid(e.to_string()))??;
     let now = now_ms();
     let identity = &relay.identity;
-    let id = BroadcastId::new(
-        &identity.cert().body().resource_code,
-        china_date(now),
-        seq.next(),
-    )
-    .map_err(|e| IssueError::Invalid(e.to_string()))?;
+    let id = next_id(&relay, seq, now)?;
     let header = BroadcastHeader {
         id,
         msg_type: req.msg_type,
@@ -154,12 +160,7 @@ pub fn cancel(
     let o = original.header.header();
     let now = now_ms();
     let identity = &relay.identity;
-    let id = BroadcastId::new(
-        &identity.cert().body().resource_code,
-        china_date(now),
-        seq.next(),
-    )
-    .map_err(|e| IssueError::Invalid(e.to_string()))?;
+    let id = next_id(relay, seq, now)?;
     let header = BroadcastHeader {
         id,
         msg_type: MessageType::Cancel,

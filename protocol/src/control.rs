@@ -457,7 +457,7 @@ impl Command {
     }
 
     pub fn sign(&self, identity: &Identity) -> SignedCommand {
-        let chain = crate::signer_chain::below_root(identity);
+        let chain = identity.chain_below_root();
         let mut w = self.encode_unsigned(&chain);
         let signature = identity.key.sign(SignContext::Command, &[w.as_slice()]);
         w.raw(&signature);

@@ -280,7 +280,7 @@ impl SignedHeader {
     /// Signs without checking the header's consistency. Anyone with a key can
     /// do this; the verifier is what refuses. For tests and the attack suite.
     pub fn sign_unchecked(header: BroadcastHeader, identity: &Identity) -> Result<Self, SignError> {
-        let chain = crate::signer_chain::below_root(identity);
+        let chain = identity.chain_below_root();
         if chain.is_empty() {
             return Err(SignError::NoChain);
         }

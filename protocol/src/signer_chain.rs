@@ -4,17 +4,7 @@
 use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
-use certs::{Certificate, Identity, Tier};
-
-/// The identity's chain without the root (receivers hold the root).
-pub(crate) fn below_root(identity: &Identity) -> Vec<Certificate> {
-    identity
-        .chain
-        .iter()
-        .filter(|c| c.tier() != Tier::Root)
-        .cloned()
-        .collect()
-}
+use certs::Certificate;
 
 pub(crate) fn write(w: &mut Writer, chain: &[Certificate]) {
     w.u8(chain.len() as u8);

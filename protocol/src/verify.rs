@@ -262,27 +262,11 @@ impl<S: ReplayStore> Verifier<S> {
         if resumed.is_none() {
             if let Some(canceller) = self.early_cancels.remove(&h.id) {
                 if may_cancel(&canceller, &signer, &h.targets) {
-                    self.put(
-                        h.id,
-                        ReplayRecord {
-                            digest: *signed.digest(),
-                            end_ms: h.end_ms,
-                            next_seq: 0,
-                            closed: true,
-                        },
-                    )?;
+                    self.record_new(signed, true)?;
                     return Ok(HeaderVerdict::Closed);
                 }
             }
-            self.put(
-                h.id,
-                ReplayRecord {
-                    digest: *signed.digest(),
-                    end_ms: h.end_ms,
-                    next_seq: 0,
-                    closed: false,
-                },
-            )?;
+            self.record_new(signed, false)?;
         }
         let next_seq = resumed.unwrap_or(0);
         let chain_not_after_s = signed
@@ -331,15 +315,7 @@ impl<S: ReplayStore> Verifier<S> {
             None => false,
         };
         if first_time {
-            self.put(
-                h.id,
-                ReplayRecord {
-                    digest: *signed.digest(),
-                    end_ms: h.end_ms,
-                    next_seq: 0,
-                    closed: true,
-                },
-            )?;
+            self.record_new(signed, true)?;
         }
         if was_active {
             if let Some(a) = self.active.remove(&target) {
@@ -365,6 +341,20 @@ impl<S: ReplayStore> Verifier<S> {
             self.early_cancels.insert(target, canceller.clone());
         }
         Ok(HeaderVerdict::Cancel { target, was_active })
+    }
+
+    /// Remembers a header seen for the first time (closed: it never plays).
+    fn record_new(&mut self, signed: &SignedHeader, closed: bool) -> Result<(), Refusal> {
+        let h = signed.header();
+        self.put(
+            h.id,
+            ReplayRecord {
+                digest: *signed.digest(),
+                end_ms: h.end_ms,
+                next_seq: 0,
+                closed,
+            },
+        )
     }
 
     fn put(&mut self, id: BroadcastId, record: ReplayRecord) -> Result<(), Refusal> {

@@ -7,6 +7,33 @@ use std::time::Duration;
 use certs::pki::{DistrictPki, Layout};
 use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason};
 
+/// A district platform with no API and no parent, on `store`.
+fn district_options(
+    pki: &DistrictPki,
+    store: &std::path::Path,
+    now: i64,
+) -> platform::PlatformOptions {
+    platform::PlatformOptions {
+        name: "district".into(),
+        bundle: certs::Bundle::new(
+            pki.root.cert().clone(),
+            certs::Identity {
+                key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
+                chain: pki.district.chain.clone(),
+            },
+            now,
+        )
+        .unwrap(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        http: None,
+        parents: vec![],
+        store: store.to_path_buf(),
+        api_token: "x".repeat(32),
+        ingest: codec::IngestConfig::default(),
+        lead_ms: 1000,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_survive_a_platform_restart() {
     let now = certs::time::unix_now();
@@ -21,30 +48,14 @@ async fn receipts_survive_a_platform_restart() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let options = |pki: &DistrictPki| platform::PlatformOptions {
-        name: "district".into(),
-        bundle: certs::Bundle::new(
-            pki.root.cert().clone(),
-            certs::Identity {
-                key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
-                chain: pki.district.chain.clone(),
-            },
-            now,
-        )
-        .unwrap(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        http: None,
-        parents: vec![],
-        store: dir.path().join("store"),
-        api_token: "x".repeat(32),
-        ingest: codec::IngestConfig::default(),
-        lead_ms: 1000,
-    };
+    let store = dir.path().join("store");
     let id: BroadcastId = format!("{}202611280001", pki.district.cert().body().resource_code)
         .parse()
         .unwrap();
     let terminals: Vec<_> = pki.terminals().map(|(_, t)| t).collect();
-    let handle = platform::start(options(&pki)).await.unwrap();
+    let handle = platform::start(district_options(&pki, &store, now))
+        .await
+        .unwrap();
     let kinds = [
         ReceiptKind::Finished,
         ReceiptKind::Started,
@@ -75,7 +86,9 @@ async fn receipts_survive_a_platform_restart() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = platform::start(options(&pki)).await.unwrap();
+    let again = platform::start(district_options(&pki, &store, now))
+        .await
+        .unwrap();
     let after = again.relay.book().coverage(id);
     assert_eq!(after, before, "coverage restored from the store");
     assert_eq!(
@@ -99,28 +112,9 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let bundle = certs::Bundle::new(
-        pki.root.cert().clone(),
-        certs::Identity {
-            key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
-            chain: pki.district.chain.clone(),
-        },
-        now,
-    )
-    .unwrap();
-    let handle = platform::start(platform::PlatformOptions {
-        name: "district".into(),
-        bundle,
-        listen: ([127, 0, 0, 1], 0).into(),
-        http: None,
-        parents: vec![],
-        store: dir.path().join("store"),
-        api_token: "x".repeat(32),
-        ingest: codec::IngestConfig::default(),
-        lead_ms: 1000,
-    })
-    .await
-    .unwrap();
+    let handle = platform::start(district_options(&pki, &dir.path().join("store"), now))
+        .await
+        .unwrap();
     let (header, segments) = protocol::testing::recorded_broadcast(
         &pki.district,
         1,
