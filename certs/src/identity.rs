@@ -71,6 +71,16 @@ impl Identity {
         Ok(Identity { key, chain })
     }
 
+    /// Certifies someone else's existing key as a child: how a platform is
+    /// moved under a re-keyed issuer without changing its own key. Returns
+    /// the child's chain (below the root).
+    pub fn certify(&self, request: CertRequest, now: i64) -> Result<Vec<Certificate>, IssueError> {
+        let cert = Certificate::issue(self.cert(), &self.key, request, now)?;
+        let mut chain = self.chain_below_root();
+        chain.push(cert);
+        Ok(chain)
+    }
+
     /// The root identity: the chain is the root certificate alone.
     pub fn new_root(
         name: &str,

@@ -131,7 +131,10 @@ impl DistrictPki {
             let (t, v) = nth_village(&towns, i % village_count);
             let village = &mut towns[t].villages[v];
             let n = village.terminals.len();
-            let identity = village.identity.issue_child(
+            // The district certifies terminals, not their village: revoking or
+            // re-keying a village or town platform must never cut off the
+            // terminals below it (they fail over and keep receiving lists).
+            let identity = district.issue_child(
                 Tier::Terminal,
                 &format!("{}终端{}", village.identity.cert().body().name, n + 1),
                 resource_code(village.area, TYPE_TERMINAL, n),

@@ -27,8 +27,23 @@ fn anchor(pki: &DistrictPki) -> TrustAnchor {
     TrustAnchor::new(pki.root.cert().clone()).unwrap()
 }
 
+/// The longest chain the tiers allow: root → district → town → village →
+/// terminal. (The generated PKI certifies terminals at the district; the
+/// validator must still handle every depth.)
 fn terminal_chain(pki: &DistrictPki) -> Vec<Certificate> {
-    pki.towns[0].villages[0].terminals[0].chain.clone()
+    let village = &pki.towns[0].villages[0];
+    village
+        .identity
+        .issue_child(
+            Tier::Terminal,
+            "村级签发的终端",
+            certs::pki::resource_code(village.area, "03010100", 99),
+            vec![village.area],
+            VALIDITY,
+            NOW,
+        )
+        .unwrap()
+        .chain
 }
 
 /// Re-signs `cert` with changes, keeping its issuer, to build invalid chains.
@@ -515,4 +530,29 @@ fn bundle_round_trips_with_private_mode() {
         NOW,
     );
     assert!(matches!(wrong, Err(certs::BundleError::KeyMismatch)));
+}
+
+#[test]
+fn generated_terminals_survive_the_revocation_of_their_village() {
+    let pki = small();
+    let a = anchor(&pki);
+    let village = &pki.towns[0].villages[0];
+    let terminal = &village.terminals[0];
+    assert_eq!(terminal.chain.len(), 2, "district → terminal");
+    let list = RevocationList::sign(
+        pki.district.cert().serial(),
+        pki.district.chain.clone(),
+        &pki.district.key,
+        1,
+        NOW,
+        vec![village.identity.cert().serial()],
+    )
+    .unwrap();
+    let mut state = RevocationState::new();
+    state.apply(list, &a, NOW).unwrap();
+    assert_eq!(
+        a.verify(&village.identity.chain, NOW, &state).err(),
+        Some(ChainError::Revoked(village.identity.cert().serial()))
+    );
+    assert!(a.verify(&terminal.chain, NOW, &state).is_ok());
 }
