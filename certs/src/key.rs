@@ -46,6 +46,7 @@ pub enum SignContext {
     Receipt,
     Command,
     Status,
+    SecurityEvent,
 }
 
 impl SignContext {
@@ -58,6 +59,7 @@ impl SignContext {
             SignContext::Receipt => b"EBS-v1 receipt\0",
             SignContext::Command => b"EBS-v1 command\0",
             SignContext::Status => b"EBS-v1 status\0",
+            SignContext::SecurityEvent => b"EBS-v1 security event\0",
         }
     }
 }

@@ -13,6 +13,7 @@ use certs::RevocationList;
 use crate::control::{
     Hello, SignedCommand, SignedReceipt, SignedStatus, Subscribe, TimeRequest, TimeResponse,
 };
+use crate::event::SignedEvent;
 use crate::header::{SignedHeader, MAX_HEADER_BYTES};
 use crate::ids::coded_enum;
 use crate::segment::{Segment, MAX_SEGMENT_BYTES};
@@ -34,6 +35,7 @@ coded_enum!(
         Revocation = 21,
         TimeRequest = 22,
         TimeResponse = 23,
+        SecurityEvent = 24,
     }
 );
 
@@ -63,6 +65,7 @@ pub enum Message {
     Revocation(RevocationList),
     TimeRequest(TimeRequest),
     TimeResponse(TimeResponse),
+    SecurityEvent(SignedEvent),
 }
 
 impl Message {
@@ -78,6 +81,7 @@ impl Message {
             Message::Revocation(_) => FrameKind::Revocation,
             Message::TimeRequest(_) => FrameKind::TimeRequest,
             Message::TimeResponse(_) => FrameKind::TimeResponse,
+            Message::SecurityEvent(_) => FrameKind::SecurityEvent,
         }
     }
 
@@ -90,6 +94,7 @@ impl Message {
             Message::Status(s) => s.body(),
             Message::Receipt(r) => r.body(),
             Message::Command(c) => c.body(),
+            Message::SecurityEvent(e) => e.body(),
             other => {
                 owned = match other {
                     Message::Hello(h) => h.encode(),
@@ -125,6 +130,7 @@ impl Message {
             FrameKind::Revocation => Message::Revocation(RevocationList::decode(body)?),
             FrameKind::TimeRequest => Message::TimeRequest(TimeRequest::decode(body)?),
             FrameKind::TimeResponse => Message::TimeResponse(TimeResponse::decode(body)?),
+            FrameKind::SecurityEvent => Message::SecurityEvent(SignedEvent::decode(body)?),
         })
     }
 }
@@ -269,6 +275,7 @@ mod tests {
                 (FrameKind::Revocation, 83_296),
                 (FrameKind::TimeRequest, 16_384),
                 (FrameKind::TimeResponse, 16_384),
+                (FrameKind::SecurityEvent, 16_384),
             ]
         );
         assert_eq!(certs::cert::MAX_CERT_BYTES, 797);

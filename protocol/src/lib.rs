@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod control;
+pub mod event;
 pub mod frame;
 pub mod header;
 pub mod ids;
@@ -22,6 +23,7 @@ pub use control::{
     Action, Command, Hello, Receipt, ReceiptKind, SignedCommand, SignedReceipt, SignedStatus,
     Status, Subscribe,
 };
+pub use event::{EventReporter, SecurityEvent, SignedEvent};
 pub use frame::{FrameKind, FrameReader, Message, RawFrame};
 pub use header::{AudioParams, BroadcastHeader, SignedHeader};
 pub use ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};

@@ -39,6 +39,8 @@ coded_enum!(
         BeyondEnd = 43,
         TooManyFrames = 44,
         CommandReplayed = 50,
+        ForgedReport = 51,
+        PeerUntrusted = 52,
         Store = 60,
     }
 );
@@ -75,6 +77,8 @@ impl RefusalReason {
             BeyondEnd => "beyond_end",
             TooManyFrames => "too_many_frames",
             CommandReplayed => "command_replayed",
+            ForgedReport => "forged_report",
+            PeerUntrusted => "peer_untrusted",
             Store => "store",
         }
     }
@@ -95,7 +99,9 @@ impl RefusalReason {
             | CertNotYetValid
             | CertRevoked
             | HeaderSignature
-            | SegmentSignature => 4,
+            | SegmentSignature
+            | ForgedReport
+            | PeerUntrusted => 4,
             _ => 5,
         }
     }
@@ -143,6 +149,10 @@ pub enum Refusal {
     TooManyFrames,
     #[error("command already executed")]
     CommandReplayed,
+    #[error("a report (receipt, status, event) not signed by the node it names")]
+    ForgedReport,
+    #[error("peer failed authentication: {0}")]
+    PeerUntrusted(String),
     #[error("replay store failed: {0}")]
     Store(String),
 }
@@ -180,6 +190,8 @@ impl Refusal {
             Refusal::BeyondEnd { .. } => R::BeyondEnd,
             Refusal::TooManyFrames => R::TooManyFrames,
             Refusal::CommandReplayed => R::CommandReplayed,
+            Refusal::ForgedReport => R::ForgedReport,
+            Refusal::PeerUntrusted(_) => R::PeerUntrusted,
             Refusal::Store(_) => R::Store,
         }
     }
