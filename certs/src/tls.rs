@@ -107,14 +107,27 @@ impl PeerPolicy {
     }
 }
 
+/// Told of every peer the verifier refuses: the error, and the serial of the
+/// leaf certificate the peer presented when it could be read (the node turns
+/// this into a security event).
+pub type RejectHook = Arc<dyn Fn(&PeerError, Option<u64>) + Send + Sync>;
+
 /// Verifies peers against the chain. The revocation state is shared with
 /// the node, so a newly applied list affects the next handshake.
-#[derive(Debug)]
 pub struct ChainVerifier {
     anchor: TrustAnchor,
     revocations: Arc<RwLock<RevocationState>>,
     policy: PeerPolicy,
     algorithms: WebPkiSupportedAlgorithms,
+    on_reject: Option<RejectHook>,
+}
+
+impl std::fmt::Debug for ChainVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainVerifier")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChainVerifier {
@@ -128,7 +141,31 @@ impl ChainVerifier {
             revocations,
             policy,
             algorithms: provider().signature_verification_algorithms,
+            on_reject: None,
         }
+    }
+
+    /// Calls `hook` for every refused peer.
+    pub fn with_reject_hook(mut self, hook: Option<RejectHook>) -> Self {
+        self.on_reject = hook;
+        self
+    }
+
+    fn check_and_report(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: i64,
+    ) -> Result<Vec<Certificate>, PeerError> {
+        let result = self.check_peer(end_entity, intermediates, now);
+        if let (Err(e), Some(hook)) = (&result, &self.on_reject) {
+            let leaf = intermediates
+                .last()
+                .and_then(|c| Certificate::decode(c.as_ref()).ok())
+                .map(|c| c.serial());
+            hook(e, leaf);
+        }
+        result
     }
 
     /// Checks a presented certificate list; returns the peer's EBS chain.
@@ -181,7 +218,7 @@ impl ServerCertVerifier for ChainVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check_peer(end_entity, intermediates, unix_seconds(now))?;
+        self.check_and_report(end_entity, intermediates, unix_seconds(now))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -222,7 +259,7 @@ impl ClientCertVerifier for ChainVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check_peer(end_entity, intermediates, unix_seconds(now))?;
+        self.check_and_report(end_entity, intermediates, unix_seconds(now))?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -30,6 +30,7 @@ pub struct ApiState {
     pub ingest: codec::IngestConfig,
     pub name: Arc<String>,
     pub lead_ms: i64,
+    pub expiry_warning: std::time::Duration,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -39,6 +40,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broadcasts/{id}/cancel", post(cancel))
         .route("/api/terminals", get(terminals))
         .route("/api/commands", post(command))
+        .route("/api/security-events", get(security_events))
+        .route("/api/revocations", get(revocations).post(revoke))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
         .with_state(state)
 }
@@ -88,7 +92,79 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "scope": s.relay.scope.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "broadcasts": s.relay.current(now_ms()).len(),
         "refusals": s.relay.refusals().iter().map(|(r, n)| (r.name().to_string(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "certificates": crate::expiry::chain_expiry(&s.relay, certs::time::unix_now(), s.expiry_warning),
+        "revocations": s.relay.revocation_numbers().iter().map(|(signer, n)| json!({"signer": format!("{signer:016x}"), "number": n})).collect::<Vec<_>>(),
     }))
+}
+
+/// Security events reported here (this platform's own and from below):
+/// totals by reason, and the most recent events, newest first.
+async fn security_events(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let book = s.relay.book();
+    let totals: std::collections::BTreeMap<&str, u64> =
+        book.refusals.iter().map(|(r, n)| (r.name(), *n)).collect();
+    Json(json!({ "totals": totals, "events": book.events() }))
+}
+
+fn list_json(l: &certs::RevocationList) -> serde_json::Value {
+    json!({
+        "signer": format!("{:016x}", l.signer_serial),
+        "number": l.number,
+        "issued_at": l.issued_at,
+        "revoked": l.revoked.iter().map(|s| format!("{s:016x}")).collect::<Vec<_>>(),
+    })
+}
+
+async fn revocations(State(s): State<ApiState>) -> Json<Vec<serde_json::Value>> {
+    Json(s.relay.revocation_lists().iter().map(list_json).collect())
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeRequest {
+    /// Certificate serials, hex as `certs show` prints them.
+    revoke: Vec<String>,
+}
+
+/// Revokes certificates: a JSON body `{"revoke": [serial, ...]}` has the
+/// district sign its next list; a PEM body (`certs revoke` output, e.g.
+/// from the offline root) is applied as it is. Either way the list travels
+/// down the tree at once.
+async fn revoke(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&s, &headers)?;
+    let text = std::str::from_utf8(&body).map_err(|_| bad("body is not UTF-8"))?;
+    let list = if text.trim_start().starts_with("-----BEGIN") {
+        let list = certs::RevocationList::from_pem(text).map_err(|e| bad(e.to_string()))?;
+        s.relay
+            .apply_revocation(list.clone())
+            .map_err(|e| bad(format!("list refused: {e}")))?;
+        list
+    } else {
+        let req: RevokeRequest = serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "expected {{\"revoke\": [serials]}} or a PEM list: {e}"
+            ))
+        })?;
+        let serials = req
+            .revoke
+            .iter()
+            .map(|t| {
+                u64::from_str_radix(t, 16).map_err(|_| bad(format!("serial {t:?} is not hex")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::revoke::revoke(&s.relay, &serials).map_err(|e| bad(e.to_string()))?
+    };
+    Ok(Json(list_json(&list)))
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(&s.relay, s.expiry_warning, OFFLINE_AFTER_MS),
+    )
 }
 
 #[derive(Serialize)]

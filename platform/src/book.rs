@@ -1,9 +1,10 @@
-//! What a platform knows of the terminals below it: their latest status and
-//! every receipt, summarised per broadcast ("587 / 600 playing").
+//! What a platform knows of the nodes below it: terminals' latest status,
+//! every receipt summarised per broadcast ("587 / 600 playing"), and the
+//! security events reported from anywhere below (and by itself).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason, Status};
+use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason, SecurityEvent, Status};
 use serde::Serialize;
 
 /// One terminal's progress with one broadcast.
@@ -44,21 +45,63 @@ pub struct TerminalRow {
     pub refusals: u64,
 }
 
+/// A security event as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventRow {
+    pub received_ms: i64,
+    pub reporter: String,
+    pub reporter_tier: &'static str,
+    pub reason: &'static str,
+    pub reason_code: u8,
+    /// GY/T 385 result code of the refusal.
+    pub national_result_code: u8,
+    pub broadcast: Option<String>,
+    /// Serial of the certificate behind the refused message, when known.
+    pub offender: Option<String>,
+    pub count: u32,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Recent events kept in memory for the API (all are in the store).
+const RECENT_EVENTS: usize = 2_000;
+
 #[derive(Debug, Default)]
 pub struct Book {
     progress: HashMap<BroadcastId, HashMap<u64, Progress>>,
     status: HashMap<u64, (Status, i64)>,
-    /// Security events (refusals) reported from below, by reason.
+    /// Refusals reported as security events, by reason (sum of counts).
     pub refusals: BTreeMap<RefusalReason, u64>,
+    events: VecDeque<EventRow>,
 }
 
 impl Book {
-    pub fn record_receipt(&mut self, r: &Receipt) {
-        if r.kind == ReceiptKind::Refused {
-            if let Some(reason) = r.reason {
-                *self.refusals.entry(reason).or_default() += 1;
-            }
+    pub fn record_event(&mut self, e: &SecurityEvent, received_ms: i64) {
+        *self.refusals.entry(e.reason).or_default() += u64::from(e.count);
+        if self.events.len() == RECENT_EVENTS {
+            self.events.pop_front();
         }
+        self.events.push_back(EventRow {
+            received_ms,
+            reporter: format!("{:016x}", e.reporter_serial),
+            reporter_tier: e.reporter_tier.name(),
+            reason: e.reason.name(),
+            reason_code: e.reason.code(),
+            national_result_code: e.reason.national_result_code(),
+            broadcast: e.broadcast.map(|b| b.to_string()),
+            offender: (e.offender != 0).then(|| format!("{:016x}", e.offender)),
+            count: e.count,
+            first_ms: e.first_ms,
+            last_ms: e.last_ms,
+        });
+    }
+
+    /// Recent security events, newest first.
+    pub fn events(&self) -> Vec<EventRow> {
+        self.events.iter().rev().cloned().collect()
+    }
+
+    pub fn record_receipt(&mut self, r: &Receipt) {
         let Some(id) = r.broadcast else { return };
         let p = self
             .progress
@@ -66,7 +109,9 @@ impl Book {
             .or_default()
             .entry(r.terminal_serial)
             .or_default();
-        p.received = true;
+        if r.kind != ReceiptKind::Refused {
+            p.received = true;
+        }
         match r.kind {
             ReceiptKind::Received | ReceiptKind::Verified => {}
             ReceiptKind::Started | ReceiptKind::Resumed => {
@@ -86,10 +131,10 @@ impl Book {
                 p.playing = false;
                 p.cancelled = true;
             }
-            ReceiptKind::Refused => {
-                p.playing = false;
-                p.refused = r.reason;
-            }
+            // A refusal after this terminal accepted the broadcast is an
+            // attack on it (a forged copy), not the terminal's verdict on it.
+            ReceiptKind::Refused if p.received => {}
+            ReceiptKind::Refused => p.refused = r.reason,
         }
     }
 

@@ -33,6 +33,14 @@ pub struct PlatformConfig {
     /// long enough to reach and be verified by every terminal below.
     #[serde(default = "default_lead")]
     pub lead_ms: i64,
+    /// Warn (log, metric, API) this many days before any certificate of the
+    /// chain expires.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u64,
+}
+
+fn default_expiry_warning_days() -> u64 {
+    crate::expiry::DEFAULT_WARNING.as_secs() / 86_400
 }
 
 fn default_lead() -> i64 {

@@ -125,6 +125,7 @@ impl LocalDistrict {
                 api_token: token.clone(),
                 ingest: codec::IngestConfig::default(),
                 lead_ms: crate::issue::DEFAULT_LEAD_MS,
+                expiry_warning: crate::expiry::DEFAULT_WARNING,
             };
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
         let runtime = opts.platform_runtime.clone();

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use certs::{AreaCode, PublicKey, Tier};
-use protocol::frame::FrameKind;
-use protocol::{BroadcastId, Message};
+use protocol::{BroadcastId, Message, Refusal};
 use quinn::Connection;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use transport::FrameStream;
@@ -35,15 +34,14 @@ const LIVE_LAG_SEGMENTS: usize = 10;
 const SEND_AHEAD_US: i64 = 5_000_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>, up: mpsc::Sender<Bytes>) {
+pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>) {
     while let Some(incoming) = endpoint.accept().await {
         let relay = relay.clone();
-        let up = up.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
-                    if let Err(e) = session(conn, relay, up).await {
+                    if let Err(e) = session(conn, relay).await {
                         debug!(%remote, "child session ended: {e}");
                     }
                 }
@@ -53,11 +51,7 @@ pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>, up: mpsc::Sende
     }
 }
 
-async fn session(
-    conn: Connection,
-    relay: Arc<Relay>,
-    up: mpsc::Sender<Bytes>,
-) -> anyhow::Result<()> {
+async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     let chain = transport::peer_chain(&conn)?;
     let leaf = chain
         .last()
@@ -73,16 +67,36 @@ async fn session(
     // Hello, then Subscribe with what the child already has.
     let mut resume = std::collections::HashMap::new();
     for _ in 0..2 {
-        match control.next().await?.map(|f| f.message()) {
+        let frame = match control.next().await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(d) = e.framing() {
+                    relay.refuse(&Refusal::Malformed(d.clone()), None, child.serial);
+                }
+                anyhow::bail!("control stream: {e}");
+            }
+        };
+        match frame.map(|f| f.message()) {
             Some(Ok(Message::Hello(h))) if h.serial == child.serial => {}
             Some(Ok(Message::Hello(_))) => {
+                relay.refuse(&Refusal::ForgedReport, None, child.serial);
                 anyhow::bail!("hello names another serial than the certificate")
             }
             Some(Ok(Message::Subscribe(s))) => resume.extend(s.resume),
+            Some(Err(e)) => {
+                relay.refuse(&Refusal::from(e), None, child.serial);
+                anyhow::bail!("bad frame before subscribe");
+            }
             other => anyhow::bail!("expected hello and subscribe, got {other:?}"),
         }
     }
     info!(tier = %child.tier, serial = format!("{:016x}", child.serial), "child connected");
+    // The lists in force go first: a child must know what is revoked before
+    // it hears anything else from us.
+    let mut revocations = relay.revocation_feed();
+    for list in relay.revocation_lists() {
+        timed(send.write_all(&Message::Revocation(list).encode())).await?;
+    }
 
     let mut forwarders = JoinSet::new();
     let mut announcements = relay.announcements();
@@ -114,10 +128,39 @@ async fn session(
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} commands"),
                 Err(_) => break,
             },
+            list = revocations.recv() => match list {
+                Ok(list) => {
+                    timed(send.write_all(&Message::Revocation(list).encode())).await?;
+                    if relay.chain_fails(&chain) {
+                        warn!(serial = format!("{:016x}", child.serial), "child revoked: link closed");
+                        conn.close(2u32.into(), b"revoked");
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    for list in relay.revocation_lists() {
+                        timed(send.write_all(&Message::Revocation(list).encode())).await?;
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
             frame = control.next() => match frame {
-                Ok(Some(raw)) => handle_up(&relay, &child, raw, &up),
+                Ok(Some(raw)) => {
+                    if handle_up(&relay, &child, raw) {
+                        // Behind on revocations: send what is in force again.
+                        for list in relay.revocation_lists() {
+                            timed(send.write_all(&Message::Revocation(list).encode())).await?;
+                        }
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => { debug!("control stream: {e}"); break; }
+                Err(e) => {
+                    if let Some(d) = e.framing() {
+                    relay.refuse(&Refusal::Malformed(d.clone()), None, child.serial);
+                }
+                    debug!("control stream: {e}");
+                    break;
+                }
             },
             _ = conn.closed() => break,
             Some(_) = forwarders.join_next(), if !forwarders.is_empty() => {}
@@ -127,41 +170,63 @@ async fn session(
     Ok(())
 }
 
-/// A receipt or status from below: checked, recorded, passed up unchanged.
-fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame, up: &mpsc::Sender<Bytes>) {
+/// A receipt, status or security event from below: checked, recorded,
+/// passed up unchanged. Returns true when a terminal's status shows it is
+/// missing a revocation list in force here.
+fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
     let msg = match raw.message() {
         Ok(m) => m,
         Err(e) => {
-            debug!("bad frame from child: {e}");
-            return;
+            relay.refuse(&Refusal::from(e), None, child.serial);
+            return false;
         }
     };
+    // A terminal signs for itself only. A child platform relays reports of
+    // nodes below it, which it cannot have signed; its own it must sign.
     let direct_terminal = child.tier == Tier::Terminal;
+    let signed_by_child = |named: u64, valid: &dyn Fn(&PublicKey) -> bool| {
+        if named == child.serial {
+            valid(&child.key)
+        } else {
+            !direct_terminal
+        }
+    };
+    let mut behind = false;
     match &msg {
         Message::Receipt(r) => {
-            // A terminal signs for itself only; a child platform relays.
-            if direct_terminal
-                && (r.receipt.terminal_serial != child.serial || !r.signature_valid(&child.key))
-            {
-                warn!("receipt not signed by the connected terminal: dropped");
-                return;
+            if !signed_by_child(r.receipt.terminal_serial, &|k| r.signature_valid(k)) {
+                relay.refuse(&Refusal::ForgedReport, r.receipt.broadcast, child.serial);
+                return false;
             }
             relay.record_receipt(r);
         }
         Message::Status(s) => {
-            if direct_terminal
-                && (s.status.terminal_serial != child.serial || !s.signature_valid(&child.key))
-            {
-                warn!("status not signed by the connected terminal: dropped");
-                return;
+            if !signed_by_child(s.status.terminal_serial, &|k| s.signature_valid(k)) {
+                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                return false;
             }
             relay.record_status(s);
+            behind = direct_terminal && lists_behind(relay, &s.status.revocation_numbers);
         }
-        _ => return,
+        Message::SecurityEvent(e) => {
+            if !signed_by_child(e.event.reporter_serial, &|k| e.signature_valid(k)) {
+                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                return false;
+            }
+            relay.record_event(e);
+        }
+        _ => return false,
     }
-    if matches!(raw.kind, FrameKind::Receipt | FrameKind::Status) {
-        let _ = up.try_send(Bytes::from(raw.bytes));
-    }
+    relay.send_up(Bytes::from(raw.bytes));
+    behind
+}
+
+/// True when `held` lacks a list in force here, or holds an older one.
+fn lists_behind(relay: &Relay, held: &[(u64, u64)]) -> bool {
+    relay
+        .revocation_numbers()
+        .iter()
+        .any(|(signer, number)| !held.iter().any(|(s, n)| s == signer && n >= number))
 }
 
 /// Sends one broadcast to one child on its own stream.

@@ -7,8 +7,11 @@ pub mod book;
 pub mod config;
 pub mod demo;
 pub mod downstream;
+pub mod expiry;
 pub mod issue;
+pub mod metrics;
 pub mod relay;
+pub mod revoke;
 pub mod store;
 pub mod upstream;
 
@@ -39,6 +42,8 @@ pub struct PlatformOptions {
     pub ingest: codec::IngestConfig,
     /// Accepted → first frame presented (ms); see `issue::DEFAULT_LEAD_MS`.
     pub lead_ms: i64,
+    /// Warn this long before any certificate of the chain expires.
+    pub expiry_warning: std::time::Duration,
 }
 
 /// A running platform.
@@ -70,17 +75,32 @@ impl Drop for PlatformHandle {
 pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
     let store = store::Store::open(&opts.store)
         .with_context(|| format!("opening store {}", opts.store.display()))?;
-    let crypto = transport::NodeCrypto {
-        anchor: opts.bundle.anchor.clone(),
-        revocations: Arc::new(RwLock::new(RevocationState::new())),
-    };
-    let endpoint = transport::platform_endpoint(&opts.bundle.identity, &crypto, opts.listen)?;
-    let quic_addr = endpoint.local_addr()?;
-    let relay = Relay::new(opts.bundle.identity, opts.bundle.anchor, store);
-    let restored = relay.restore()?;
+    let revocations = Arc::new(RwLock::new(RevocationState::new()));
     let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
+    let relay = Relay::new(
+        opts.bundle.identity,
+        opts.bundle.anchor.clone(),
+        store,
+        revocations.clone(),
+        up_tx,
+    );
+    let restored = relay.restore()?;
+    // A peer refused in the TLS handshake is a security event like any other.
+    let weak = Arc::downgrade(&relay);
+    let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
+        if let Some(r) = weak.upgrade() {
+            r.refuse(&protocol::Refusal::from_peer(e), None, leaf.unwrap_or(0));
+        }
+    });
+    let crypto = transport::NodeCrypto {
+        anchor: opts.bundle.anchor,
+        revocations,
+        on_reject: Some(on_reject),
+    };
+    let endpoint = transport::platform_endpoint(&relay.identity, &crypto, opts.listen)?;
+    let quic_addr = endpoint.local_addr()?;
     let mut tasks = vec![
-        tokio::spawn(downstream::serve(endpoint.clone(), relay.clone(), up_tx)),
+        tokio::spawn(downstream::serve(endpoint.clone(), relay.clone())),
         tokio::spawn(upstream::run(
             endpoint.clone(),
             opts.parents,
@@ -88,6 +108,18 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
             up_rx,
         )),
     ];
+    let reporter = relay.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            every.tick().await;
+            reporter.flush_events();
+        }
+    }));
+    tasks.push(tokio::spawn(expiry::watch(
+        relay.clone(),
+        opts.expiry_warning,
+    )));
     let pruner = relay.clone();
     tasks.push(tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -112,6 +144,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
             ingest: opts.ingest,
             name: Arc::new(opts.name.clone()),
             lead_ms: opts.lead_ms,
+            expiry_warning: opts.expiry_warning,
         };
         let app = api::router(state);
         tasks.push(tokio::spawn(async move {

@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 lead_ms: cfg.lead_ms,
+                expiry_warning: std::time::Duration::from_secs(cfg.expiry_warning_days * 86_400),
             })
             .await?;
             tokio::signal::ctrl_c().await?;

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use certs::{AreaCode, Identity, Tier};
+use certs::{AreaCode, Certificate, Identity, RevocationList, RevocationState, Tier, TrustAnchor};
 use protocol::frame::{FrameKind, RawFrame};
 use protocol::{
-    Audience, BroadcastClass, BroadcastId, HeaderVerdict, MemoryReplayStore, Message, MessageType,
-    Policy, Refusal, Segment, SignedHeader, Verifier,
+    Audience, BroadcastClass, BroadcastId, EventReporter, HeaderVerdict, MemoryReplayStore,
+    Message, MessageType, Policy, Refusal, SecurityEvent, Segment, SignedEvent, SignedHeader,
+    Verifier,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::book::Book;
 use crate::store::Store;
@@ -153,14 +154,29 @@ pub struct Relay {
     commands: broadcast::Sender<(protocol::SignedCommand, Bytes)>,
     store: Store,
     pub book: Mutex<Book>,
+    anchor: TrustAnchor,
+    /// The lists in force, shared with the TLS verifiers of this node.
+    revocations: Arc<RwLock<RevocationState>>,
+    revocation_feed: broadcast::Sender<RevocationList>,
+    reporter: Mutex<EventReporter>,
+    /// Frames for the parent (receipts, status, events), in order.
+    up: mpsc::Sender<Bytes>,
 }
 
 impl Relay {
-    pub fn new(identity: Identity, anchor: certs::TrustAnchor, store: Store) -> Arc<Self> {
+    pub fn new(
+        identity: Identity,
+        anchor: TrustAnchor,
+        store: Store,
+        revocations: Arc<RwLock<RevocationState>>,
+        up: mpsc::Sender<Bytes>,
+    ) -> Arc<Self> {
         let cert = identity.cert().clone();
+        let reporter =
+            EventReporter::new(cert.serial(), cert.tier(), EventReporter::DEFAULT_WINDOW_MS);
         let scope = cert.scope().to_vec();
         let verifier = Verifier::new(
-            anchor,
+            anchor.clone(),
             Audience::Relay {
                 scope: scope.clone(),
             },
@@ -177,7 +193,150 @@ impl Relay {
             commands: broadcast::channel(256).0,
             store,
             book: Mutex::new(Book::default()),
+            anchor,
+            revocations,
+            revocation_feed: broadcast::channel(64).0,
+            reporter: Mutex::new(reporter),
+            up,
         })
+    }
+
+    /// Counts a refusal made outside the verifier and reports it.
+    pub fn refuse(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64) {
+        self.verifier().count(r);
+        self.report(r, broadcast, offender);
+    }
+
+    /// Reports an already counted refusal as a security event (aggregated).
+    fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64) {
+        tracing::debug!(reason = r.reason().name(), "refused: {r}");
+        let due = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(r.reason(), broadcast, offender, now_ms());
+        if let Some(e) = due {
+            self.emit(e);
+        }
+    }
+
+    /// Sends aggregated events whose window ended; called about once a second.
+    pub fn flush_events(&self) {
+        let due = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(now_ms());
+        for e in due {
+            self.emit(e);
+        }
+    }
+
+    /// Signs one of this platform's own events, keeps it and sends it up.
+    fn emit(&self, e: SecurityEvent) {
+        tracing::warn!(
+            reason = e.reason.name(),
+            count = e.count,
+            offender = format!("{:016x}", e.offender),
+            "security event"
+        );
+        let signed = e.sign(&self.identity.key);
+        self.record_event(&signed);
+        let _ = self
+            .up
+            .try_send(Bytes::from(Message::SecurityEvent(signed).encode()));
+    }
+
+    /// Keeps an event (this platform's or one reported from below), durably.
+    pub fn record_event(&self, e: &SignedEvent) {
+        let now = now_ms();
+        if let Err(err) = self.store.put_event(now, e.body()) {
+            tracing::warn!("storing a security event: {err}");
+        }
+        self.book().record_event(&e.event, now);
+    }
+
+    /// Queues a frame for the parent (a child's report passed up unchanged).
+    pub fn send_up(&self, frame: Bytes) {
+        if self.up.try_send(frame).is_err() {
+            tracing::warn!("queue to the parent is full: a report was dropped");
+        }
+    }
+
+    /// Applies a revocation list from the parent, the API or the store: the
+    /// verifier and the TLS verifiers both use it from now on, broadcasts it
+    /// revokes stop, it is stored and passed to every child. Returns false
+    /// when it was already in force.
+    pub fn apply_revocation(&self, list: RevocationList) -> Result<bool, Refusal> {
+        let signer = list.signer_serial;
+        let outcome = match self.verifier().apply_revocation(list.clone(), now_ms()) {
+            Ok(o) => o,
+            Err(r) => {
+                self.report(&r, None, signer);
+                return Err(r);
+            }
+        };
+        if outcome.applied == certs::Applied::AlreadyCurrent {
+            return Ok(false);
+        }
+        if let Err(e) = self
+            .revocations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(list.clone(), &self.anchor, now_ms() / 1000)
+        {
+            tracing::error!("revocation list verified but the TLS state refused it: {e}");
+        }
+        for id in &outcome.stopped {
+            if let Some(b) = self.get(*id) {
+                b.cancel();
+            }
+        }
+        if let Err(e) = self.store.put_revocation(signer, &list.encode()) {
+            tracing::error!("storing a revocation list: {e}");
+        }
+        tracing::warn!(
+            signer = format!("{signer:016x}"),
+            number = list.number,
+            revoked = list.revoked.len(),
+            stopped = outcome.stopped.len(),
+            "revocation list in force"
+        );
+        let _ = self.revocation_feed.send(list);
+        Ok(true)
+    }
+
+    /// Every list in force, for a child that just connected.
+    pub fn revocation_lists(&self) -> Vec<RevocationList> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lists()
+            .cloned()
+            .collect()
+    }
+
+    /// (signer, number) of every list in force.
+    pub fn revocation_numbers(&self) -> Vec<(u64, u64)> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .numbers()
+            .collect()
+    }
+
+    /// New lists as they apply, for child sessions.
+    pub fn revocation_feed(&self) -> broadcast::Receiver<RevocationList> {
+        self.revocation_feed.subscribe()
+    }
+
+    /// True when `chain` no longer verifies (a peer revoked or expired).
+    pub fn chain_fails(&self, chain: &[Certificate]) -> bool {
+        self.verifier().chain_fails(chain, now_ms())
+    }
+
+    pub fn anchor(&self) -> &TrustAnchor {
+        &self.anchor
     }
 
     fn verifier(&self) -> std::sync::MutexGuard<'_, Verifier<MemoryReplayStore>> {
@@ -235,6 +394,15 @@ impl Relay {
 
     /// Verifies and keeps a header frame, received from above or made here.
     pub fn ingest_header(&self, frame: Bytes, durable: bool) -> Result<HeaderVerdict, IngestError> {
+        self.ingest_header_reporting(frame, durable, true)
+    }
+
+    fn ingest_header_reporting(
+        &self,
+        frame: Bytes,
+        durable: bool,
+        report: bool,
+    ) -> Result<HeaderVerdict, IngestError> {
         let header = match Message::decode_body(
             FrameKind::Header,
             &frame[protocol::frame::FRAME_PREFIX_LEN..],
@@ -244,10 +412,22 @@ impl Relay {
             Err(e) => {
                 let r = Refusal::from(e);
                 self.verifier().count(&r);
+                if report {
+                    self.report(&r, None, 0);
+                }
                 return Err(r.into());
             }
         };
-        let verdict = self.verifier().accept_header(&header, now_ms())?;
+        let verdict = self.verifier().accept_header(&header, now_ms());
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(r) => {
+                if report {
+                    self.report(&r, Some(header.id()), header.signer().serial());
+                }
+                return Err(r.into());
+            }
+        };
         match &verdict {
             HeaderVerdict::New => self.keep(header, frame, durable)?,
             HeaderVerdict::Cancel { target, .. } => {
@@ -278,15 +458,39 @@ impl Relay {
 
     /// Verifies and keeps a segment frame.
     pub fn ingest_segment(&self, frame: Bytes, durable: bool) -> Result<(), IngestError> {
+        self.ingest_segment_reporting(frame, durable, true)
+    }
+
+    fn ingest_segment_reporting(
+        &self,
+        frame: Bytes,
+        durable: bool,
+        report: bool,
+    ) -> Result<(), IngestError> {
         let segment = match Segment::decode(&frame[protocol::frame::FRAME_PREFIX_LEN..]) {
             Ok(s) => s,
             Err(e) => {
                 let r = Refusal::from(e);
                 self.verifier().count(&r);
+                if report {
+                    self.report(&r, None, 0);
+                }
                 return Err(r.into());
             }
         };
-        let verdict = self.verifier().accept_segment(&segment, now_ms())?;
+        let verdict = self.verifier().accept_segment(&segment, now_ms());
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(r) => {
+                if report {
+                    let offender = self
+                        .get(segment.id)
+                        .map_or(0, |b| b.header.signer().serial());
+                    self.report(&r, Some(segment.id), offender);
+                }
+                return Err(r.into());
+            }
+        };
         self.store.put_segment(segment.id, segment.seq, &frame)?;
         if durable {
             self.store.flush()?;
@@ -297,11 +501,26 @@ impl Relay {
         Ok(())
     }
 
-    /// Reloads still-valid broadcasts, receipts and terminal status from the
-    /// store after a restart.
+    /// Reloads revocation lists, still-valid broadcasts, receipts, terminal
+    /// status and security events from the store after a restart.
     pub fn restore(&self) -> Result<usize, IngestError> {
+        for body in self.store.revocations()? {
+            match RevocationList::decode(&body) {
+                Ok(list) => {
+                    if let Err(e) = self.apply_revocation(list) {
+                        tracing::error!("a stored revocation list no longer applies: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("a stored revocation list is unreadable: {e}"),
+            }
+        }
         {
             let mut book = self.book();
+            for (ms, body) in self.store.events()? {
+                if let Ok(e) = SignedEvent::decode(&body) {
+                    book.record_event(&e.event, ms);
+                }
+            }
             for body in self.store.receipts()? {
                 if let Ok(r) = protocol::SignedReceipt::decode(&body) {
                     book.record_receipt(&r.receipt);
@@ -316,12 +535,13 @@ impl Relay {
         let mut n = 0;
         for (header, segments) in self.store.broadcasts()? {
             let header = Bytes::from(header);
-            match self.ingest_header(header.clone(), false) {
+            // Quietly: what expired while the platform was down is no attack.
+            match self.ingest_header_reporting(header.clone(), false, false) {
                 Ok(HeaderVerdict::New) => n += 1,
                 _ => continue,
             }
             for (_, seg) in segments {
-                let _ = self.ingest_segment(Bytes::from(seg), false);
+                let _ = self.ingest_segment_reporting(Bytes::from(seg), false, false);
             }
         }
         Ok(n)
@@ -354,11 +574,16 @@ impl Relay {
             Ok(other) => return Err(IngestError::WrongKind(other.kind())),
             Err(e) => {
                 let r = Refusal::from(e);
-                self.verifier().count(&r);
+                self.refuse(&r, None, 0);
                 return Err(r.into());
             }
         };
-        self.verifier().accept_command_for_relay(&cmd, now_ms())?;
+        let verdict = self.verifier().accept_command_for_relay(&cmd, now_ms());
+        if let Err(r) = verdict {
+            let offender = cmd.chain().last().map_or(0, Certificate::serial);
+            self.report(&r, None, offender);
+            return Err(r.into());
+        }
         let _ = self.commands.send((cmd, frame));
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The platform's durable state in sled: broadcasts (header and segment
-//! frames), receipts and terminal status. Anything acknowledged to an
+//! frames), receipts, terminal status, security events and revocation lists. Anything acknowledged to an
 //! operator or a peer is flushed first.
 
 use std::path::Path;
@@ -20,6 +20,8 @@ pub struct Store {
     segments: sled::Tree,
     receipts: sled::Tree,
     status: sled::Tree,
+    events: sled::Tree,
+    revocations: sled::Tree,
 }
 
 fn seg_key(id: BroadcastId, seq: u32) -> [u8; 20] {
@@ -37,6 +39,8 @@ impl Store {
             segments: db.open_tree("segments")?,
             receipts: db.open_tree("receipts")?,
             status: db.open_tree("status")?,
+            events: db.open_tree("events")?,
+            revocations: db.open_tree("revocations")?,
             db,
         })
     }
@@ -125,5 +129,43 @@ impl Store {
             self.segments.remove(sk)?;
         }
         Ok(())
+    }
+
+    /// Appends a security event frame body (keyed by arrival time and a
+    /// sled-generated id: events are never overwritten).
+    pub fn put_event(&self, received_ms: i64, body: &[u8]) -> Result<(), StoreError> {
+        let mut k = Vec::with_capacity(16);
+        k.extend_from_slice(&received_ms.to_be_bytes());
+        k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.events.insert(k, body)?;
+        Ok(())
+    }
+
+    /// Stored events, oldest first, as (arrival ms, body).
+    pub fn events(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        self.events
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let ms = i64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8]));
+                Ok((ms, v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Keeps the current revocation list of one signer, durably at once: a
+    /// restart must never forget a revocation.
+    pub fn put_revocation(&self, signer: u64, list: &[u8]) -> Result<(), StoreError> {
+        self.revocations.insert(signer.to_be_bytes(), list)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn revocations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.revocations
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::{Hello, Message, Subscribe};
+use protocol::{Hello, Message, Refusal, Subscribe};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use transport::FrameStream;
@@ -50,6 +50,9 @@ async fn session(
     relay: &Arc<Relay>,
     up: &mut mpsc::Receiver<Bytes>,
 ) -> anyhow::Result<()> {
+    let parent = transport::peer_chain(conn)?
+        .last()
+        .map_or(0, certs::Certificate::serial);
     let (mut send, recv) = conn.open_bi().await?;
     let mut control = FrameStream::new(recv);
     let hello = Hello {
@@ -80,7 +83,13 @@ async fn session(
                                 }
                             }
                             Ok(None) => break,
-                            Err(e) => { debug!("broadcast stream: {e}"); frames.stop(); break; }
+                            Err(e) => {
+                                if let Some(d) = e.framing() {
+                                    relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                                }
+                                frames.stop();
+                                break;
+                            }
                         }
                     }
                 });
@@ -89,14 +98,31 @@ async fn session(
                 Some(f) => send.write_all(&f).await?,
                 None => return Ok(()),
             },
-            frame = control.next() => match frame? {
-                Some(raw) if raw.kind == protocol::FrameKind::Command => {
+            frame = control.next() => match frame {
+                Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
                     if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
                         debug!("command from parent: {e}");
                     }
                 }
-                Some(_) => {}
-                None => return Ok(()),
+                Ok(Some(raw)) if raw.kind == protocol::FrameKind::Revocation => {
+                    match raw.message() {
+                        Ok(Message::Revocation(list)) => {
+                            if let Err(e) = relay.apply_revocation(list) {
+                                warn!("revocation list from parent refused: {e}");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => relay.refuse(&Refusal::from(e), None, parent),
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if let Some(d) = e.framing() {
+                                    relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                                }
+                    return Err(e.into());
+                }
             },
             e = conn.closed() => return Err(e.into()),
         }

@@ -30,4 +30,4 @@ pub use ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severi
 pub use refusal::{Refusal, RefusalCounts, RefusalReason};
 pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 pub use segment::Segment;
-pub use verify::{Audience, HeaderVerdict, Policy, SegmentVerdict, Verifier};
+pub use verify::{Audience, HeaderVerdict, Policy, RevocationOutcome, SegmentVerdict, Verifier};

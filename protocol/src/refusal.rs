@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use certs::encoding::DecodeError;
-use certs::{AreaCode, ChainError, Tier};
+use certs::{AreaCode, ChainError, RevocationError, Tier};
 use thiserror::Error;
 
 use crate::ids::coded_enum;
@@ -41,6 +41,8 @@ coded_enum!(
         CommandReplayed = 50,
         ForgedReport = 51,
         PeerUntrusted = 52,
+        RevocationRollback = 53,
+        RevocationInvalid = 54,
         Store = 60,
     }
 );
@@ -79,6 +81,8 @@ impl RefusalReason {
             CommandReplayed => "command_replayed",
             ForgedReport => "forged_report",
             PeerUntrusted => "peer_untrusted",
+            RevocationRollback => "revocation_rollback",
+            RevocationInvalid => "revocation_invalid",
             Store => "store",
         }
     }
@@ -101,7 +105,8 @@ impl RefusalReason {
             | HeaderSignature
             | SegmentSignature
             | ForgedReport
-            | PeerUntrusted => 4,
+            | PeerUntrusted
+            | RevocationInvalid => 4,
             _ => 5,
         }
     }
@@ -153,6 +158,8 @@ pub enum Refusal {
     ForgedReport,
     #[error("peer failed authentication: {0}")]
     PeerUntrusted(String),
+    #[error("revocation list refused: {0}")]
+    Revocation(RevocationError),
     #[error("replay store failed: {0}")]
     Store(String),
 }
@@ -192,7 +199,20 @@ impl Refusal {
             Refusal::CommandReplayed => R::CommandReplayed,
             Refusal::ForgedReport => R::ForgedReport,
             Refusal::PeerUntrusted(_) => R::PeerUntrusted,
+            Refusal::Revocation(RevocationError::Rollback { .. }) => R::RevocationRollback,
+            Refusal::Revocation(_) => R::RevocationInvalid,
             Refusal::Store(_) => R::Store,
+        }
+    }
+}
+
+impl Refusal {
+    /// A TLS peer the chain verifier refused: the chain reasons where the
+    /// chain was at fault, `peer_untrusted` otherwise.
+    pub fn from_peer(e: &certs::tls::PeerError) -> Refusal {
+        match e {
+            certs::tls::PeerError::Chain(c) => Refusal::Chain(c.clone()),
+            other => Refusal::PeerUntrusted(other.to_string()),
         }
     }
 }

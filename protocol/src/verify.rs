@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use certs::{
-    AreaCode, Certificate, PublicKey, RevocationError, RevocationList, RevocationState, TrustAnchor,
+    Applied, AreaCode, Certificate, PublicKey, RevocationList, RevocationState, TrustAnchor,
 };
 
 use crate::control::{Action, SignedCommand};
@@ -93,6 +93,14 @@ struct Active {
     next_seq: u32,
 }
 
+/// What applying a revocation list did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationOutcome {
+    pub applied: Applied,
+    /// Active broadcasts the list revoked: stop them.
+    pub stopped: Vec<BroadcastId>,
+}
+
 /// Verifies everything a node receives before it is played or forwarded.
 #[derive(Debug)]
 pub struct Verifier<S: ReplayStore> {
@@ -153,15 +161,25 @@ impl<S: ReplayStore> Verifier<S> {
     }
 
     /// Applies a revocation list. Active broadcasts whose chain it revokes
-    /// stop at once; their ids are returned.
+    /// stop at once; their ids are returned. A list that does not verify or
+    /// would roll back a newer one is refused and counted.
     pub fn apply_revocation(
         &mut self,
         list: RevocationList,
         now_ms: i64,
-    ) -> Result<Vec<BroadcastId>, RevocationError> {
-        self.revocations.apply(list, &self.anchor, now_ms / 1000)?;
+    ) -> Result<RevocationOutcome, Refusal> {
+        let applied = match self.revocations.apply(list, &self.anchor, now_ms / 1000) {
+            Ok(a) => a,
+            Err(e) => return self.refuse(Refusal::Revocation(e)),
+        };
+        if applied == Applied::AlreadyCurrent {
+            return Ok(RevocationOutcome {
+                applied,
+                stopped: Vec::new(),
+            });
+        }
         let now_s = now_ms / 1000;
-        let revoked: Vec<BroadcastId> = self
+        let stopped: Vec<BroadcastId> = self
             .active
             .iter()
             .filter(|(_, a)| {
@@ -171,10 +189,18 @@ impl<S: ReplayStore> Verifier<S> {
             })
             .map(|(id, _)| *id)
             .collect();
-        for id in &revoked {
+        for id in &stopped {
             self.active.remove(id);
         }
-        Ok(revoked)
+        Ok(RevocationOutcome { applied, stopped })
+    }
+
+    /// True when `chain` no longer verifies at `now_ms` (revoked or expired):
+    /// used to drop a link whose peer was just revoked.
+    pub fn chain_fails(&self, chain: &[Certificate], now_ms: i64) -> bool {
+        self.anchor
+            .verify(chain, now_ms / 1000, &self.revocations)
+            .is_err()
     }
 
     /// The signer's certificate, if its chain verifies and it is a platform.

@@ -254,7 +254,10 @@ fn revocation_refuses_new_and_stops_active_broadcasts() {
         vec![village.cert().serial()],
     )
     .unwrap();
-    assert_eq!(v.apply_revocation(list, NOW).unwrap(), vec![h1.id()]);
+    assert_eq!(
+        v.apply_revocation(list, NOW).unwrap().stopped,
+        vec![h1.id()]
+    );
     // The rest of the running broadcast no longer plays...
     refused!(
         v,
@@ -274,7 +277,11 @@ fn revocation_refuses_new_and_stops_active_broadcasts() {
         vec![],
     )
     .unwrap();
-    assert!(v.apply_revocation(older, NOW).is_err());
+    refused!(
+        v,
+        v.apply_revocation(older, NOW),
+        RefusalReason::RevocationRollback
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! terminals in one process.
 
 pub mod config;
+pub mod guard;
 pub mod player;
 pub mod replay_store;
 
@@ -14,11 +15,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use certs::{Bundle, RevocationState};
+use certs::{Bundle, RevocationList, RevocationState};
 use codec::PlayoutConfig;
 use protocol::{
-    Audience, BroadcastId, HeaderVerdict, Hello, Message, Policy, Receipt, ReceiptKind, Refusal,
-    RefusalReason, Status, Subscribe, Verifier,
+    Audience, BroadcastId, EventReporter, HeaderVerdict, Hello, Message, Policy, Receipt,
+    ReceiptKind, Refusal, RefusalReason, Status, Subscribe, Verifier,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -51,7 +52,14 @@ pub struct Snapshot {
     pub muted: bool,
     /// Upstream sessions opened so far (a migration is not a new session).
     pub sessions: u32,
+    /// (signer, number) of the revocation lists in force.
+    pub revocation_numbers: Vec<(u64, u64)>,
+    /// Upstreams dropped for sending what fails verification.
+    pub hostile_upstreams: u32,
 }
+
+/// Refused header ids remembered so each gets one refusal receipt.
+const REFUSED_IDS: usize = 1024;
 
 struct Shared {
     area: certs::AreaCode,
@@ -61,7 +69,14 @@ struct Shared {
     key: certs::SecretKey,
     connected_to: RwLock<Option<SocketAddr>>,
     sessions: std::sync::atomic::AtomicU32,
+    hostile: std::sync::atomic::AtomicU32,
     out: mpsc::Sender<Message>,
+    reporter: Mutex<EventReporter>,
+    refused_ids: Mutex<std::collections::HashSet<BroadcastId>>,
+    /// The lists in force for the TLS verifier (the message verifier keeps
+    /// its own copy; both are updated together).
+    tls_revocations: Arc<RwLock<RevocationState>>,
+    anchor: certs::TrustAnchor,
 }
 
 impl Shared {
@@ -87,6 +102,103 @@ impl Shared {
             detail,
         };
         let _ = self.out.try_send(Message::Receipt(r.sign(&self.key)));
+    }
+
+    /// Reports a refusal (already counted by the verifier): aggregated into
+    /// security events; a refused header also gets one refusal receipt.
+    fn report(&self, id: Option<BroadcastId>, r: &Refusal, offender: u64, header: bool) {
+        debug!("refused: {r}");
+        let due = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(r.reason(), id, offender, now_us() / 1000);
+        if let Some(e) = due {
+            self.send_event(e);
+        }
+        if let (true, Some(id)) = (header, id) {
+            let first = {
+                let mut seen = self.refused_ids.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.len() >= REFUSED_IDS {
+                    seen.clear();
+                }
+                seen.insert(id)
+            };
+            if first {
+                self.receipt(Some(id), ReceiptKind::Refused, Some(r.reason()), 0);
+            }
+        }
+    }
+
+    /// Counts a refusal made outside the verifier, then reports it.
+    fn refuse(&self, id: Option<BroadcastId>, r: &Refusal, offender: u64) {
+        self.verifier().count(r);
+        self.report(id, r, offender, false);
+    }
+
+    fn send_event(&self, e: protocol::SecurityEvent) {
+        info!(
+            reason = e.reason.name(),
+            count = e.count,
+            offender = format!("{:016x}", e.offender),
+            "security event"
+        );
+        let _ = self.out.try_send(Message::SecurityEvent(e.sign(&self.key)));
+    }
+
+    fn flush_events(&self) {
+        let due = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(now_us() / 1000);
+        for e in due {
+            self.send_event(e);
+        }
+    }
+
+    /// Applies a revocation list to both verifiers, keeps it, and stops
+    /// what it revokes. Ok(true) when it was new.
+    fn apply_revocation(&self, list: RevocationList, persist: bool) -> Result<bool, Refusal> {
+        let signer = list.signer_serial;
+        let encoded = list.encode();
+        let outcome = self
+            .verifier()
+            .apply_revocation(list.clone(), now_us() / 1000);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(r) => {
+                self.report(None, &r, signer, false);
+                return Err(r);
+            }
+        };
+        if outcome.applied == certs::Applied::AlreadyCurrent {
+            return Ok(false);
+        }
+        if let Err(e) = self
+            .tls_revocations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(list, &self.anchor, now_us() / 1_000_000)
+        {
+            tracing::error!("revocation list verified but the TLS state refused it: {e}");
+        }
+        if persist {
+            let stored = self.verifier().store().put_revocation(signer, &encoded);
+            if let Err(e) = stored {
+                tracing::error!("storing a revocation list: {e}");
+            }
+        }
+        for id in &outcome.stopped {
+            self.player().cancel(*id);
+            self.receipt(Some(*id), ReceiptKind::Cancelled, None, 0);
+        }
+        info!(
+            signer = format!("{signer:016x}"),
+            stopped = outcome.stopped.len(),
+            "revocation list in force"
+        );
+        Ok(true)
     }
 }
 
@@ -121,6 +233,17 @@ impl TerminalHandle {
             sessions: self
                 .shared
                 .sessions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            revocation_numbers: self
+                .shared
+                .tls_revocations
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .numbers()
+                .collect(),
+            hostile_upstreams: self
+                .shared
+                .hostile
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -179,9 +302,20 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
         Policy::default(),
         store,
     );
+    let tls_revocations = Arc::new(RwLock::new(RevocationState::new()));
+    // An upstream refused in the TLS handshake is a security event; the
+    // hook finds the terminal's state once it exists.
+    let hook_target: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
+    let target = hook_target.clone();
+    let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
+        if let Some(s) = target.get().and_then(std::sync::Weak::upgrade) {
+            s.refuse(None, &Refusal::from_peer(e), leaf.unwrap_or(0));
+        }
+    });
     let crypto = transport::NodeCrypto {
         anchor: opts.bundle.anchor.clone(),
-        revocations: Arc::new(RwLock::new(RevocationState::new())),
+        revocations: tls_revocations.clone(),
+        on_reject: Some(on_reject),
     };
     let bind: SocketAddr = match opts.upstreams.first() {
         Some(SocketAddr::V6(_)) => "[::]:0".parse()?,
@@ -190,17 +324,38 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     let endpoint = transport::client_endpoint(&opts.bundle.identity, &crypto, bind)?;
     let (out_tx, out_rx) = mpsc::channel(1024);
     let serial = cert.serial();
-    let key_seed = opts.bundle.identity.key;
     let shared = Arc::new(Shared {
         area,
         verifier: Mutex::new(verifier),
         player: Mutex::new(Player::new(opts.sink, opts.playout)),
         serial,
-        key: key_seed,
+        key: opts.bundle.identity.key,
         connected_to: RwLock::new(None),
         sessions: Default::default(),
+        hostile: Default::default(),
         out: out_tx,
+        reporter: Mutex::new(EventReporter::new(
+            serial,
+            certs::Tier::Terminal,
+            EventReporter::DEFAULT_WINDOW_MS,
+        )),
+        refused_ids: Mutex::default(),
+        tls_revocations,
+        anchor: opts.bundle.anchor.clone(),
     });
+    let _ = hook_target.set(Arc::downgrade(&shared));
+    // Lists in force before the restart apply before the first handshake.
+    let stored = shared.verifier().store().revocations();
+    for body in stored.context("reading stored revocation lists")? {
+        match RevocationList::decode(&body) {
+            Ok(list) => {
+                if let Err(e) = shared.apply_revocation(list, false) {
+                    tracing::error!("a stored revocation list no longer applies: {e}");
+                }
+            }
+            Err(e) => tracing::error!("a stored revocation list is unreadable: {e}"),
+        }
+    }
     let tasks = vec![
         tokio::spawn(audio_clock(shared.clone())),
         tokio::spawn(link(
@@ -220,8 +375,9 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     })
 }
 
-/// Plays what is due every 20 ms; once a minute forgets replay records of
-/// broadcasts and commands that have ended (they are refused as expired).
+/// Plays what is due every 20 ms; twice a second sends aggregated security
+/// events; once a minute forgets replay records of broadcasts and commands
+/// that have ended (they are refused as expired).
 async fn audio_clock(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -232,6 +388,9 @@ async fn audio_clock(shared: Arc<Shared>) {
         if n % 3000 == 0 {
             let _ = protocol::ReplayStore::prune(shared.verifier().store_mut(), now_us() / 1000);
         }
+        if n % 25 == 0 {
+            shared.flush_events();
+        }
         let receipts = shared.player().tick(now_us());
         for (id, kind) in receipts {
             shared.receipt(Some(id), kind, None, 0);
@@ -239,7 +398,18 @@ async fn audio_clock(shared: Arc<Shared>) {
     }
 }
 
-/// Keeps a link to the best reachable upstream.
+/// Why a session with an upstream ended.
+enum SessionEnd {
+    /// Link lost or closed; try again from the preferred upstream.
+    Lost(anyhow::Error),
+    /// A preferred upstream answers again.
+    Preferred,
+    /// The upstream sent too much that failed verification, or its own
+    /// certificate was revoked: avoid it for a while.
+    Hostile(&'static str),
+}
+
+/// Keeps a link to the best reachable upstream that is not quarantined.
 async fn link(
     endpoint: quinn::Endpoint,
     upstreams: Vec<SocketAddr>,
@@ -248,8 +418,15 @@ async fn link(
     heartbeat: Duration,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut quarantine = guard::Quarantine::default();
     loop {
-        for (rank, addr) in upstreams.iter().enumerate() {
+        let now = std::time::Instant::now();
+        let usable: Vec<SocketAddr> = upstreams
+            .iter()
+            .copied()
+            .filter(|a| !quarantine.contains(a, now))
+            .collect();
+        for (rank, addr) in usable.iter().enumerate() {
             let Ok(conn) = transport::connect(&endpoint, *addr).await else {
                 continue;
             };
@@ -259,16 +436,26 @@ async fn link(
                 .write()
                 .unwrap_or_else(|e| e.into_inner()) = Some(*addr);
             info!(%addr, rank, "connected upstream");
-            let reason = session(
+            let end = session(
                 &endpoint,
                 &conn,
-                &upstreams[..rank],
+                &usable[..rank],
                 &shared,
                 &mut out,
                 heartbeat,
             )
             .await;
-            debug!(%addr, "upstream session ended: {reason:?}");
+            if let SessionEnd::Lost(e) = &end {
+                debug!(%addr, "upstream session ended: {e}");
+            }
+            if let SessionEnd::Hostile(why) = end {
+                tracing::warn!(%addr, "upstream avoided for {:?}: {why}", guard::QUARANTINE);
+                shared
+                    .hostile
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                quarantine.add(*addr, std::time::Instant::now());
+                backoff = Duration::ZERO;
+            }
             conn.close(0u32.into(), b"leaving");
             *shared
                 .connected_to
@@ -277,12 +464,35 @@ async fn link(
             break; // always start again from the preferred upstream
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    }
+}
+
+/// What the stream tasks of one session share with it.
+struct LinkState {
+    guard: Mutex<guard::LinkGuard>,
+    hostile: tokio::sync::Notify,
+    peer: u64,
+}
+
+impl LinkState {
+    /// Counts a refusal against this link; wakes the session when the link
+    /// has turned hostile.
+    fn strike(&self) {
+        let hostile = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .strike(std::time::Instant::now());
+        if hostile {
+            self.hostile.notify_one();
+        }
     }
 }
 
 /// One connection: subscribe, receive broadcasts, send receipts and
-/// heartbeats; ends when the link drops or a preferred upstream is back.
+/// heartbeats; ends when the link drops, a preferred upstream is back, or
+/// this upstream proves hostile.
 async fn session(
     endpoint: &quinn::Endpoint,
     conn: &quinn::Connection,
@@ -290,7 +500,44 @@ async fn session(
     shared: &Arc<Shared>,
     out: &mut mpsc::Receiver<Message>,
     heartbeat: Duration,
-) -> anyhow::Result<()> {
+) -> SessionEnd {
+    let peer_chain = match transport::peer_chain(conn) {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Lost(e.into()),
+    };
+    let link = Arc::new(LinkState {
+        guard: Mutex::default(),
+        hostile: tokio::sync::Notify::new(),
+        peer: peer_chain.last().map_or(0, certs::Certificate::serial),
+    });
+    match session_loop(
+        endpoint,
+        conn,
+        preferred,
+        shared,
+        out,
+        heartbeat,
+        &peer_chain,
+        &link,
+    )
+    .await
+    {
+        Ok(end) => end,
+        Err(e) => SessionEnd::Lost(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session_loop(
+    endpoint: &quinn::Endpoint,
+    conn: &quinn::Connection,
+    preferred: &[SocketAddr],
+    shared: &Arc<Shared>,
+    out: &mut mpsc::Receiver<Message>,
+    heartbeat: Duration,
+    peer_chain: &[certs::Certificate],
+    link: &Arc<LinkState>,
+) -> anyhow::Result<SessionEnd> {
     let (mut send, recv) = conn.open_bi().await?;
     let mut control = FrameStream::new(recv);
     transport::send(
@@ -316,8 +563,9 @@ async fn session(
         tokio::select! {
             stream = conn.accept_uni() => {
                 let shared = shared.clone();
+                let link = link.clone();
                 let stream = stream?;
-                tokio::spawn(async move { receive(FrameStream::new(stream), shared).await });
+                tokio::spawn(async move { receive(FrameStream::new(stream), shared, link).await });
             }
             msg = out.recv() => {
                 if let Some(m) = msg { transport::send(&mut send, &m).await?; }
@@ -331,17 +579,39 @@ async fn session(
                     if let Ok(better) = transport::connect(endpoint, *addr).await {
                         // Back to the preferred upstream: this one is dropped.
                         better.close(0u32.into(), b"probe");
-                        return Ok(());
+                        return Ok(SessionEnd::Preferred);
                     }
                 }
             }
-            frame = control.next() => match frame? {
-                Some(raw) => match raw.message() {
-                    Ok(Message::Command(cmd)) => obey(shared, &cmd),
+            _ = link.hostile.notified() => {
+                return Ok(SessionEnd::Hostile("too many refused messages"));
+            }
+            frame = control.next() => match frame {
+                Ok(Some(raw)) => match raw.message() {
+                    Ok(Message::Command(cmd)) => obey(shared, &cmd, link),
+                    Ok(Message::Revocation(list)) => {
+                        match shared.apply_revocation(list, true) {
+                            Ok(true) if shared.verifier().chain_fails(peer_chain, now_us() / 1000) => {
+                                return Ok(SessionEnd::Hostile("upstream's certificate revoked"));
+                            }
+                            Ok(_) => {}
+                            Err(_) => link.strike(),
+                        }
+                    }
                     Ok(_) => {}
-                    Err(e) => refuse(shared, None, &Refusal::from(e)),
+                    Err(e) => {
+                        shared.refuse(None, &Refusal::from(e), link.peer);
+                        link.strike();
+                    }
                 },
-                None => return Ok(()),
+                Ok(None) => return Ok(SessionEnd::Lost(anyhow::anyhow!("upstream closed the control stream"))),
+                Err(e) => {
+                    if let Some(d) = e.framing() {
+                        shared.refuse(None, &Refusal::Malformed(d.clone()), link.peer);
+                        return Ok(SessionEnd::Hostile("garbled control stream"));
+                    }
+                    return Err(e.into());
+                }
             },
             e = conn.closed() => return Err(e.into()),
         }
@@ -349,7 +619,7 @@ async fn session(
 }
 
 /// A remote command: executed only if this terminal's verifier accepts it.
-fn obey(shared: &Shared, cmd: &protocol::SignedCommand) {
+fn obey(shared: &Shared, cmd: &protocol::SignedCommand, link: &LinkState) {
     let verdict =
         shared
             .verifier()
@@ -358,7 +628,11 @@ fn obey(shared: &Shared, cmd: &protocol::SignedCommand) {
         Ok(protocol::Action::Volume(v)) => shared.player().volume = v,
         Ok(protocol::Action::Mute(m)) => shared.player().muted = m,
         Ok(other) => info!("command {other:?} accepted; not supported by this terminal yet"),
-        Err(r) => refuse(shared, None, &r),
+        Err(r) => {
+            let offender = cmd.chain().last().map_or(0, certs::Certificate::serial);
+            shared.report(None, &r, offender, false);
+            link.strike();
+        }
     }
 }
 
@@ -371,12 +645,20 @@ fn status(shared: &Shared, seq: u32) -> Status {
         let p = shared.player();
         (p.volume, p.muted, p.current())
     };
-    let refusals = shared
-        .verifier()
-        .counts()
-        .iter()
-        .map(|(r, n)| (r, n.min(u32::MAX as u64) as u32))
-        .collect();
+    let (refusals, revocation_numbers) = {
+        let v = shared.verifier();
+        let refusals = v
+            .counts()
+            .iter()
+            .map(|(r, n)| (r, n.min(u32::MAX as u64) as u32))
+            .collect();
+        let numbers = v
+            .revocations()
+            .numbers()
+            .take(protocol::control::MAX_REVOCATION_NUMBERS)
+            .collect();
+        (refusals, numbers)
+    };
     Status {
         terminal_serial: shared.serial,
         seq,
@@ -392,26 +674,28 @@ fn status(shared: &Shared, seq: u32) -> Status {
         clock_offset_us: 0,
         software: software(),
         faults: Vec::new(),
-        revocation_numbers: Vec::new(),
+        revocation_numbers,
         refusals,
     }
 }
 
-/// One broadcast stream: every frame verified before the player sees it.
-async fn receive(mut frames: FrameStream, shared: Arc<Shared>) {
+/// One broadcast stream: every frame verified before the player sees it. A
+/// stream that keeps failing verification is stopped.
+async fn receive(mut frames: FrameStream, shared: Arc<Shared>, link: Arc<LinkState>) {
+    let mut refused = 0u32;
     loop {
+        if refused >= guard::STREAM_REFUSALS {
+            frames.stop();
+            return;
+        }
         let raw = match frames.next().await {
             Ok(Some(raw)) => raw,
             Ok(None) => return,
             Err(e) => {
-                refuse(
-                    &shared,
-                    None,
-                    &Refusal::Malformed(certs::encoding::DecodeError::invalid(
-                        "stream",
-                        e.to_string(),
-                    )),
-                );
+                if let Some(d) = e.framing() {
+                    shared.refuse(None, &Refusal::Malformed(d.clone()), link.peer);
+                    link.strike();
+                }
                 frames.stop();
                 return;
             }
@@ -434,7 +718,11 @@ async fn receive(mut frames: FrameStream, shared: Arc<Shared>) {
                         shared.receipt(Some(target), ReceiptKind::Cancelled, None, 0);
                     }
                     Ok(HeaderVerdict::Closed) => {}
-                    Err(r) => refuse(&shared, Some(h.id()), &r),
+                    Err(r) => {
+                        shared.report(Some(h.id()), &r, h.signer().serial(), true);
+                        link.strike();
+                        refused += 1;
+                    }
                 }
             }
             Ok(Message::Segment(s)) => {
@@ -444,20 +732,19 @@ async fn receive(mut frames: FrameStream, shared: Arc<Shared>) {
                 let verdict = shared.verifier().accept_segment(&s, now / 1000);
                 match verdict {
                     Ok(_) => shared.player().push(s, now),
-                    Err(r) => refuse(&shared, Some(id), &r),
+                    Err(r) => {
+                        shared.report(Some(id), &r, link.peer, false);
+                        link.strike();
+                        refused += 1;
+                    }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                let r = Refusal::from(e);
-                shared.verifier().count(&r);
-                refuse(&shared, None, &r);
+                shared.refuse(None, &Refusal::from(e), link.peer);
+                link.strike();
+                refused += 1;
             }
         }
     }
-}
-
-fn refuse(shared: &Shared, id: Option<BroadcastId>, r: &Refusal) {
-    debug!("refused: {r}");
-    shared.receipt(id, ReceiptKind::Refused, Some(r.reason()), 0);
 }

@@ -1,5 +1,6 @@
 //! The terminal's replay store in sled: what it accepted survives a restart,
-//! so a recorded genuine broadcast replayed later is refused.
+//! so a recorded genuine broadcast replayed later is refused. The revocation
+//! lists in force are kept here too: a restart never forgets a revocation.
 
 use protocol::{BroadcastId, ReplayRecord, ReplayStore};
 
@@ -8,6 +9,7 @@ pub struct SledReplayStore {
     db: sled::Db,
     broadcasts: sled::Tree,
     commands: sled::Tree,
+    revocations: sled::Tree,
 }
 
 impl SledReplayStore {
@@ -20,8 +22,24 @@ impl SledReplayStore {
         Ok(SledReplayStore {
             broadcasts: db.open_tree("broadcasts")?,
             commands: db.open_tree("commands")?,
+            revocations: db.open_tree("revocations")?,
             db,
         })
+    }
+
+    /// Keeps the current list of one signer, flushed at once.
+    pub fn put_revocation(&self, signer: u64, list: &[u8]) -> Result<(), sled::Error> {
+        self.revocations.insert(signer.to_be_bytes(), list)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn revocations(&self) -> Result<Vec<Vec<u8>>, sled::Error> {
+        self.revocations
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
     }
 }
 

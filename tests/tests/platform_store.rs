@@ -31,6 +31,7 @@ fn district_options(
         api_token: "x".repeat(32),
         ingest: codec::IngestConfig::default(),
         lead_ms: 1000,
+        expiry_warning: platform::expiry::DEFAULT_WARNING,
     }
 }
 
@@ -73,6 +74,19 @@ async fn receipts_survive_a_platform_restart() {
         };
         handle.relay.record_receipt(&r.sign(&t.key));
     }
+    let event = protocol::SecurityEvent {
+        reporter_serial: terminals[2].cert().serial(),
+        reporter_tier: certs::Tier::Terminal,
+        reason: RefusalReason::CertRevoked,
+        broadcast: Some(id),
+        offender: 7,
+        count: 3,
+        first_ms: now * 1000,
+        last_ms: now * 1000 + 5,
+    };
+    handle
+        .relay
+        .record_event(&event.sign(&terminals[2].key));
     let before = handle.relay.book().coverage(id);
     assert_eq!((before.finished, before.playing, before.refused), (1, 1, 1));
     handle.relay.flush().unwrap();
@@ -93,8 +107,14 @@ async fn receipts_survive_a_platform_restart() {
     assert_eq!(after, before, "coverage restored from the store");
     assert_eq!(
         again.relay.book().refusals.get(&RefusalReason::CertRevoked),
-        Some(&1),
+        Some(&3),
         "security events restored"
+    );
+    let events = again.relay.book().events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].reason, events[0].count),
+        ("cert_revoked", 3)
     );
 }
 

@@ -44,6 +44,17 @@ pub enum LinkError {
     Peer(String),
 }
 
+impl LinkError {
+    /// The peer broke the framing (garbage, oversized lengths): an attack
+    /// or a broken peer, unlike a link that merely went away.
+    pub fn framing(&self) -> Option<&certs::encoding::DecodeError> {
+        match self {
+            LinkError::Frame(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
 /// Keep-alive well inside carrier NAT timeouts (often 30–60 s for UDP), at
 /// a cost of a few dozen bytes a second; a platform that dies without
 /// closing is noticed within the idle timeout and its terminals fail over.
@@ -69,6 +80,8 @@ fn transport_config() -> Arc<TransportConfig> {
 pub struct NodeCrypto {
     pub anchor: TrustAnchor,
     pub revocations: Arc<RwLock<RevocationState>>,
+    /// Told of every peer refused in a handshake (a security event).
+    pub on_reject: Option<tls::RejectHook>,
 }
 
 fn client_config(
@@ -76,11 +89,14 @@ fn client_config(
     crypto: &NodeCrypto,
     area: AreaCode,
 ) -> Result<quinn::ClientConfig, LinkError> {
-    let verifier = Arc::new(ChainVerifier::new(
-        crypto.anchor.clone(),
-        crypto.revocations.clone(),
-        PeerPolicy::upstream_of(area),
-    ));
+    let verifier = Arc::new(
+        ChainVerifier::new(
+            crypto.anchor.clone(),
+            crypto.revocations.clone(),
+            PeerPolicy::upstream_of(area),
+        )
+        .with_reject_hook(crypto.on_reject.clone()),
+    );
     let tls = tls::client_config(identity, verifier)?;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -95,11 +111,14 @@ pub fn platform_endpoint(
     crypto: &NodeCrypto,
     listen: SocketAddr,
 ) -> Result<Endpoint, LinkError> {
-    let verifier = Arc::new(ChainVerifier::new(
-        crypto.anchor.clone(),
-        crypto.revocations.clone(),
-        PeerPolicy::downstream(),
-    ));
+    let verifier = Arc::new(
+        ChainVerifier::new(
+            crypto.anchor.clone(),
+            crypto.revocations.clone(),
+            PeerPolicy::downstream(),
+        )
+        .with_reject_hook(crypto.on_reject.clone()),
+    );
     let tls = tls::server_config(identity, verifier)?;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));

@@ -1,0 +1,113 @@
+//! Prometheus metrics at /metrics, rendered from the platform's state at
+//! scrape time (text exposition format 0.0.4).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::relay::{now_ms, Relay};
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "ebs_refusals_total",
+        "counter",
+        "Messages this platform's verifier refused, by reason.",
+    );
+    for (reason, n) in relay.refusals().iter() {
+        let _ = writeln!(
+            out,
+            "ebs_refusals_total{{reason=\"{}\"}} {n}",
+            reason.name()
+        );
+    }
+    family(
+        &mut out,
+        "ebs_security_events_refusals_total",
+        "counter",
+        "Refusals reported to this platform as security events (its own and from below), by reason.",
+    );
+    let (refusals, terminals) = {
+        let book = relay.book();
+        (
+            book.refusals.clone(),
+            book.terminals(now_ms(), offline_after_ms),
+        )
+    };
+    for (reason, n) in &refusals {
+        let _ = writeln!(
+            out,
+            "ebs_security_events_refusals_total{{reason=\"{}\"}} {n}",
+            reason.name()
+        );
+    }
+    family(
+        &mut out,
+        "ebs_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until each certificate of this platform's chain expires (negative: expired).",
+    );
+    let certs = crate::expiry::chain_expiry(relay, certs::time::unix_now(), expiry_warning);
+    for c in &certs {
+        let _ = writeln!(
+            out,
+            "ebs_certificate_expiry_seconds{{serial=\"{}\",tier=\"{}\"}} {}",
+            c.serial, c.tier, c.seconds_left
+        );
+    }
+    family(
+        &mut out,
+        "ebs_certificate_expiry_warning",
+        "gauge",
+        "1 when a certificate of the chain is within the warning period or expired.",
+    );
+    for c in &certs {
+        let _ = writeln!(
+            out,
+            "ebs_certificate_expiry_warning{{serial=\"{}\",tier=\"{}\"}} {}",
+            c.serial, c.tier, c.warning as u8
+        );
+    }
+    family(
+        &mut out,
+        "ebs_revocation_list_number",
+        "gauge",
+        "Number of the revocation list in force, by signer.",
+    );
+    for (signer, number) in relay.revocation_numbers() {
+        let _ = writeln!(
+            out,
+            "ebs_revocation_list_number{{signer=\"{signer:016x}\"}} {number}"
+        );
+    }
+    family(
+        &mut out,
+        "ebs_broadcasts_current",
+        "gauge",
+        "Broadcasts held that have not ended.",
+    );
+    let _ = writeln!(
+        out,
+        "ebs_broadcasts_current {}",
+        relay.current(now_ms()).len()
+    );
+    family(
+        &mut out,
+        "ebs_terminals",
+        "gauge",
+        "Terminals known to this platform, by state.",
+    );
+    let online = terminals.iter().filter(|t| t.online).count();
+    let _ = writeln!(out, "ebs_terminals{{state=\"online\"}} {online}");
+    let _ = writeln!(
+        out,
+        "ebs_terminals{{state=\"offline\"}} {}",
+        terminals.len() - online
+    );
+    out
+}

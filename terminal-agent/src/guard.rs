@@ -1,0 +1,84 @@
+//! Defence against a hostile upstream (a compromised relay, S2): refusals
+//! are counted per link, and an upstream that keeps sending what fails
+//! verification is dropped and avoided for a while, so a flood costs a
+//! bounded number of signature checks and the terminal fails over to an
+//! honest platform. An honest relay verifies before forwarding and never
+//! comes near the limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Refused frames on one stream before the stream is stopped.
+pub const STREAM_REFUSALS: u32 = 8;
+/// Refusals from one upstream within `WINDOW` that make it hostile.
+pub const LINK_REFUSALS: usize = 32;
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// How long a hostile upstream is avoided (then tried again, last).
+pub const QUARANTINE: Duration = Duration::from_secs(120);
+
+/// Refusal times of one link.
+#[derive(Debug, Default)]
+pub struct LinkGuard {
+    times: VecDeque<Instant>,
+}
+
+impl LinkGuard {
+    /// Records a refusal; true when the link has become hostile.
+    pub fn strike(&mut self, now: Instant) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.times.len() >= LINK_REFUSALS
+    }
+}
+
+/// Upstreams currently avoided.
+#[derive(Debug, Default)]
+pub struct Quarantine {
+    until: HashMap<SocketAddr, Instant>,
+}
+
+impl Quarantine {
+    pub fn add(&mut self, addr: SocketAddr, now: Instant) {
+        self.until.insert(addr, now + QUARANTINE);
+    }
+
+    pub fn contains(&mut self, addr: &SocketAddr, now: Instant) -> bool {
+        self.until.retain(|_, t| *t > now);
+        self.until.contains_key(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_turns_hostile_only_on_a_burst() {
+        let mut g = LinkGuard::default();
+        let t0 = Instant::now();
+        // One refusal a second for a minute: an honest link's noise.
+        for s in 0..60 {
+            assert!(!g.strike(t0 + Duration::from_secs(s)));
+        }
+        let t1 = t0 + Duration::from_secs(100);
+        let hostile = (0..LINK_REFUSALS).map(|i| g.strike(t1 + Duration::from_millis(i as u64)));
+        assert_eq!(hostile.filter(|h| *h).count(), 1);
+    }
+
+    #[test]
+    fn quarantine_expires() {
+        let mut q = Quarantine::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let t0 = Instant::now();
+        q.add(a, t0);
+        assert!(q.contains(&a, t0 + Duration::from_secs(1)));
+        assert!(!q.contains(&a, t0 + QUARANTINE + Duration::from_secs(1)));
+    }
+}
