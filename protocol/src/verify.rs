@@ -437,13 +437,15 @@ impl<S: ReplayStore> Verifier<S> {
             }));
         }
         let skipped = segment.seq.saturating_sub(a.next_seq);
+        let last = segment.last || (a.total_segments != 0 && segment.seq + 1 == a.total_segments);
+        // Once the last segment is in, the broadcast is closed: a replay of
+        // its header must not bring back an entry that has nothing to play.
         let record = ReplayRecord {
             digest: a.digest,
             end_ms: a.end_ms,
             next_seq: segment.seq + 1,
-            closed: false,
+            closed: last,
         };
-        let last = segment.last || (a.total_segments != 0 && segment.seq + 1 == a.total_segments);
         self.put(segment.id, record)?;
         if let Some(a) = self.active.get_mut(&segment.id) {
             a.next_seq = segment.seq + 1;

@@ -458,6 +458,10 @@ fn replay_within_validity_also_after_restart() {
         v.accept_header(&sign(d, other), NOW),
         RefusalReason::DuplicateId
     );
+    // Once the last segment is in, a replayed header brings nothing back.
+    assert!(v.accept_segment(&segs[3], NOW).is_ok());
+    assert_eq!(v.accept_header(&h, NOW), Ok(HeaderVerdict::Closed));
+    assert_eq!(v.active().count(), 0);
 }
 
 #[test]

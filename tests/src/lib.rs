@@ -1,5 +1,9 @@
 //! Shared helpers for the cross-crate integration tests in tests/tests/.
 
+pub mod adversary;
+pub mod forge;
+pub mod range;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
