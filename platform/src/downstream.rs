@@ -102,8 +102,11 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     let mut announcements = relay.announcements();
     let mut commands = relay.command_feed();
     for b in relay.current(now_ms()) {
-        if b.targets_any(&child.scope) && !b.is_cancelled() {
-            let from = resume.get(&b.id()).copied().unwrap_or(0);
+        let from = resume.get(&b.id()).copied().unwrap_or(0);
+        // The child has all of a complete broadcast (or says so): resending
+        // even its header would only be refused as a replay.
+        let has_all = b.is_complete() && from as usize >= b.segment_count();
+        if b.targets_any(&child.scope) && !b.is_cancelled() && !has_all {
             forwarders.spawn(forward(conn.clone(), b, from));
         }
     }

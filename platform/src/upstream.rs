@@ -1,5 +1,7 @@
 //! The link to the parent platform: dial in failover order with backoff,
-//! receive broadcasts on their streams, send receipts and status up.
+//! receive broadcasts on their streams, send receipts and status up. A
+//! parent that keeps sending what fails verification (a compromised relay)
+//! is dropped and avoided for a while.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use protocol::{Hello, Message, Refusal, Subscribe};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use transport::guard::{self, LinkGuard, Quarantine};
 use transport::FrameStream;
 
 use crate::relay::{now_ms, Relay};
@@ -25,14 +28,22 @@ pub async fn run(
         return;
     }
     let mut backoff = Duration::from_millis(200);
+    let mut quarantine = Quarantine::default();
     loop {
-        for addr in &parents {
+        for addr in &quarantine.usable(&parents, std::time::Instant::now()) {
             match transport::connect(&endpoint, *addr).await {
                 Ok(conn) => {
                     info!(%addr, "connected to parent");
                     backoff = Duration::from_millis(200);
-                    if let Err(e) = session(&conn, &relay, &mut up).await {
-                        debug!(%addr, "parent session ended: {e}");
+                    let strikes = Arc::new(Strikes::default());
+                    match session(&conn, &relay, &mut up, &strikes).await {
+                        Ok(true) => {
+                            warn!(%addr, "parent sends what fails verification: avoided for {:?}", guard::QUARANTINE);
+                            quarantine.add(*addr, std::time::Instant::now());
+                            conn.close(3u32.into(), b"hostile");
+                        }
+                        Ok(false) => {}
+                        Err(e) => debug!(%addr, "parent session ended: {e}"),
                     }
                     warn!(%addr, "lost parent");
                     break; // start again from the preferred parent
@@ -45,11 +56,33 @@ pub async fn run(
     }
 }
 
+/// Refusals on one parent link, shared with its stream tasks.
+#[derive(Default)]
+struct Strikes {
+    guard: std::sync::Mutex<LinkGuard>,
+    hostile: tokio::sync::Notify,
+}
+
+impl Strikes {
+    fn strike(&self) {
+        let hostile = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .strike(std::time::Instant::now());
+        if hostile {
+            self.hostile.notify_one();
+        }
+    }
+}
+
+/// Ok(true) when the parent proved hostile.
 async fn session(
     conn: &quinn::Connection,
     relay: &Arc<Relay>,
     up: &mut mpsc::Receiver<Bytes>,
-) -> anyhow::Result<()> {
+    strikes: &Arc<Strikes>,
+) -> anyhow::Result<bool> {
     let parent = transport::peer_chain(conn)?
         .last()
         .map_or(0, certs::Certificate::serial);
@@ -73,19 +106,30 @@ async fn session(
             stream = conn.accept_uni() => {
                 let stream = stream?;
                 let relay = relay.clone();
+                let strikes = strikes.clone();
                 tokio::spawn(async move {
                     let mut frames = FrameStream::new(stream);
+                    let mut refused = 0;
                     loop {
+                        if refused >= guard::STREAM_REFUSALS {
+                            frames.stop();
+                            break;
+                        }
                         match frames.next().await {
                             Ok(Some(raw)) => {
                                 if let Err(e) = relay.ingest_raw(raw, false) {
                                     debug!("from parent: {e}");
+                                    if matches!(e, crate::relay::IngestError::Refused(_)) {
+                                        strikes.strike();
+                                        refused += 1;
+                                    }
                                 }
                             }
                             Ok(None) => break,
                             Err(e) => {
                                 if let Some(d) = e.framing() {
                                     relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                                    strikes.strike();
                                 }
                                 frames.stop();
                                 break;
@@ -96,12 +140,14 @@ async fn session(
             }
             frame = up.recv() => match frame {
                 Some(f) => send.write_all(&f).await?,
-                None => return Ok(()),
+                None => return Ok(false),
             },
+            _ = strikes.hostile.notified() => return Ok(true),
             frame = control.next() => match frame {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
                     if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
                         debug!("command from parent: {e}");
+                        strikes.strike();
                     }
                 }
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Revocation => {
@@ -109,18 +155,23 @@ async fn session(
                         Ok(Message::Revocation(list)) => {
                             if let Err(e) = relay.apply_revocation(list) {
                                 warn!("revocation list from parent refused: {e}");
+                                strikes.strike();
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => relay.refuse(&Refusal::from(e), None, parent),
+                        Err(e) => {
+                            relay.refuse(&Refusal::from(e), None, parent);
+                            strikes.strike();
+                        }
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(e) => {
                     if let Some(d) = e.framing() {
-                                    relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
-                                }
+                        relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                        return Ok(true);
+                    }
                     return Err(e.into());
                 }
             },

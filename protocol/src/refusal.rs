@@ -33,6 +33,7 @@ coded_enum!(
         Expired = 32,
         DuplicateId = 33,
         CancelNotAuthorised = 34,
+        Replayed = 35,
         UnknownBroadcast = 40,
         SegmentSignature = 41,
         StaleSequence = 42,
@@ -73,6 +74,7 @@ impl RefusalReason {
             Expired => "expired",
             DuplicateId => "duplicate_id",
             CancelNotAuthorised => "cancel_not_authorised",
+            Replayed => "replayed",
             UnknownBroadcast => "unknown_broadcast",
             SegmentSignature => "segment_signature",
             StaleSequence => "stale_sequence",
@@ -142,6 +144,8 @@ pub enum Refusal {
     DuplicateId,
     #[error("the signer may not cancel this broadcast")]
     CancelNotAuthorised,
+    #[error("this broadcast already ended or was cancelled here")]
+    Replayed,
     #[error("segment of a broadcast without a verified header")]
     UnknownBroadcast,
     #[error("segment signature is invalid (tampered, spliced or moved)")]
@@ -191,6 +195,7 @@ impl Refusal {
             Refusal::Expired { .. } => R::Expired,
             Refusal::DuplicateId => R::DuplicateId,
             Refusal::CancelNotAuthorised => R::CancelNotAuthorised,
+            Refusal::Replayed => R::Replayed,
             Refusal::UnknownBroadcast => R::UnknownBroadcast,
             Refusal::SegmentSignature => R::SegmentSignature,
             Refusal::StaleSequence { .. } => R::StaleSequence,

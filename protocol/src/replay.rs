@@ -17,7 +17,7 @@ pub struct ReplayRecord {
     pub end_ms: i64,
     /// The lowest segment sequence still acceptable.
     pub next_seq: u32,
-    /// Cancelled: nothing more of it plays.
+    /// Cancelled or complete: nothing more of it plays.
     pub closed: bool,
 }
 
@@ -40,6 +40,10 @@ pub trait ReplayStore {
 
     /// Forgets records that ended before `now_ms`; returns how many.
     fn prune(&mut self, now_ms: i64) -> Result<usize, Self::Error>;
+
+    /// Up to `limit` closed broadcasts that have not ended by `now_ms`: a
+    /// subscriber names them so its upstream does not send them again.
+    fn closed(&self, now_ms: i64, limit: usize) -> Result<Vec<BroadcastId>, Self::Error>;
 }
 
 /// An in-memory store, for relays' hot path and for tests.
@@ -85,6 +89,16 @@ impl ReplayStore for MemoryReplayStore {
             .commands
             .insert((signer_serial, command_id), expires_ms)
             .is_none())
+    }
+
+    fn closed(&self, now_ms: i64, limit: usize) -> Result<Vec<BroadcastId>, Infallible> {
+        Ok(self
+            .broadcasts
+            .iter()
+            .filter(|(_, r)| r.closed && r.end_ms >= now_ms)
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect())
     }
 
     fn prune(&mut self, now_ms: i64) -> Result<usize, Infallible> {

@@ -150,6 +150,12 @@ impl<S: ReplayStore> Verifier<S> {
         self.active.iter().map(|(id, a)| (*id, a.next_seq))
     }
 
+    /// Closed broadcasts (complete or cancelled) that have not ended: named
+    /// in Subscribe so an upstream does not send them again.
+    pub fn closed(&self, now_ms: i64, limit: usize) -> Vec<BroadcastId> {
+        self.store.closed(now_ms, limit).unwrap_or_default()
+    }
+
     /// Counts a refusal made outside the verifier (e.g. an undecodable frame).
     pub fn count(&mut self, refusal: &Refusal) {
         self.counts.record(refusal.reason());
@@ -273,7 +279,7 @@ impl<S: ReplayStore> Verifier<S> {
             .map_err(|e| Refusal::Store(e.to_string()))?;
         let resumed = match record {
             Some(r) if r.digest != *signed.digest() => return Err(Refusal::DuplicateId),
-            Some(r) if r.closed => return Ok(HeaderVerdict::Closed),
+            Some(r) if r.closed => return Err(Refusal::Replayed),
             Some(r) => Some(r.next_seq),
             None => None,
         };

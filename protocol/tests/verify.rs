@@ -460,8 +460,9 @@ fn replay_within_validity_also_after_restart() {
     );
     // Once the last segment is in, a replayed header brings nothing back.
     assert!(v.accept_segment(&segs[3], NOW).is_ok());
-    assert_eq!(v.accept_header(&h, NOW), Ok(HeaderVerdict::Closed));
+    refused!(v, v.accept_header(&h, NOW), RefusalReason::Replayed);
     assert_eq!(v.active().count(), 0);
+    assert_eq!(v.closed(NOW, 64), vec![h.id()]);
 }
 
 #[test]
@@ -573,8 +574,10 @@ fn cancels() {
         v.accept_segment(&segs[1], NOW),
         RefusalReason::UnknownBroadcast
     );
-    // Re-sent later (reconnect): the alert stays closed.
-    assert_eq!(v.accept_header(&alert, NOW), Ok(HeaderVerdict::Closed));
+    // Sent again later: the alert stays closed, and the attempt is counted
+    // (an honest upstream is told in Subscribe not to send it).
+    refused!(v, v.accept_header(&alert, NOW), RefusalReason::Replayed);
+    assert_eq!(v.closed(NOW, 64).len(), 2, "the alert and its cancel");
 
     // A village may not cancel the district's alert (forged cancel).
     let (alert, _) = recorded_broadcast(d, 3, vec![county()], NOW, 3);
@@ -704,6 +707,9 @@ impl ReplayStore for BrokenStore {
         Err("disk gone")
     }
     fn prune(&mut self, _: i64) -> Result<usize, &'static str> {
+        Err("disk gone")
+    }
+    fn closed(&self, _: i64, _: usize) -> Result<Vec<BroadcastId>, &'static str> {
         Err("disk gone")
     }
 }

@@ -5,7 +5,6 @@
 //! terminals in one process.
 
 pub mod config;
-pub mod guard;
 pub mod player;
 pub mod replay_store;
 
@@ -24,7 +23,7 @@ use protocol::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
-use transport::FrameStream;
+use transport::{guard, FrameStream};
 
 pub use player::PlayRecord;
 use player::Player;
@@ -420,12 +419,7 @@ async fn link(
     let mut backoff = Duration::from_millis(100);
     let mut quarantine = guard::Quarantine::default();
     loop {
-        let now = std::time::Instant::now();
-        let usable: Vec<SocketAddr> = upstreams
-            .iter()
-            .copied()
-            .filter(|a| !quarantine.contains(a, now))
-            .collect();
+        let usable = quarantine.usable(&upstreams, std::time::Instant::now());
         for (rank, addr) in usable.iter().enumerate() {
             let Ok(conn) = transport::connect(&endpoint, *addr).await else {
                 continue;
@@ -549,11 +543,19 @@ async fn session_loop(
         }),
     )
     .await?;
-    let resume: Vec<_> = shared
-        .verifier()
-        .active()
-        .take(protocol::control::MAX_RESUME)
-        .collect();
+    // What is half-received resumes; what is complete or cancelled is
+    // named with an unreachable sequence, so it is not sent again.
+    let resume: Vec<_> = {
+        let v = shared.verifier();
+        let mut r: Vec<_> = v.active().take(protocol::control::MAX_RESUME).collect();
+        let room = protocol::control::MAX_RESUME - r.len();
+        r.extend(
+            v.closed(now_us() / 1000, room)
+                .into_iter()
+                .map(|id| (id, u32::MAX)),
+        );
+        r
+    };
     transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
     let mut beat = tokio::time::interval(heartbeat);
     let mut probe = tokio::time::interval(Duration::from_secs(3));

@@ -112,6 +112,25 @@ impl ReplayStore for SledReplayStore {
         Ok(fresh)
     }
 
+    fn closed(&self, now_ms: i64, limit: usize) -> Result<Vec<BroadcastId>, sled::Error> {
+        let mut out = Vec::new();
+        for item in self.broadcasts.iter() {
+            let (k, v) = item?;
+            let (Some(r), Ok(k)) = (decode(&v), <[u8; 16]>::try_from(&k[..])) else {
+                continue;
+            };
+            if r.closed && r.end_ms >= now_ms {
+                if let Ok(id) = BroadcastId::from_u128(u128::from_be_bytes(k)) {
+                    out.push(id);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn prune(&mut self, now_ms: i64) -> Result<usize, sled::Error> {
         let mut n = 0;
         for item in self.broadcasts.iter() {

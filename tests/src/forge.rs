@@ -120,12 +120,13 @@ pub fn foreign_identity(tier: certs::Tier) -> Identity {
             .and_then(|t| t.villages.into_iter().next())
             .and_then(|v| v.terminals.into_iter().next())
             .expect("terminal"),
-        _ => pki
-            .towns
-            .into_iter()
-            .next()
-            .and_then(|t| t.villages.into_iter().next())
-            .expect("village")
-            .identity,
+        _ => {
+            pki.towns
+                .into_iter()
+                .next()
+                .and_then(|t| t.villages.into_iter().next())
+                .expect("village")
+                .identity
+        }
     }
 }

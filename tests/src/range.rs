@@ -152,7 +152,9 @@ impl Range {
                 &token,
             ))
         };
-        let district = start("district", &pki.district, vec![]).await.expect("district");
+        let district = start("district", &pki.district, vec![])
+            .await
+            .expect("district");
         let d = district.quic_addr;
         let town1 = start("town1", &pki.towns[0].identity, vec![d])
             .await
@@ -397,11 +399,7 @@ impl Range {
                         .iter()
                         .filter(|id| snap.records.contains_key(id))
                         .count(),
-                    other_records: snap
-                        .records
-                        .keys()
-                        .filter(|id| **id != genuine.id)
-                        .count(),
+                    other_records: snap.records.keys().filter(|id| **id != genuine.id).count(),
                 }
             })
             .collect()

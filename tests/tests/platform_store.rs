@@ -84,9 +84,7 @@ async fn receipts_survive_a_platform_restart() {
         first_ms: now * 1000,
         last_ms: now * 1000 + 5,
     };
-    handle
-        .relay
-        .record_event(&event.sign(&terminals[2].key));
+    handle.relay.record_event(&event.sign(&terminals[2].key));
     let before = handle.relay.book().coverage(id);
     assert_eq!((before.finished, before.playing, before.refused), (1, 1, 1));
     handle.relay.flush().unwrap();
@@ -112,10 +110,7 @@ async fn receipts_survive_a_platform_restart() {
     );
     let events = again.relay.book().events();
     assert_eq!(events.len(), 1);
-    assert_eq!(
-        (events[0].reason, events[0].count),
-        ("cert_revoked", 3)
-    );
+    assert_eq!((events[0].reason, events[0].count), ("cert_revoked", 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,8 @@
 //! frames (`protocol::frame`) on QUIC streams: one bidirectional control
 //! stream per connection, one unidirectional stream per broadcast.
 
+pub mod guard;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

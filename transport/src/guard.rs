@@ -1,8 +1,8 @@
 //! Defence against a hostile upstream (a compromised relay, S2): refusals
 //! are counted per link, and an upstream that keeps sending what fails
 //! verification is dropped and avoided for a while, so a flood costs a
-//! bounded number of signature checks and the terminal fails over to an
-//! honest platform. An honest relay verifies before forwarding and never
+//! bounded number of signature checks and the node (terminal or platform)
+//! fails over to an honest platform. An honest relay verifies before forwarding and never
 //! comes near the limit.
 
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +52,21 @@ impl Quarantine {
     pub fn contains(&mut self, addr: &SocketAddr, now: Instant) -> bool {
         self.until.retain(|_, t| *t > now);
         self.until.contains_key(addr)
+    }
+
+    /// The addresses not avoided, in order; all of them when every one is
+    /// avoided (a bad link beats no link: its cost is bounded per window).
+    pub fn usable(&mut self, addrs: &[SocketAddr], now: Instant) -> Vec<SocketAddr> {
+        let ok: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.contains(a, now))
+            .collect();
+        if ok.is_empty() {
+            addrs.to_vec()
+        } else {
+            ok
+        }
     }
 }
 

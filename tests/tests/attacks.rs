@@ -1,0 +1,1102 @@
+//! The attack suite (issue 5, brief S1–S4, L1): an adversary against running
+//! platforms and terminals over real QUIC, each attack while a genuine
+//! district alert plays. Every test asserts that
+//! - no sample of the attack reached any sink, and every terminal played the
+//!   genuine alert whole (its PCM, not a log line: see `Played`);
+//! - the refusal was counted by its reason where it happened;
+//! - a security event with that reason reached the district (its API).
+//!
+//! With `ATTACK_REPORT_DIR` set, each test writes what it observed there as
+//! JSON; `scripts/attack-report.sh` turns that into the table of
+//! `docs/security.md`.
+
+use std::time::Duration;
+
+use certs::{Certificate, Identity, RevocationList, SecretKey, Tier};
+use protocol::frame::{encode_frame, FrameKind};
+use protocol::{
+    Action, AudioParams, BroadcastId, Command, Message, MessageType, RawFrame, RefusalReason,
+    Segment, SignedHeader,
+};
+use tests::forge::{self, now_ms, Forged};
+use tests::range::*;
+
+/// What one attack tried and which refusal reasons must show.
+struct Attack {
+    n: u32,
+    name: &'static str,
+    tries: &'static str,
+    reasons: Vec<RefusalReason>,
+    attack_ids: Vec<BroadcastId>,
+}
+
+/// The common end of every attack: the genuine alert finished everywhere,
+/// sinks hold only it, each reason counted and seen at the district.
+async fn conclude(r: &Range, g: &Genuine, a: Attack) {
+    let finished = r.wait_finished(g.id, Duration::from_secs(40)).await;
+    let played = r.played(g, &a.attack_ids);
+    let mut observed = Vec::new();
+    for reason in &a.reasons {
+        let counted = r.counted(*reason);
+        let at_district = r.district_sees(*reason).await;
+        observed.push((*reason, counted, at_district));
+    }
+    let ok = finished
+        && played.iter().all(Played::only_genuine)
+        && observed.iter().all(|(_, c, d)| c.total() > 0 && *d > 0);
+    report(&a, &played, &observed, ok);
+    for p in &played {
+        println!("{}: {p:?}", a.name);
+    }
+    for (reason, counted, d) in &observed {
+        println!(
+            "{}: {} counted {counted:?}, district shows {d}",
+            a.name,
+            reason.name()
+        );
+    }
+    assert!(finished, "{}: the genuine alert did not finish everywhere", a.name);
+    for p in &played {
+        assert!(
+            p.only_genuine(),
+            "{}: terminal {} played something else: {p:?}",
+            a.name,
+            p.terminal
+        );
+    }
+    for (reason, counted, d) in &observed {
+        assert!(
+            counted.total() > 0,
+            "{}: no node counted {}",
+            a.name,
+            reason.name()
+        );
+        assert!(
+            *d > 0,
+            "{}: the district shows no {} event",
+            a.name,
+            reason.name()
+        );
+    }
+}
+
+fn report(a: &Attack, played: &[Played], observed: &[(RefusalReason, Counted, u64)], ok: bool) {
+    let Ok(dir) = std::env::var("ATTACK_REPORT_DIR") else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    let json = serde_json::json!({
+        "n": a.n,
+        "name": a.name,
+        "tries": a.tries,
+        "expected": a.reasons.iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "observed": observed.iter().map(|(r, c, d)| serde_json::json!({
+            "reason": r.name(), "counted": c, "district_total": d,
+        })).collect::<Vec<_>>(),
+        "sinks": played,
+        "attack_samples": played.iter().filter(|p| p.attack_records > 0 || p.attack_correlation >= 0.3).count(),
+        "passed": ok,
+    });
+    let path = std::path::Path::new(&dir).join(format!("{:02}.json", a.n));
+    let _ = std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap_or_default());
+}
+
+fn village_a(r: &Range) -> &Identity {
+    &r.pki.towns[0].villages[0].identity
+}
+
+fn area_a(r: &Range) -> certs::AreaCode {
+    r.pki.towns[0].villages[0].area
+}
+
+fn area_b(r: &Range) -> certs::AreaCode {
+    r.pki.towns[0].villages[1].area
+}
+
+/// Starts the range and the genuine alert every attack runs against.
+async fn setup() -> (Range, Genuine) {
+    let r = Range::start().await;
+    let g = r.genuine_alert(3.0).await;
+    (r, g)
+}
+
+/// A tamper hook that, before each of the first `n` piped segments of the
+/// genuine alert, sends what `forge` makes of it; the genuine frame follows.
+fn before_segments(
+    n: usize,
+    mut forge: impl FnMut(&Segment, &RawFrame) -> Vec<Vec<u8>> + Send + 'static,
+) -> tests::adversary::Tamper {
+    let mut done = 0;
+    Box::new(move |raw: &RawFrame| {
+        let mut out = Vec::new();
+        if raw.kind == FrameKind::Segment && done < n {
+            if let Ok(Message::Segment(s)) = raw.message() {
+                out.extend(forge(&s, raw));
+                done += 1;
+            }
+        }
+        out.push(raw.bytes.clone());
+        out
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a01_unsigned_broadcast() {
+    let (r, g) = setup().await;
+    let f = forge::broadcast(village_a(&r), 101, vec![area_a(&r)], |_| {});
+    let unsigned: Vec<Vec<u8>> = f.frames().iter().map(|x| forge::strip_signature(x)).collect();
+    assert!(r.rogue.inject(&unsigned).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 1,
+            name: "unsigned broadcast",
+            tries: "header and segments with zeroed signatures, from a compromised relay",
+            reasons: vec![RefusalReason::HeaderSignature],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a02_signed_by_an_unknown_key() {
+    let (r, g) = setup().await;
+    // A town certificate in the district's name, made with a key the
+    // district never saw.
+    let town = &r.pki.towns[0].identity;
+    let key = SecretKey::generate();
+    let mut body = town.cert().body().clone();
+    body.public_key = key.public();
+    let fake = Certificate::sign_body(body, &key);
+    let impostor = Identity {
+        key,
+        chain: vec![r.pki.district.cert().clone(), fake],
+    };
+    let f = forge::broadcast(&impostor, 102, vec![r.pki.towns[0].area], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 2,
+            name: "signed by an unknown key",
+            tries: "a town certificate claiming the district as issuer, signed by the attacker's own key",
+            reasons: vec![RefusalReason::CertSignature],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a03_a_complete_chain_from_another_root() {
+    let (r, g) = setup().await;
+    let foreign = forge::foreign_identity(Tier::District);
+    let f = forge::broadcast(&foreign, 103, vec![r.county()], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 3,
+            name: "chain from another root",
+            tries: "a complete, valid district chain under a root the terminals were not provisioned with",
+            reasons: vec![RefusalReason::ChainUntrusted],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a04_a_village_key_addressing_another_village() {
+    let (r, g) = setup().await;
+    let f = forge::broadcast(village_a(&r), 104, vec![area_b(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 4,
+            name: "village key addressing another village",
+            tries: "village A's stolen key signs a broadcast to village B",
+            reasons: vec![RefusalReason::TargetOutsideScope],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a05_a_town_key_addressing_outside_its_town() {
+    let (r, g) = setup().await;
+    let town1 = &r.pki.towns[0].identity;
+    let f = forge::broadcast(
+        town1,
+        105,
+        vec![r.pki.towns[0].area, r.pki.towns[1].area],
+        |_| {},
+    );
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 5,
+            name: "town key addressing outside its town",
+            tries: "town 1's stolen key signs a broadcast to its own town and town 2",
+            reasons: vec![RefusalReason::TargetOutsideScope],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a06_a_terminal_key_trying_to_issue() {
+    let (r, g) = setup().await;
+    let terminal = r.terminal_identity(SPARE_B);
+    let f = forge::broadcast(terminal, 106, vec![area_b(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 6,
+            name: "terminal key issuing",
+            tries: "a terminal's own (valid) key signs a broadcast to its village",
+            reasons: vec![RefusalReason::SignerNotPlatform],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+/// A village certificate from the stolen town key with the given validity.
+fn village_valid(r: &Range, from: i64, until: i64) -> Identity {
+    let town = &r.pki.towns[0].identity;
+    let key = SecretKey::generate();
+    let mut body = village_a(r).cert().body().clone();
+    body.serial ^= 0x5a5a;
+    body.public_key = key.public();
+    body.not_before = from;
+    body.not_after = until;
+    let cert = Certificate::sign_body(body, &town.key);
+    let mut chain = town.chain_below_root();
+    chain.push(cert);
+    Identity { key, chain }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a07_expired_certificate() {
+    let (r, g) = setup().await;
+    let now = certs::time::unix_now();
+    let expired = village_valid(&r, now - 7200, now - 60);
+    let f = forge::broadcast(&expired, 107, vec![area_a(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 7,
+            name: "expired certificate",
+            tries: "a correctly issued village certificate that expired a minute ago",
+            reasons: vec![RefusalReason::CertExpired],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a08_not_yet_valid_certificate() {
+    let (r, g) = setup().await;
+    let now = certs::time::unix_now();
+    let early = village_valid(&r, now + 3600, now + 7200);
+    let f = forge::broadcast(&early, 108, vec![area_a(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 8,
+            name: "not-yet-valid certificate",
+            tries: "a correctly issued village certificate valid only from an hour from now",
+            reasons: vec![RefusalReason::CertNotYetValid],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+/// Revokes `serials` through the district's API (the district signs).
+async fn revoke(r: &Range, serials: &[u64]) -> serde_json::Value {
+    let body = serde_json::json!({
+        "revoke": serials.iter().map(|s| format!("{s:016x}")).collect::<Vec<_>>(),
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/revocations", r.api()))
+        .bearer_auth(&r.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("revocation API");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    resp.json().await.expect("revocation JSON")
+}
+
+/// Waits until every terminal holds the district's list number `number`.
+async fn wait_list(r: &Range, number: u64, timeout: Duration) -> bool {
+    let district = r.pki.district.cert().serial();
+    tests::eventually(timeout, || {
+        r.terminals.iter().all(|t| {
+            t.handle()
+                .snapshot()
+                .revocation_numbers
+                .contains(&(district, number))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a09_revoked_certificate() {
+    let (r, g) = setup().await;
+    revoke(&r, &[village_a(&r).cert().serial()]).await;
+    assert!(wait_list(&r, 1, Duration::from_secs(5)).await);
+    let f = forge::broadcast(village_a(&r), 109, vec![area_a(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 9,
+            name: "revoked certificate",
+            tries: "village A's key, revoked at the district, signs a notice to village A after the list arrived",
+            reasons: vec![RefusalReason::CertRevoked],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a10_replay_after_its_end_time() {
+    let (r, g) = setup().await;
+    // A genuine district alert, signed when it aired ten minutes ago.
+    let now = now_ms();
+    let f = forge::broadcast(&r.pki.district, 110, vec![r.county()], |h| {
+        h.issued_at_ms = now - 600_000;
+        h.start_ms = now - 600_000;
+        h.end_ms = now - 300_000;
+    });
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 10,
+            name: "replay after end time",
+            tries: "a recorded genuine district alert, replayed five minutes after it ended",
+            reasons: vec![RefusalReason::Expired],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a11_replay_within_validity_also_after_restart() {
+    let (mut r, g) = setup().await;
+    assert!(r.wait_finished(g.id, Duration::from_secs(40)).await);
+    let recorded = r.rogue.recorded();
+    assert!(!recorded.is_empty(), "the relay recorded the alert");
+    let before = r.terminals[A1].samples().len();
+    assert!(r.rogue.inject(&recorded).await > 0);
+    // Power-cut a1, then replay again into the restarted terminal.
+    r.restart_terminal(A1).await;
+    assert!(
+        tests::eventually(Duration::from_secs(20), || {
+            r.terminals[A1].handle().snapshot().connected_to == Some(r.rogue.addr)
+        })
+        .await
+    );
+    let restarted_refusals = r.terminals[A1].refused(RefusalReason::Replayed);
+    assert!(r.rogue.inject(&recorded).await > 0);
+    let after_restart = tests::eventually(Duration::from_secs(10), || {
+        r.terminals[A1].refused(RefusalReason::Replayed) > restarted_refusals
+    })
+    .await;
+    assert!(after_restart, "the restarted terminal refuses the replay too");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        r.terminals[A1].samples().len(),
+        before,
+        "nothing played after the alert ended"
+    );
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 11,
+            name: "replay within validity",
+            tries: "the genuine alert's recorded frames sent again while still valid, before and after a power cut of the terminal",
+            reasons: vec![RefusalReason::Replayed],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+/// `segment` moved into the genuine alert: same bytes, id and sequence
+/// rewritten, the other broadcast's signature kept.
+fn spliced(donor: &Segment, into: BroadcastId, seq: u32) -> Vec<u8> {
+    let mut body = donor.body().to_vec();
+    body[1..17].copy_from_slice(&into.as_u128().to_be_bytes());
+    body[17..21].copy_from_slice(&seq.to_be_bytes());
+    encode_frame(FrameKind::Segment, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a12_a_segment_of_another_broadcast_spliced_in() {
+    let r = Range::start().await;
+    // Another genuine district broadcast supplies the audio.
+    let donor = forge::broadcast(&r.pki.district, 112, vec![r.county()], |_| {});
+    let donors = donor.segments.clone();
+    r.rogue.set_tamper(Some(before_segments(3, move |s, _| {
+        vec![spliced(&donors[s.seq as usize % donors.len()], s.id, s.seq)]
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 12,
+            name: "segment spliced from another broadcast",
+            tries: "a compromised relay puts a genuinely signed segment of another broadcast into the alert, ahead of the real one",
+            reasons: vec![RefusalReason::SegmentSignature],
+            attack_ids: vec![donor.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a13_reordered_and_duplicated_segments() {
+    let r = Range::start().await;
+    let mut held: Option<Vec<u8>> = None;
+    let mut n = 0;
+    r.rogue.set_tamper(Some(Box::new(move |raw: &RawFrame| {
+        if raw.kind != FrameKind::Segment {
+            return vec![raw.bytes.clone()];
+        }
+        n += 1;
+        match n {
+            // Hold segment 2, send 3 then 2 (reordered); send 5 twice.
+            2 => {
+                held = Some(raw.bytes.clone());
+                vec![]
+            }
+            3 => vec![raw.bytes.clone(), held.take().unwrap_or_default()],
+            5 => vec![raw.bytes.clone(), raw.bytes.clone()],
+            _ => vec![raw.bytes.clone()],
+        }
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 13,
+            name: "reordered and duplicated segments",
+            tries: "a compromised relay swaps two segments of the alert and repeats another",
+            reasons: vec![RefusalReason::StaleSequence],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a14_one_flipped_bit_in_the_audio() {
+    let r = Range::start().await;
+    r.rogue.set_tamper(Some(before_segments(2, |_, raw| {
+        let mut f = raw.bytes.clone();
+        let mid = 40 + (f.len() - 40) / 2;
+        f[mid] ^= 0x10;
+        vec![f]
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 14,
+            name: "one flipped bit in the audio",
+            tries: "a copy of a genuine segment with one bit of Opus data flipped, sent ahead of the real one",
+            reasons: vec![RefusalReason::SegmentSignature],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+/// `header` with a field changed and its original signature kept.
+fn altered(
+    header: &SignedHeader,
+    like: &Identity,
+    change: impl FnOnce(&mut protocol::BroadcastHeader),
+) -> Vec<u8> {
+    let mut h = header.header().clone();
+    change(&mut h);
+    // Encoded with the same chain; the signature is then replaced by the
+    // original one.
+    let resigned = SignedHeader::sign_unchecked(h, like).expect("encodes");
+    let mut body = resigned.body().to_vec();
+    let n = body.len();
+    let orig = header.body();
+    body[n - 64..].copy_from_slice(&orig[orig.len() - 64..]);
+    encode_frame(FrameKind::Header, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a15_a_changed_header_field() {
+    let r = Range::start().await;
+    let district = copy(&r.pki.district);
+    let town2 = r.pki.towns[1].area;
+    r.rogue.set_tamper(Some(Box::new(move |raw: &RawFrame| {
+        let mut out = Vec::new();
+        if let Ok(Message::Header(h)) = raw.message() {
+            out.push(altered(&h, &district, |h| h.severity = protocol::Severity::Blue));
+            out.push(altered(&h, &district, |h| h.targets = vec![town2]));
+            out.push(altered(&h, &district, |h| h.end_ms += 3_600_000));
+        }
+        out.push(raw.bytes.clone());
+        out
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 15,
+            name: "changed header field",
+            tries: "the alert's header with severity, target area or end time changed, original signature kept, ahead of the real one",
+            reasons: vec![RefusalReason::HeaderSignature],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a16_a_truncated_segment() {
+    let r = Range::start().await;
+    r.rogue.set_tamper(Some(before_segments(2, |_, raw| {
+        let body = &raw.bytes[protocol::frame::FRAME_PREFIX_LEN..];
+        vec![encode_frame(FrameKind::Segment, &body[..body.len() - 30])]
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 16,
+            name: "truncated segment",
+            tries: "a genuine segment cut short (framing intact), ahead of the real one",
+            reasons: vec![RefusalReason::Malformed],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a17_oversized_lengths_and_garbage_on_streams() {
+    let (r, g) = setup().await;
+    // A segment frame declaring 4 GiB, a header frame one byte over its
+    // limit, an unknown version, and plain garbage: each on its own stream.
+    let mut huge = vec![1u8, FrameKind::Segment.code()];
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    huge.extend_from_slice(&[0xab; 512]);
+    let mut over = vec![1u8, FrameKind::Header.code()];
+    over.extend_from_slice(&((FrameKind::Header.max_body() + 1) as u32).to_be_bytes());
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for stream in [huge, over, vec![9, 1, 0, 0, 0, 4, 1, 2, 3, 4], garbage] {
+        assert!(r.rogue.inject(&[stream]).await > 0);
+    }
+    // And garbage on the control stream: the terminals drop that upstream.
+    r.rogue.inject_control(&[0xff; 64]).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 17,
+            name: "oversized lengths and garbage",
+            tries: "frames declaring lengths beyond every limit, an unknown version and random bytes on broadcast streams and on the control stream",
+            reasons: vec![RefusalReason::Malformed],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+    let hostile: u32 = [A1, B1]
+        .iter()
+        .map(|i| r.terminals[*i].handle().snapshot().hostile_upstreams)
+        .sum();
+    assert!(hostile >= 1, "a garbled control stream drops the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a18_an_older_revocation_list_to_roll_back() {
+    let (r, g) = setup().await;
+    let spare = r.terminal_identity(SPARE_B).cert().serial();
+    revoke(&r, &[spare]).await;
+    revoke(&r, &[village_a(&r).cert().serial()]).await;
+    assert!(wait_list(&r, 2, Duration::from_secs(5)).await);
+    // List 1 again (as recorded when it went out): it does not revoke
+    // village A. Then a notice from village A's key.
+    let d = &r.pki.district;
+    let old = RevocationList::sign(
+        d.cert().serial(),
+        d.chain_below_root(),
+        &d.key,
+        1,
+        certs::time::unix_now(),
+        vec![spare],
+    )
+    .expect("list");
+    r.rogue
+        .inject_control(&Message::Revocation(old).encode())
+        .await;
+    let f = forge::broadcast(village_a(&r), 118, vec![area_a(&r)], |_| {});
+    assert!(r.rogue.inject(&f.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 18,
+            name: "older revocation list (rollback)",
+            tries: "the district's earlier list (which does not revoke village A) pushed after the newer one, then a notice signed by village A",
+            reasons: vec![RefusalReason::RevocationRollback, RefusalReason::CertRevoked],
+            attack_ids: vec![f.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a19_a_rogue_server_posing_as_a_platform() {
+    let mut r = Range::start().await;
+    // One fake platform from another root, one presenting a genuine
+    // terminal certificate (a stolen terminal key is no platform key).
+    let foreign = tests::adversary::rogue_server(
+        &forge::foreign_identity(Tier::Village),
+        r.anchor.clone(),
+    )
+    .expect("rogue server");
+    let wrong_tier =
+        tests::adversary::rogue_server(r.terminal_identity(A2), r.anchor.clone()).expect("rogue");
+    let spare = r
+        .add_terminal(
+            "b2",
+            SPARE_B,
+            vec![
+                foreign.local_addr().expect("addr"),
+                wrong_tier.local_addr().expect("addr"),
+                r.village_b.quic_addr,
+            ],
+        )
+        .await;
+    assert!(
+        tests::eventually(Duration::from_secs(20), || {
+            r.terminals[spare].handle().snapshot().connected_to == Some(r.village_b.quic_addr)
+        })
+        .await,
+        "the terminal refuses the fakes and reaches its village platform"
+    );
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 19,
+            name: "rogue server posing as a platform",
+            tries: "a terminal's preferred upstreams are a server with another root's village certificate and one with a stolen terminal certificate",
+            reasons: vec![RefusalReason::ChainUntrusted, RefusalReason::PeerUntrusted],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a20_a_rogue_client_posing_as_a_terminal() {
+    let (r, g) = setup().await;
+    let victim = r.terminals[B1].serial;
+    // The thief has the spare terminal's key, and dials village B.
+    let thief = r.terminal_identity(SPARE_B);
+    let mut client = tests::adversary::RogueClient::connect(
+        thief,
+        r.anchor.clone(),
+        r.village_b.quic_addr,
+        thief.cert().serial(),
+    )
+    .await
+    .expect("rogue client connects with a valid terminal certificate");
+    let mut fake = protocol::Status {
+        terminal_serial: victim,
+        seq: 1,
+        sent_at_ms: now_ms(),
+        volume: 0,
+        muted: true,
+        playing: None,
+        state: protocol::control::PlayState::Waiting,
+        clock_offset_us: 0,
+        software: "terminal-agent 0.1.0".into(),
+        faults: vec![],
+        revocation_numbers: vec![],
+        refusals: vec![],
+    };
+    // Signed by the thief, and signed by a random key: both name the victim.
+    client
+        .send(&Message::Status(fake.sign(&thief.key)).encode())
+        .await
+        .expect("send");
+    fake.seq = 2;
+    client
+        .send(&Message::Status(fake.sign(&SecretKey::generate())).encode())
+        .await
+        .expect("send");
+    let receipt = protocol::Receipt {
+        broadcast: Some(g.id),
+        terminal_serial: victim,
+        kind: protocol::ReceiptKind::Refused,
+        reason: Some(RefusalReason::HeaderSignature),
+        at_ms: now_ms(),
+        detail: 0,
+    };
+    client
+        .send(&Message::Receipt(receipt.sign(&thief.key)).encode())
+        .await
+        .expect("send");
+    // A client from another root does not get past the handshake.
+    let foreign = forge::foreign_identity(Tier::Terminal);
+    assert!(tests::adversary::RogueClient::connect(
+        &foreign,
+        r.anchor.clone(),
+        r.village_b.quic_addr,
+        foreign.cert().serial()
+    )
+    .await
+    .is_err());
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 20,
+            name: "rogue client posing as a terminal",
+            tries: "a client with a stolen terminal key reports status (muted, volume 0) and a refusal in another terminal's name; a client from another root dials in",
+            reasons: vec![RefusalReason::ForgedReport, RefusalReason::ChainUntrusted],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+    // Nowhere is the victim muted, and its coverage is its own.
+    let rows: serde_json::Value = reqwest::get(format!("{}/api/terminals", r.api()))
+        .await
+        .expect("terminals API")
+        .json()
+        .await
+        .expect("JSON");
+    let row = rows
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["serial"] == format!("{victim:016x}"))
+        })
+        .cloned()
+        .expect("the victim reports to the district");
+    assert_eq!(row["muted"], false, "{row}");
+    assert!(
+        r.village_b.relay.book().terminals(now_ms(), 60_000).iter().all(|t| t.serial != format!("{victim:016x}")),
+        "village B took no report in the victim's name"
+    );
+    let coverage = r.district.relay.book().coverage(g.id);
+    assert_eq!(coverage.refused, 0, "{coverage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a21_a_compromised_relay_forges_retargets_or_resigns() {
+    let r = Range::start().await;
+    let town1 = copy(&r.pki.towns[0].identity);
+    let district = copy(&r.pki.district);
+    let town2 = r.pki.towns[1].area;
+    let county = r.county();
+    r.rogue.set_tamper(Some(Box::new(move |raw: &RawFrame| {
+        let mut out = Vec::new();
+        if let Ok(Message::Header(h)) = raw.message() {
+            // Retargeted: the district's bytes, another target, its signature.
+            out.push(altered(&h, &district, |h| h.targets = vec![town2]));
+            // Re-signed by the relay's own (town) key under the district's id.
+            let resigned =
+                SignedHeader::sign_unchecked(h.header().clone(), &town1).expect("signs");
+            out.push(Message::Header(resigned).encode());
+            // Re-issued under the relay's own id, still to the whole county.
+            let mut own = protocol::testing::alert_header(&town1, 121, vec![county], now_ms(), 1);
+            own.title = h.header().title.clone();
+            let own = SignedHeader::sign_unchecked(own, &town1).expect("signs");
+            out.push(Message::Header(own).encode());
+        }
+        out.push(raw.bytes.clone());
+        out
+    })));
+    let g = r.genuine_alert(3.0).await;
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 21,
+            name: "compromised relay forges, retargets, re-signs",
+            tries: "the relay (holding town 1's key) retargets the district alert, re-signs it with its own key under the district's id, and re-issues it to the whole county under its own id",
+            reasons: vec![
+                RefusalReason::HeaderSignature,
+                RefusalReason::IdNotIssuers,
+                RefusalReason::TargetOutsideScope,
+            ],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a22_a_forged_cancel_of_a_genuine_alert() {
+    let (r, g) = setup().await;
+    let cancel = |signer: &Identity, seq: u16, targets| {
+        let mut h = protocol::testing::alert_header(signer, seq, targets, now_ms(), 0);
+        h.msg_type = MessageType::Cancel;
+        h.related = Some(g.id);
+        h.audio = AudioParams::NONE;
+        h.title = "解除".into();
+        Message::Header(SignedHeader::sign_unchecked(h, signer).expect("signs")).encode()
+    };
+    // A stolen village key may not cancel the district's alert; an unsigned
+    // cancel in the district's name is no cancel either.
+    let by_village = cancel(village_a(&r), 122, vec![area_a(&r)]);
+    let unsigned = forge::strip_signature(&cancel(&r.pki.district, 123, vec![r.county()]));
+    assert!(r.rogue.inject(&[by_village]).await > 0);
+    assert!(r.rogue.inject(&[unsigned]).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 22,
+            name: "forged cancel",
+            tries: "a cancel of the running district alert signed by a stolen village key, and an unsigned one in the district's name",
+            reasons: vec![RefusalReason::CancelNotAuthorised, RefusalReason::HeaderSignature],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a23_forged_remote_commands() {
+    let (r, g) = setup().await;
+    let command = |signer: &Identity, id: u64, areas, action| {
+        Message::Command(
+            Command {
+                command_id: id,
+                issued_at_ms: now_ms(),
+                expires_at_ms: now_ms() + 60_000,
+                target_areas: areas,
+                target_terminals: vec![],
+                action,
+            }
+            .sign(signer),
+        )
+        .encode()
+    };
+    let foreign = forge::foreign_identity(Tier::District);
+    let county = r.county();
+    for c in [
+        // Another root's district mutes everyone.
+        command(&foreign, 1, vec![county], Action::Mute(true)),
+        // A terminal key sets volume 0.
+        command(r.terminal_identity(SPARE_B), 2, vec![area_b(&r)], Action::Volume(0)),
+        // Village A's stolen key mutes village B.
+        command(village_a(&r), 3, vec![area_b(&r)], Action::Mute(true)),
+    ] {
+        assert!(r.rogue.inject_control(&c).await > 0);
+    }
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 23,
+            name: "forged remote commands",
+            tries: "mute from another root, volume 0 signed by a terminal key, mute of village B signed by village A's stolen key",
+            reasons: vec![
+                RefusalReason::ChainUntrusted,
+                RefusalReason::SignerNotPlatform,
+                RefusalReason::TargetOutsideScope,
+            ],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+    for t in &r.terminals {
+        let s = t.handle().snapshot();
+        assert!(!s.muted && s.volume == 100, "{}: {s:?}", t.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a24_issue_time_far_in_the_future_or_past() {
+    let (r, g) = setup().await;
+    let now = now_ms();
+    let future = forge::broadcast(village_a(&r), 124, vec![area_a(&r)], |h| {
+        h.issued_at_ms = now + 86_400_000;
+        h.start_ms = h.issued_at_ms;
+        h.end_ms = h.issued_at_ms + 600_000;
+    });
+    let past = forge::broadcast(village_a(&r), 125, vec![area_a(&r)], |h| {
+        h.issued_at_ms = now - 30 * 86_400_000;
+        h.start_ms = now;
+        h.end_ms = now + 600_000;
+    });
+    assert!(r.rogue.inject(&future.frames()).await > 0);
+    assert!(r.rogue.inject(&past.frames()).await > 0);
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 24,
+            name: "issue time far in the future or past",
+            tries: "village A's key signs notices issued a day ahead and a month ago",
+            reasons: vec![RefusalReason::IssuedInFuture, RefusalReason::IssuedTooLongAgo],
+            attack_ids: vec![future.id(), past.id()],
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a25_a_flood_of_invalid_segments_while_the_alert_plays() {
+    let r = Range::start().await;
+    let key = SecretKey::generate();
+    // Around every genuine segment, 200 forged ones for the same alert.
+    r.rogue.set_tamper(Some(Box::new(move |raw: &RawFrame| {
+        let mut out = Vec::new();
+        if let Ok(Message::Segment(s)) = raw.message() {
+            let forged = Segment::sign(s.id, s.seq, s.pts_us, s.last, s.frames.clone(), &[0; 32], &key)
+                .expect("segment");
+            let frame = Message::Segment(forged).encode();
+            out.extend(std::iter::repeat_n(frame, 200));
+        }
+        out.push(raw.bytes.clone());
+        out
+    })));
+    let cpu_before = process_cpu();
+    let g = r.genuine_alert(3.0).await;
+    // And a hundred streams of garbage segments on top.
+    let garbage = forge::broadcast(village_a(&r), 125, vec![area_a(&r)], |_| {});
+    let junk: Vec<Vec<u8>> = garbage
+        .segments
+        .iter()
+        .map(|s| spliced(s, g.id, 3))
+        .collect();
+    for _ in 0..100 {
+        r.rogue.inject(&junk).await;
+    }
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 25,
+            name: "flood of invalid segments",
+            tries: "200 forged segments around every genuine one and 100 extra streams of spliced segments while the alert plays",
+            reasons: vec![RefusalReason::SegmentSignature],
+            attack_ids: vec![garbage.id()],
+        },
+    )
+    .await;
+    // Bounded work: each terminal checked at most a few strikes' worth of
+    // signatures before dropping the flooding relay for an honest platform.
+    for i in [A1, B1] {
+        let s = r.terminals[i].handle().snapshot();
+        let refused: u64 = s.refusals.iter().map(|(_, n)| n).sum();
+        println!(
+            "{}: {refused} refusals, {} hostile upstreams",
+            r.terminals[i].name, s.hostile_upstreams
+        );
+        assert!(s.hostile_upstreams >= 1, "the flooding relay is dropped");
+        assert!(
+            refused <= 64 * transport::guard::STREAM_REFUSALS as u64,
+            "refusals are bounded by the stream and link budgets: {refused}"
+        );
+    }
+    println!(
+        "process CPU during the flood test: {:.2} s",
+        process_cpu() - cpu_before
+    );
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The genuine header forged by the tests above must decode: a self-check
+/// of the forging helpers (a broken helper would make attacks vacuous).
+#[test]
+fn forged_material_is_well_formed() {
+    let now = certs::time::unix_now();
+    let pki = certs::pki::DistrictPki::generate(
+        certs::pki::Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+        (now - 60, now + 3600),
+        now,
+    )
+    .unwrap();
+    let f: Forged = forge::broadcast(
+        &pki.district,
+        1,
+        vec![pki.district.cert().scope()[0]],
+        |_| {},
+    );
+    for frame in f.frames() {
+        let mut reader = protocol::FrameReader::new();
+        let frames = reader.push(&frame).unwrap();
+        assert_eq!(frames.len(), 1);
+        frames[0].message().unwrap();
+    }
+    let spliced = spliced(&f.segments[0], f.id(), 7);
+    let mut reader = protocol::FrameReader::new();
+    match reader.push(&spliced).unwrap()[0].message().unwrap() {
+        Message::Segment(s) => assert_eq!((s.id, s.seq), (f.id(), 7)),
+        other => panic!("{other:?}"),
+    }
+    // A genuine verifier accepts the unaltered forgery from a valid key.
+    let mut v = protocol::Verifier::new(
+        certs::TrustAnchor::new(pki.root.cert().clone()).unwrap(),
+        protocol::Audience::Terminal {
+            area: pki.district.cert().scope()[0],
+        },
+        protocol::Policy::default(),
+        protocol::MemoryReplayStore::new(),
+    );
+    v.accept_header(&f.header, now_ms()).unwrap();
+    v.accept_segment(&f.segments[0], now_ms()).unwrap();
+}
