@@ -13,7 +13,7 @@ use crate::cert::{CertRequest, Certificate, IssueError, Tier, CERT_PEM_TAG};
 use crate::chain::{ChainError, TrustAnchor};
 use crate::encoding::DecodeError;
 use crate::key::{KeyError, SecretKey};
-use crate::revocation::RevocationState;
+use crate::revocation::{RevocationError, RevocationList, RevocationState, CRL_PEM_TAG};
 
 const ROOT_PEM_TAG: &str = "EBS ROOT CERTIFICATE";
 
@@ -128,13 +128,18 @@ pub enum BundleError {
     Chain(#[from] ChainError),
     #[error("bundle key does not match its certificate")]
     KeyMismatch,
+    #[error("bundle revocation list: {0}")]
+    Revocation(#[from] RevocationError),
 }
 
-/// Everything a node is provisioned with: the root it trusts, and its identity.
+/// Everything a node is provisioned with: the root it trusts, its identity,
+/// and the revocation lists in force when it was provisioned (so a new
+/// terminal does not trust a revoked platform before it hears a list).
 #[derive(Debug)]
 pub struct Bundle {
     pub anchor: TrustAnchor,
     pub identity: Identity,
+    pub revocations: Vec<RevocationList>,
 }
 
 impl Bundle {
@@ -145,7 +150,27 @@ impl Bundle {
         if identity.key.public() != *identity.cert().public_key() {
             return Err(BundleError::KeyMismatch);
         }
-        Ok(Bundle { anchor, identity })
+        Ok(Bundle {
+            anchor,
+            identity,
+            revocations: Vec::new(),
+        })
+    }
+
+    /// Adds the lists in force; each must verify, and none may revoke the
+    /// node's own chain (provisioning a revoked identity is a mistake).
+    pub fn with_revocations(
+        mut self,
+        lists: Vec<RevocationList>,
+        now: i64,
+    ) -> Result<Self, BundleError> {
+        let mut state = RevocationState::new();
+        for l in &lists {
+            state.apply(l.clone(), &self.anchor, now)?;
+        }
+        self.anchor.verify(&self.identity.chain, now, &state)?;
+        self.revocations = lists;
+        Ok(self)
     }
 
     pub fn to_pem(&self) -> Zeroizing<String> {
@@ -158,6 +183,9 @@ impl Bundle {
                 CERT_PEM_TAG,
                 c.as_bytes().to_vec(),
             )));
+        }
+        for l in &self.revocations {
+            out.push_str(&l.to_pem());
         }
         out.push_str(&self.identity.key.to_pem());
         out
@@ -206,6 +234,12 @@ impl Bundle {
             return Err(BundleError::NoChain(p));
         }
         let key = SecretKey::from_pem(&text, &p)?;
-        Bundle::new(root, Identity { key, chain }, now)
+        let lists = blocks
+            .iter()
+            .filter(|b| b.tag() == CRL_PEM_TAG)
+            .map(|b| RevocationList::decode(b.contents()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(decode)?;
+        Bundle::new(root, Identity { key, chain }, now)?.with_revocations(lists, now)
     }
 }

@@ -100,6 +100,10 @@ enum Command {
         /// The node's private key.
         #[arg(long)]
         key: PathBuf,
+        /// Revocation lists in force (repeatable): the node refuses what
+        /// they revoke from its first start.
+        #[arg(long = "crl")]
+        crls: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -272,12 +276,21 @@ fn run(command: Command) -> Result<()> {
             root,
             cert,
             key,
+            crls,
             out,
         } => {
             let anchor = load_anchor(&root)?;
             let chain = load_chain(&cert)?;
             let key = SecretKey::read_file(&key)?;
-            let bundle = Bundle::new(anchor.root().clone(), Identity { key, chain }, now)?;
+            let lists = crls
+                .iter()
+                .map(|c| {
+                    RevocationList::from_pem(&read(c)?)
+                        .with_context(|| format!("{} is not a revocation list", c.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let bundle = Bundle::new(anchor.root().clone(), Identity { key, chain }, now)?
+                .with_revocations(lists, now)?;
             bundle.write_file(&out)?;
             println!(
                 "bundle for {} written to {}",

@@ -262,6 +262,44 @@ fn root_to_terminal_verify_bundle_revoke() {
         ],
         "not newer",
     );
+    // A bundle carries the lists in force; one whose own chain a list
+    // revokes is not written.
+    ok(
+        d,
+        &[
+            "bundle",
+            "--root",
+            "root.pem",
+            "--cert",
+            "district.pem",
+            "--key",
+            "district.key",
+            "--crl",
+            "crl2.pem",
+            "--out",
+            "district.bundle",
+        ],
+    );
+    let text = std::fs::read_to_string(d.join("district.bundle")).unwrap();
+    assert!(text.contains("EBS REVOCATION LIST"));
+    refused(
+        d,
+        &[
+            "bundle",
+            "--root",
+            "root.pem",
+            "--cert",
+            "terminal.pem",
+            "--key",
+            "terminal.key",
+            "--crl",
+            "crl2.pem",
+            "--out",
+            "revoked.bundle",
+        ],
+        "revoked",
+    );
+    assert!(!d.join("revoked.bundle").exists());
     // Past its validity the chain is refused as expired.
     refused(
         d,

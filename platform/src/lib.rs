@@ -52,7 +52,9 @@ pub struct PlatformHandle {
     pub quic_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub relay: Arc<Relay>,
-    endpoint: quinn::Endpoint,
+    /// Taken on kill, so the socket is released (a restart can bind the
+    /// same address).
+    endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,7 +64,14 @@ impl PlatformHandle {
         for t in &self.tasks {
             t.abort();
         }
-        self.endpoint.close(0u32.into(), b"stopped");
+        let endpoint = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = endpoint {
+            e.close(0u32.into(), b"stopped");
+        }
     }
 }
 
@@ -85,6 +94,18 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
         up_tx,
     );
     let restored = relay.restore()?;
+    // Lists provisioned with the bundle, unless the store has newer ones.
+    for list in opts.bundle.revocations {
+        let held = relay
+            .revocation_numbers()
+            .iter()
+            .any(|(s, n)| *s == list.signer_serial && *n >= list.number);
+        if !held {
+            if let Err(e) = relay.apply_revocation(list) {
+                tracing::error!("a provisioned revocation list does not apply: {e}");
+            }
+        }
+    }
     // A peer refused in the TLS handshake is a security event like any other.
     let weak = Arc::downgrade(&relay);
     let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
@@ -157,7 +178,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
         quic_addr,
         http_addr,
         relay,
-        endpoint,
+        endpoint: std::sync::Mutex::new(Some(endpoint)),
         tasks,
     })
 }

@@ -609,7 +609,7 @@ impl Relay {
                 tracing::warn!("pruning {id}: {e}");
             }
         }
-        let _ = protocol::ReplayStore::prune(self.verifier().store_mut(), now_ms - keep_ms);
+        let _ = self.verifier().prune(now_ms - keep_ms);
         old.len()
     }
 

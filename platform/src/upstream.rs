@@ -83,9 +83,8 @@ async fn session(
     up: &mut mpsc::Receiver<Bytes>,
     strikes: &Arc<Strikes>,
 ) -> anyhow::Result<bool> {
-    let parent = transport::peer_chain(conn)?
-        .last()
-        .map_or(0, certs::Certificate::serial);
+    let parent_chain = transport::peer_chain(conn)?;
+    let parent = parent_chain.last().map_or(0, certs::Certificate::serial);
     let (mut send, recv) = conn.open_bi().await?;
     let mut control = FrameStream::new(recv);
     let hello = Hello {
@@ -152,12 +151,15 @@ async fn session(
                 }
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Revocation => {
                     match raw.message() {
-                        Ok(Message::Revocation(list)) => {
-                            if let Err(e) = relay.apply_revocation(list) {
+                        Ok(Message::Revocation(list)) => match relay.apply_revocation(list) {
+                            // The parent itself revoked: leave it at once.
+                            Ok(true) if relay.chain_fails(&parent_chain) => return Ok(true),
+                            Ok(_) => {}
+                            Err(e) => {
                                 warn!("revocation list from parent refused: {e}");
                                 strikes.strike();
                             }
-                        }
+                        },
                         Ok(_) => {}
                         Err(e) => {
                             relay.refuse(&Refusal::from(e), None, parent);

@@ -110,6 +110,9 @@ pub struct Verifier<S: ReplayStore> {
     policy: Policy,
     store: S,
     active: HashMap<BroadcastId, Active>,
+    /// Broadcasts fully received but not yet ended: they may still be
+    /// playing, so who may cancel them (and revocation) still matters.
+    completed: HashMap<BroadcastId, Active>,
     /// Cancels that arrived before their broadcast: target → canceller.
     early_cancels: HashMap<BroadcastId, Certificate>,
     counts: RefusalCounts,
@@ -124,6 +127,7 @@ impl<S: ReplayStore> Verifier<S> {
             policy,
             store,
             active: HashMap::new(),
+            completed: HashMap::new(),
             early_cancels: HashMap::new(),
             counts: RefusalCounts::default(),
         }
@@ -154,6 +158,15 @@ impl<S: ReplayStore> Verifier<S> {
     /// in Subscribe so an upstream does not send them again.
     pub fn closed(&self, now_ms: i64, limit: usize) -> Vec<BroadcastId> {
         self.store.closed(now_ms, limit).unwrap_or_default()
+    }
+
+    /// Forgets what ended before `now_ms`: completed broadcasts kept for
+    /// cancel authority, and the replay store's records.
+    pub fn prune(&mut self, now_ms: i64) -> Result<usize, S::Error> {
+        self.completed.retain(|_, a| a.end_ms >= now_ms);
+        self.early_cancels
+            .retain(|_, c| c.body().not_after * 1000 >= now_ms);
+        self.store.prune(now_ms)
     }
 
     /// Counts a refusal made outside the verifier (e.g. an undecodable frame).
@@ -188,6 +201,7 @@ impl<S: ReplayStore> Verifier<S> {
         let stopped: Vec<BroadcastId> = self
             .active
             .iter()
+            .chain(self.completed.iter())
             .filter(|(_, a)| {
                 self.anchor
                     .verify(&a.chain, now_s, &self.revocations)
@@ -197,6 +211,7 @@ impl<S: ReplayStore> Verifier<S> {
             .collect();
         for id in &stopped {
             self.active.remove(id);
+            self.completed.remove(id);
         }
         Ok(RevocationOutcome { applied, stopped })
     }
@@ -337,7 +352,11 @@ impl<S: ReplayStore> Verifier<S> {
         now_ms: i64,
     ) -> Result<HeaderVerdict, Refusal> {
         let h = signed.header();
-        let was_active = match self.active.get(&target) {
+        let original = self
+            .active
+            .get(&target)
+            .or_else(|| self.completed.get(&target));
+        let was_active = match original {
             Some(original) => {
                 if !may_cancel(canceller, &original.signer, &original.targets) {
                     return Err(Refusal::CancelNotAuthorised);
@@ -346,11 +365,24 @@ impl<S: ReplayStore> Verifier<S> {
             }
             None => false,
         };
+        let known = self
+            .store
+            .get(target)
+            .map_err(|e| Refusal::Store(e.to_string()))?;
+        // Seen here once (before a restart) but its signer is no longer at
+        // hand: its authority cannot be checked, and nothing of it plays.
+        if !was_active && known.is_some() {
+            return Err(Refusal::CancelNotAuthorised);
+        }
         if first_time {
             self.record_new(signed, true)?;
         }
         if was_active {
-            if let Some(a) = self.active.remove(&target) {
+            let a = self
+                .active
+                .remove(&target)
+                .or_else(|| self.completed.remove(&target));
+            if let Some(a) = a {
                 self.put(
                     target,
                     ReplayRecord {
@@ -361,14 +393,6 @@ impl<S: ReplayStore> Verifier<S> {
                     },
                 )?;
             }
-        } else if let Some(mut r) = self
-            .store
-            .get(target)
-            .map_err(|e| Refusal::Store(e.to_string()))?
-        {
-            // Known but not active (finished or from before a restart): close it.
-            r.closed = true;
-            self.put(target, r)?;
         } else if h.end_ms >= now_ms {
             self.early_cancels.insert(target, canceller.clone());
         }
@@ -457,7 +481,9 @@ impl<S: ReplayStore> Verifier<S> {
             a.next_seq = segment.seq + 1;
         }
         if last {
-            self.active.remove(&segment.id);
+            if let Some(a) = self.active.remove(&segment.id) {
+                self.completed.insert(segment.id, a);
+            }
         }
         Ok(SegmentVerdict { skipped, last })
     }

@@ -593,6 +593,31 @@ fn cancels() {
         RefusalReason::CancelNotAuthorised
     );
 
+    // Nor once the alert is fully received but still playing, nor after a
+    // restart of the terminal (its signer then unknown here).
+    let (alert, segs) = recorded_broadcast(d, 7, vec![county()], NOW, 2);
+    let mut v = terminal();
+    v.accept_header(&alert, NOW).unwrap();
+    for s in &segs {
+        v.accept_segment(s, NOW).unwrap();
+    }
+    let mut h = alert_header(village, 8, vec![village_area(0, 0)], NOW, 0);
+    h.msg_type = MessageType::Cancel;
+    h.related = Some(alert.id());
+    h.audio = AudioParams::NONE;
+    let forged = SignedHeader::sign(h, village).unwrap();
+    refused!(
+        v,
+        v.accept_header(&forged, NOW),
+        RefusalReason::CancelNotAuthorised
+    );
+    let mut v = terminal_with(v.store().clone());
+    refused!(
+        v,
+        v.accept_header(&forged, NOW),
+        RefusalReason::CancelNotAuthorised
+    );
+
     // The district may cancel a village notice (higher tier covering it).
     let (notice, _) = recorded_broadcast(village, 5, vec![village_area(0, 0)], NOW, 3);
     let mut v = terminal();

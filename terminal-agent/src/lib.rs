@@ -289,6 +289,7 @@ impl TerminalHandle {
 
 pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     let cert = opts.bundle.identity.cert().clone();
+    let bundle_lists = opts.bundle.revocations;
     let area = *cert
         .scope()
         .first()
@@ -355,6 +356,19 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
             Err(e) => tracing::error!("a stored revocation list is unreadable: {e}"),
         }
     }
+    // Lists provisioned with the bundle, unless the store has newer ones.
+    for list in bundle_lists {
+        let held = shared
+            .verifier()
+            .revocations()
+            .numbers()
+            .any(|(s, n)| s == list.signer_serial && n >= list.number);
+        if !held {
+            if let Err(e) = shared.apply_revocation(list, true) {
+                tracing::error!("a provisioned revocation list does not apply: {e}");
+            }
+        }
+    }
     let tasks = vec![
         tokio::spawn(audio_clock(shared.clone())),
         tokio::spawn(link(
@@ -385,7 +399,7 @@ async fn audio_clock(shared: Arc<Shared>) {
         tick.tick().await;
         n = n.wrapping_add(1);
         if n % 3000 == 0 {
-            let _ = protocol::ReplayStore::prune(shared.verifier().store_mut(), now_us() / 1000);
+            let _ = shared.verifier().prune(now_us() / 1000);
         }
         if n % 25 == 0 {
             shared.flush_events();

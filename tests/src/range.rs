@@ -29,11 +29,16 @@ use terminal_agent::{TerminalHandle, TerminalOptions};
 
 use crate::adversary::RogueRelay;
 
+/// Positions in `Range::terminals`.
 pub const A1: usize = 0;
 pub const B1: usize = 1;
 pub const C1: usize = 2;
 pub const A2: usize = 3;
-/// Terminal identities generated: a1, b1, c1, a2, and a spare in village B.
+/// Identity indexes, in the order the PKI generates them (village A's
+/// terminals, then B's, then C's): a1, a2, spare A, b1, spare B, c1, c1'.
+const IDENTITY_OF: [usize; 4] = [0, 3, 5, 1];
+/// Identity indexes of spare terminals (not started) in villages A and B.
+pub const SPARE_A: usize = 2;
 pub const SPARE_B: usize = 4;
 
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -59,11 +64,20 @@ pub struct RangeTerminal {
     pub samples: Arc<Mutex<Vec<f32>>>,
     identity: usize,
     handle: Option<TerminalHandle>,
+    /// What it played before a restart (the player's records are in memory).
+    history: std::collections::HashMap<BroadcastId, terminal_agent::PlayRecord>,
 }
 
 impl RangeTerminal {
     pub fn handle(&self) -> &TerminalHandle {
         self.handle.as_ref().expect("terminal running")
+    }
+
+    /// Play records since the range started, across restarts.
+    pub fn records(&self) -> std::collections::HashMap<BroadcastId, terminal_agent::PlayRecord> {
+        let mut all = self.history.clone();
+        all.extend(self.handle().snapshot().records);
+        all
     }
 
     pub fn samples(&self) -> Vec<f32> {
@@ -128,6 +142,11 @@ pub fn platform_options(
 
 impl Range {
     pub async fn start() -> Range {
+        // RUST_LOG=debug shows what every node did (for a failing attack).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().to_path_buf();
         let now = certs::time::unix_now();
@@ -135,7 +154,7 @@ impl Range {
             Layout {
                 towns: 2,
                 villages: 3,
-                terminals: 5,
+                terminals: 7,
             },
             (now - 3600, now + 30 * 86_400),
             now,
@@ -202,10 +221,16 @@ impl Range {
             range.town1.quic_addr,
             range.town2.quic_addr,
         );
-        range.add_terminal("a1", A1, vec![r, va, t1, d]).await;
-        range.add_terminal("b1", B1, vec![r, vb, t1, d]).await;
-        range.add_terminal("c1", C1, vec![t2, d]).await;
-        range.add_terminal("a2", A2, vec![va, t1, d]).await;
+        range
+            .add_terminal("a1", IDENTITY_OF[A1], vec![r, va, t1, d])
+            .await;
+        range
+            .add_terminal("b1", IDENTITY_OF[B1], vec![r, vb, t1, d])
+            .await;
+        range.add_terminal("c1", IDENTITY_OF[C1], vec![t2, d]).await;
+        range
+            .add_terminal("a2", IDENTITY_OF[A2], vec![va, t1, d])
+            .await;
         range.wait_ready().await;
         range
     }
@@ -217,13 +242,28 @@ impl Range {
         identity: usize,
         upstreams: Vec<SocketAddr>,
     ) -> usize {
+        self.add_provisioned_terminal(name, identity, upstreams, Vec::new())
+            .await
+    }
+
+    /// Starts a terminal provisioned with the revocation lists `lists`.
+    pub async fn add_provisioned_terminal(
+        &mut self,
+        name: &'static str,
+        identity: usize,
+        upstreams: Vec<SocketAddr>,
+        lists: Vec<certs::RevocationList>,
+    ) -> usize {
         let id = &self.terminal_ids[identity];
+        let bundle = bundle(&self.pki.root, id)
+            .with_revocations(lists, certs::time::unix_now())
+            .expect("provisioned lists apply");
         let store = self.dir.join("terminals").join(name);
         std::fs::create_dir_all(&store).expect("terminal dir");
         let sink = codec::MemorySink::new(16_000);
         let samples = sink.samples();
         let handle = terminal_agent::start(TerminalOptions {
-            bundle: bundle(&self.pki.root, id),
+            bundle,
             upstreams: upstreams.clone(),
             sink: Box::new(sink),
             store: store.join("store"),
@@ -241,6 +281,7 @@ impl Range {
             samples,
             identity,
             handle: Some(handle),
+            history: Default::default(),
         });
         self.terminals.len() - 1
     }
@@ -250,6 +291,7 @@ impl Range {
     pub async fn restart_terminal(&mut self, i: usize) {
         let t = &mut self.terminals[i];
         if let Some(h) = t.handle.take() {
+            t.history.extend(h.snapshot().records);
             h.shutdown().await;
         }
         let samples = t.samples.clone();
@@ -276,7 +318,22 @@ impl Range {
                 && self.rogue.children() >= 3
         })
         .await;
-        assert!(ok, "the range did not come up");
+        let state: Vec<_> = self
+            .terminals
+            .iter()
+            .map(|t| {
+                (
+                    t.name,
+                    t.handle().snapshot().connected_to,
+                    t.upstreams.first().copied(),
+                )
+            })
+            .collect();
+        assert!(
+            ok,
+            "the range did not come up: {state:?}, rogue has {} children",
+            self.rogue.children()
+        );
     }
 
     pub fn api(&self) -> String {
@@ -287,8 +344,14 @@ impl Range {
         self.district.relay.scope[0]
     }
 
+    /// A generated terminal identity by identity index (e.g. `SPARE_B`).
     pub fn terminal_identity(&self, i: usize) -> &Identity {
         &self.terminal_ids[i]
+    }
+
+    /// The identity of the running terminal at position `pos`.
+    pub fn identity_of(&self, pos: usize) -> &Identity {
+        &self.terminal_ids[self.terminals[pos].identity]
     }
 
     /// Issues a genuine district-wide emergency from a `seconds` clip.
@@ -317,13 +380,9 @@ impl Range {
     /// Waits until every terminal has finished `id`.
     pub async fn wait_finished(&self, id: BroadcastId, timeout: Duration) -> bool {
         crate::eventually(timeout, || {
-            self.terminals.iter().all(|t| {
-                t.handle()
-                    .snapshot()
-                    .records
-                    .get(&id)
-                    .is_some_and(|r| r.finished)
-            })
+            self.terminals
+                .iter()
+                .all(|t| t.records().get(&id).is_some_and(|r| r.finished))
         })
         .await
     }
@@ -384,9 +443,9 @@ impl Range {
         self.terminals
             .iter()
             .map(|t| {
-                let snap = t.handle().snapshot();
+                let records = t.records();
                 let samples = t.samples();
-                let record = snap.records.get(&genuine.id).cloned().unwrap_or_default();
+                let record = records.get(&genuine.id).cloned().unwrap_or_default();
                 Played {
                     terminal: t.name,
                     samples: samples.len(),
@@ -397,9 +456,9 @@ impl Range {
                     attack_correlation: crate::correlation(&attack, &samples, 4000),
                     attack_records: attack_ids
                         .iter()
-                        .filter(|id| snap.records.contains_key(id))
+                        .filter(|id| records.contains_key(id))
                         .count(),
-                    other_records: snap.records.keys().filter(|id| **id != genuine.id).count(),
+                    other_records: records.keys().filter(|id| **id != genuine.id).count(),
                 }
             })
             .collect()

@@ -155,3 +155,69 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     assert!(handle.relay.get(id).is_none());
     assert!(handle.relay.all().is_empty());
 }
+
+/// The chain's expiry as the API and the metrics show it, for a PKI valid
+/// `days` more days.
+async fn expiry_seen(days: i64) -> (serde_json::Value, String) {
+    let now = certs::time::unix_now();
+    let pki = DistrictPki::generate(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+        (now - 60, now + days * 86_400),
+        now,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = district_options(&pki, &dir.path().join("store"), now);
+    o.http = Some(([127, 0, 0, 1], 0).into());
+    let p = platform::start(o).await.unwrap();
+    let api = format!("http://{}", p.http_addr.unwrap());
+    let status = reqwest::get(format!("{api}/api/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (status, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_near_expiry_is_warned_in_the_api_and_the_metrics() {
+    let (status, metrics) = expiry_seen(10).await;
+    let certs = status["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "root and district: {status}");
+    for c in certs {
+        assert_eq!(c["warning"], true, "{c}");
+        let left = c["seconds_left"].as_i64().unwrap();
+        assert!((9 * 86_400..=10 * 86_400).contains(&left), "{c}");
+    }
+    let district = certs.iter().find(|c| c["tier"] == "district").unwrap();
+    let serial = district["serial"].as_str().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "ebs_certificate_expiry_warning{{serial=\"{serial}\",tier=\"district\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE ebs_certificate_expiry_seconds gauge"));
+
+    let (status, metrics) = expiry_seen(400).await;
+    for c in status["certificates"].as_array().unwrap() {
+        assert_eq!(c["warning"], false, "{c}");
+    }
+    let warnings: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ebs_certificate_expiry_warning{"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{metrics}");
+    assert!(warnings.iter().all(|l| l.ends_with(" 0")), "{warnings:?}");
+}
