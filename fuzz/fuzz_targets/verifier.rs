@@ -1,5 +1,6 @@
 //! The verifier fed arbitrary frames after a genuine header: nothing but the
-//! genuine segments may ever be accepted.
+//! genuine segments may ever be accepted, and no forged revocation list
+//! ever applies.
 #![no_main]
 use std::sync::OnceLock;
 
@@ -49,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
                 if v.accept_segment(&s, NOW).is_ok() {
                     assert!(f.segments.iter().any(|g| g.body() == s.body()), "only genuine segments verify");
                 }
+            }
+            Ok(Message::Revocation(l)) => {
+                // No list in the fixture is genuine: none may ever apply.
+                assert!(v.apply_revocation(l, NOW).is_err(), "a forged revocation list applied");
             }
             _ => {}
         }

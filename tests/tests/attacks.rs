@@ -99,6 +99,7 @@ fn report(a: &Attack, played: &[Played], observed: &[(RefusalReason, Counted, u6
         })).collect::<Vec<_>>(),
         "sinks": played,
         "attack_samples": played.iter().filter(|p| p.attack_records > 0 || p.attack_correlation >= 0.3).count(),
+        "note": (a.n == 27).then_some("new key's broadcast played on a1, b1, a2 with unchanged bundles; nothing of the old key's broadcast played"),
         "passed": ok,
     });
     let path = std::path::Path::new(&dir).join(format!("{:02}.json", a.n));
@@ -1372,5 +1373,18 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
     );
     assert!(!r.terminals[spare_a].records().contains_key(&f.id()));
     assert!(r.terminals[spare_a].samples().is_empty());
-    assert!(r.district_sees(RefusalReason::CertRevoked).await > 0);
+    let at_district = r.district_sees(RefusalReason::CertRevoked).await;
+    assert!(at_district > 0);
+    report(
+        &Attack {
+            n: 27,
+            name: "re-keyed town, old key revoked",
+            tries: "town 1 gets a new key and re-certifies its villages; the old key is revoked; then the old key serves as a platform and signs a broadcast",
+            reasons: vec![RefusalReason::CertRevoked],
+            attack_ids: vec![f.id()],
+        },
+        &[],
+        &[(RefusalReason::CertRevoked, r.counted(RefusalReason::CertRevoked), at_district)],
+        true,
+    );
 }
