@@ -56,6 +56,10 @@ enum Command {
         /// Validity in days from now (default: 5 years, capped at the issuer's expiry).
         #[arg(long)]
         days: Option<i64>,
+        /// Certify the existing key at --key instead of creating one: moves a
+        /// platform under a re-keyed issuer without changing its own key.
+        #[arg(long)]
+        reuse_key: bool,
         #[command(flatten)]
         out: Output,
     },
@@ -172,9 +176,19 @@ fn run(command: Command) -> Result<()> {
             tier,
             subject,
             days,
+            reuse_key,
             out,
         } => {
-            refuse_existing(&out)?;
+            if reuse_key {
+                if out.cert.exists() {
+                    bail!(
+                        "{} already exists; refusing to overwrite",
+                        out.cert.display()
+                    );
+                }
+            } else {
+                refuse_existing(&out)?;
+            }
             let issuer = issuer.load()?;
             let (name, code, scope) = subject.parse()?;
             let issuer_end = issuer.cert().body().not_after;
@@ -183,10 +197,32 @@ fn run(command: Command) -> Result<()> {
                 None => (now + 5 * 365 * DAY).min(issuer_end),
             };
             let not_before = (now - 60).max(issuer.cert().body().not_before);
-            let child = issuer
-                .issue_child(tier, &name, code, scope, (not_before, not_after), now)
-                .context("cannot issue")?;
-            write_identity(&child, &out)?;
+            let child = if reuse_key {
+                let key = SecretKey::read_file(&out.key)?;
+                let chain = issuer
+                    .certify(
+                        certs::CertRequest {
+                            tier,
+                            name: name.clone(),
+                            resource_code: code,
+                            scope,
+                            not_before,
+                            not_after,
+                            public_key: key.public(),
+                        },
+                        now,
+                    )
+                    .context("cannot issue")?;
+                let child = Identity { key, chain };
+                write_chain(&child, &out)?;
+                child
+            } else {
+                let child = issuer
+                    .issue_child(tier, &name, code, scope, (not_before, not_after), now)
+                    .context("cannot issue")?;
+                write_identity(&child, &out)?;
+                child
+            };
             println!(
                 "{} {:016x} ({}) issued by {:016x}, written to {}",
                 tier,
@@ -341,6 +377,10 @@ fn refuse_existing(out: &Output) -> Result<()> {
 
 fn write_identity(id: &Identity, out: &Output) -> Result<()> {
     id.key.write_file(&out.key)?;
+    write_chain(id, out)
+}
+
+fn write_chain(id: &Identity, out: &Output) -> Result<()> {
     let pem: String = id.chain.iter().map(Certificate::to_pem).collect();
     std::fs::write(&out.cert, pem).with_context(|| format!("cannot write {}", out.cert.display()))
 }

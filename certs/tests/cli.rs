@@ -262,6 +262,56 @@ fn root_to_terminal_verify_bundle_revoke() {
         ],
         "not newer",
     );
+    // Re-keying the town: a new town key, and the village's existing key
+    // re-certified under it (the key file is not touched).
+    ok(
+        d,
+        &args(&issue(
+            d,
+            "district",
+            "town",
+            "蛟桥镇",
+            "43601211000000101010000",
+            TOWN,
+            "town-new",
+        )),
+    );
+    let village_key = std::fs::read(d.join("village.key")).unwrap();
+    let mut recertify = issue(
+        d,
+        "town-new",
+        "village",
+        "前进村",
+        "43601211002010101010000",
+        VILLAGE,
+        "village",
+    );
+    recertify.push("--reuse-key".into());
+    // The old certificate file is in the way: refused, nothing overwritten.
+    refused(d, &args(&recertify), "already exists");
+    let n = recertify.len();
+    recertify[n - 2] = "village-new.pem".into();
+    ok(d, &args(&recertify));
+    assert_eq!(std::fs::read(d.join("village.key")).unwrap(), village_key);
+    let shown = ok(
+        d,
+        &["verify", "--root", "root.pem", "--chain", "village-new.pem"],
+    );
+    assert!(shown.starts_with("OK: village"), "{shown}");
+    let old_pub = ok(d, &["show", "village.pem"]);
+    let new_pub = ok(d, &["show", "village-new.pem"]);
+    let key_line = |t: &str| {
+        t.lines()
+            .rfind(|l| l.contains("public key:"))
+            .map(str::to_string)
+    };
+    assert!(key_line(&old_pub).is_some());
+    assert_eq!(
+        key_line(&old_pub),
+        key_line(&new_pub),
+        "same key, new chain"
+    );
+
     // A bundle carries the lists in force; one whose own chain a list
     // revokes is not written.
     ok(

@@ -25,7 +25,11 @@ fn observed(r: &serde_json::Value) -> String {
         parts.push(format!(
             "`{}` counted at {}; district API shows {}",
             o["reason"].as_str().unwrap_or("?"),
-            if at.is_empty() { "nowhere".into() } else { at.join(", ") },
+            if at.is_empty() {
+                "nowhere".into()
+            } else {
+                at.join(", ")
+            },
             o["district_total"]
         ));
     }
@@ -56,7 +60,10 @@ fn observed(r: &serde_json::Value) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() == 3, "usage: attack-report <results dir> <security.md>");
+    anyhow::ensure!(
+        args.len() == 3,
+        "usage: attack-report <results dir> <security.md>"
+    );
     let mut results = Vec::new();
     for entry in std::fs::read_dir(&args[1])? {
         let path = entry?.path();
@@ -83,7 +90,11 @@ fn main() -> anyhow::Result<()> {
             cell(r["tries"].as_str().unwrap_or("")),
             expected.join(", "),
             observed(r),
-            if r["passed"] == true { "pass" } else { "**FAIL**" }
+            if r["passed"] == true {
+                "pass"
+            } else {
+                "**FAIL**"
+            }
         ));
     }
     let doc_path = Path::new(&args[2]);
