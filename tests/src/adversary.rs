@@ -144,11 +144,24 @@ impl RogueRelay {
             .collect()
     }
 
+    /// Children that finished their handshake and opened their control
+    /// stream, waiting up to 5 s for the first one.
+    async fn wait_children(&self) -> Vec<Arc<Child>> {
+        for _ in 0..50 {
+            let c = self.live_children();
+            if !c.is_empty() {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Vec::new()
+    }
+
     /// Sends `frames` to every child on one new stream each, as if they
     /// were a broadcast. Returns how many children got them.
     pub async fn inject(&self, frames: &[Vec<u8>]) -> usize {
         let mut n = 0;
-        for child in self.live_children() {
+        for child in self.wait_children().await {
             if let Ok(mut s) = child.conn.open_uni().await {
                 let mut ok = true;
                 for f in frames {
@@ -164,7 +177,7 @@ impl RogueRelay {
     /// Sends raw bytes on every child's control stream.
     pub async fn inject_control(&self, bytes: &[u8]) -> usize {
         let mut n = 0;
-        for child in self.live_children() {
+        for child in self.wait_children().await {
             n += child.control.lock().await.write_all(bytes).await.is_ok() as usize;
         }
         n

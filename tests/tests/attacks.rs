@@ -1243,7 +1243,7 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
         .issue_child(
             Tier::Town,
             &old_cert.name,
-            old_cert.resource_code.clone(),
+            old_cert.resource_code,
             old_cert.scope.clone(),
             validity,
             now,
@@ -1256,7 +1256,7 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
                 certs::CertRequest {
                     tier: Tier::Village,
                     name: v.cert().body().name.clone(),
-                    resource_code: v.cert().body().resource_code.clone(),
+                    resource_code: v.cert().body().resource_code,
                     scope: v.cert().scope().to_vec(),
                     not_before: validity.0,
                     not_after: validity.1,
@@ -1296,8 +1296,7 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
     );
     // The new key's broadcasts play on the town's terminals, as provisioned.
     let clip = r.dir.join("town-notice.wav");
-    let reference = tests::clip("alert-zh.wav", 2.0, &clip);
-    let _ = reference;
+    tests::clip("alert-zh.wav", 2.0, &clip);
     let town_api = format!("http://{}", r.town1.http_addr.expect("API"));
     let id: BroadcastId = platform::demo::issue_via_api(
         &town_api,
