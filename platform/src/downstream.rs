@@ -91,6 +91,10 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         }
     }
     info!(tier = %child.tier, serial = format!("{:016x}", child.serial), "child connected");
+    // Tiers above learn the child's key, so they can check its reports.
+    if let Err(r) = relay.add_member(&chain, None) {
+        debug!("child's chain no longer verifies: {r}");
+    }
     // The lists in force go first: a child must know what is revoked before
     // it hears anything else from us.
     let mut revocations = relay.revocation_feed();
@@ -184,35 +188,50 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
             return false;
         }
     };
-    // A terminal signs for itself only. A child platform relays reports of
-    // nodes below it, which it cannot have signed; its own it must sign.
+    // Every report must be signed by the node it names: a direct child's
+    // key comes from its TLS identity, a node further below must have been
+    // announced (Member) by the child platform it sits under.
     let direct_terminal = child.tier == Tier::Terminal;
-    let signed_by_child = |named: u64, valid: &dyn Fn(&PublicKey) -> bool| {
-        if named == child.serial {
-            valid(&child.key)
+    let signed_by = |named: u64, valid: &dyn Fn(&PublicKey) -> bool| {
+        let key = if named == child.serial {
+            Some(child.key)
+        } else if direct_terminal {
+            None
         } else {
-            !direct_terminal
-        }
+            relay.member_key(named)
+        };
+        key.is_some_and(|k| valid(&k))
     };
     let mut behind = false;
     match &msg {
         Message::Receipt(r) => {
-            if !signed_by_child(r.receipt.terminal_serial, &|k| r.signature_valid(k)) {
+            if !signed_by(r.receipt.terminal_serial, &|k| r.signature_valid(k)) {
                 relay.refuse(&Refusal::ForgedReport, r.receipt.broadcast, child.serial);
                 return false;
             }
             relay.record_receipt(r);
         }
         Message::Status(s) => {
-            if !signed_by_child(s.status.terminal_serial, &|k| s.signature_valid(k)) {
+            if !signed_by(s.status.terminal_serial, &|k| s.signature_valid(k)) {
                 relay.refuse(&Refusal::ForgedReport, None, child.serial);
                 return false;
             }
             relay.record_status(s);
             behind = direct_terminal && lists_behind(relay, &s.status.revocation_numbers);
         }
+        Message::Member(m) => {
+            if direct_terminal {
+                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                return false;
+            }
+            if let Err(r) = relay.add_member(&m.chain, Some(&child.scope)) {
+                relay.refuse(&r, None, child.serial);
+            }
+            // add_member passes a new member up itself.
+            return false;
+        }
         Message::SecurityEvent(e) => {
-            if !signed_by_child(e.event.reporter_serial, &|k| e.signature_valid(k)) {
+            if !signed_by(e.event.reporter_serial, &|k| e.signature_valid(k)) {
                 relay.refuse(&Refusal::ForgedReport, None, child.serial);
                 return false;
             }

@@ -161,6 +161,9 @@ pub struct Relay {
     reporter: Mutex<EventReporter>,
     /// Frames for the parent (receipts, status, events), in order.
     up: mpsc::Sender<Bytes>,
+    /// Nodes below whose reports can be checked: serial → key and the
+    /// announcement to pass on to a new parent.
+    members: RwLock<HashMap<u64, (certs::PublicKey, Bytes)>>,
 }
 
 impl Relay {
@@ -198,7 +201,69 @@ impl Relay {
             revocation_feed: broadcast::channel(64).0,
             reporter: Mutex::new(reporter),
             up,
+            members: RwLock::default(),
         })
+    }
+
+    /// Takes note of a node below (its chain verified against the root and
+    /// the lists in force; when `announcer_scope` is given, the announcing
+    /// child must cover the member) and announces it to the parent.
+    pub fn add_member(
+        &self,
+        chain: &[Certificate],
+        announcer_scope: Option<&[AreaCode]>,
+    ) -> Result<u64, Refusal> {
+        let chain: Vec<Certificate> = chain
+            .iter()
+            .filter(|c| c.tier() != Tier::Root)
+            .cloned()
+            .collect();
+        let leaf = {
+            let lists = self.revocations.read().unwrap_or_else(|p| p.into_inner());
+            self.anchor
+                .verify(&chain, now_ms() / 1000, &lists)
+                .map_err(Refusal::Chain)?
+                .clone()
+        };
+        if let Some(scope) = announcer_scope {
+            let covered = leaf
+                .scope()
+                .iter()
+                .all(|a| scope.iter().any(|s| s.covers(*a)));
+            if !covered {
+                return Err(Refusal::ForgedReport);
+            }
+        }
+        let frame = Bytes::from(Message::Member(protocol::Member { chain }).encode());
+        let fresh = self
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(leaf.serial(), (*leaf.public_key(), frame.clone()))
+            .is_none();
+        if fresh {
+            self.send_up(frame);
+        }
+        Ok(leaf.serial())
+    }
+
+    /// The key of a node below, if it was announced.
+    pub fn member_key(&self, serial: u64) -> Option<certs::PublicKey> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&serial)
+            .map(|(k, _)| *k)
+    }
+
+    /// Every announcement, for a newly connected parent.
+    pub fn member_frames(&self) -> Vec<Bytes> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     /// Counts a refusal made outside the verifier and reports it.

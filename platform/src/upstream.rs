@@ -100,6 +100,10 @@ async fn session(
         .take(protocol::control::MAX_RESUME)
         .collect();
     transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
+    // Everything known below, before any report that names it.
+    for frame in relay.member_frames() {
+        send.write_all(&frame).await?;
+    }
     loop {
         tokio::select! {
             stream = conn.accept_uni() => {

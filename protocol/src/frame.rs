@@ -16,6 +16,7 @@ use crate::control::{
 use crate::event::SignedEvent;
 use crate::header::{SignedHeader, MAX_HEADER_BYTES};
 use crate::ids::coded_enum;
+use crate::member::Member;
 use crate::segment::{Segment, MAX_SEGMENT_BYTES};
 
 pub const FRAME_VERSION: u8 = 1;
@@ -36,6 +37,7 @@ coded_enum!(
         TimeRequest = 22,
         TimeResponse = 23,
         SecurityEvent = 24,
+        Member = 25,
     }
 );
 
@@ -66,6 +68,7 @@ pub enum Message {
     TimeRequest(TimeRequest),
     TimeResponse(TimeResponse),
     SecurityEvent(SignedEvent),
+    Member(Member),
 }
 
 impl Message {
@@ -82,6 +85,7 @@ impl Message {
             Message::TimeRequest(_) => FrameKind::TimeRequest,
             Message::TimeResponse(_) => FrameKind::TimeResponse,
             Message::SecurityEvent(_) => FrameKind::SecurityEvent,
+            Message::Member(_) => FrameKind::Member,
         }
     }
 
@@ -102,6 +106,7 @@ impl Message {
                     Message::Revocation(l) => l.encode(),
                     Message::TimeRequest(t) => t.encode(),
                     Message::TimeResponse(t) => t.encode(),
+                    Message::Member(m) => m.encode(),
                     _ => Vec::new(),
                 };
                 &owned
@@ -131,6 +136,7 @@ impl Message {
             FrameKind::TimeRequest => Message::TimeRequest(TimeRequest::decode(body)?),
             FrameKind::TimeResponse => Message::TimeResponse(TimeResponse::decode(body)?),
             FrameKind::SecurityEvent => Message::SecurityEvent(SignedEvent::decode(body)?),
+            FrameKind::Member => Message::Member(Member::decode(body)?),
         })
     }
 }
@@ -276,6 +282,7 @@ mod tests {
                 (FrameKind::TimeRequest, 16_384),
                 (FrameKind::TimeResponse, 16_384),
                 (FrameKind::SecurityEvent, 16_384),
+                (FrameKind::Member, 16_384),
             ]
         );
         assert_eq!(certs::cert::MAX_CERT_BYTES, 797);

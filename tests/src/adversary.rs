@@ -31,6 +31,9 @@ struct Child {
 
 struct State {
     children: RwLock<Vec<Arc<Child>>>,
+    /// Frames for the parent, in order (the children's reports, and
+    /// whatever the attacker adds).
+    up: tokio::sync::mpsc::Sender<Vec<u8>>,
     tamper: Mutex<Option<Tamper>>,
     /// Every broadcast frame piped down so far (for replays).
     recorded: Mutex<Vec<Vec<u8>>>,
@@ -67,14 +70,15 @@ impl RogueRelay {
         let endpoint =
             transport::platform_endpoint(identity, &crypto(anchor), ([127, 0, 0, 1], 0).into())?;
         let addr = endpoint.local_addr()?;
+        let (up_tx, up_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
         let state = Arc::new(State {
+            up: up_tx.clone(),
             children: RwLock::default(),
             tamper: Mutex::default(),
             recorded: Mutex::default(),
             from_parent: broadcast::channel(256).0,
             withhold_revocations: Default::default(),
         });
-        let (up_tx, up_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
         let mut tasks = vec![tokio::spawn(accept_children(
             endpoint.clone(),
             state.clone(),
@@ -174,6 +178,11 @@ impl RogueRelay {
         n
     }
 
+    /// Sends a frame up to the parent, as if a child had reported it.
+    pub async fn report_up(&self, frame: Vec<u8>) -> bool {
+        self.state.up.send(frame).await.is_ok()
+    }
+
     /// Sends raw bytes on every child's control stream.
     pub async fn inject_control(&self, bytes: &[u8]) -> usize {
         let mut n = 0;
@@ -215,6 +224,15 @@ async fn accept_children(
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(child.clone());
+            // Like an honest relay, it announces the child upward (or its
+            // children's reports would be refused above it).
+            if let Ok(chain) = transport::peer_chain(&conn) {
+                let chain = chain
+                    .into_iter()
+                    .filter(|c| c.tier() != certs::Tier::Root)
+                    .collect();
+                let _ = up.try_send(Message::Member(protocol::Member { chain }).encode());
+            }
             // Control frames from the parent go down to this child.
             let mut from_parent = state.from_parent.subscribe();
             let down = child.clone();

@@ -892,6 +892,77 @@ async fn a21_a_compromised_relay_forges_retargets_or_resigns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a21b_a_compromised_relay_forges_reports() {
+    let (r, g) = setup().await;
+    let victim = r.terminals[A1].serial;
+    // A status in a1's name, signed by a key that is not a1's: "muted".
+    let status = protocol::Status {
+        terminal_serial: victim,
+        seq: 99,
+        sent_at_ms: now_ms(),
+        volume: 0,
+        muted: true,
+        playing: None,
+        state: protocol::control::PlayState::Waiting,
+        clock_offset_us: 0,
+        software: "terminal-agent 0.1.0".into(),
+        faults: vec![],
+        revocation_numbers: vec![],
+        refusals: vec![],
+    };
+    assert!(
+        r.rogue
+            .report_up(Message::Status(status.sign(&SecretKey::generate())).encode())
+            .await
+    );
+    // "Finished" receipts for c1, a terminal of town 2 the relay announces
+    // although it is outside its scope, signed with an invented key.
+    let c1 = r.identity_of(C1);
+    let member = protocol::Member {
+        chain: c1.chain_below_root(),
+    };
+    assert!(r.rogue.report_up(Message::Member(member).encode()).await);
+    let receipt = protocol::Receipt {
+        broadcast: Some(g.id),
+        terminal_serial: r.terminals[C1].serial,
+        kind: protocol::ReceiptKind::Finished,
+        reason: None,
+        at_ms: now_ms(),
+        detail: 0,
+    };
+    assert!(
+        r.rogue
+            .report_up(Message::Receipt(receipt.sign(&SecretKey::generate())).encode())
+            .await
+    );
+    conclude(
+        &r,
+        &g,
+        Attack {
+            n: 28,
+            name: "compromised relay forges reports",
+            tries: "the relay sends up a status in a terminal's name (muted) signed by another key, and announces a terminal outside its scope",
+            reasons: vec![RefusalReason::ForgedReport],
+            attack_ids: vec![],
+        },
+    )
+    .await;
+    let muted = r
+        .district
+        .relay
+        .book()
+        .terminals(now_ms(), 60_000)
+        .into_iter()
+        .find(|t| t.serial == format!("{victim:016x}"))
+        .map(|t| t.muted);
+    assert_eq!(muted, Some(false), "the district keeps a1's own status");
+    assert_eq!(
+        r.district.relay.refusals().get(RefusalReason::ForgedReport),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a22_a_forged_cancel_of_a_genuine_alert() {
     let (r, g) = setup().await;
     let cancel = |signer: &Identity, seq: u16, targets| {
