@@ -76,7 +76,7 @@ pub struct LocalDistrict {
     pub root: certs::Certificate,
 }
 
-const VALIDITY_DAYS: i64 = 30;
+const VALIDITY_DAYS: i64 = 365;
 
 /// Writes a node's bundle and reads it back: the real provisioning path.
 fn provision(

@@ -156,7 +156,7 @@ impl Range {
                 villages: 3,
                 terminals: 7,
             },
-            (now - 3600, now + 30 * 86_400),
+            (now - 3600, now + 365 * 86_400),
             now,
         )
         .expect("pki");
