@@ -11,7 +11,7 @@ use bytes::Bytes;
 use protocol::{Hello, Message, Refusal, Subscribe};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use transport::guard::{self, LinkGuard, Quarantine};
+use transport::guard::{self, Quarantine, Strikes};
 use transport::FrameStream;
 
 use crate::relay::{now_ms, Relay};
@@ -53,26 +53,6 @@ pub async fn run(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Refusals on one parent link, shared with its stream tasks.
-#[derive(Default)]
-struct Strikes {
-    guard: std::sync::Mutex<LinkGuard>,
-    hostile: tokio::sync::Notify,
-}
-
-impl Strikes {
-    fn strike(&self) {
-        let hostile = self
-            .guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .strike(std::time::Instant::now());
-        if hostile {
-            self.hostile.notify_one();
-        }
     }
 }
 
@@ -145,7 +125,7 @@ async fn session(
                 Some(f) => send.write_all(&f).await?,
                 None => return Ok(false),
             },
-            _ = strikes.hostile.notified() => return Ok(true),
+            _ = strikes.hostile() => return Ok(true),
             frame = control.next() => match frame {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
                     if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {

@@ -478,23 +478,14 @@ async fn link(
 
 /// What the stream tasks of one session share with it.
 struct LinkState {
-    guard: Mutex<guard::LinkGuard>,
-    hostile: tokio::sync::Notify,
+    strikes: guard::Strikes,
+    /// Serial of the upstream's certificate, for security events.
     peer: u64,
 }
 
 impl LinkState {
-    /// Counts a refusal against this link; wakes the session when the link
-    /// has turned hostile.
     fn strike(&self) {
-        let hostile = self
-            .guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .strike(std::time::Instant::now());
-        if hostile {
-            self.hostile.notify_one();
-        }
+        self.strikes.strike();
     }
 }
 
@@ -514,8 +505,7 @@ async fn session(
         Err(e) => return SessionEnd::Lost(e.into()),
     };
     let link = Arc::new(LinkState {
-        guard: Mutex::default(),
-        hostile: tokio::sync::Notify::new(),
+        strikes: guard::Strikes::default(),
         peer: peer_chain.last().map_or(0, certs::Certificate::serial),
     });
     match session_loop(
@@ -599,7 +589,7 @@ async fn session_loop(
                     }
                 }
             }
-            _ = link.hostile.notified() => {
+            _ = link.strikes.hostile() => {
                 return Ok(SessionEnd::Hostile("too many refused messages"));
             }
             frame = control.next() => match frame {

@@ -38,6 +38,34 @@ impl LinkGuard {
     }
 }
 
+/// A link's guard shared by its session and its stream tasks: any of them
+/// strikes, the session waits on `hostile()`.
+#[derive(Debug, Default)]
+pub struct Strikes {
+    guard: std::sync::Mutex<LinkGuard>,
+    hostile: tokio::sync::Notify,
+}
+
+impl Strikes {
+    /// Counts a refusal against the link; wakes the session when the link
+    /// has turned hostile.
+    pub fn strike(&self) {
+        let hostile = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .strike(Instant::now());
+        if hostile {
+            self.hostile.notify_one();
+        }
+    }
+
+    /// Resolves once the link has turned hostile.
+    pub async fn hostile(&self) {
+        self.hostile.notified().await
+    }
+}
+
 /// Upstreams currently avoided.
 #[derive(Debug, Default)]
 pub struct Quarantine {
