@@ -149,16 +149,21 @@ impl RogueRelay {
     }
 
     /// Children that finished their handshake and opened their control
-    /// stream, waiting up to 5 s for the first one.
+    /// stream; until the first one ever has, waits up to 5 s for it.
     async fn wait_children(&self) -> Vec<Arc<Child>> {
         for _ in 0..50 {
-            let c = self.live_children();
-            if !c.is_empty() {
-                return c;
+            let ever = !self
+                .state
+                .children
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if ever {
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Vec::new()
+        self.live_children()
     }
 
     /// Sends `frames` to every child on one new stream each, as if they

@@ -643,8 +643,19 @@ async fn a17_oversized_lengths_and_garbage_on_streams() {
     for stream in [huge, over, vec![9, 1, 0, 0, 0, 4, 1, 2, 3, 4], garbage] {
         assert!(r.rogue.inject(&[stream]).await > 0);
     }
-    // And garbage on the control stream: the terminals drop that upstream.
-    r.rogue.inject_control(&[0xff; 64]).await;
+    assert!(
+        tests::eventually(Duration::from_secs(10), || {
+            [A1, B1].iter().all(|i| {
+                let t = &r.terminals[*i];
+                t.refused(RefusalReason::Malformed) + t.refused(RefusalReason::UnsupportedVersion)
+                    >= 4
+            })
+        })
+        .await,
+        "every garbled stream is refused"
+    );
+    // Then garbage on the control stream: the terminals drop that upstream.
+    assert!(r.rogue.inject_control(&[0xff; 64]).await > 0);
     conclude(
         &r,
         &g,
@@ -652,16 +663,18 @@ async fn a17_oversized_lengths_and_garbage_on_streams() {
             n: 17,
             name: "oversized lengths and garbage",
             tries: "frames declaring lengths beyond every limit, an unknown version and random bytes on broadcast streams and on the control stream",
-            reasons: vec![RefusalReason::Malformed],
+            reasons: vec![RefusalReason::Malformed, RefusalReason::UnsupportedVersion],
             attack_ids: vec![],
         },
     )
     .await;
-    let hostile: u32 = [A1, B1]
-        .iter()
-        .map(|i| r.terminals[*i].handle().snapshot().hostile_upstreams)
-        .sum();
-    assert!(hostile >= 1, "a garbled control stream drops the upstream");
+    let hostile = tests::eventually(Duration::from_secs(10), || {
+        [A1, B1]
+            .iter()
+            .all(|i| r.terminals[*i].handle().snapshot().hostile_upstreams >= 1)
+    })
+    .await;
+    assert!(hostile, "a garbled control stream drops the upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
