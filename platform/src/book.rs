@@ -110,7 +110,9 @@ impl Book {
             .entry(r.terminal_serial)
             .or_default();
         if r.kind != ReceiptKind::Refused {
+            // Accepted: a refusal seen before was of a forged copy.
             p.received = true;
+            p.refused = None;
         }
         match r.kind {
             ReceiptKind::Received | ReceiptKind::Verified => {}
@@ -190,5 +192,54 @@ impl Book {
             .collect();
         rows.sort_by(|a, b| a.serial.cmp(&b.serial));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(kind: ReceiptKind, reason: Option<RefusalReason>) -> Receipt {
+        Receipt {
+            broadcast: Some(BroadcastId::from_u128(43601210000000101010000202611280001).unwrap()),
+            terminal_serial: 7,
+            kind,
+            reason,
+            at_ms: 1,
+            detail: 0,
+        }
+    }
+
+    #[test]
+    fn a_forged_copy_refused_never_counts_against_a_played_broadcast() {
+        let id = receipt(ReceiptKind::Verified, None).broadcast.unwrap();
+        // Forged copy first, then the genuine one.
+        let mut b = Book::default();
+        b.record_receipt(&receipt(
+            ReceiptKind::Refused,
+            Some(RefusalReason::HeaderSignature),
+        ));
+        b.record_receipt(&receipt(ReceiptKind::Verified, None));
+        b.record_receipt(&receipt(ReceiptKind::Started, None));
+        let c = b.coverage(id);
+        assert_eq!((c.received, c.playing, c.refused), (1, 1, 0));
+        // Genuine first, then a forged copy.
+        let mut b = Book::default();
+        b.record_receipt(&receipt(ReceiptKind::Verified, None));
+        b.record_receipt(&receipt(
+            ReceiptKind::Refused,
+            Some(RefusalReason::HeaderSignature),
+        ));
+        let c = b.coverage(id);
+        assert_eq!((c.received, c.refused), (1, 0));
+        // Refused and never accepted: counted, by reason.
+        let mut b = Book::default();
+        b.record_receipt(&receipt(
+            ReceiptKind::Refused,
+            Some(RefusalReason::CertRevoked),
+        ));
+        let c = b.coverage(id);
+        assert_eq!((c.received, c.refused), (0, 1));
+        assert_eq!(c.refused_by_reason.get("cert_revoked"), Some(&1));
     }
 }
