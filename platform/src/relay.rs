@@ -131,6 +131,13 @@ impl Broadcast {
     }
 }
 
+/// A node below this platform, as announced.
+struct MemberEntry {
+    key: certs::PublicKey,
+    chain: Vec<Certificate>,
+    frame: Bytes,
+}
+
 /// Why an ingest did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -161,9 +168,9 @@ pub struct Relay {
     reporter: Mutex<EventReporter>,
     /// Frames for the parent (receipts, status, events), in order.
     up: mpsc::Sender<Bytes>,
-    /// Nodes below whose reports can be checked: serial → key and the
-    /// announcement to pass on to a new parent.
-    members: RwLock<HashMap<u64, (certs::PublicKey, Bytes)>>,
+    /// Nodes below whose reports can be checked: serial → key, chain and
+    /// the announcement to pass on to a new parent.
+    members: RwLock<HashMap<u64, MemberEntry>>,
 }
 
 impl Relay {
@@ -234,12 +241,22 @@ impl Relay {
                 return Err(Refusal::ForgedReport);
             }
         }
-        let frame = Bytes::from(Message::Member(protocol::Member { chain }).encode());
+        let frame = Bytes::from(
+            Message::Member(protocol::Member {
+                chain: chain.clone(),
+            })
+            .encode(),
+        );
+        let entry = MemberEntry {
+            key: *leaf.public_key(),
+            chain,
+            frame: frame.clone(),
+        };
         let fresh = self
             .members
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(leaf.serial(), (*leaf.public_key(), frame.clone()))
+            .insert(leaf.serial(), entry)
             .is_none();
         if fresh {
             self.send_up(frame);
@@ -253,7 +270,7 @@ impl Relay {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&serial)
-            .map(|(k, _)| *k)
+            .map(|m| m.key)
     }
 
     /// Every announcement, for a newly connected parent.
@@ -262,7 +279,7 @@ impl Relay {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|(_, f)| f.clone())
+            .map(|m| m.frame.clone())
             .collect()
     }
 
@@ -356,6 +373,15 @@ impl Relay {
             if let Some(b) = self.get(*id) {
                 b.cancel();
             }
+        }
+        // Revoked members report no more.
+        {
+            let lists = self.revocations.read().unwrap_or_else(|p| p.into_inner());
+            let now_s = now_ms() / 1000;
+            self.members
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, m| self.anchor.verify(&m.chain, now_s, &lists).is_ok());
         }
         if let Err(e) = self.store.put_revocation(signer, &list.encode()) {
             tracing::error!("storing a revocation list: {e}");

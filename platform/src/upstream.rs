@@ -29,40 +29,66 @@ pub async fn run(
     }
     let mut backoff = Duration::from_millis(200);
     let mut quarantine = Quarantine::default();
+    // The parent whose link was just lost is tried last; a probe brings the
+    // platform back to a preferred parent once it answers again.
+    let mut lost: Option<SocketAddr> = None;
     loop {
-        for addr in &quarantine.usable(&parents, std::time::Instant::now()) {
-            match transport::connect(&endpoint, *addr).await {
-                Ok(conn) => {
-                    info!(%addr, "connected to parent");
-                    backoff = Duration::from_millis(200);
-                    let strikes = Arc::new(Strikes::default());
-                    match session(&conn, &relay, &mut up, &strikes).await {
-                        Ok(true) => {
-                            warn!(%addr, "parent sends what fails verification: avoided for {:?}", guard::QUARANTINE);
-                            quarantine.add(*addr, std::time::Instant::now());
-                            conn.close(3u32.into(), b"hostile");
-                        }
-                        Ok(false) => {}
-                        Err(e) => debug!(%addr, "parent session ended: {e}"),
-                    }
-                    warn!(%addr, "lost parent");
-                    break; // start again from the preferred parent
+        let usable = quarantine.usable(&parents, std::time::Instant::now());
+        for addr in guard::failover_order(&usable, lost) {
+            let conn = match transport::connect(&endpoint, addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%addr, "cannot reach parent: {e}");
+                    continue;
                 }
-                Err(e) => debug!(%addr, "cannot reach parent: {e}"),
+            };
+            info!(%addr, "connected to parent");
+            lost = None;
+            let rank = usable.iter().position(|a| *a == addr).unwrap_or(0);
+            let strikes = Arc::new(Strikes::default());
+            let back = Arc::new(tokio::sync::Notify::new());
+            let _probe = transport::probe_preferred(&endpoint, &usable[..rank], &back);
+            match session(&conn, &relay, &mut up, &strikes, &back).await {
+                Ok(ParentEnd::Hostile) => {
+                    warn!(%addr, "parent sends what fails verification: avoided for {:?}", guard::QUARANTINE);
+                    quarantine.add(addr, std::time::Instant::now());
+                    conn.close(3u32.into(), b"hostile");
+                }
+                Ok(ParentEnd::Preferred) => {
+                    info!(%addr, "a preferred parent is back");
+                    conn.close(0u32.into(), b"preferred");
+                }
+                Ok(ParentEnd::Lost) => lost = Some(addr),
+                Err(e) => {
+                    debug!(%addr, "parent session ended: {e}");
+                    lost = Some(addr);
+                }
             }
+            warn!(%addr, "left parent");
+            backoff = Duration::ZERO;
+            break; // start again from the preferred parent
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
     }
 }
 
-/// Ok(true) when the parent proved hostile.
+/// Why a session with the parent ended (other than an error).
+enum ParentEnd {
+    Lost,
+    /// It kept sending what fails verification, or was revoked.
+    Hostile,
+    /// A parent ranked higher answers again.
+    Preferred,
+}
+
 async fn session(
     conn: &quinn::Connection,
     relay: &Arc<Relay>,
     up: &mut mpsc::Receiver<Bytes>,
     strikes: &Arc<Strikes>,
-) -> anyhow::Result<bool> {
+    preferred_back: &tokio::sync::Notify,
+) -> anyhow::Result<ParentEnd> {
     let parent_chain = transport::peer_chain(conn)?;
     let parent = parent_chain.last().map_or(0, certs::Certificate::serial);
     let (mut send, recv) = conn.open_bi().await?;
@@ -123,9 +149,10 @@ async fn session(
             }
             frame = up.recv() => match frame {
                 Some(f) => send.write_all(&f).await?,
-                None => return Ok(false),
+                None => return Ok(ParentEnd::Lost),
             },
-            _ = strikes.hostile() => return Ok(true),
+            _ = strikes.hostile() => return Ok(ParentEnd::Hostile),
+            _ = preferred_back.notified() => return Ok(ParentEnd::Preferred),
             frame = control.next() => match frame {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
                     if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
@@ -137,7 +164,7 @@ async fn session(
                     match raw.message() {
                         Ok(Message::Revocation(list)) => match relay.apply_revocation(list) {
                             // The parent itself revoked: leave it at once.
-                            Ok(true) if relay.chain_fails(&parent_chain) => return Ok(true),
+                            Ok(true) if relay.chain_fails(&parent_chain) => return Ok(ParentEnd::Hostile),
                             Ok(_) => {}
                             Err(e) => {
                                 warn!("revocation list from parent refused: {e}");
@@ -152,11 +179,11 @@ async fn session(
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(false),
+                Ok(None) => return Ok(ParentEnd::Lost),
                 Err(e) => {
                     if let Some(d) = e.framing() {
                         relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
-                        return Ok(true);
+                        return Ok(ParentEnd::Hostile);
                     }
                     return Err(e.into());
                 }

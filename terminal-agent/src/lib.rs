@@ -432,17 +432,22 @@ async fn link(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut quarantine = guard::Quarantine::default();
+    // The upstream whose link was just lost is tried last; the probe brings
+    // the terminal back to it once it answers again.
+    let mut lost: Option<SocketAddr> = None;
     loop {
         let usable = quarantine.usable(&upstreams, std::time::Instant::now());
-        for (rank, addr) in usable.iter().enumerate() {
-            let Ok(conn) = transport::connect(&endpoint, *addr).await else {
+        for addr in guard::failover_order(&usable, lost) {
+            let Ok(conn) = transport::connect(&endpoint, addr).await else {
                 continue;
             };
+            let rank = usable.iter().position(|a| *a == addr).unwrap_or(0);
             backoff = Duration::from_millis(100);
+            lost = None;
             *shared
                 .connected_to
                 .write()
-                .unwrap_or_else(|e| e.into_inner()) = Some(*addr);
+                .unwrap_or_else(|e| e.into_inner()) = Some(addr);
             info!(%addr, rank, "connected upstream");
             let end = session(
                 &endpoint,
@@ -453,23 +458,28 @@ async fn link(
                 heartbeat,
             )
             .await;
-            if let SessionEnd::Lost(e) = &end {
-                debug!(%addr, "upstream session ended: {e}");
-            }
-            if let SessionEnd::Hostile(why) = end {
-                tracing::warn!(%addr, "upstream avoided for {:?}: {why}", guard::QUARANTINE);
-                shared
-                    .hostile
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                quarantine.add(*addr, std::time::Instant::now());
-                backoff = Duration::ZERO;
+            match end {
+                SessionEnd::Lost(e) => {
+                    debug!(%addr, "upstream session ended: {e}");
+                    lost = Some(addr);
+                    backoff = Duration::ZERO;
+                }
+                SessionEnd::Hostile(why) => {
+                    tracing::warn!(%addr, "upstream avoided for {:?}: {why}", guard::QUARANTINE);
+                    shared
+                        .hostile
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    quarantine.add(addr, std::time::Instant::now());
+                    backoff = Duration::ZERO;
+                }
+                SessionEnd::Preferred => {}
             }
             conn.close(0u32.into(), b"leaving");
             *shared
                 .connected_to
                 .write()
                 .unwrap_or_else(|e| e.into_inner()) = None;
-            break; // always start again from the preferred upstream
+            break; // start again from the preferred upstream
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -562,8 +572,8 @@ async fn session_loop(
     };
     transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
     let mut beat = tokio::time::interval(heartbeat);
-    let mut probe = tokio::time::interval(Duration::from_secs(3));
-    probe.tick().await;
+    let preferred_back = Arc::new(tokio::sync::Notify::new());
+    let _probe = transport::probe_preferred(endpoint, preferred, &preferred_back);
     let mut seq = 0u32;
     loop {
         tokio::select! {
@@ -580,15 +590,8 @@ async fn session_loop(
                 seq += 1;
                 transport::send(&mut send, &Message::Status(status(shared, seq).sign(&shared.key))).await?;
             }
-            _ = probe.tick(), if !preferred.is_empty() => {
-                for addr in preferred {
-                    if let Ok(better) = transport::connect(endpoint, *addr).await {
-                        // Back to the preferred upstream: this one is dropped.
-                        better.close(0u32.into(), b"probe");
-                        return Ok(SessionEnd::Preferred);
-                    }
-                }
-            }
+            // Back to the preferred upstream: this one is dropped.
+            _ = preferred_back.notified() => return Ok(SessionEnd::Preferred),
             _ = link.strikes.hostile() => {
                 return Ok(SessionEnd::Hostile("too many refused messages"));
             }

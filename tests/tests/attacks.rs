@@ -1230,6 +1230,15 @@ fn forged_material_is_well_formed() {
 async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() {
     let r = Range::start().await;
     let village = village_a(&r).cert().serial();
+    assert!(
+        tests::eventually(Duration::from_secs(10), || r
+            .district
+            .relay
+            .member_key(village)
+            .is_some())
+        .await,
+        "the district knows village A's key (announced up the tree)"
+    );
     let started = tokio::time::Instant::now();
     revoke(&r, &[village]).await;
     assert!(wait_list(&r, 1, Duration::from_secs(10)).await);
@@ -1238,6 +1247,10 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
     assert!(
         took <= HEARTBEAT,
         "the list took {took:?}, more than one heartbeat"
+    );
+    assert!(
+        r.district.relay.member_key(village).is_none(),
+        "a revoked platform reports no more"
     );
     // The village platform itself is cut off: its parents close its links
     // and its terminal fails over to the town, still reachable.

@@ -38,6 +38,18 @@ impl LinkGuard {
     }
 }
 
+/// The order to dial `usable` upstreams in: as configured, except that the
+/// one whose link was just lost goes last (a dead platform costs a whole
+/// handshake timeout, and the others may be up).
+pub fn failover_order(usable: &[SocketAddr], lost: Option<SocketAddr>) -> Vec<SocketAddr> {
+    usable
+        .iter()
+        .copied()
+        .filter(|a| Some(*a) != lost)
+        .chain(lost.filter(|l| usable.contains(l)))
+        .collect()
+}
+
 /// A link's guard shared by its session and its stream tasks: any of them
 /// strikes, the session waits on `hostile()`.
 #[derive(Debug, Default)]
@@ -113,6 +125,17 @@ mod tests {
         let t1 = t0 + Duration::from_secs(100);
         let hostile = (0..LINK_REFUSALS).map(|i| g.strike(t1 + Duration::from_millis(i as u64)));
         assert_eq!(hostile.filter(|h| *h).count(), 1);
+    }
+
+    #[test]
+    fn the_lost_upstream_is_tried_last() {
+        let a: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        assert_eq!(failover_order(&a, None), a);
+        assert_eq!(failover_order(&a, Some(a[0])), vec![a[1], a[2], a[0]]);
+        // A lost upstream that is no longer usable (quarantined) stays out.
+        assert_eq!(failover_order(&a[1..], Some(a[0])), a[1..].to_vec());
     }
 
     #[test]

@@ -228,3 +228,41 @@ impl FrameStream {
         let _ = self.recv.stop(VarInt::from_u32(1));
     }
 }
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Tries `preferred` upstreams every 3 s in the background (a dead one costs
+/// a handshake timeout, which must not stall the session using the current
+/// link) and notifies `found` when one answers. Stops when the returned
+/// guard is dropped; None when there is nothing to probe.
+pub fn probe_preferred(
+    endpoint: &Endpoint,
+    preferred: &[SocketAddr],
+    found: &Arc<tokio::sync::Notify>,
+) -> Option<AbortOnDrop> {
+    if preferred.is_empty() {
+        return None;
+    }
+    let (endpoint, preferred, found) = (endpoint.clone(), preferred.to_vec(), found.clone());
+    Some(AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            for addr in &preferred {
+                if let Ok(better) = connect(&endpoint, *addr).await {
+                    better.close(0u32.into(), b"probe");
+                    found.notify_one();
+                    return;
+                }
+            }
+        }
+    })))
+}
