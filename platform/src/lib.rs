@@ -26,6 +26,10 @@ use tracing::info;
 
 pub use relay::Relay;
 
+/// Security events are kept this long in the store (the audit trail of
+/// attacks); older ones are pruned with the ended broadcasts.
+pub const EVENT_RETENTION_MS: i64 = 400 * 86_400_000;
+
 /// Everything a platform starts with.
 pub struct PlatformOptions {
     pub name: String,
@@ -147,6 +151,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
         loop {
             every.tick().await;
             let n = pruner.prune(relay::now_ms(), 3_600_000);
+            pruner.prune_events(relay::now_ms(), EVENT_RETENTION_MS);
             if n > 0 {
                 info!(pruned = n, "forgot broadcasts that ended over an hour ago");
             }

@@ -704,6 +704,18 @@ impl Relay {
         old.len()
     }
 
+    /// Forgets stored security events older than `keep_ms` (the audit
+    /// retention); the totals by reason are kept in memory until restart.
+    pub fn prune_events(&self, now_ms: i64, keep_ms: i64) -> usize {
+        match self.store.prune_events(now_ms - keep_ms) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("pruning security events: {e}");
+                0
+            }
+        }
+    }
+
     /// Makes everything stored so far durable.
     pub fn flush(&self) -> Result<(), crate::store::StoreError> {
         self.store.flush()

@@ -141,6 +141,17 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets events that arrived before `before_ms`; returns how many.
+    pub fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.events.range(..before_ms.max(0).to_be_bytes().to_vec()) {
+            let (k, _) = item?;
+            self.events.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Stored events, oldest first, as (arrival ms, body).
     pub fn events(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         self.events

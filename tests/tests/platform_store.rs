@@ -110,6 +110,21 @@ async fn receipts_survive_a_platform_restart() {
     );
     let events = again.relay.book().events();
     assert_eq!(events.len(), 1);
+    // Kept for the audit retention, pruned after it.
+    let now_ms = now * 1000;
+    assert_eq!(
+        again
+            .relay
+            .prune_events(now_ms, platform::EVENT_RETENTION_MS),
+        0
+    );
+    assert_eq!(
+        again.relay.prune_events(
+            now_ms + platform::EVENT_RETENTION_MS + 60_000,
+            platform::EVENT_RETENTION_MS
+        ),
+        1
+    );
     assert_eq!((events[0].reason, events[0].count), ("cert_revoked", 3));
 }
 
