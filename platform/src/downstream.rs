@@ -109,7 +109,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         let from = resume.get(&b.id()).copied().unwrap_or(0);
         // The child has all of a complete broadcast (or says so): resending
         // even its header would only be refused as a replay.
-        let has_all = b.is_complete() && from as usize >= b.segment_count();
+        let has_all = from == u32::MAX || (b.is_complete() && from as usize >= b.segment_count());
         if b.targets_any(&child.scope) && !b.is_cancelled() && !has_all {
             forwarders.spawn(forward(conn.clone(), b, from));
         }
