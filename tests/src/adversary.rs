@@ -349,6 +349,8 @@ async fn pipe_stream(mut frames: FrameStream, state: Arc<State>) {
 pub struct RogueClient {
     pub conn: quinn::Connection,
     pub control: quinn::SendStream,
+    /// What the platform sends on the control stream.
+    pub from_platform: FrameStream,
     _endpoint: quinn::Endpoint,
 }
 
@@ -363,7 +365,7 @@ impl RogueClient {
         let endpoint =
             transport::client_endpoint(identity, &crypto(anchor), ([127, 0, 0, 1], 0).into())?;
         let conn = transport::connect(&endpoint, platform).await?;
-        let (mut control, _recv) = conn.open_bi().await?;
+        let (mut control, recv) = conn.open_bi().await?;
         transport::send(
             &mut control,
             &Message::Hello(Hello {
@@ -377,6 +379,7 @@ impl RogueClient {
         Ok(RogueClient {
             conn,
             control,
+            from_platform: FrameStream::new(recv),
             _endpoint: endpoint,
         })
     }
@@ -384,6 +387,14 @@ impl RogueClient {
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.control.write_all(bytes).await?;
         Ok(())
+    }
+
+    /// The next control message from the platform, waiting up to `timeout`.
+    pub async fn next_message(&mut self, timeout: std::time::Duration) -> Option<Message> {
+        match tokio::time::timeout(timeout, self.from_platform.next()).await {
+            Ok(Ok(Some(raw))) => raw.message().ok(),
+            _ => None,
+        }
     }
 }
 

@@ -1252,6 +1252,55 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
         r.district.relay.member_key(village).is_none(),
         "a revoked platform reports no more"
     );
+    // A terminal that connects later gets the list at once, and again when
+    // its heartbeat shows it does not hold it.
+    let spare = r.terminal_identity(SPARE_B);
+    let mut late = tests::adversary::RogueClient::connect(
+        spare,
+        r.anchor.clone(),
+        r.village_b.quic_addr,
+        spare.cert().serial(),
+    )
+    .await
+    .expect("a terminal connects to its village");
+    let is_list = |m: &Option<Message>| matches!(m, Some(Message::Revocation(l)) if l.revoked.contains(&village));
+    assert!(
+        is_list(&late.next_message(Duration::from_secs(5)).await),
+        "pushed on connect"
+    );
+    let behind = protocol::Status {
+        terminal_serial: spare.cert().serial(),
+        seq: 1,
+        sent_at_ms: now_ms(),
+        volume: 100,
+        muted: false,
+        playing: None,
+        state: protocol::control::PlayState::Waiting,
+        clock_offset_us: 0,
+        software: "terminal-agent 0.1.0".into(),
+        faults: vec![],
+        revocation_numbers: vec![],
+        refusals: vec![],
+    };
+    late.send(&Message::Status(behind.sign(&spare.key)).encode())
+        .await
+        .expect("status");
+    assert!(
+        is_list(&late.next_message(Duration::from_secs(5)).await),
+        "re-sent to a terminal whose status is behind"
+    );
+    let current = protocol::Status {
+        seq: 2,
+        revocation_numbers: vec![(r.pki.district.cert().serial(), 1)],
+        ..behind
+    };
+    late.send(&Message::Status(current.sign(&spare.key)).encode())
+        .await
+        .expect("status");
+    assert!(
+        late.next_message(Duration::from_secs(1)).await.is_none(),
+        "nothing re-sent to a terminal that holds the list"
+    );
     // The village platform itself is cut off: its parents close its links
     // and its terminal fails over to the town, still reachable.
     assert!(
