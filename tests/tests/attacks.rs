@@ -118,6 +118,24 @@ fn area_b(r: &Range) -> certs::AreaCode {
     r.pki.towns[0].villages[1].area
 }
 
+/// A heartbeat in `serial`'s name (signing it is up to the caller).
+fn status_of(serial: u64, muted: bool) -> protocol::Status {
+    protocol::Status {
+        terminal_serial: serial,
+        seq: 1,
+        sent_at_ms: now_ms(),
+        volume: if muted { 0 } else { 100 },
+        muted,
+        playing: None,
+        state: protocol::control::PlayState::Waiting,
+        clock_offset_us: 0,
+        software: "terminal-agent 0.1.0".into(),
+        faults: vec![],
+        revocation_numbers: vec![],
+        refusals: vec![],
+    }
+}
+
 /// Starts the range and the genuine alert every attack runs against.
 async fn setup() -> (Range, Genuine) {
     let r = Range::start().await;
@@ -772,20 +790,7 @@ async fn a20_a_rogue_client_posing_as_a_terminal() {
     )
     .await
     .expect("rogue client connects with a valid terminal certificate");
-    let mut fake = protocol::Status {
-        terminal_serial: victim,
-        seq: 1,
-        sent_at_ms: now_ms(),
-        volume: 0,
-        muted: true,
-        playing: None,
-        state: protocol::control::PlayState::Waiting,
-        clock_offset_us: 0,
-        software: "terminal-agent 0.1.0".into(),
-        faults: vec![],
-        revocation_numbers: vec![],
-        refusals: vec![],
-    };
+    let mut fake = status_of(victim, true);
     // Signed by the thief, and signed by a random key: both name the victim.
     client
         .send(&Message::Status(fake.sign(&thief.key)).encode())
@@ -909,20 +914,7 @@ async fn a21b_a_compromised_relay_forges_reports() {
     let (r, g) = setup().await;
     let victim = r.terminals[A1].serial;
     // A status in a1's name, signed by a key that is not a1's: "muted".
-    let status = protocol::Status {
-        terminal_serial: victim,
-        seq: 99,
-        sent_at_ms: now_ms(),
-        volume: 0,
-        muted: true,
-        playing: None,
-        state: protocol::control::PlayState::Waiting,
-        clock_offset_us: 0,
-        software: "terminal-agent 0.1.0".into(),
-        faults: vec![],
-        revocation_numbers: vec![],
-        refusals: vec![],
-    };
+    let status = status_of(victim, true);
     assert!(
         r.rogue
             .report_up(Message::Status(status.sign(&SecretKey::generate())).encode())
@@ -1268,20 +1260,7 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
         is_list(&late.next_message(Duration::from_secs(5)).await),
         "pushed on connect"
     );
-    let behind = protocol::Status {
-        terminal_serial: spare.cert().serial(),
-        seq: 1,
-        sent_at_ms: now_ms(),
-        volume: 100,
-        muted: false,
-        playing: None,
-        state: protocol::control::PlayState::Waiting,
-        clock_offset_us: 0,
-        software: "terminal-agent 0.1.0".into(),
-        faults: vec![],
-        revocation_numbers: vec![],
-        refusals: vec![],
-    };
+    let behind = status_of(spare.cert().serial(), false);
     late.send(&Message::Status(behind.sign(&spare.key)).encode())
         .await
         .expect("status");
