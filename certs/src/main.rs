@@ -242,36 +242,19 @@ fn run(command: Command) -> Result<()> {
                 bail!("{} already exists", out.display());
             }
             let issuer = issuer.load()?;
-            let mut revoked = serials
+            let serials = serials
                 .iter()
                 .map(|s| parse_serial(s))
                 .collect::<Result<Vec<_>>>()?;
-            let mut number = 1;
-            if let Some(prev) = previous {
-                let prev = RevocationList::from_pem(&read(&prev)?)
-                    .with_context(|| format!("{} is not a revocation list", prev.display()))?;
-                if prev.signer_serial != issuer.cert().serial() {
-                    bail!(
-                        "the previous list was signed by {:016x}, not this issuer",
-                        prev.signer_serial
-                    );
-                }
-                revoked.extend(prev.revoked);
-                number = prev.number + 1;
-            }
-            let (signer_chain, tier) = match issuer.cert().tier() {
-                Tier::Root => (vec![], Tier::Root),
-                Tier::District => (issuer.chain.clone(), Tier::District),
-                other => bail!("only the root or a district signs revocation lists, not a {other}"),
+            let previous = match previous {
+                Some(p) => Some(
+                    RevocationList::from_pem(&read(&p)?)
+                        .with_context(|| format!("{} is not a revocation list", p.display()))?,
+                ),
+                None => None,
             };
-            let list = RevocationList::sign(
-                issuer.cert().serial(),
-                signer_chain,
-                &issuer.key,
-                number,
-                now,
-                revoked,
-            )?;
+            let list = RevocationList::next(&issuer, previous.as_ref(), &serials, now)?;
+            let (number, tier) = (list.number, issuer.cert().tier());
             std::fs::write(&out, list.to_pem())
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!(

@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::cert::{Certificate, Tier, MAX_CERT_BYTES};
 use crate::chain::{ChainError, TrustAnchor, MAX_CHAIN_LEN};
 use crate::encoding::{DecodeError, Reader, Writer};
+use crate::identity::Identity;
 use crate::key::{SecretKey, SignContext, Signature};
 
 pub const CRL_VERSION: u8 = 1;
@@ -26,7 +27,7 @@ pub const CRL_PEM_TAG: &str = "EBS REVOCATION LIST";
 pub enum RevocationError {
     #[error("revocation list signer chain: {0}")]
     Chain(#[from] ChainError),
-    #[error("revocation lists may be signed only by the root or a district, not a {0}")]
+    #[error("only the root or a district signs revocation lists, not a {0}")]
     SignerTier(Tier),
     #[error("revocation list names signer {named:016x} but is carried with {actual:016x}")]
     SignerMismatch { named: u64, actual: u64 },
@@ -36,6 +37,8 @@ pub enum RevocationError {
     Rollback { current: u64, offered: u64 },
     #[error("too many revoked serials (at most {MAX_REVOKED})")]
     TooMany,
+    #[error("the previous list was signed by {previous:016x}, not by {signer:016x}")]
+    NotSignersList { previous: u64, signer: u64 },
 }
 
 impl RevocationError {
@@ -47,6 +50,7 @@ impl RevocationError {
             RevocationError::BadSignature => "crl_bad_signature",
             RevocationError::Rollback { .. } => "crl_rollback",
             RevocationError::TooMany => "crl_too_many",
+            RevocationError::NotSignersList { .. } => "crl_not_signers_list",
         }
     }
 }
@@ -103,6 +107,41 @@ impl RevocationList {
             signer_chain,
             signature,
         })
+    }
+
+    /// The signer's next list: the serials of its `previous` list plus
+    /// `add`, numbered one higher (1 for a first list). The root or a
+    /// district signs.
+    pub fn next(
+        signer: &Identity,
+        previous: Option<&RevocationList>,
+        add: &[u64],
+        issued_at: i64,
+    ) -> Result<Self, RevocationError> {
+        let cert = signer.cert();
+        if !matches!(cert.tier(), Tier::Root | Tier::District) {
+            return Err(RevocationError::SignerTier(cert.tier()));
+        }
+        let mut revoked = add.to_vec();
+        let mut number = 1;
+        if let Some(prev) = previous {
+            if prev.signer_serial != cert.serial() {
+                return Err(RevocationError::NotSignersList {
+                    previous: prev.signer_serial,
+                    signer: cert.serial(),
+                });
+            }
+            revoked.extend_from_slice(&prev.revoked);
+            number = prev.number + 1;
+        }
+        Self::sign(
+            cert.serial(),
+            signer.chain_below_root(),
+            &signer.key,
+            number,
+            issued_at,
+            revoked,
+        )
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -162,7 +162,8 @@ pub struct Relay {
     store: Store,
     pub book: Mutex<Book>,
     anchor: TrustAnchor,
-    /// The lists in force, shared with the TLS verifiers of this node.
+    /// The lists in force: one state for this relay's verifier and the TLS
+    /// verifiers of this node.
     revocations: Arc<RwLock<RevocationState>>,
     revocation_feed: broadcast::Sender<RevocationList>,
     reporter: Mutex<EventReporter>,
@@ -192,7 +193,8 @@ impl Relay {
             },
             Policy::default(),
             MemoryReplayStore::new(),
-        );
+        )
+        .with_shared_revocations(revocations.clone());
         Arc::new(Relay {
             tier: cert.tier(),
             scope,
@@ -289,6 +291,17 @@ impl Relay {
         self.report(r, broadcast, offender);
     }
 
+    /// Counts (and unless `report` is false, reports) a frame that did not
+    /// even decode.
+    fn undecodable(&self, e: certs::encoding::DecodeError, report: bool) -> IngestError {
+        let r = Refusal::from(e);
+        self.verifier().count(&r);
+        if report {
+            self.report(&r, None, 0);
+        }
+        r.into()
+    }
+
     /// Reports an already counted refusal as a security event (aggregated).
     fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64) {
         tracing::debug!(reason = r.reason().name(), "refused: {r}");
@@ -360,14 +373,6 @@ impl Relay {
         };
         if outcome.applied == certs::Applied::AlreadyCurrent {
             return Ok(false);
-        }
-        if let Err(e) = self
-            .revocations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(list.clone(), &self.anchor, now_ms() / 1000)
-        {
-            tracing::error!("revocation list verified but the TLS state refused it: {e}");
         }
         for id in &outcome.stopped {
             if let Some(b) = self.get(*id) {
@@ -500,14 +505,7 @@ impl Relay {
         ) {
             Ok(Message::Header(h)) => h,
             Ok(other) => return Err(IngestError::WrongKind(other.kind())),
-            Err(e) => {
-                let r = Refusal::from(e);
-                self.verifier().count(&r);
-                if report {
-                    self.report(&r, None, 0);
-                }
-                return Err(r.into());
-            }
+            Err(e) => return Err(self.undecodable(e, report)),
         };
         let verdict = self.verifier().accept_header(&header, now_ms());
         let verdict = match verdict {
@@ -560,14 +558,7 @@ impl Relay {
     ) -> Result<(), IngestError> {
         let segment = match Segment::decode(&frame[protocol::frame::FRAME_PREFIX_LEN..]) {
             Ok(s) => s,
-            Err(e) => {
-                let r = Refusal::from(e);
-                self.verifier().count(&r);
-                if report {
-                    self.report(&r, None, 0);
-                }
-                return Err(r.into());
-            }
+            Err(e) => return Err(self.undecodable(e, report)),
         };
         let verdict = self.verifier().accept_segment(&segment, now_ms());
         let verdict = match verdict {
@@ -663,11 +654,7 @@ impl Relay {
         ) {
             Ok(Message::Command(c)) => c,
             Ok(other) => return Err(IngestError::WrongKind(other.kind())),
-            Err(e) => {
-                let r = Refusal::from(e);
-                self.refuse(&r, None, 0);
-                return Err(r.into());
-            }
+            Err(e) => return Err(self.undecodable(e, true)),
         };
         let verdict = self.verifier().accept_command_for_relay(&cmd, now_ms());
         if let Err(r) = verdict {

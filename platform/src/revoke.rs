@@ -37,16 +37,7 @@ pub fn revoke(relay: &Relay, serials: &[u64]) -> Result<RevocationList, RevokeEr
         .revocation_lists()
         .into_iter()
         .find(|l| l.signer_serial == own);
-    let (number, mut revoked) = current.map_or((0, Vec::new()), |l| (l.number, l.revoked));
-    revoked.extend_from_slice(serials);
-    let list = RevocationList::sign(
-        own,
-        relay.identity.chain_below_root(),
-        &relay.identity.key,
-        number + 1,
-        now_ms() / 1000,
-        revoked,
-    )?;
+    let list = RevocationList::next(&relay.identity, current.as_ref(), serials, now_ms() / 1000)?;
     relay.apply_revocation(list.clone())?;
     Ok(list)
 }

@@ -4,6 +4,7 @@
 //! counts refusals by reason. No sockets, no clock: callers pass `now`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use certs::{
     Applied, AreaCode, Certificate, PublicKey, RevocationList, RevocationState, TrustAnchor,
@@ -105,7 +106,9 @@ pub struct RevocationOutcome {
 #[derive(Debug)]
 pub struct Verifier<S: ReplayStore> {
     anchor: TrustAnchor,
-    revocations: RevocationState,
+    /// Shared with the node's TLS verifiers: one state for messages and
+    /// handshakes.
+    revocations: Arc<RwLock<RevocationState>>,
     audience: Audience,
     policy: Policy,
     store: S,
@@ -122,7 +125,7 @@ impl<S: ReplayStore> Verifier<S> {
     pub fn new(anchor: TrustAnchor, audience: Audience, policy: Policy, store: S) -> Self {
         Verifier {
             anchor,
-            revocations: RevocationState::new(),
+            revocations: Arc::default(),
             audience,
             policy,
             store,
@@ -137,8 +140,16 @@ impl<S: ReplayStore> Verifier<S> {
         &self.counts
     }
 
-    pub fn revocations(&self) -> &RevocationState {
-        &self.revocations
+    /// The lists in force.
+    pub fn revocations(&self) -> RwLockReadGuard<'_, RevocationState> {
+        self.revocations.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Uses `shared` as the revocation state, so that the node's TLS
+    /// verifiers and this verifier always hold the same lists.
+    pub fn with_shared_revocations(mut self, shared: Arc<RwLock<RevocationState>>) -> Self {
+        self.revocations = shared;
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -187,7 +198,12 @@ impl<S: ReplayStore> Verifier<S> {
         list: RevocationList,
         now_ms: i64,
     ) -> Result<RevocationOutcome, Refusal> {
-        let applied = match self.revocations.apply(list, &self.anchor, now_ms / 1000) {
+        let applied = self
+            .revocations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(list, &self.anchor, now_ms / 1000);
+        let applied = match applied {
             Ok(a) => a,
             Err(e) => return self.refuse(Refusal::Revocation(e)),
         };
@@ -204,7 +220,7 @@ impl<S: ReplayStore> Verifier<S> {
             .chain(self.completed.iter())
             .filter(|(_, a)| {
                 self.anchor
-                    .verify(&a.chain, now_s, &self.revocations)
+                    .verify(&a.chain, now_s, &self.revocations())
                     .is_err()
             })
             .map(|(id, _)| *id)
@@ -220,7 +236,7 @@ impl<S: ReplayStore> Verifier<S> {
     /// used to drop a link whose peer was just revoked.
     pub fn chain_fails(&self, chain: &[Certificate], now_ms: i64) -> bool {
         self.anchor
-            .verify(chain, now_ms / 1000, &self.revocations)
+            .verify(chain, now_ms / 1000, &self.revocations())
             .is_err()
     }
 
@@ -228,7 +244,7 @@ impl<S: ReplayStore> Verifier<S> {
     fn platform_signer(&self, chain: &[Certificate], now_s: i64) -> Result<Certificate, Refusal> {
         let signer = self
             .anchor
-            .verify(chain, now_s, &self.revocations)
+            .verify(chain, now_s, &self.revocations())
             .map_err(Refusal::Chain)?
             .clone();
         if !signer.tier().is_platform() {

@@ -72,10 +72,8 @@ struct Shared {
     out: mpsc::Sender<Message>,
     reporter: Mutex<EventReporter>,
     refused_ids: Mutex<std::collections::HashSet<BroadcastId>>,
-    /// The lists in force for the TLS verifier (the message verifier keeps
-    /// its own copy; both are updated together).
-    tls_revocations: Arc<RwLock<RevocationState>>,
-    anchor: certs::TrustAnchor,
+    /// The lists in force, shared by the message and TLS verifiers.
+    revocations: Arc<RwLock<RevocationState>>,
 }
 
 impl Shared {
@@ -174,14 +172,6 @@ impl Shared {
         if outcome.applied == certs::Applied::AlreadyCurrent {
             return Ok(false);
         }
-        if let Err(e) = self
-            .tls_revocations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(list, &self.anchor, now_us() / 1_000_000)
-        {
-            tracing::error!("revocation list verified but the TLS state refused it: {e}");
-        }
         if persist {
             let stored = self.verifier().store().put_revocation(signer, &encoded);
             if let Err(e) = stored {
@@ -235,7 +225,7 @@ impl TerminalHandle {
                 .load(std::sync::atomic::Ordering::Relaxed),
             revocation_numbers: self
                 .shared
-                .tls_revocations
+                .revocations
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .numbers()
@@ -296,13 +286,15 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
         .context("terminal certificate has no area")?;
     let store = SledReplayStore::open(&opts.store)
         .with_context(|| format!("opening store {}", opts.store.display()))?;
+    // One revocation state for the message verifier and the TLS verifier.
+    let revocations = Arc::new(RwLock::new(RevocationState::new()));
     let verifier = Verifier::new(
         opts.bundle.anchor.clone(),
         Audience::Terminal { area },
         Policy::default(),
         store,
-    );
-    let tls_revocations = Arc::new(RwLock::new(RevocationState::new()));
+    )
+    .with_shared_revocations(revocations.clone());
     // An upstream refused in the TLS handshake is a security event; the
     // hook finds the terminal's state once it exists.
     let hook_target: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
@@ -314,7 +306,7 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
     });
     let crypto = transport::NodeCrypto {
         anchor: opts.bundle.anchor.clone(),
-        revocations: tls_revocations.clone(),
+        revocations: revocations.clone(),
         on_reject: Some(on_reject),
     };
     let bind: SocketAddr = match opts.upstreams.first() {
@@ -340,8 +332,7 @@ pub async fn start(opts: TerminalOptions) -> anyhow::Result<TerminalHandle> {
             EventReporter::DEFAULT_WINDOW_MS,
         )),
         refused_ids: Mutex::default(),
-        tls_revocations,
-        anchor: opts.bundle.anchor.clone(),
+        revocations,
     });
     let _ = hook_target.set(Arc::downgrade(&shared));
     // Lists in force before the restart apply before the first handshake.
@@ -510,32 +501,11 @@ async fn session(
     out: &mut mpsc::Receiver<Message>,
     heartbeat: Duration,
 ) -> SessionEnd {
-    let peer_chain = match transport::peer_chain(conn) {
-        Ok(c) => c,
-        Err(e) => return SessionEnd::Lost(e.into()),
-    };
-    let link = Arc::new(LinkState {
-        strikes: guard::Strikes::default(),
-        peer: peer_chain.last().map_or(0, certs::Certificate::serial),
-    });
-    match session_loop(
-        endpoint,
-        conn,
-        preferred,
-        shared,
-        out,
-        heartbeat,
-        &peer_chain,
-        &link,
-    )
-    .await
-    {
-        Ok(end) => end,
-        Err(e) => SessionEnd::Lost(e),
-    }
+    session_loop(endpoint, conn, preferred, shared, out, heartbeat)
+        .await
+        .unwrap_or_else(SessionEnd::Lost)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn session_loop(
     endpoint: &quinn::Endpoint,
     conn: &quinn::Connection,
@@ -543,9 +513,12 @@ async fn session_loop(
     shared: &Arc<Shared>,
     out: &mut mpsc::Receiver<Message>,
     heartbeat: Duration,
-    peer_chain: &[certs::Certificate],
-    link: &Arc<LinkState>,
 ) -> anyhow::Result<SessionEnd> {
+    let peer_chain = transport::peer_chain(conn)?;
+    let link = Arc::new(LinkState {
+        strikes: guard::Strikes::default(),
+        peer: peer_chain.last().map_or(0, certs::Certificate::serial),
+    });
     let (mut send, recv) = conn.open_bi().await?;
     let mut control = FrameStream::new(recv);
     transport::send(
@@ -597,10 +570,10 @@ async fn session_loop(
             }
             frame = control.next() => match frame {
                 Ok(Some(raw)) => match raw.message() {
-                    Ok(Message::Command(cmd)) => obey(shared, &cmd, link),
+                    Ok(Message::Command(cmd)) => obey(shared, &cmd, &link),
                     Ok(Message::Revocation(list)) => {
                         match shared.apply_revocation(list, true) {
-                            Ok(true) if shared.verifier().chain_fails(peer_chain, now_us() / 1000) => {
+                            Ok(true) if shared.verifier().chain_fails(&peer_chain, now_us() / 1000) => {
                                 return Ok(SessionEnd::Hostile("upstream's certificate revoked"));
                             }
                             Ok(_) => {}

@@ -39,8 +39,6 @@ struct State {
     recorded: Mutex<Vec<Vec<u8>>>,
     /// Control frames from the parent (commands, revocation lists).
     from_parent: broadcast::Sender<Vec<u8>>,
-    /// Swallow revocation lists instead of passing them down.
-    withhold_revocations: std::sync::atomic::AtomicBool,
 }
 
 /// A compromised relay. Dropping it closes its endpoint.
@@ -77,7 +75,6 @@ impl RogueRelay {
             tamper: Mutex::default(),
             recorded: Mutex::default(),
             from_parent: broadcast::channel(256).0,
-            withhold_revocations: Default::default(),
         });
         let mut tasks = vec![tokio::spawn(accept_children(
             endpoint.clone(),
@@ -106,26 +103,14 @@ impl RogueRelay {
         })
     }
 
+    /// Children connected now.
     pub fn children(&self) -> usize {
-        self.state
-            .children
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|c| c.conn.close_reason().is_none())
-            .count()
+        self.live_children().len()
     }
 
     /// Rewrites everything piped from now on.
     pub fn set_tamper(&self, t: Option<Tamper>) {
         *self.state.tamper.lock().unwrap_or_else(|p| p.into_inner()) = t;
-    }
-
-    /// Stops passing revocation lists down (a relay hiding a revocation).
-    pub fn withhold_revocations(&self, on: bool) {
-        self.state
-            .withhold_revocations
-            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Genuine broadcast frames piped so far.
@@ -167,17 +152,20 @@ impl RogueRelay {
     }
 
     /// Sends `frames` to every child on one new stream each, as if they
-    /// were a broadcast. Returns how many children got them.
+    /// were a broadcast. Returns how many children took the first frame (a
+    /// child may stop the stream once it has refused enough of it).
     pub async fn inject(&self, frames: &[Vec<u8>]) -> usize {
         let mut n = 0;
         for child in self.wait_children().await {
             if let Ok(mut s) = child.conn.open_uni().await {
-                let mut ok = true;
-                for f in frames {
-                    ok &= s.write_all(f).await.is_ok();
+                for (i, f) in frames.iter().enumerate() {
+                    let written = s.write_all(f).await.is_ok();
+                    n += (i == 0 && written) as usize;
+                    if !written {
+                        break;
+                    }
                 }
                 let _ = s.finish();
-                n += ok as usize;
             }
         }
         n
@@ -241,15 +229,8 @@ async fn accept_children(
             // Control frames from the parent go down to this child.
             let mut from_parent = state.from_parent.subscribe();
             let down = child.clone();
-            let down_state = state.clone();
             tokio::spawn(async move {
                 while let Ok(frame) = from_parent.recv().await {
-                    let withhold = down_state
-                        .withhold_revocations
-                        .load(std::sync::atomic::Ordering::SeqCst);
-                    if withhold && frame.get(1) == Some(&protocol::FrameKind::Revocation.code()) {
-                        continue;
-                    }
                     if down.control.lock().await.write_all(&frame).await.is_err() {
                         return;
                     }

@@ -258,8 +258,17 @@ async fn an_emergency_preempts_a_daily_programme_which_then_resumes() {
         .await,
         "the programme reaches its end"
     );
+    // At the district: every terminal reported the programme finished, and
+    // none of them as refused.
+    let n = district.terminals.len() as u32;
+    let full = eventually(Duration::from_secs(10), || {
+        let c = district.district.relay.book().coverage(programme);
+        c.finished == n && c.received == n
+    })
+    .await;
     let coverage = district.district.relay.book().coverage(programme);
-    println!("programme coverage: {coverage:?}");
+    assert!(full, "programme coverage: {coverage:?}");
+    assert_eq!(coverage.refused, 0, "{coverage:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,31 +8,12 @@ use certs::pki::{DistrictPki, Layout};
 use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason};
 
 /// A district platform with no API and no parent, on `store`.
-fn district_options(
-    pki: &DistrictPki,
-    store: &std::path::Path,
-    now: i64,
-) -> platform::PlatformOptions {
-    platform::PlatformOptions {
-        name: "district".into(),
-        bundle: certs::Bundle::new(
-            pki.root.cert().clone(),
-            certs::Identity {
-                key: certs::SecretKey::from_pem(&pki.district.key.to_pem(), "k").unwrap(),
-                chain: pki.district.chain.clone(),
-            },
-            now,
-        )
-        .unwrap(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        http: None,
-        parents: vec![],
-        store: store.to_path_buf(),
-        api_token: "x".repeat(32),
-        ingest: codec::IngestConfig::default(),
-        lead_ms: 1000,
-        expiry_warning: platform::expiry::DEFAULT_WARNING,
-    }
+fn district_options(pki: &DistrictPki, store: &std::path::Path) -> platform::PlatformOptions {
+    let bundle = tests::range::bundle(&pki.root, &pki.district);
+    let mut o = tests::range::platform_options(store, "district", bundle, vec![], &"x".repeat(32));
+    o.store = store.to_path_buf();
+    o.http = None;
+    o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +35,7 @@ async fn receipts_survive_a_platform_restart() {
         .parse()
         .unwrap();
     let terminals: Vec<_> = pki.terminals().map(|(_, t)| t).collect();
-    let handle = platform::start(district_options(&pki, &store, now))
+    let handle = platform::start(district_options(&pki, &store))
         .await
         .unwrap();
     let kinds = [
@@ -98,7 +79,7 @@ async fn receipts_survive_a_platform_restart() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = platform::start(district_options(&pki, &store, now))
+    let again = platform::start(district_options(&pki, &store))
         .await
         .unwrap();
     let after = again.relay.book().coverage(id);
@@ -142,7 +123,7 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let handle = platform::start(district_options(&pki, &dir.path().join("store"), now))
+    let handle = platform::start(district_options(&pki, &dir.path().join("store")))
         .await
         .unwrap();
     let (header, segments) = protocol::testing::recorded_broadcast(
@@ -186,7 +167,7 @@ async fn expiry_seen(days: i64) -> (serde_json::Value, String) {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut o = district_options(&pki, &dir.path().join("store"), now);
+    let mut o = district_options(&pki, &dir.path().join("store"));
     o.http = Some(([127, 0, 0, 1], 0).into());
     let p = platform::start(o).await.unwrap();
     let api = format!("http://{}", p.http_addr.unwrap());
