@@ -7,6 +7,21 @@ use std::time::Duration;
 use certs::pki::{DistrictPki, Layout};
 use protocol::{BroadcastId, Receipt, ReceiptKind, RefusalReason};
 
+/// A district with one town, one village and `terminals` terminals, valid
+/// from a minute ago until `until`.
+fn one_village(now: i64, terminals: usize, until: i64) -> DistrictPki {
+    DistrictPki::generate(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals,
+        },
+        (now - 60, until),
+        now,
+    )
+    .unwrap()
+}
+
 /// A district platform with no API and no parent, on `store`.
 fn district_options(pki: &DistrictPki, store: &std::path::Path) -> platform::PlatformOptions {
     let bundle = tests::range::bundle(&pki.root, &pki.district);
@@ -19,16 +34,7 @@ fn district_options(pki: &DistrictPki, store: &std::path::Path) -> platform::Pla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_survive_a_platform_restart() {
     let now = certs::time::unix_now();
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 3,
-        },
-        (now - 60, now + 86_400),
-        now,
-    )
-    .unwrap();
+    let pki = one_village(now, 3, now + 86_400);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let id: BroadcastId = format!("{}202611280001", pki.district.cert().body().resource_code)
@@ -112,16 +118,7 @@ async fn receipts_survive_a_platform_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     let now = certs::time::unix_now();
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        (now - 60, now + 86_400),
-        now,
-    )
-    .unwrap();
+    let pki = one_village(now, 1, now + 86_400);
     let dir = tempfile::tempdir().unwrap();
     let handle = platform::start(district_options(&pki, &dir.path().join("store")))
         .await
@@ -156,16 +153,7 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
 /// `days` more days.
 async fn expiry_seen(days: i64) -> (serde_json::Value, String) {
     let now = certs::time::unix_now();
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        (now - 60, now + days * 86_400),
-        now,
-    )
-    .unwrap();
+    let pki = one_village(now, 1, now + days * 86_400);
     let dir = tempfile::tempdir().unwrap();
     let mut o = district_options(&pki, &dir.path().join("store"));
     o.http = Some(([127, 0, 0, 1], 0).into());
