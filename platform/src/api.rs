@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::book::{Coverage, TerminalRow};
-use crate::issue::{self, IssueError, IssueRequest, Sequence};
+use crate::issue::{self, IdAllocator, IssueError, IssueRequest};
 use crate::relay::{now_ms, Relay};
 
 /// A terminal whose last heartbeat is older than this is offline.
@@ -25,7 +25,7 @@ pub const OFFLINE_AFTER_MS: i64 = 30_000;
 #[derive(Clone)]
 pub struct ApiState {
     pub relay: Arc<Relay>,
-    pub seq: Arc<Sequence>,
+    pub ids: IdAllocator,
     pub token: Arc<String>,
     pub ingest: codec::IngestConfig,
     pub name: Arc<String>,
@@ -59,9 +59,20 @@ impl From<IssueError> for ApiError {
     fn from(e: IssueError) -> Self {
         let code = match e {
             IssueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IssueError::IdsExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(code, e.to_string())
+    }
+}
+
+/// Runs work that decodes, signs or fsyncs off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, IssueError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -223,7 +234,7 @@ async fn cancel(
     let target: BroadcastId = id
         .parse()
         .map_err(|_| bad(format!("{id:?} is not a 35-digit broadcast id")))?;
-    let cancel_id = issue::cancel(&s.relay, &s.seq, target)?;
+    let cancel_id = blocking(move || issue::cancel(&s.relay, &s.ids, target)).await?;
     Ok(Json(
         json!({ "cancelled": target.to_string(), "cancel_id": cancel_id.to_string() }),
     ))
@@ -324,15 +335,9 @@ async fn create(
         valid_minutes,
         volume,
     };
-    let id = issue::issue(
-        s.relay.clone(),
-        &s.seq,
-        req,
-        audio.path(),
-        s.ingest,
-        s.lead_ms,
-    )
-    .await?;
+    let id =
+        blocking(move || issue::issue(&s.relay, &s.ids, req, audio.path(), &s.ingest, s.lead_ms))
+            .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id.to_string(), "accepted_ms": now_ms() })),

@@ -2,11 +2,9 @@
 //! kept durably before the operator is told it was accepted. Cancel by id.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use certs::AreaCode;
+use certs::{AreaCode, ResourceCode};
 use protocol::build::{segments_needed, SegmentSigner};
 use protocol::{
     AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Codec, EventType, Message,
@@ -14,6 +12,7 @@ use protocol::{
 };
 
 use crate::relay::{now_ms, Relay};
+use crate::store::Store;
 
 /// Frames per segment of recorded audio (200 ms; PROTOCOL.md section 5).
 const FRAMES_PER_SEGMENT: u8 = 10;
@@ -36,6 +35,11 @@ pub enum IssueError {
     Refused(String),
     #[error("store: {0}")]
     Store(String),
+    #[error(
+        "all {} broadcast ids of {day} (China time) are used; issuing resumes at midnight",
+        crate::store::SEQUENCES_PER_DAY
+    )]
+    IdsExhausted { day: u32 },
 }
 
 /// What an operator asks for.
@@ -53,13 +57,32 @@ pub struct IssueRequest {
     pub volume: Option<u8>,
 }
 
-/// Daily sequence numbers for broadcast ids (4 digits, wraps).
-#[derive(Debug, Default)]
-pub struct Sequence(AtomicU16);
+/// Hands out this platform's broadcast ids: its resource code, the issue
+/// day in China, and that day's next sequence number, reserved durably in
+/// the store first. A restarted or crashed platform never reuses an id (a
+/// reused id is refused as a duplicate all the way down the tree).
+#[derive(Clone)]
+pub struct IdAllocator {
+    store: Store,
+    issuer: ResourceCode,
+}
 
-impl Sequence {
-    pub fn next(&self) -> u16 {
-        self.0.fetch_add(1, Ordering::Relaxed) % 10_000
+impl IdAllocator {
+    pub fn new(store: Store, issuer: ResourceCode) -> Self {
+        IdAllocator { store, issuer }
+    }
+
+    /// A fresh id for a broadcast issued at `now_ms`.
+    pub fn next(&self, now_ms: i64) -> Result<BroadcastId, IssueError> {
+        let (y, m, d) = china_date(now_ms);
+        let day = y as u32 * 10_000 + m as u32 * 100 + d as u32;
+        let seq = self
+            .store
+            .reserve_sequence(day)
+            .map_err(|e| IssueError::Store(e.to_string()))?
+            .ok_or(IssueError::IdsExhausted { day })?;
+        BroadcastId::new(&self.issuer, (y, m, d), seq)
+            .map_err(|e| IssueError::Invalid(e.to_string()))
     }
 }
 
@@ -69,17 +92,6 @@ fn china_date(unix_ms: i64) -> (u16, u8, u8) {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(certs::time::CHINA_OFFSET);
     (t.year() as u16, t.month() as u8, t.day())
-}
-
-/// The next broadcast id of this platform: its resource code, today's date
-/// in China, the daily sequence.
-fn next_id(relay: &Relay, seq: &Sequence, now_ms: i64) -> Result<BroadcastId, IssueError> {
-    BroadcastId::new(
-        &relay.identity.cert().body().resource_code,
-        china_date(now_ms),
-        seq.next(),
-    )
-    .map_err(|e| IssueError::Invalid(e.to_string()))
 }
 
 pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError> {
@@ -97,23 +109,21 @@ pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError
 }
 
 /// Encodes `audio`, signs, and publishes. Returns once stored durably.
-pub async fn issue(
-    relay: Arc<Relay>,
-    seq: &Sequence,
+/// Blocking (decoding, encoding, fsync): callers on a runtime use
+/// `spawn_blocking`.
+pub fn issue(
+    relay: &Relay,
+    ids: &IdAllocator,
     req: IssueRequest,
     audio: &Path,
-    ingest: codec::IngestConfig,
+    ingest: &codec::IngestConfig,
     lead_ms: i64,
 ) -> Result<BroadcastId, IssueError> {
-    check_scope(&relay, &req.targets)?;
-    let path = audio.to_path_buf();
-    let encoded =
-        tokio::task::spawn_blocking(move || codec::ingest_file(&path, &ingest, &mut |_| {}))
-            .await
-            .map_err(|e| IssueError::Invalid(e.to_string()))??;
+    check_scope(relay, &req.targets)?;
+    let encoded = codec::ingest_file(audio, ingest, &mut |_| {})?;
     let now = now_ms();
     let identity = &relay.identity;
-    let id = next_id(&relay, seq, now)?;
+    let id = ids.next(now)?;
     let header = BroadcastHeader {
         id,
         msg_type: req.msg_type,
@@ -144,14 +154,15 @@ pub async fn issue(
     let segments = SegmentSigner::new(&signed, &identity.key, (now + lead_ms) * 1000)
         .sign_all(encoded.frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
-    publish(&relay, signed, segments.into_iter().map(Message::Segment))?;
+    publish(relay, signed, segments.into_iter().map(Message::Segment))?;
     Ok(id)
 }
 
-/// Cancels a broadcast everywhere with a signed cancel message.
+/// Cancels a broadcast everywhere with a signed cancel message. Blocking
+/// (fsync), like `issue`.
 pub fn cancel(
     relay: &Relay,
-    seq: &Sequence,
+    ids: &IdAllocator,
     target: BroadcastId,
 ) -> Result<BroadcastId, IssueError> {
     let original = relay
@@ -160,7 +171,7 @@ pub fn cancel(
     let o = original.header.header();
     let now = now_ms();
     let identity = &relay.identity;
-    let id = next_id(relay, seq, now)?;
+    let id = ids.next(now)?;
     let header = BroadcastHeader {
         id,
         msg_type: MessageType::Cancel,

@@ -90,6 +90,10 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
         .with_context(|| format!("opening store {}", opts.store.display()))?;
     let revocations = Arc::new(RwLock::new(RevocationState::new()));
     let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
+    let ids = issue::IdAllocator::new(
+        store.clone(),
+        opts.bundle.identity.cert().body().resource_code,
+    );
     let relay = Relay::new(
         opts.bundle.identity,
         opts.bundle.anchor.clone(),
@@ -165,7 +169,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
         http_addr = Some(listener.local_addr()?);
         let state = api::ApiState {
             relay: relay.clone(),
-            seq: Arc::new(issue::Sequence::default()),
+            ids,
             token: Arc::new(opts.api_token),
             ingest: opts.ingest,
             name: Arc::new(opts.name.clone()),

@@ -22,13 +22,24 @@ pub struct Store {
     status: sled::Tree,
     events: sled::Tree,
     revocations: sled::Tree,
+    /// Next free broadcast sequence number per issue day (yyyymmdd).
+    sequences: sled::Tree,
 }
+
+/// Broadcast ids carry a 4-digit sequence of the issue day.
+pub const SEQUENCES_PER_DAY: u16 = 10_000;
 
 fn seg_key(id: BroadcastId, seq: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(&id.as_u128().to_be_bytes());
     k[16..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// A stored counter that does not decode counts as exhausted: never risk
+/// reusing a number.
+fn decode_sequence(v: &[u8]) -> u16 {
+    <[u8; 2]>::try_from(v).map_or(SEQUENCES_PER_DAY, u16::from_be_bytes)
 }
 
 impl Store {
@@ -41,8 +52,28 @@ impl Store {
             status: db.open_tree("status")?,
             events: db.open_tree("events")?,
             revocations: db.open_tree("revocations")?,
+            sequences: db.open_tree("sequences")?,
             db,
         })
+    }
+
+    /// Reserves the next sequence number of issue day `day` (yyyymmdd) and
+    /// makes the reservation durable before returning it, so no crash can
+    /// ever hand the same number out twice. None once the day's
+    /// `SEQUENCES_PER_DAY` numbers are all taken.
+    pub fn reserve_sequence(&self, day: u32) -> Result<Option<u16>, StoreError> {
+        let taken = self.sequences.fetch_and_update(day.to_be_bytes(), |old| {
+            let next = old.map_or(0, decode_sequence);
+            Some(
+                next.saturating_add(1)
+                    .min(SEQUENCES_PER_DAY)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        self.db.flush()?;
+        let n = taken.map_or(0, |v| decode_sequence(&v));
+        Ok((n < SEQUENCES_PER_DAY).then_some(n))
     }
 
     pub fn put_header(&self, id: BroadcastId, frame: &[u8]) -> Result<(), StoreError> {
@@ -178,5 +209,47 @@ impl Store {
             .values()
             .map(|v| Ok(v?.to_vec()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_are_never_handed_out_twice_and_run_out_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.reserve_sequence(20261201).unwrap(), Some(0));
+            assert_eq!(s.reserve_sequence(20261201).unwrap(), Some(1));
+            assert_eq!(s.reserve_sequence(20261202).unwrap(), Some(0), "per day");
+        }
+        // Reopened (as after a crash: reservations were flushed).
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.reserve_sequence(20261201).unwrap(), Some(2));
+        s.sequences
+            .insert(
+                20261201u32.to_be_bytes(),
+                &(SEQUENCES_PER_DAY - 1).to_be_bytes(),
+            )
+            .unwrap();
+        assert_eq!(s.reserve_sequence(20261201).unwrap(), Some(9_999));
+        assert_eq!(
+            s.reserve_sequence(20261201).unwrap(),
+            None,
+            "the day is full"
+        );
+        assert_eq!(
+            s.reserve_sequence(20261201).unwrap(),
+            None,
+            "and stays full"
+        );
+        // A counter that does not decode is never trusted to be low.
+        s.sequences
+            .insert(20261203u32.to_be_bytes(), &[1u8][..])
+            .unwrap();
+        assert_eq!(s.reserve_sequence(20261203).unwrap(), None);
     }
 }
