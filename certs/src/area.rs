@@ -100,6 +100,12 @@ impl AreaCode {
         let drop = 10u64.pow((12 - keep) as u32);
         self.0 / drop == other.0 / drop
     }
+
+    /// True when one of the two areas lies within the other: a broadcast
+    /// to one concerns a node responsible for the other.
+    pub fn overlaps(self, other: AreaCode) -> bool {
+        self.covers(other) || other.covers(self)
+    }
 }
 
 impl fmt::Display for AreaCode {
@@ -123,7 +129,21 @@ impl FromStr for AreaCode {
 
 /// True when every area of `inner` is covered by some area of `outer`.
 pub fn scope_within(inner: &[AreaCode], outer: &[AreaCode]) -> bool {
-    inner.iter().all(|a| outer.iter().any(|o| o.covers(*a)))
+    first_outside(inner, outer).is_none()
+}
+
+/// The first area of `inner` that no area of `outer` covers.
+pub fn first_outside(inner: &[AreaCode], outer: &[AreaCode]) -> Option<AreaCode> {
+    inner
+        .iter()
+        .copied()
+        .find(|a| !outer.iter().any(|o| o.covers(*a)))
+}
+
+/// True when some area of `a` overlaps some area of `b` (see
+/// [`AreaCode::overlaps`]): what a relay forwards to a child.
+pub fn any_overlap(a: &[AreaCode], b: &[AreaCode]) -> bool {
+    a.iter().any(|x| b.iter().any(|y| x.overlaps(*y)))
 }
 
 /// A 23-digit resource code of the national standard: 1-digit prefix,

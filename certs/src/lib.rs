@@ -12,6 +12,9 @@ pub mod chain;
 pub mod encoding;
 pub mod identity;
 pub mod key;
+/// A whole district's PKI in one call, for tests, benchmarks and the demo
+/// (feature `testing`).
+#[cfg(feature = "testing")]
 pub mod pki;
 pub mod revocation;
 pub mod time;

@@ -38,8 +38,9 @@ pub struct PlayoutConfig {
     pub max_ahead_us: i64,
     /// Consecutive concealed frames before switching to silence.
     pub max_conceal: u32,
-    /// In step: how far behind the timeline playout may run (a coarse
-    /// polling tick) before frames are skipped to catch up.
+    /// In step: the presentation window. A frame may still play this long
+    /// after its time (a player that was held up catches up); past it, it
+    /// is skipped and counted, so playout stays near the timeline.
     pub max_lag_us: i64,
 }
 
@@ -128,6 +129,44 @@ impl Playout {
         matches!((self.end_pts, self.next_pts), (Some(end), Some(next)) if next > end)
     }
 
+    /// Whether the missing frame at `pts` (playing at `at`) is to be
+    /// recovered or concealed now. Only once it is about to play; and a
+    /// frame in the past (a late joiner or a held-up caller catching up)
+    /// only if a later frame is here: audio arrives in order, so then it is
+    /// lost, while with nothing after it, it is still on its way.
+    fn lost(&self, pts: i64, at: i64, now_us: i64) -> bool {
+        let f = self.cfg.frame_us;
+        if at > now_us + f {
+            return false;
+        }
+        at > now_us - f || self.frames.range(pts..).next().is_some()
+    }
+
+    /// Moves the timeline on to `now_us`: frames that should already have
+    /// played are dropped and counted. A broadcast resuming after a
+    /// pre-emption rejoins exactly where its timeline is, so it never
+    /// replays its presentation window over what pre-empted it.
+    pub fn skip_to(&mut self, now_us: i64) {
+        let Some(next) = self.next_pts else {
+            return;
+        };
+        let at = self.play_time(next);
+        if at >= now_us {
+            return;
+        }
+        let f = self.cfg.frame_us;
+        let mut to = next + (now_us - at + f - 1) / f * f;
+        if let Some(end) = self.end_pts {
+            to = to.min(end + f);
+        }
+        let stale: Vec<i64> = self.frames.range(..to).map(|(k, _)| *k).collect();
+        self.stats.dropped += stale.len() as u64;
+        for k in stale {
+            self.frames.remove(&k);
+        }
+        self.next_pts = Some(to);
+    }
+
     /// Adds the frames of a segment whose first frame presents at `pts_us`.
     pub fn push_segment(
         &mut self,
@@ -176,18 +215,39 @@ impl Playout {
     /// The next due frame at `now_us`, or None when nothing is due yet (or
     /// the broadcast has ended). Call repeatedly until None.
     pub fn poll(&mut self, now_us: i64) -> Option<Slot> {
+        self.poll_until(now_us, now_us).map(|(_, slot)| slot)
+    }
+
+    /// When the next frame plays (on the issuer's clock), if there is one.
+    pub fn next_play_time(&self) -> Option<i64> {
+        match self.next_pts {
+            Some(next) if !self.finished() => Some(self.play_time(next)),
+            _ => None,
+        }
+    }
+
+    /// The next frame that plays by `horizon_us`, with its play time: a
+    /// player may decode ahead of time and hand the audio to a sink that
+    /// plays it when due. A missing frame is recovered or concealed only
+    /// once it is about to play (within a frame of `now_us`), never ahead:
+    /// it may still arrive. In step, frames are skipped only when playout has
+    /// fallen more than `max_lag_us` behind `now_us` (the real time), so
+    /// work done ahead never counts as lag and a late caller catches up on
+    /// everything still inside that window.
+    pub fn poll_until(&mut self, horizon_us: i64, now_us: i64) -> Option<(i64, Slot)> {
         let mut next = self.next_pts?;
         if self.finished() {
             return None;
         }
-        if self.play_time(next) > now_us {
+        if self.play_time(next) > horizon_us {
             return None;
         }
         if self.join == Join::InStep {
-            // Running too far behind the timeline: skip to stay in step.
             let lag = now_us - self.play_time(next);
-            let behind = lag / self.cfg.frame_us;
             if lag > self.cfg.max_lag_us {
+                // Running too far behind the timeline: skip to where it is
+                // now, less the window (those frames can still be heard).
+                let behind = (lag - self.cfg.max_lag_us) / self.cfg.frame_us + 1;
                 let skip_to = next + behind * self.cfg.frame_us;
                 let stale: Vec<i64> = self.frames.range(..skip_to).map(|(k, _)| *k).collect();
                 self.stats.dropped += stale.len() as u64;
@@ -204,25 +264,29 @@ impl Playout {
                 }
             }
         }
+        let at = self.play_time(next);
+        if !self.frames.contains_key(&next) && !self.lost(next, at, now_us) {
+            return None;
+        }
         self.started = true;
         self.next_pts = Some(next + self.cfg.frame_us);
         if let Some(packet) = self.frames.remove(&next) {
             self.stats.played += 1;
             self.conceal_run = 0;
-            return Some(Slot::Packet(packet));
+            return Some((at, Slot::Packet(packet)));
         }
         self.stats.underruns += 1;
         if let Some(following) = self.frames.get(&(next + self.cfg.frame_us)) {
             self.stats.recovered += 1;
             self.conceal_run = 0;
-            return Some(Slot::Recover(following.clone()));
+            return Some((at, Slot::Recover(following.clone())));
         }
         self.conceal_run += 1;
         if self.conceal_run > self.cfg.max_conceal {
-            return Some(Slot::Silence);
+            return Some((at, Slot::Silence));
         }
         self.stats.concealed += 1;
-        Some(Slot::Conceal)
+        Some((at, Slot::Conceal))
     }
 }
 
@@ -304,13 +368,93 @@ mod tests {
     }
 
     #[test]
+    fn decoding_ahead_is_not_lag_and_a_late_caller_catches_up() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push_segment(0, (0..100).map(pkt).collect(), true, 0);
+        // 300 ms ahead of real time: the frames due by then, with their times.
+        let ahead: Vec<(i64, Slot)> =
+            std::iter::from_fn(|| p.poll_until(400_000 + 300_000, 400_000)).collect();
+        assert_eq!(ahead.len(), 16);
+        assert_eq!(ahead[0], (400_000, Slot::Packet(pkt(0))));
+        assert_eq!(ahead[15], (700_000, Slot::Packet(pkt(15))));
+        assert_eq!(p.next_play_time(), Some(720_000));
+        // The caller was stalled for 450 ms past frame 16's time: inside the
+        // window, so nothing is dropped; everything due plays now.
+        let now = 720_000 + 450_000;
+        let late: Vec<Slot> = std::iter::from_fn(|| p.poll(now)).collect();
+        assert_eq!(late.len(), 23);
+        assert_eq!(p.stats().dropped, 0);
+        // Stalled 1 s: what fell out of the window is dropped and counted,
+        // the window's worth plays.
+        let now = now + 1_000_000;
+        let slots: Vec<Slot> = std::iter::from_fn(|| p.poll(now)).collect();
+        assert_eq!(slots.first(), Some(&Slot::Packet(pkt(64))));
+        assert_eq!(slots.len(), 25);
+        assert_eq!(p.stats().dropped, 25);
+    }
+
+    #[test]
+    fn a_missing_frame_is_not_concealed_ahead_of_time() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push_segment(0, vec![pkt(0), pkt(1)], false, 0);
+        p.push_segment(3 * F, vec![pkt(3)], false, 0);
+        // 300 ms ahead: frames 0 and 1, then frame 2 is missing and not due.
+        let ahead: Vec<Slot> =
+            std::iter::from_fn(|| p.poll_until(400_000 + 300_000, 400_000).map(|(_, s)| s))
+                .collect();
+        assert_eq!(ahead, vec![Slot::Packet(pkt(0)), Slot::Packet(pkt(1))]);
+        // It arrives before it is due: played, not concealed.
+        p.push(2 * F, pkt(2), 420_000);
+        assert_eq!(
+            p.poll_until(400_000 + 300_000, 420_000),
+            Some((440_000, Slot::Packet(pkt(2))))
+        );
+        // Frame 4 never comes: concealed only once it is about to play.
+        assert_eq!(
+            p.poll_until(400_000 + 300_000, 420_000),
+            Some((460_000, Slot::Packet(pkt(3))))
+        );
+        assert_eq!(p.poll_until(800_000, 420_000), None);
+        assert_eq!(
+            p.poll_until(800_000, 460_000),
+            Some((480_000, Slot::Conceal))
+        );
+        assert_eq!(p.stats().concealed, 1);
+    }
+
+    #[test]
     fn long_gaps_turn_to_silence() {
         let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
         p.push(0, pkt(0), 0);
-        let slots = drain(&mut p, 400_000 + 10 * F);
+        // Polled in real time, one frame at a time: the stream stalled.
+        let slots: Vec<Slot> = (0..=10)
+            .flat_map(|i| drain(&mut p, 400_000 + i * F))
+            .collect();
         assert_eq!(slots[0], Slot::Packet(pkt(0)));
         assert_eq!(slots.iter().filter(|s| **s == Slot::Conceal).count(), 5);
         assert_eq!(slots.iter().filter(|s| **s == Slot::Silence).count(), 5);
+    }
+
+    #[test]
+    fn audio_still_on_its_way_is_waited_for_and_a_resumed_one_rejoins_exactly() {
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        // A late joiner got the first segment; the rest is right behind.
+        let now = 400_000 + 200_000;
+        p.push_segment(0, (0..5).map(pkt).collect(), false, now);
+        assert_eq!(drain(&mut p, now).len(), 5, "the window plays");
+        assert!(
+            drain(&mut p, now).is_empty(),
+            "frame 5 is on its way: no concealment"
+        );
+        p.push_segment(5 * F, (5..10).map(pkt).collect(), true, now + 1_000);
+        assert_eq!(drain(&mut p, now + 1_000).len(), 5);
+        assert_eq!(p.stats().concealed, 0);
+        // Resuming after a pre-emption: straight to the timeline.
+        let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
+        p.push_segment(0, (0..100).map(pkt).collect(), true, 0);
+        p.skip_to(400_000 + 30 * F + 5_000);
+        assert_eq!(p.next_play_time(), Some(400_000 + 31 * F));
+        assert_eq!(p.stats().dropped, 31);
     }
 
     #[test]
@@ -320,12 +464,14 @@ mod tests {
         let mut p = Playout::new(PlayoutConfig::default(), Join::InStep);
         p.push_segment(0, (0..100).map(pkt).collect(), true, now);
         let first = drain(&mut p, now);
+        // In step: what is more than the window (500 ms) behind the
+        // timeline is skipped; the rest of the window plays at once.
         assert_eq!(
             first,
-            vec![Slot::Packet(pkt(50))],
-            "in step: resumes where the timeline is"
+            (26..=50).map(|i| Slot::Packet(pkt(i))).collect::<Vec<_>>(),
+            "in step: resumes inside the window"
         );
-        assert_eq!(p.stats().dropped, 50);
+        assert_eq!(p.stats().dropped, 26);
 
         let mut p = Playout::new(PlayoutConfig::default(), Join::FromStart);
         p.push_segment(0, (0..100).map(pkt).collect(), true, now);

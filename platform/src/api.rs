@@ -2,7 +2,6 @@
 //! broadcasts with live coverage, list terminals. Changing anything needs
 //! the platform's bearer token; there is no default password.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
@@ -18,6 +17,7 @@ use serde_json::json;
 use crate::book::{Coverage, TerminalRow};
 use crate::issue::{self, IdAllocator, IssueError, IssueRequest};
 use crate::relay::{now_ms, Relay};
+use crate::upload::Upload;
 
 /// A terminal whose last heartbeat is older than this is offline.
 pub const OFFLINE_AFTER_MS: i64 = 30_000;
@@ -247,7 +247,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorise(&s, &headers)?;
     let mut fields = std::collections::HashMap::new();
-    let mut audio: Option<tempfile::NamedTempFile> = None;
+    let mut audio: Option<Upload> = None;
     while let Some(field) = form
         .next_field()
         .await
@@ -265,13 +265,9 @@ async fn create(
                 .bytes()
                 .await
                 .map_err(|e| bad(format!("audio upload: {e}")))?;
-            let mut f = tempfile::Builder::new()
-                .suffix(&format!(".{ext}"))
-                .tempfile()
+            let upload = Upload::write(&data, &ext)
                 .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            f.write_all(&data)
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            audio = Some(f);
+            audio = Some(upload);
         } else {
             let text = field
                 .text()

@@ -34,10 +34,24 @@ const LIVE_LAG_SEGMENTS: usize = 10;
 const SEND_AHEAD_US: i64 = 5_000_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>) {
-    while let Some(incoming) = endpoint.accept().await {
+/// Accepts children until `shutdown` resolves; then waits for their
+/// sessions to end (the endpoint is closed by whoever stops the platform).
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    relay: Arc<Relay>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut sessions = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = &mut shutdown => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        let Some(incoming) = incoming else { break };
         let relay = relay.clone();
-        tokio::spawn(async move {
+        sessions.spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
@@ -48,6 +62,13 @@ pub async fn serve(endpoint: quinn::Endpoint, relay: Arc<Relay>) {
                 Err(e) => debug!(%remote, "handshake refused: {e}"),
             }
         });
+    }
+    endpoint.close(0u32.into(), b"shutdown");
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while sessions.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        sessions.abort_all();
     }
 }
 
@@ -125,7 +146,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
             c = commands.recv() => match c {
                 Ok((cmd, frame)) => {
                     let c = &cmd.command;
-                    let concerns = c.target_areas.iter().any(|t| child.scope.iter().any(|s| s.covers(*t) || t.covers(*s)))
+                    let concerns = certs::area::any_overlap(&c.target_areas, &child.scope)
                         || (child.tier == Tier::Terminal && c.target_terminals.contains(&child.serial))
                         || (child.tier != Tier::Terminal && !c.target_terminals.is_empty());
                     if concerns {

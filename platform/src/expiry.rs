@@ -2,7 +2,6 @@
 //! everything it issues), so the platform warns well ahead, in its log, its
 //! metrics and its API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use certs::Certificate;
@@ -12,7 +11,6 @@ use crate::relay::Relay;
 
 /// The default warning period: time to issue and deploy a new certificate.
 pub const DEFAULT_WARNING: Duration = Duration::from_secs(30 * 86_400);
-const CHECK_EVERY: Duration = Duration::from_secs(3_600);
 
 /// One certificate of the platform's chain (root included) and its expiry.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -61,24 +59,20 @@ pub fn chain_expiry(relay: &Relay, now: i64, warning: Duration) -> Vec<CertExpir
     rows
 }
 
-/// Logs a warning for each certificate within the warning period, at start
-/// and then hourly.
-pub async fn watch(relay: Arc<Relay>, warning: Duration) {
-    let mut every = tokio::time::interval(CHECK_EVERY);
-    loop {
-        every.tick().await;
-        for c in chain_expiry(&relay, certs::time::unix_now(), warning) {
-            if c.warning {
-                tracing::warn!(
-                    serial = %c.serial,
-                    tier = c.tier,
-                    name = %c.name,
-                    expires = %c.not_after_local,
-                    days_left = c.seconds_left / 86_400,
-                    "certificate expires soon: issue and deploy a new one before then, \
-                     or this platform and everything it signs goes silent"
-                );
-            }
+/// Logs a warning for each certificate within the warning period (called
+/// at start and then hourly).
+pub fn warn(relay: &Relay, warning: Duration) {
+    for c in chain_expiry(relay, certs::time::unix_now(), warning) {
+        if c.warning {
+            tracing::warn!(
+                serial = %c.serial,
+                tier = c.tier,
+                name = %c.name,
+                expires = %c.not_after_local,
+                days_left = c.seconds_left / 86_400,
+                "certificate expires soon: issue and deploy a new one before then, \
+                 or this platform and everything it signs goes silent"
+            );
         }
     }
 }

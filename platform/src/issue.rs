@@ -98,12 +98,9 @@ pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError
     if targets.is_empty() {
         return Err(IssueError::NoTargets);
     }
-    if let Some(t) = targets
-        .iter()
-        .find(|t| !relay.scope.iter().any(|s| s.covers(**t)))
-    {
+    if let Some(t) = certs::area::first_outside(targets, &relay.scope) {
         let scope: Vec<String> = relay.scope.iter().map(|a| a.to_string()).collect();
-        return Err(IssueError::OutsideScope(*t, scope.join(", ")));
+        return Err(IssueError::OutsideScope(t, scope.join(", ")));
     }
     Ok(())
 }

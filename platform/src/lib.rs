@@ -1,11 +1,11 @@
 //! The playout-control platform: one program for district, town and
-//! village (the certificate decides). A library with a thin `main`, so tests
-//! start real platforms in-process on port 0.
+//! village (the certificate decides). A library with a thin `main`: a test
+//! loads a [`Platform`] from its configuration, binds its sockets on port 0
+//! and runs it in-process (mini-redis's `server::run`).
 
 pub mod api;
 pub mod book;
 pub mod config;
-pub mod demo;
 pub mod downstream;
 pub mod expiry;
 pub mod issue;
@@ -13,41 +13,256 @@ pub mod metrics;
 pub mod relay;
 pub mod revoke;
 pub mod store;
+pub mod upload;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use certs::{Bundle, RevocationState};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+pub use config::PlatformConfig;
 pub use relay::Relay;
 
 /// Security events are kept this long in the store (the audit trail of
 /// attacks); older ones are pruned with the ended broadcasts.
 pub const EVENT_RETENTION_MS: i64 = 400 * 86_400_000;
 
-/// Everything a platform starts with.
-pub struct PlatformOptions {
-    pub name: String,
-    pub bundle: Bundle,
-    /// QUIC address for children (port 0: any).
-    pub listen: SocketAddr,
-    /// HTTP API address; None for no API.
-    pub http: Option<SocketAddr>,
-    /// Parent platforms in failover order; empty at the district.
-    pub parents: Vec<SocketAddr>,
-    pub store: PathBuf,
-    /// Bearer token for changes through the API.
-    pub api_token: String,
-    pub ingest: codec::IngestConfig,
-    /// Accepted → first frame presented (ms); see `issue::DEFAULT_LEAD_MS`.
-    pub lead_ms: i64,
-    /// Warn this long before any certificate of the chain expires.
-    pub expiry_warning: std::time::Duration,
+/// The sockets a platform serves on, bound by the caller.
+pub struct Listeners {
+    /// QUIC: lower platforms and terminals dial here; the parent is dialled
+    /// from it too.
+    pub quic: std::net::UdpSocket,
+    /// The HTTP API, if any.
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names.
+    pub async fn bind(config: &PlatformConfig) -> anyhow::Result<Self> {
+        let quic = transport::bind_udp(config.listen)?;
+        let http = match config.http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("http: cannot bind {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { quic, http })
+    }
+
+    /// QUIC and (if `http`) HTTP on loopback, any port: for tests.
+    pub async fn loopback(http: bool) -> anyhow::Result<Self> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Ok(Listeners {
+            quic: transport::bind_udp(any)?,
+            http: match http {
+                true => Some(tokio::net::TcpListener::bind(any).await?),
+                false => None,
+            },
+        })
+    }
+}
+
+/// A platform ready to run: its configuration, its provisioning and its
+/// API token.
+pub struct Platform {
+    config: PlatformConfig,
+    bundle: Bundle,
+    token: String,
+}
+
+impl Platform {
+    /// Checks `config`, reads its bundle and its API token (created on
+    /// first start).
+    pub fn load(config: PlatformConfig) -> anyhow::Result<Self> {
+        config.check()?;
+        anyhow::ensure!(
+            !config.bundle.as_os_str().is_empty(),
+            "bundle: no provisioning bundle given"
+        );
+        anyhow::ensure!(
+            !config.api_token_file.as_os_str().is_empty(),
+            "api_token_file: no token file given"
+        );
+        let bundle = Bundle::read_file(&config.bundle, certs::time::unix_now())
+            .with_context(|| format!("loading bundle {}", config.bundle.display()))?;
+        let token = config::api_token(&config.api_token_file)?;
+        Ok(Platform {
+            config,
+            bundle,
+            token,
+        })
+    }
+
+    /// A platform provisioned in memory (tests): `config`'s bundle and
+    /// token file are not read.
+    pub fn new(config: PlatformConfig, bundle: Bundle, token: String) -> anyhow::Result<Self> {
+        config.check()?;
+        anyhow::ensure!(
+            token.len() >= 32,
+            "the API token is shorter than 32 characters"
+        );
+        Ok(Platform {
+            config,
+            bundle,
+            token,
+        })
+    }
+
+    /// Runs on `listeners` until `shutdown` resolves, then stops in order.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let handle = self.start(listeners).await?;
+        shutdown.await;
+        handle.shutdown().await;
+        Ok(())
+    }
+
+    /// Starts on `listeners` and returns at once with a handle.
+    pub async fn start(self, listeners: Listeners) -> anyhow::Result<PlatformHandle> {
+        let Platform {
+            config,
+            bundle,
+            token,
+        } = self;
+        let store = store::Store::open(&config.store)
+            .with_context(|| format!("store: cannot open {}", config.store.display()))?;
+        let revocations = Arc::new(RwLock::new(RevocationState::new()));
+        let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
+        let ids =
+            issue::IdAllocator::new(store.clone(), bundle.identity.cert().body().resource_code);
+        let relay = Relay::new(
+            bundle.identity,
+            bundle.anchor.clone(),
+            store,
+            revocations.clone(),
+            up_tx,
+        );
+        let restored = relay.restore()?;
+        // Lists provisioned with the bundle, unless the store has newer ones.
+        for list in bundle.revocations {
+            let held = relay
+                .revocation_numbers()
+                .iter()
+                .any(|(s, n)| *s == list.signer_serial && *n >= list.number);
+            if !held {
+                if let Err(e) = relay.apply_revocation(list) {
+                    tracing::error!("a provisioned revocation list does not apply: {e}");
+                }
+            }
+        }
+        // A peer refused in the TLS handshake is a security event like any other.
+        let weak = Arc::downgrade(&relay);
+        let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
+            if let Some(r) = weak.upgrade() {
+                r.refuse(&protocol::Refusal::from_peer(e), None, leaf.unwrap_or(0));
+            }
+        });
+        let crypto = transport::NodeCrypto {
+            anchor: bundle.anchor,
+            revocations,
+            on_reject: Some(on_reject),
+        };
+        let endpoint = transport::platform_endpoint(&relay.identity, &crypto, listeners.quic)?;
+        let quic_addr = endpoint.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stopping = move || {
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = vec![
+            tokio::spawn(downstream::serve(
+                endpoint.clone(),
+                relay.clone(),
+                stopping(),
+            )),
+            tokio::spawn(upstream::run(
+                endpoint.clone(),
+                config.parents.clone(),
+                relay.clone(),
+                up_rx,
+                stopping(),
+            )),
+            tokio::spawn(housekeeping(
+                relay.clone(),
+                config.expiry_warning(),
+                stopping(),
+            )),
+        ];
+        let mut http_addr = None;
+        if let Some(listener) = listeners.http {
+            http_addr = Some(listener.local_addr()?);
+            let state = api::ApiState {
+                relay: relay.clone(),
+                ids,
+                token: Arc::new(token),
+                ingest: config.ingest(),
+                name: Arc::new(config.name.clone()),
+                lead_ms: config.lead_ms,
+                expiry_warning: config.expiry_warning(),
+            };
+            let app = api::router(state);
+            let stop = stopping();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!("HTTP API stopped: {e}");
+                }
+            }));
+        }
+        info!(name = %config.name, tier = %relay.tier, %quic_addr, ?http_addr, restored, "platform started");
+        Ok(PlatformHandle {
+            name: config.name,
+            quic_addr,
+            http_addr,
+            relay,
+            shutdown: shutdown_tx,
+            endpoint: std::sync::Mutex::new(Some(endpoint)),
+            tasks,
+        })
+    }
+}
+
+/// Security events flushed twice a second, certificate expiry watched,
+/// ended broadcasts and old events pruned every minute.
+async fn housekeeping(
+    relay: Arc<Relay>,
+    expiry_warning: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut events = tokio::time::interval(Duration::from_millis(500));
+    let mut expiry = tokio::time::interval(Duration::from_secs(3_600));
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = events.tick() => relay.flush_events(),
+            _ = expiry.tick() => expiry::warn(&relay, expiry_warning),
+            _ = prune.tick() => {
+                let now = relay::now_ms();
+                let n = relay.prune(now, 3_600_000);
+                relay.prune_events(now, EVENT_RETENTION_MS);
+                if n > 0 {
+                    info!(pruned = n, "forgot broadcasts that ended over an hour ago");
+                }
+            }
+        }
+    }
 }
 
 /// A running platform.
@@ -56,25 +271,45 @@ pub struct PlatformHandle {
     pub quic_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub relay: Arc<Relay>,
-    /// Taken on kill, so the socket is released (a restart can bind the
-    /// same address).
+    shutdown: watch::Sender<bool>,
+    /// Taken on kill, so the socket is released even while this handle
+    /// lives on (a restart can bind the same address).
     endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl PlatformHandle {
-    /// Stops at once, as a crash would: no goodbye to peers.
+    /// Stops at once, as a crash would: no goodbye to peers. The socket is
+    /// released (a restart can bind the same address).
     pub fn kill(&self) {
         for t in &self.tasks {
             t.abort();
         }
-        let endpoint = self
-            .endpoint
+        if let Some(e) = self.take_endpoint() {
+            e.close(0u32.into(), b"stopped");
+        }
+    }
+
+    fn take_endpoint(&self) -> Option<quinn::Endpoint> {
+        self.endpoint
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(e) = endpoint {
-            e.close(0u32.into(), b"stopped");
+            .take()
+    }
+
+    /// Stops in order: every task is told, children and parent hear the
+    /// connections close, the API finishes the requests it has, and what
+    /// the store holds is flushed. Returns when all of it has ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(e) = self.take_endpoint() {
+            e.close(0u32.into(), b"shutdown");
+        }
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        if let Err(e) = self.relay.flush() {
+            tracing::error!("flushing the store at shutdown: {e}");
         }
     }
 }
@@ -83,111 +318,4 @@ impl Drop for PlatformHandle {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub async fn start(opts: PlatformOptions) -> anyhow::Result<PlatformHandle> {
-    let store = store::Store::open(&opts.store)
-        .with_context(|| format!("opening store {}", opts.store.display()))?;
-    let revocations = Arc::new(RwLock::new(RevocationState::new()));
-    let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
-    let ids = issue::IdAllocator::new(
-        store.clone(),
-        opts.bundle.identity.cert().body().resource_code,
-    );
-    let relay = Relay::new(
-        opts.bundle.identity,
-        opts.bundle.anchor.clone(),
-        store,
-        revocations.clone(),
-        up_tx,
-    );
-    let restored = relay.restore()?;
-    // Lists provisioned with the bundle, unless the store has newer ones.
-    for list in opts.bundle.revocations {
-        let held = relay
-            .revocation_numbers()
-            .iter()
-            .any(|(s, n)| *s == list.signer_serial && *n >= list.number);
-        if !held {
-            if let Err(e) = relay.apply_revocation(list) {
-                tracing::error!("a provisioned revocation list does not apply: {e}");
-            }
-        }
-    }
-    // A peer refused in the TLS handshake is a security event like any other.
-    let weak = Arc::downgrade(&relay);
-    let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
-        if let Some(r) = weak.upgrade() {
-            r.refuse(&protocol::Refusal::from_peer(e), None, leaf.unwrap_or(0));
-        }
-    });
-    let crypto = transport::NodeCrypto {
-        anchor: opts.bundle.anchor,
-        revocations,
-        on_reject: Some(on_reject),
-    };
-    let endpoint = transport::platform_endpoint(&relay.identity, &crypto, opts.listen)?;
-    let quic_addr = endpoint.local_addr()?;
-    let mut tasks = vec![
-        tokio::spawn(downstream::serve(endpoint.clone(), relay.clone())),
-        tokio::spawn(upstream::run(
-            endpoint.clone(),
-            opts.parents,
-            relay.clone(),
-            up_rx,
-        )),
-    ];
-    let reporter = relay.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
-        loop {
-            every.tick().await;
-            reporter.flush_events();
-        }
-    }));
-    tasks.push(tokio::spawn(expiry::watch(
-        relay.clone(),
-        opts.expiry_warning,
-    )));
-    let pruner = relay.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            let n = pruner.prune(relay::now_ms(), 3_600_000);
-            pruner.prune_events(relay::now_ms(), EVENT_RETENTION_MS);
-            if n > 0 {
-                info!(pruned = n, "forgot broadcasts that ended over an hour ago");
-            }
-        }
-    }));
-    let mut http_addr = None;
-    if let Some(addr) = opts.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding HTTP {addr}"))?;
-        http_addr = Some(listener.local_addr()?);
-        let state = api::ApiState {
-            relay: relay.clone(),
-            ids,
-            token: Arc::new(opts.api_token),
-            ingest: opts.ingest,
-            name: Arc::new(opts.name.clone()),
-            lead_ms: opts.lead_ms,
-            expiry_warning: opts.expiry_warning,
-        };
-        let app = api::router(state);
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        }));
-    }
-    info!(name = %opts.name, tier = %relay.tier, %quic_addr, ?http_addr, restored, "platform started");
-    Ok(PlatformHandle {
-        name: opts.name,
-        quic_addr,
-        http_addr,
-        relay,
-        endpoint: std::sync::Mutex::new(Some(endpoint)),
-        tasks,
-    })
 }

@@ -10,9 +10,8 @@ use bytes::Bytes;
 use certs::{AreaCode, Certificate, Identity, RevocationList, RevocationState, Tier, TrustAnchor};
 use protocol::frame::{FrameKind, RawFrame};
 use protocol::{
-    Audience, BroadcastClass, BroadcastId, EventReporter, HeaderVerdict, MemoryReplayStore,
-    Message, MessageType, Policy, Refusal, SecurityEvent, Segment, SignedEvent, SignedHeader,
-    Verifier,
+    Audience, BroadcastId, EventReporter, HeaderVerdict, MemoryReplayStore, Message, Policy,
+    Refusal, SecurityEvent, Segment, SignedEvent, SignedHeader, Verifier,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -55,28 +54,15 @@ impl Broadcast {
         self.header.id()
     }
 
-    /// QUIC stream priority: emergencies before drills before daily
-    /// programmes; within a class the more severe first; cancels first of all.
+    /// QUIC stream priority, from the broadcast's precedence.
     pub fn priority(&self) -> i32 {
-        let h = self.header.header();
-        if h.msg_type == MessageType::Cancel {
-            return 100;
-        }
-        let class = match h.class {
-            BroadcastClass::Emergency => 30,
-            BroadcastClass::Drill => 20,
-            BroadcastClass::Daily => 10,
-        };
-        class + (5 - h.severity.code() as i32).clamp(0, 5)
+        protocol::Precedence::of(self.header.header(), self.header.signer().tier())
+            .stream_priority()
     }
 
     /// True when this broadcast is for a child responsible for `scope`.
     pub fn targets_any(&self, scope: &[AreaCode]) -> bool {
-        self.header
-            .header()
-            .targets
-            .iter()
-            .any(|t| scope.iter().any(|s| s.covers(*t) || t.covers(*s)))
+        certs::area::any_overlap(&self.header.header().targets, scope)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -235,11 +221,7 @@ impl Relay {
                 .clone()
         };
         if let Some(scope) = announcer_scope {
-            let covered = leaf
-                .scope()
-                .iter()
-                .all(|a| scope.iter().any(|s| s.covers(*a)));
-            if !covered {
+            if !certs::area::scope_within(leaf.scope(), scope) {
                 return Err(Refusal::ForgedReport);
             }
         }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol::{Hello, Message, Refusal, Subscribe};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
-use transport::guard::{self, Quarantine, Strikes};
+use tracing::{debug, warn};
+use transport::guard::{self, Strikes};
+use transport::uplink::{self, Handler, SessionEnd, UplinkState};
 use transport::FrameStream;
 
 use crate::relay::{now_ms, Relay};
@@ -21,65 +22,45 @@ pub async fn run(
     parents: Vec<SocketAddr>,
     relay: Arc<Relay>,
     mut up: mpsc::Receiver<Bytes>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
     if parents.is_empty() {
         // The top of the tree: nothing goes further up.
-        while up.recv().await.is_some() {}
-        return;
-    }
-    let mut backoff = Duration::from_millis(200);
-    let mut quarantine = Quarantine::default();
-    // The parent whose link was just lost is tried last; a probe brings the
-    // platform back to a preferred parent once it answers again.
-    let mut lost: Option<SocketAddr> = None;
-    loop {
-        let usable = quarantine.usable(&parents, std::time::Instant::now());
-        for addr in guard::failover_order(&usable, lost) {
-            let conn = match transport::connect(&endpoint, addr).await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(%addr, "cannot reach parent: {e}");
-                    continue;
-                }
-            };
-            info!(%addr, "connected to parent");
-            lost = None;
-            let rank = usable.iter().position(|a| *a == addr).unwrap_or(0);
-            let strikes = Arc::new(Strikes::default());
-            let back = Arc::new(tokio::sync::Notify::new());
-            let _probe = transport::probe_preferred(&endpoint, &usable[..rank], &back);
-            match session(&conn, &relay, &mut up, &strikes, &back).await {
-                Ok(ParentEnd::Hostile) => {
-                    warn!(%addr, "parent sends what fails verification: avoided for {:?}", guard::QUARANTINE);
-                    quarantine.add(addr, std::time::Instant::now());
-                    conn.close(3u32.into(), b"hostile");
-                }
-                Ok(ParentEnd::Preferred) => {
-                    info!(%addr, "a preferred parent is back");
-                    conn.close(0u32.into(), b"preferred");
-                }
-                Ok(ParentEnd::Lost) => lost = Some(addr),
-                Err(e) => {
-                    debug!(%addr, "parent session ended: {e}");
-                    lost = Some(addr);
-                }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                f = up.recv() => if f.is_none() { return },
+                _ = &mut shutdown => return,
             }
-            warn!(%addr, "left parent");
-            backoff = Duration::ZERO;
-            break; // start again from the preferred parent
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
     }
+    let (state, _) = tokio::sync::watch::channel(UplinkState::default());
+    let link = ParentLink { relay, up };
+    uplink::run(
+        endpoint,
+        parents,
+        link,
+        state,
+        Duration::from_millis(200),
+        shutdown,
+    )
+    .await;
 }
 
-/// Why a session with the parent ended (other than an error).
-enum ParentEnd {
-    Lost,
-    /// It kept sending what fails verification, or was revoked.
-    Hostile,
-    /// A parent ranked higher answers again.
-    Preferred,
+/// The platform's side of a session with its parent.
+struct ParentLink {
+    relay: Arc<Relay>,
+    /// Frames for the parent; they wait here while no parent is connected.
+    up: mpsc::Receiver<Bytes>,
+}
+
+impl Handler for ParentLink {
+    async fn session(&mut self, conn: &quinn::Connection, strikes: &Arc<Strikes>) -> SessionEnd {
+        match session(conn, &self.relay, &mut self.up, strikes).await {
+            Ok(end) => end,
+            Err(e) => SessionEnd::Lost(e.to_string()),
+        }
+    }
 }
 
 async fn session(
@@ -87,8 +68,7 @@ async fn session(
     relay: &Arc<Relay>,
     up: &mut mpsc::Receiver<Bytes>,
     strikes: &Arc<Strikes>,
-    preferred_back: &tokio::sync::Notify,
-) -> anyhow::Result<ParentEnd> {
+) -> anyhow::Result<SessionEnd> {
     let parent_chain = transport::peer_chain(conn)?;
     let parent = parent_chain.last().map_or(0, certs::Certificate::serial);
     let (mut send, recv) = conn.open_bi().await?;
@@ -149,10 +129,8 @@ async fn session(
             }
             frame = up.recv() => match frame {
                 Some(f) => send.write_all(&f).await?,
-                None => return Ok(ParentEnd::Lost),
+                None => return Ok(SessionEnd::Lost("the platform is stopping".into())),
             },
-            _ = strikes.hostile() => return Ok(ParentEnd::Hostile),
-            _ = preferred_back.notified() => return Ok(ParentEnd::Preferred),
             frame = control.next() => match frame {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
                     if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
@@ -164,7 +142,9 @@ async fn session(
                     match raw.message() {
                         Ok(Message::Revocation(list)) => match relay.apply_revocation(list) {
                             // The parent itself revoked: leave it at once.
-                            Ok(true) if relay.chain_fails(&parent_chain) => return Ok(ParentEnd::Hostile),
+                            Ok(true) if relay.chain_fails(&parent_chain) => {
+                                return Ok(SessionEnd::Hostile("parent's certificate revoked"))
+                            }
                             Ok(_) => {}
                             Err(e) => {
                                 warn!("revocation list from parent refused: {e}");
@@ -179,11 +159,11 @@ async fn session(
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(ParentEnd::Lost),
+                Ok(None) => return Ok(SessionEnd::Lost("parent closed the control stream".into())),
                 Err(e) => {
                     if let Some(d) = e.framing() {
                         relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
-                        return Ok(ParentEnd::Hostile);
+                        return Ok(SessionEnd::Hostile("garbled control stream"));
                     }
                     return Err(e.into());
                 }

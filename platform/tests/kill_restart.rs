@@ -199,20 +199,19 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
     // acknowledged broadcast, whole, through all the district's deaths.
     let town_bundle =
         Bundle::new(pki.root.cert().clone(), copy(&pki.towns[0].identity), now).unwrap();
-    let town = platform::start(platform::PlatformOptions {
-        name: "town".into(),
-        bundle: town_bundle,
-        listen: ([127, 0, 0, 1], 0).into(),
-        http: None,
-        parents: vec![district.quic],
-        store: path.join("town-store"),
-        api_token: "t".repeat(32),
-        ingest: codec::IngestConfig::default(),
-        lead_ms: platform::issue::DEFAULT_LEAD_MS,
-        expiry_warning: platform::expiry::DEFAULT_WARNING,
-    })
-    .await
-    .unwrap();
+    let mut town_config = platform::PlatformConfig::new(
+        "town",
+        PathBuf::new(),
+        ([127, 0, 0, 1], 0).into(),
+        path.join("town-store"),
+        PathBuf::new(),
+    );
+    town_config.parents = vec![district.quic];
+    let town = platform::Platform::new(town_config, town_bundle, "t".repeat(32))
+        .unwrap()
+        .start(platform::Listeners::loopback(false).await.unwrap())
+        .await
+        .unwrap();
 
     let mut acknowledged: Vec<BroadcastId> = Vec::new();
     let mut refused_after_restart = Vec::new();

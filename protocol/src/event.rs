@@ -181,6 +181,18 @@ impl EventReporter {
         None
     }
 
+    /// When the next aggregated event falls due (unix ms), if any is pending.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.pending
+            .keys()
+            .map(|r| {
+                self.last_sent
+                    .get(r)
+                    .map_or(i64::MIN, |t| t + self.window_ms)
+            })
+            .min()
+    }
+
     /// Aggregated events whose window has ended; call this about once per window.
     pub fn due(&mut self, now_ms: i64) -> Vec<SecurityEvent> {
         let ready: Vec<RefusalReason> = self
@@ -232,7 +244,13 @@ mod tests {
                 sent.extend(r.due(now));
             }
         }
+        assert_eq!(
+            r.next_due_ms(),
+            Some(1_000),
+            "the aggregate waits out the window"
+        );
         sent.extend(r.due(1_000));
+        assert_eq!(r.next_due_ms(), None);
         assert_eq!(sent.len(), 2, "{sent:?}");
         assert_eq!(sent[0].count, 1);
         assert_eq!(sent.iter().map(|e| e.count as u64).sum::<u64>(), 10_000);

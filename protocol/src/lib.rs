@@ -13,10 +13,13 @@ pub mod frame;
 pub mod header;
 pub mod ids;
 pub mod member;
+pub mod precedence;
 pub mod refusal;
 pub mod replay;
 pub mod segment;
 mod signer_chain;
+/// Fixtures for tests and benchmarks (feature `testing`).
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
 
@@ -29,6 +32,7 @@ pub use frame::{FrameKind, FrameReader, Message, RawFrame};
 pub use header::{AudioParams, BroadcastHeader, SignedHeader};
 pub use ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};
 pub use member::Member;
+pub use precedence::Precedence;
 pub use refusal::{Refusal, RefusalCounts, RefusalReason};
 pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 pub use segment::Segment;

@@ -48,9 +48,7 @@ impl Audience {
     fn addressed_by(&self, targets: &[AreaCode]) -> bool {
         match self {
             Audience::Terminal { area } => targets.iter().any(|t| t.covers(*area)),
-            Audience::Relay { scope } => targets
-                .iter()
-                .any(|t| scope.iter().any(|s| s.covers(*t) || t.covers(*s))),
+            Audience::Relay { scope } => certs::area::any_overlap(targets, scope),
         }
     }
 }
@@ -606,11 +604,8 @@ impl<S: ReplayStore> Verifier<S> {
 
 /// Refuses the first target the signer's scope does not cover.
 fn outside_scope(signer: &Certificate, targets: &[AreaCode]) -> Result<(), Refusal> {
-    match targets
-        .iter()
-        .find(|t| !signer.scope().iter().any(|s| s.covers(**t)))
-    {
-        Some(t) => Err(Refusal::TargetOutsideScope(*t)),
+    match certs::area::first_outside(targets, signer.scope()) {
+        Some(t) => Err(Refusal::TargetOutsideScope(t)),
         None => Ok(()),
     }
 }

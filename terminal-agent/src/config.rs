@@ -1,27 +1,34 @@
-//! The TOML configuration of the terminal agent.
+//! The terminal agent's one configuration type: its TOML file and its
+//! command line (`transport::config::load` merges the two).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalConfig {
     /// Provisioning bundle (root, chain, key) written by `certs bundle`;
     /// the terminal's id and area come from its certificate.
+    #[arg(long, default_value = "", value_parser = transport::config::path)]
     pub bundle: PathBuf,
     /// Upstream platforms in failover order: village, town, district.
+    #[arg(long = "upstreams", value_delimiter = ',')]
     pub upstreams: Vec<SocketAddr>,
     /// `speaker`, `wav:PATH` or `null`.
+    #[arg(long, default_value = "speaker")]
     #[serde(default = "default_sink")]
     pub sink: String,
     /// sled directory.
+    #[arg(long, default_value = "", value_parser = transport::config::path)]
     pub store: PathBuf,
+    /// Heartbeat (signed status) period, ms.
+    #[arg(long, default_value_t = 10_000)]
     #[serde(default = "default_heartbeat")]
-    pub heartbeat_secs: u64,
+    pub heartbeat_ms: u64,
     /// Playout delay after presentation time (jitter buffer), ms.
+    #[arg(long, default_value_t = 400)]
     #[serde(default = "default_delay")]
     pub playout_delay_ms: u64,
 }
@@ -30,17 +37,78 @@ fn default_sink() -> String {
     "speaker".into()
 }
 fn default_heartbeat() -> u64 {
-    10
+    10_000
 }
 fn default_delay() -> u64 {
     400
 }
 
 impl TerminalConfig {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid terminal configuration", path.display()))
+    /// A configuration for `bundle` and `store` dialling `upstreams`, with
+    /// every other setting at its default.
+    pub fn new(bundle: PathBuf, upstreams: Vec<SocketAddr>, store: PathBuf) -> Self {
+        TerminalConfig {
+            bundle,
+            upstreams,
+            sink: default_sink(),
+            store,
+            heartbeat_ms: default_heartbeat(),
+            playout_delay_ms: default_delay(),
+        }
+    }
+
+    /// Names the first setting that cannot work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.bundle.as_os_str().is_empty(),
+            "bundle: no provisioning bundle given"
+        );
+        anyhow::ensure!(
+            !self.store.as_os_str().is_empty(),
+            "store: no store directory given"
+        );
+        anyhow::ensure!(
+            !self.upstreams.is_empty(),
+            "upstreams: no upstream platform given"
+        );
+        anyhow::ensure!(
+            (100..=3_600_000).contains(&self.heartbeat_ms),
+            "heartbeat_ms: {} is outside 100..=3600000",
+            self.heartbeat_ms
+        );
+        anyhow::ensure!(
+            self.playout_delay_ms <= 10_000,
+            "playout_delay_ms: {} is above 10000",
+            self.playout_delay_ms
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    #[test]
+    fn the_documented_example_loads_and_bad_settings_are_named() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config/terminal.toml");
+        let matches = TerminalConfig::augment_args(Command::new("t")).get_matches_from(["t"]);
+        let c: TerminalConfig = transport::config::load(&matches, Some(&path)).unwrap();
+        c.check().unwrap();
+        assert_eq!(c.upstreams.len(), 3);
+        let matches = TerminalConfig::augment_args(Command::new("t")).get_matches_from([
+            "t",
+            "--heartbeat-ms",
+            "5",
+        ]);
+        let c: TerminalConfig = transport::config::load(&matches, Some(&path)).unwrap();
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("heartbeat_ms"), "{e}");
+        // Without a file, the command line must name what is required.
+        let matches = TerminalConfig::augment_args(Command::new("t")).get_matches_from(["t"]);
+        let c: TerminalConfig = transport::config::load(&matches, None).unwrap();
+        assert!(c.check().unwrap_err().to_string().contains("bundle"));
     }
 }

@@ -1,20 +1,21 @@
-//! `terminal-agent --config terminal.toml`
+//! `terminal-agent --config terminal.toml [--OPTION VALUE ...]`
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches};
+use terminal_agent::config::TerminalConfig;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "terminal-agent",
     version,
     about = "Emergency broadcast loudspeaker terminal (应急广播接收终端)"
 )]
 struct Cli {
+    /// TOML configuration; options given here override it.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -24,25 +25,13 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let cli = Cli::parse();
-    let cfg = terminal_agent::config::TerminalConfig::load(&cli.config)?;
-    let bundle = certs::Bundle::read_file(&cfg.bundle, certs::time::unix_now())
-        .with_context(|| format!("loading bundle {}", cfg.bundle.display()))?;
-    let sink = codec::open_sink(&cfg.sink, 16_000)
-        .with_context(|| format!("opening sink {:?}", cfg.sink))?;
-    let handle = terminal_agent::start(terminal_agent::TerminalOptions {
-        bundle,
-        upstreams: cfg.upstreams,
-        sink,
-        store: cfg.store,
-        heartbeat: Duration::from_secs(cfg.heartbeat_secs.max(1)),
-        playout: codec::PlayoutConfig {
-            delay_us: cfg.playout_delay_ms as i64 * 1000,
-            ..Default::default()
-        },
-    })
-    .await?;
+    let matches = TerminalConfig::augment_args(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let config: TerminalConfig = transport::config::load(&matches, cli.config.as_deref())?;
+    let host = terminal_agent::Host::new().context("starting the playout and store threads")?;
+    let terminal = terminal_agent::Terminal::load(config)?;
+    let handle = terminal.start(&host, None).await?;
     tokio::signal::ctrl_c().await?;
-    handle.stop();
+    handle.shutdown().await;
     Ok(())
 }

@@ -65,8 +65,11 @@ impl RogueRelay {
         anchor: TrustAnchor,
         parent: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
-        let endpoint =
-            transport::platform_endpoint(identity, &crypto(anchor), ([127, 0, 0, 1], 0).into())?;
+        let endpoint = transport::platform_endpoint(
+            identity,
+            &crypto(anchor),
+            transport::bind_udp(([127, 0, 0, 1], 0).into())?,
+        )?;
         let addr = endpoint.local_addr()?;
         let (up_tx, up_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
         let state = Arc::new(State {
@@ -343,8 +346,11 @@ impl RogueClient {
         platform: SocketAddr,
         claimed_serial: u64,
     ) -> anyhow::Result<Self> {
-        let endpoint =
-            transport::client_endpoint(identity, &crypto(anchor), ([127, 0, 0, 1], 0).into())?;
+        let endpoint = transport::client_endpoint(
+            identity,
+            &crypto(anchor),
+            transport::bind_udp(([127, 0, 0, 1], 0).into())?,
+        )?;
         let conn = transport::connect(&endpoint, platform).await?;
         let (mut control, recv) = conn.open_bi().await?;
         transport::send(
@@ -382,8 +388,11 @@ impl RogueClient {
 /// A QUIC server presenting `identity` (for instance from another root):
 /// terminals that dial it must refuse the handshake.
 pub fn rogue_server(identity: &Identity, anchor: TrustAnchor) -> anyhow::Result<quinn::Endpoint> {
-    let endpoint =
-        transport::platform_endpoint(identity, &crypto(anchor), ([127, 0, 0, 1], 0).into())?;
+    let endpoint = transport::platform_endpoint(
+        identity,
+        &crypto(anchor),
+        transport::bind_udp(([127, 0, 0, 1], 0).into())?,
+    )?;
     let server = endpoint.clone();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {

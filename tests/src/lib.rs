@@ -10,7 +10,7 @@ use std::time::Duration;
 use certs::pki::Layout;
 use codec::ingest::{FileSource, Limits};
 use codec::resample::StreamResampler;
-use platform::demo::{LocalDistrict, LocalOptions};
+use testbed::{LocalDistrict, LocalOptions};
 
 pub fn asset(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,22 +81,9 @@ pub fn read_wav(path: &Path) -> Vec<f32> {
 
 /// A small district on loopback: every terminal writes a WAV file.
 pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
-    let d = LocalDistrict::start(LocalOptions {
-        layout,
-        dir: dir.to_path_buf(),
-        sink: Box::new(|_, dir| {
-            Ok(
-                Box::new(codec::WavSink::create(&dir.join("played.wav"), 16_000)?)
-                    as Box<dyn codec::Sink>,
-            )
-        }),
-        heartbeat: Duration::from_millis(500),
-        api_everywhere: true,
-        progress: Box::new(|_, _, _| {}),
-        platform_runtime: None,
-    })
-    .await
-    .expect("district starts");
+    let d = LocalDistrict::start(LocalOptions::wav(layout, dir))
+        .await
+        .expect("district starts");
     assert_eq!(
         d.wait_connected(Duration::from_secs(20)).await,
         d.terminals.len(),

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use certs::pki::{DistrictPki, Layout};
 use certs::{AreaCode, Bundle, Identity, TrustAnchor};
-use platform::{PlatformHandle, PlatformOptions};
+use platform::{PlatformConfig, PlatformHandle};
 use protocol::{BroadcastId, RefusalReason};
-use terminal_agent::{TerminalHandle, TerminalOptions};
+use terminal_agent::{Host, Terminal, TerminalConfig, TerminalHandle};
+pub use testbed::node::copy;
 
 use crate::adversary::RogueRelay;
 
@@ -43,14 +44,6 @@ pub const SPARE_B: usize = 4;
 
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// A copy of an identity (keys are not Clone on purpose; tests need copies).
-pub fn copy(id: &Identity) -> Identity {
-    Identity {
-        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").expect("key copies"),
-        chain: id.chain.clone(),
-    }
-}
-
 pub fn bundle(root: &Identity, id: &Identity) -> Bundle {
     Bundle::new(root.cert().clone(), copy(id), certs::time::unix_now()).expect("bundle")
 }
@@ -59,8 +52,7 @@ pub struct RangeTerminal {
     pub name: &'static str,
     pub area: AreaCode,
     pub serial: u64,
-    pub upstreams: Vec<SocketAddr>,
-    pub store: PathBuf,
+    pub config: TerminalConfig,
     pub samples: Arc<Mutex<Vec<f32>>>,
     identity: usize,
     handle: Option<TerminalHandle>,
@@ -111,6 +103,8 @@ pub struct Range {
     pub rogue: RogueRelay,
     pub terminals: Vec<RangeTerminal>,
     terminal_ids: Vec<Identity>,
+    /// The playout clock and store thread of the range's terminals.
+    host: Host,
 }
 
 /// The genuine alert running during an attack.
@@ -119,25 +113,22 @@ pub struct Genuine {
     pub reference: Vec<f32>,
 }
 
-pub fn platform_options(
+/// The configuration of platform `name` of a test range in `dir`.
+pub fn platform_config(dir: &Path, name: &str, parents: Vec<SocketAddr>) -> PlatformConfig {
+    let mut c = testbed::node::platform_config(dir, name, parents);
+    c.http = Some(([127, 0, 0, 1], 0).into());
+    c
+}
+
+/// Starts platform `name` (with an API) provisioned in memory.
+pub async fn start_platform(
     dir: &Path,
     name: &str,
     bundle: Bundle,
     parents: Vec<SocketAddr>,
     token: &str,
-) -> PlatformOptions {
-    PlatformOptions {
-        name: name.into(),
-        bundle,
-        listen: ([127, 0, 0, 1], 0).into(),
-        http: Some(([127, 0, 0, 1], 0).into()),
-        parents,
-        store: dir.join("stores").join(name),
-        api_token: token.into(),
-        ingest: codec::IngestConfig::default(),
-        lead_ms: platform::issue::DEFAULT_LEAD_MS,
-        expiry_warning: platform::expiry::DEFAULT_WARNING,
-    }
+) -> anyhow::Result<PlatformHandle> {
+    testbed::node::start_platform(platform_config(dir, name, parents), bundle, token, true).await
 }
 
 impl Range {
@@ -162,14 +153,9 @@ impl Range {
         .expect("pki");
         let anchor = TrustAnchor::new(pki.root.cert().clone()).expect("anchor");
         let token = "attack-suite-token-0123456789abcdef".to_string();
-        let start = |name: &str, id: &Identity, parents: Vec<SocketAddr>| {
-            platform::start(platform_options(
-                &path,
-                name,
-                bundle(&pki.root, id),
-                parents,
-                &token,
-            ))
+        let start = |name: &'static str, id: &Identity, parents: Vec<SocketAddr>| {
+            let (path, token, b) = (path.clone(), token.clone(), bundle(&pki.root, id));
+            async move { start_platform(&path, name, b, parents, &token).await }
         };
         let district = start("district", &pki.district, vec![])
             .await
@@ -213,6 +199,7 @@ impl Range {
             village_b,
             rogue,
             pki,
+            host: Host::new().expect("host threads"),
         };
         let (r, va, vb, t1, t2) = (
             range.rogue.addr,
@@ -258,26 +245,25 @@ impl Range {
         let bundle = bundle(&self.pki.root, id)
             .with_revocations(lists, certs::time::unix_now())
             .expect("provisioned lists apply");
-        let store = self.dir.join("terminals").join(name);
-        std::fs::create_dir_all(&store).expect("terminal dir");
+        let dir = self.dir.join("terminals").join(name);
+        std::fs::create_dir_all(&dir).expect("terminal dir");
+        let path = dir.join("terminal.bundle");
+        bundle.write_file(&path).expect("bundle written");
+        let mut config = TerminalConfig::new(path, upstreams, dir.join("store"));
+        config.heartbeat_ms = HEARTBEAT.as_millis() as u64;
         let sink = codec::MemorySink::new(16_000);
         let samples = sink.samples();
-        let handle = terminal_agent::start(TerminalOptions {
-            bundle,
-            upstreams: upstreams.clone(),
-            sink: Box::new(sink),
-            store: store.join("store"),
-            heartbeat: HEARTBEAT,
-            playout: codec::PlayoutConfig::default(),
-        })
-        .await
-        .expect("terminal starts");
+        let handle = Terminal::new(config.clone(), bundle)
+            .expect("terminal configuration")
+            .with_sink(Box::new(sink))
+            .start(&self.host, None)
+            .await
+            .expect("terminal starts");
         self.terminals.push(RangeTerminal {
             name,
             area: id.cert().scope()[0],
             serial: id.cert().serial(),
-            upstreams,
-            store,
+            config,
             samples,
             identity,
             handle: Some(handle),
@@ -286,8 +272,9 @@ impl Range {
         self.terminals.len() - 1
     }
 
-    /// Restarts terminal `i` on the same store (a power cut); its sink is
-    /// kept, so everything it ever played stays in one buffer.
+    /// Restarts terminal `i` on the same bundle file and store (a power
+    /// cut); its sink is kept, so everything it ever played stays in one
+    /// buffer.
     pub async fn restart_terminal(&mut self, i: usize) {
         let t = &mut self.terminals[i];
         if let Some(h) = t.handle.take() {
@@ -295,16 +282,12 @@ impl Range {
             h.shutdown().await;
         }
         let samples = t.samples.clone();
-        let handle = terminal_agent::start(TerminalOptions {
-            bundle: bundle(&self.pki.root, &self.terminal_ids[t.identity]),
-            upstreams: t.upstreams.clone(),
-            sink: Box::new(SharedSink(samples)),
-            store: t.store.join("store"),
-            heartbeat: HEARTBEAT,
-            playout: codec::PlayoutConfig::default(),
-        })
-        .await
-        .expect("terminal restarts");
+        let handle = Terminal::load(t.config.clone())
+            .expect("terminal configuration")
+            .with_sink(Box::new(SharedSink(samples)))
+            .start(&self.host, None)
+            .await
+            .expect("terminal restarts");
         t.handle = Some(handle);
     }
 
@@ -314,7 +297,7 @@ impl Range {
         let ok = crate::eventually(Duration::from_secs(20), || {
             self.terminals
                 .iter()
-                .all(|t| t.handle().snapshot().connected_to == t.upstreams.first().copied())
+                .all(|t| t.handle().snapshot().connected_to == t.config.upstreams.first().copied())
                 && self.rogue.children() >= 3
         })
         .await;
@@ -325,7 +308,7 @@ impl Range {
                 (
                     t.name,
                     t.handle().snapshot().connected_to,
-                    t.upstreams.first().copied(),
+                    t.config.upstreams.first().copied(),
                 )
             })
             .collect();
@@ -337,7 +320,12 @@ impl Range {
     }
 
     pub fn api(&self) -> String {
-        format!("http://{}", self.district.http_addr.expect("district API"))
+        self.client().base().to_string()
+    }
+
+    /// The district's API, with the range's token.
+    pub fn client(&self) -> testbed::ApiClient {
+        testbed::ApiClient::of(&self.district, &self.token).expect("district API")
     }
 
     pub fn county(&self) -> AreaCode {
@@ -358,21 +346,21 @@ impl Range {
     pub async fn genuine_alert(&self, seconds: f32) -> Genuine {
         let clip = self.dir.join(format!("genuine-{}.wav", rand_suffix()));
         crate::clip("alert-zh.wav", seconds, &clip);
-        let id = platform::demo::issue_via_api(
-            &self.api(),
-            &self.token,
-            &clip,
-            &[
-                ("areas", self.county().to_string()),
-                ("class", "emergency".into()),
-                ("severity", "1".into()),
-                ("title", "防汛紧急转移".into()),
-            ],
-        )
-        .await
-        .expect("genuine alert issued");
+        let id = self
+            .client()
+            .issue(
+                &clip,
+                &[
+                    ("areas", self.county().to_string()),
+                    ("class", "emergency".into()),
+                    ("severity", "1".into()),
+                    ("title", "防汛紧急转移".into()),
+                ],
+            )
+            .await
+            .expect("genuine alert issued");
         Genuine {
-            id: id.parse().expect("id"),
+            id,
             reference: crate::normalised(&clip),
         }
     }

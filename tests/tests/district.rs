@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use certs::pki::Layout;
-use platform::demo::issue_via_api;
+use testbed::ApiClient;
 use tests::*;
 
 const LAYOUT: Layout = Layout {
@@ -21,20 +21,19 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     let clip_path = dir.path().join("alert.wav");
     clip("alert-zh.wav", 4.0, &clip_path);
     let county = district.district.relay.scope[0].to_string();
-    let id = issue_via_api(
-        &district.district_api(),
-        &district.token,
-        &clip_path,
-        &[
-            ("areas", county),
-            ("class", "emergency".into()),
-            ("severity", "1".into()),
-            ("title", "防汛紧急转移".into()),
-        ],
-    )
-    .await
-    .unwrap();
-    let id: protocol::BroadcastId = id.parse().unwrap();
+    let id = district
+        .district_api()
+        .issue(
+            &clip_path,
+            &[
+                ("areas", county),
+                ("class", "emergency".into()),
+                ("severity", "1".into()),
+                ("title", "防汛紧急转移".into()),
+            ],
+        )
+        .await
+        .unwrap();
     let all_finished = eventually(Duration::from_secs(30), || {
         district.terminals.iter().all(|t| {
             t.handle()
@@ -82,21 +81,14 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     }
 }
 
-fn api_of(p: &platform::PlatformHandle) -> String {
-    format!("http://{}", p.http_addr.expect("API"))
-}
-
 async fn issue(
-    api: &str,
-    token: &str,
+    api: &ApiClient,
     clip_path: &std::path::Path,
     area: String,
     class: &str,
     title: &str,
 ) -> protocol::BroadcastId {
-    issue_via_api(
-        api,
-        token,
+    api.issue(
         clip_path,
         &[
             ("areas", area),
@@ -106,8 +98,6 @@ async fn issue(
         ],
     )
     .await
-    .unwrap()
-    .parse()
     .unwrap()
 }
 
@@ -119,8 +109,7 @@ async fn a_village_notice_plays_only_in_that_village() {
     clip("notice-zh-48k.flac", 3.0, &clip_path);
     let village = &district.villages[1];
     let id = issue(
-        &api_of(&village.platform),
-        &district.token,
+        &district.api(&village.platform),
         &clip_path,
         village.area.to_string(),
         "daily",
@@ -160,27 +149,25 @@ async fn a_village_notice_plays_only_in_that_village() {
     }
     // A village platform cannot address another village: refused before signing.
     let other = district.villages[2].area.to_string();
-    let err = issue_via_api(
-        &api_of(&village.platform),
-        &district.token,
-        &clip_path,
-        &[("areas", other), ("title", "越权".into())],
-    )
-    .await
-    .unwrap_err();
+    let err = district
+        .api(&village.platform)
+        .issue(&clip_path, &[("areas", other), ("title", "越权".into())])
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("outside this platform's scope"),
         "{err}"
     );
     // And nothing changes without the token.
-    let err = issue_via_api(
-        &api_of(&village.platform),
-        "wrong-token",
-        &clip_path,
-        &[("areas", village.area.to_string()), ("title", "x".into())],
-    )
-    .await
-    .unwrap_err();
+    let err = district
+        .api(&village.platform)
+        .with_token("wrong-token")
+        .issue(
+            &clip_path,
+            &[("areas", village.area.to_string()), ("title", "x".into())],
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
 
@@ -202,15 +189,7 @@ async fn an_emergency_preempts_a_daily_programme_which_then_resumes() {
     clip("alert-zh.wav", 3.0, &alert_clip);
     let api = district.district_api();
     let county = district.district.relay.scope[0].to_string();
-    let programme = issue(
-        &api,
-        &district.token,
-        &programme_clip,
-        county.clone(),
-        "daily",
-        "日常节目",
-    )
-    .await;
+    let programme = issue(&api, &programme_clip, county.clone(), "daily", "日常节目").await;
     let t = &district.terminals[0].handle();
     assert!(
         eventually(Duration::from_secs(10), || t.snapshot().playing
@@ -219,15 +198,7 @@ async fn an_emergency_preempts_a_daily_programme_which_then_resumes() {
         "the programme plays"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let alert = issue(
-        &api,
-        &district.token,
-        &alert_clip,
-        county,
-        "emergency",
-        "紧急通知",
-    )
-    .await;
+    let alert = issue(&api, &alert_clip, county, "emergency", "紧急通知").await;
     assert!(
         eventually(Duration::from_secs(5), || t.snapshot().playing
             == Some(alert))
@@ -280,7 +251,6 @@ async fn a_cancel_stops_playback_everywhere() {
     let api = district.district_api();
     let id = issue(
         &api,
-        &district.token,
         &clip_path,
         district.district.relay.scope[0].to_string(),
         "emergency",
@@ -295,9 +265,7 @@ async fn a_cancel_stops_playback_everywhere() {
         .await,
         "all play"
     );
-    platform::demo::cancel_via_api(&api, &district.token, &id.to_string())
-        .await
-        .unwrap();
+    api.cancel(id).await.unwrap();
     assert!(
         eventually(Duration::from_secs(3), || district
             .terminals
@@ -337,7 +305,6 @@ async fn terminals_fail_over_when_their_village_platform_dies_and_keep_playing()
     clip("alert-zh.wav", 10.0, &clip_path);
     let id = issue(
         &district.district_api(),
-        &district.token,
         &clip_path,
         district.district.relay.scope[0].to_string(),
         "emergency",
@@ -403,7 +370,6 @@ async fn a_terminal_started_late_plays_the_running_alert() {
     clip("alert-zh.wav", 8.0, &clip_path);
     let id = issue(
         &district.district_api(),
-        &district.token,
         &clip_path,
         district.district.relay.scope[0].to_string(),
         "emergency",
@@ -413,11 +379,7 @@ async fn a_terminal_started_late_plays_the_running_alert() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let wav = district.terminals[1].dir.join("late.wav");
     district
-        .restart_terminal(
-            1,
-            Box::new(codec::WavSink::create(&wav, 16_000).unwrap()),
-            Duration::from_millis(500),
-        )
+        .restart_terminal(1, Box::new(codec::WavSink::create(&wav, 16_000).unwrap()))
         .await
         .unwrap();
     let late = district.terminals[1].handle();
@@ -442,14 +404,10 @@ async fn signed_remote_commands_reach_only_the_terminals_they_address() {
     let district = small_district(dir.path(), LAYOUT).await;
     let api = district.district_api();
     let village = district.villages[1].area.to_string();
-    platform::demo::command_via_api(
-        &api,
-        &district.token,
-        serde_json::json!({ "areas": [village], "action": "volume", "value": 30 }),
-    )
-    .await
-    .unwrap();
-    let target = |t: &platform::demo::LocalTerminal| t.village == 1;
+    api.command(serde_json::json!({ "areas": [village], "action": "volume", "value": 30 }))
+        .await
+        .unwrap();
+    let target = |t: &testbed::LocalTerminal| t.village == 1;
     assert!(
         eventually(Duration::from_secs(5), || district
             .terminals
@@ -470,24 +428,15 @@ async fn signed_remote_commands_reach_only_the_terminals_they_address() {
     // One terminal by serial: muted; its neighbour is not.
     let one = &district.terminals[0];
     let serial = format!("{:016x}", one.handle().serial);
-    platform::demo::command_via_api(
-        &api,
-        &district.token,
-        serde_json::json!({ "terminals": [serial], "action": "mute" }),
-    )
-    .await
-    .unwrap();
+    api.command(serde_json::json!({ "terminals": [serial], "action": "mute" }))
+        .await
+        .unwrap();
     assert!(eventually(Duration::from_secs(5), || one.handle().snapshot().muted).await);
     assert!(!district.terminals[1].handle().snapshot().muted);
     // The district sees the new volume in the terminals' signed heartbeats.
     let mut turned_down = 0;
     for _ in 0..50 {
-        let rows: serde_json::Value = reqwest::get(format!("{api}/api/terminals"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rows = api.get("/api/terminals").await.unwrap();
         turned_down = rows
             .as_array()
             .map_or(0, |r| r.iter().filter(|t| t["volume"] == 30).count());
@@ -501,22 +450,17 @@ async fn signed_remote_commands_reach_only_the_terminals_they_address() {
         "the district's terminal list shows the two turned-down terminals"
     );
     // Commands need the token, and stay inside the issuer's scope.
-    assert!(platform::demo::command_via_api(
-        &api,
-        "nope",
-        serde_json::json!({ "areas": [village], "action": "mute" })
-    )
-    .await
-    .is_err());
-    let village_api = api_of(&district.villages[0].platform);
+    assert!(api
+        .with_token("nope")
+        .command(serde_json::json!({ "areas": [village], "action": "mute" }))
+        .await
+        .is_err());
+    let village_api = district.api(&district.villages[0].platform);
     let other = district.villages[2].area.to_string();
-    let err = platform::demo::command_via_api(
-        &village_api,
-        &district.token,
-        serde_json::json!({ "areas": [other], "action": "mute" }),
-    )
-    .await
-    .unwrap_err();
+    let err = village_api
+        .command(serde_json::json!({ "areas": [other], "action": "mute" }))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("outside this platform's scope"),
         "{err}"
@@ -539,7 +483,6 @@ async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection()
     clip("alert-zh.wav", 6.0, &clip_path);
     let id = issue(
         &district.district_api(),
-        &district.token,
         &clip_path,
         district.district.relay.scope[0].to_string(),
         "emergency",

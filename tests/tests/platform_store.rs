@@ -22,13 +22,19 @@ fn one_village(now: i64, terminals: usize, until: i64) -> DistrictPki {
     .unwrap()
 }
 
-/// A district platform with no API and no parent, on `store`.
-fn district_options(pki: &DistrictPki, store: &std::path::Path) -> platform::PlatformOptions {
+/// Starts a district platform with no parent on `store` (with an API if
+/// `http`).
+async fn start_district(
+    pki: &DistrictPki,
+    store: &std::path::Path,
+    http: bool,
+) -> platform::PlatformHandle {
     let bundle = tests::range::bundle(&pki.root, &pki.district);
-    let mut o = tests::range::platform_options(store, "district", bundle, vec![], &"x".repeat(32));
-    o.store = store.to_path_buf();
-    o.http = None;
-    o
+    let mut config = tests::range::platform_config(store, "district", vec![]);
+    config.store = store.to_path_buf();
+    testbed::node::start_platform(config, bundle, &"x".repeat(32), http)
+        .await
+        .expect("district starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,9 +47,7 @@ async fn receipts_survive_a_platform_restart() {
         .parse()
         .unwrap();
     let terminals: Vec<_> = pki.terminals().map(|(_, t)| t).collect();
-    let handle = platform::start(district_options(&pki, &store))
-        .await
-        .unwrap();
+    let handle = start_district(&pki, &store, false).await;
     let kinds = [
         ReceiptKind::Finished,
         ReceiptKind::Started,
@@ -78,16 +82,14 @@ async fn receipts_survive_a_platform_restart() {
 
     // Stop it, wait until its store is released, start it again.
     let weak = Arc::downgrade(&handle.relay);
-    drop(handle);
+    handle.shutdown().await;
     for _ in 0..100 {
         if weak.upgrade().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = platform::start(district_options(&pki, &store))
-        .await
-        .unwrap();
+    let again = start_district(&pki, &store, false).await;
     let after = again.relay.book().coverage(id);
     assert_eq!(after, before, "coverage restored from the store");
     assert_eq!(
@@ -120,9 +122,7 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     let now = certs::time::unix_now();
     let pki = one_village(now, 1, now + 86_400);
     let dir = tempfile::tempdir().unwrap();
-    let handle = platform::start(district_options(&pki, &dir.path().join("store")))
-        .await
-        .unwrap();
+    let handle = start_district(&pki, &dir.path().join("store"), false).await;
     let (header, segments) = protocol::testing::recorded_broadcast(
         &pki.district,
         1,
@@ -155,9 +155,7 @@ async fn expiry_seen(days: i64) -> (serde_json::Value, String) {
     let now = certs::time::unix_now();
     let pki = one_village(now, 1, now + days * 86_400);
     let dir = tempfile::tempdir().unwrap();
-    let mut o = district_options(&pki, &dir.path().join("store"));
-    o.http = Some(([127, 0, 0, 1], 0).into());
-    let p = platform::start(o).await.unwrap();
+    let p = start_district(&pki, &dir.path().join("store"), true).await;
     let api = format!("http://{}", p.http_addr.unwrap());
     let status = reqwest::get(format!("{api}/api/status"))
         .await

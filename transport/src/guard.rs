@@ -2,8 +2,8 @@
 //! are counted per link, and an upstream that keeps sending what fails
 //! verification is dropped and avoided for a while, so a flood costs a
 //! bounded number of signature checks and the node (terminal or platform)
-//! fails over to an honest platform. An honest relay verifies before forwarding and never
-//! comes near the limit.
+//! fails over to an honest platform. An honest relay verifies before
+//! forwarding and never comes near the limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -94,19 +94,13 @@ impl Quarantine {
         self.until.contains_key(addr)
     }
 
-    /// The addresses not avoided, in order; all of them when every one is
-    /// avoided (a bad link beats no link: its cost is bounded per window).
-    pub fn usable(&mut self, addrs: &[SocketAddr], now: Instant) -> Vec<SocketAddr> {
-        let ok: Vec<SocketAddr> = addrs
+    /// Of `addrs`, the one whose quarantine ends first (or that is not
+    /// avoided at all).
+    pub fn oldest(&self, addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        addrs
             .iter()
             .copied()
-            .filter(|a| !self.contains(a, now))
-            .collect();
-        if ok.is_empty() {
-            addrs.to_vec()
-        } else {
-            ok
-        }
+            .min_by_key(|a| self.until.get(a).copied())
     }
 }
 

@@ -6,7 +6,9 @@
 //! frames (`protocol::frame`) on QUIC streams: one bidirectional control
 //! stream per connection, one unidirectional stream per broadcast.
 
+pub mod config;
 pub mod guard;
+pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -106,12 +108,12 @@ fn client_config(
     Ok(config)
 }
 
-/// A platform's endpoint: accepts lower platforms and terminals on `listen`
-/// and dials its parent from the same socket.
+/// A platform's endpoint: accepts lower platforms and terminals on
+/// `socket` (bound by the caller) and dials its parent from it.
 pub fn platform_endpoint(
     identity: &Identity,
     crypto: &NodeCrypto,
-    listen: SocketAddr,
+    socket: std::net::UdpSocket,
 ) -> Result<Endpoint, LinkError> {
     let verifier = Arc::new(
         ChainVerifier::new(
@@ -125,24 +127,39 @@ pub fn platform_endpoint(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(transport_config());
-    let mut endpoint = Endpoint::server(server, listen).map_err(|source| LinkError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let mut endpoint = endpoint_on(socket, Some(server))?;
     endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
     Ok(endpoint)
 }
 
-/// A terminal's endpoint: dials out only, from `bind` (port 0: any).
+/// A terminal's endpoint: dials out only, from `socket` (bound by the
+/// caller; port 0 for any).
 pub fn client_endpoint(
     identity: &Identity,
     crypto: &NodeCrypto,
-    bind: SocketAddr,
+    socket: std::net::UdpSocket,
 ) -> Result<Endpoint, LinkError> {
-    let mut endpoint =
-        Endpoint::client(bind).map_err(|source| LinkError::Bind { addr: bind, source })?;
+    let mut endpoint = endpoint_on(socket, None)?;
     endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
     Ok(endpoint)
+}
+
+/// Binds a UDP socket for an endpoint, naming the address when it fails.
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, LinkError> {
+    std::net::UdpSocket::bind(addr).map_err(|source| LinkError::Bind { addr, source })
+}
+
+fn endpoint_on(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> Result<Endpoint, LinkError> {
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| LinkError::Setup("no async runtime for QUIC".into()))?;
+    Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .map_err(|source| LinkError::Bind { addr, source })
 }
 
 /// The area a node's upstream must cover: its own certificate's first scope area.

@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     let assets = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/audio");
     let before = cpu_by_thread();
     let t0 = Instant::now();
-    let summary = term_rt.block_on(platform::demo::run(platform::demo::DemoOptions {
+    let summary = term_rt.block_on(testbed::demo::run(testbed::demo::DemoOptions {
         layout: certs::pki::Layout {
             towns,
             villages,

@@ -1,0 +1,230 @@
+//! Arbitration: which verified broadcast the loudspeaker plays now (R8, by
+//! `protocol::Precedence`), each broadcast's jitter buffer, and what the
+//! terminal did with each (its play records). A higher-priority broadcast
+//! pre-empts at once; what it pre-empted resumes, in step with its own
+//! timeline, if it is still valid.
+
+use std::collections::HashMap;
+
+use certs::Tier;
+use codec::{Join, Playout, PlayoutConfig, Slot};
+use protocol::{BroadcastHeader, BroadcastId, Precedence, ReceiptKind, Segment};
+use serde::Serialize;
+
+/// What a terminal did with one broadcast (for status and the demo summary).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PlayRecord {
+    pub title: String,
+    /// Frames the header announced (recorded audio).
+    pub total_frames: u64,
+    /// Frames decoded and handed to the loudspeaker.
+    pub frames_played: u64,
+    pub frames_recovered: u64,
+    pub frames_concealed: u64,
+    /// Frames skipped because they were too late to play (past the
+    /// presentation window, or never received in time).
+    pub frames_late: u64,
+    /// Unix ms at which the first sample plays.
+    pub first_sample_ms: Option<i64>,
+    pub finished: bool,
+    pub preempted: u32,
+    pub cancelled: bool,
+    /// Unix ms at which the broadcast's validity ends.
+    pub end_ms: i64,
+}
+
+struct Entry {
+    header: BroadcastHeader,
+    precedence: Precedence,
+    playout: Playout,
+    started: bool,
+    /// Play time of the last frame handed out (decoded ahead).
+    last_at_us: i64,
+}
+
+impl Entry {
+    /// Every frame handed out has played, or the validity ended.
+    fn done(&self, now_us: i64) -> bool {
+        (self.playout.finished() && self.last_at_us <= now_us) || self.header.end_ms * 1000 < now_us
+    }
+}
+
+/// The broadcasts competing for the loudspeaker.
+pub struct Arbiter {
+    entries: HashMap<BroadcastId, Entry>,
+    current: Option<BroadcastId>,
+    records: HashMap<BroadcastId, PlayRecord>,
+    config: PlayoutConfig,
+}
+
+/// What `arbitrate` decided.
+pub struct Decision {
+    pub receipts: Vec<(BroadcastId, ReceiptKind)>,
+    /// The loudspeaker moved to another broadcast (or to silence).
+    pub switched: bool,
+    /// What played was cut short (pre-empted, or its validity ended):
+    /// audio of it already handed to the loudspeaker must go.
+    pub cut: bool,
+}
+
+impl Arbiter {
+    pub fn new(config: PlayoutConfig) -> Self {
+        Arbiter {
+            entries: HashMap::new(),
+            current: None,
+            records: HashMap::new(),
+            config,
+        }
+    }
+
+    pub fn current(&self) -> Option<BroadcastId> {
+        self.current
+    }
+
+    pub fn has(&self, id: BroadcastId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    pub fn records(&self) -> &HashMap<BroadcastId, PlayRecord> {
+        &self.records
+    }
+
+    pub fn record_mut(&mut self, id: BroadcastId) -> &mut PlayRecord {
+        self.records.entry(id).or_default()
+    }
+
+    /// A verified header with audio: it competes for the loudspeaker.
+    pub fn add(&mut self, header: BroadcastHeader, signer_tier: Tier) {
+        let id = header.id;
+        let frames = header.audio.total_segments as u64 * header.audio.frames_per_segment as u64;
+        self.records.entry(id).or_insert_with(|| PlayRecord {
+            title: header.title.clone(),
+            total_frames: frames,
+            end_ms: header.end_ms,
+            ..Default::default()
+        });
+        let precedence = Precedence::of(&header, signer_tier);
+        self.entries.entry(id).or_insert_with(|| Entry {
+            header,
+            precedence,
+            playout: Playout::new(self.config, Join::InStep),
+            started: false,
+            last_at_us: i64::MIN,
+        });
+    }
+
+    /// A verified segment.
+    pub fn push(&mut self, segment: Segment, now_us: i64) {
+        if let Some(e) = self.entries.get_mut(&segment.id) {
+            e.playout
+                .push_segment(segment.pts_us, segment.frames, segment.last, now_us);
+        }
+    }
+
+    /// A valid cancel (or a revocation): it stops at once. True when it was
+    /// here.
+    pub fn cancel(&mut self, id: BroadcastId) -> bool {
+        let had = self.entries.remove(&id).is_some();
+        if let Some(r) = self.records.get_mut(&id) {
+            r.cancelled = true;
+        }
+        had
+    }
+
+    /// Decides what plays at `now_us`: finished and expired broadcasts
+    /// leave, the best one that has begun plays.
+    pub fn arbitrate(&mut self, now_us: i64) -> Decision {
+        let mut receipts = Vec::new();
+        let mut cut = false;
+        let now_ms = now_us / 1000;
+        let done: Vec<BroadcastId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.done(now_us))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(e) = self.entries.remove(&id) {
+                if e.started {
+                    receipts.push((id, ReceiptKind::Finished));
+                    let r = self.records.entry(id).or_default();
+                    r.finished = e.playout.finished();
+                    r.frames_late += e.playout.stats().dropped;
+                    cut |= self.current == Some(id) && !r.finished;
+                }
+            }
+        }
+        let best = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.header.start_ms <= now_ms)
+            .max_by_key(|(_, e)| e.precedence)
+            .map(|(id, _)| *id);
+        let switched = best != self.current;
+        if switched {
+            if let Some(old) = self.current.filter(|o| self.entries.contains_key(o)) {
+                receipts.push((old, ReceiptKind::Preempted));
+                self.records.entry(old).or_default().preempted += 1;
+                cut = true;
+            }
+            self.current = best;
+            if let Some(id) = best {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    let kind = if e.started {
+                        e.playout.skip_to(now_us);
+                        ReceiptKind::Resumed
+                    } else {
+                        ReceiptKind::Started
+                    };
+                    receipts.push((id, kind));
+                    e.started = true;
+                }
+            }
+        }
+        Decision {
+            receipts,
+            switched,
+            cut,
+        }
+    }
+
+    /// The current broadcast's next frame that plays by `horizon_us`, with
+    /// its play time and sample rate.
+    pub fn poll_slot(&mut self, horizon_us: i64, now_us: i64) -> Option<(i64, Slot, u32)> {
+        let e = self.entries.get_mut(&self.current?)?;
+        let rate = e.header.audio.sample_rate;
+        let (at, slot) = e.playout.poll_until(horizon_us, now_us)?;
+        e.last_at_us = at;
+        Some((at, slot, rate))
+    }
+
+    /// When the current broadcast's next frame plays.
+    pub fn next_play_time(&self) -> Option<i64> {
+        self.entries
+            .get(&self.current?)
+            .and_then(|e| e.playout.next_play_time())
+    }
+
+    /// The next moment arbitration may change on its own: a broadcast
+    /// begins, ends, or has played its last frame.
+    pub fn next_change_us(&self, now_us: i64) -> Option<i64> {
+        let now_ms = now_us / 1000;
+        self.entries
+            .values()
+            .flat_map(|e| {
+                let start = (e.header.start_ms > now_ms).then_some(e.header.start_ms * 1000);
+                let played_out = e.playout.finished().then_some(e.last_at_us.max(now_us));
+                [start, Some((e.header.end_ms + 1) * 1000), played_out]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Forgets play records of broadcasts no longer competing whose
+    /// validity ended before `before_ms`.
+    pub fn prune(&mut self, before_ms: i64) {
+        let entries = &self.entries;
+        self.records
+            .retain(|id, r| entries.contains_key(id) || r.end_ms >= before_ms);
+    }
+}

@@ -1,0 +1,376 @@
+//! What a terminal remembers across restarts: its replay record (every
+//! broadcast it accepted, with its header digest and how far it got; every
+//! command it executed) and the revocation lists in force.
+//!
+//! The verifier reads and writes the record in memory ([`Journal`]), so no
+//! frame ever waits for a disk. Each change is also queued as a
+//! [`Persist`]; the host's store thread writes it to sled ([`TerminalStore`])
+//! behind the terminal's back, flushing at once what must survive a crash
+//! (a broadcast seen for the first time, a closed one, a command, a
+//! revocation list) and segment progress within 200 ms.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::Path;
+
+use protocol::{BroadcastId, ReplayRecord, ReplayStore};
+
+/// One change to the stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalOp {
+    Broadcast {
+        id: BroadcastId,
+        record: ReplayRecord,
+    },
+    Command {
+        signer: u64,
+        id: u64,
+        expires_ms: i64,
+    },
+    Revocation {
+        signer: u64,
+        list: Vec<u8>,
+    },
+    Forget {
+        broadcasts: Vec<BroadcastId>,
+        commands: Vec<(u64, u64)>,
+    },
+}
+
+/// A change and whether it must be on disk at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persist {
+    pub op: JournalOp,
+    pub urgent: bool,
+}
+
+/// The replay record in memory, with the changes not yet handed to the
+/// store thread.
+#[derive(Debug, Default)]
+pub struct Journal {
+    broadcasts: HashMap<BroadcastId, ReplayRecord>,
+    commands: HashMap<(u64, u64), i64>,
+    pending: Vec<Persist>,
+}
+
+impl Journal {
+    /// Changes to write, oldest first.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Persist> {
+        self.pending.drain(..)
+    }
+
+    /// Keeps a revocation list (applied by the verifier) for the store.
+    pub fn persist_revocation(&mut self, signer: u64, list: Vec<u8>) {
+        self.pending.push(Persist {
+            op: JournalOp::Revocation { signer, list },
+            urgent: true,
+        });
+    }
+
+    /// Broadcasts accepted but neither complete nor cancelled that have not
+    /// ended, with the next sequence wanted: after a restart the terminal
+    /// asks its upstream to resume them there.
+    pub fn open(&self, now_ms: i64, limit: usize) -> Vec<(BroadcastId, u32)> {
+        self.broadcasts
+            .iter()
+            .filter(|(_, r)| !r.closed && r.end_ms >= now_ms)
+            .map(|(id, r)| (*id, r.next_seq))
+            .take(limit)
+            .collect()
+    }
+}
+
+impl ReplayStore for Journal {
+    type Error = Infallible;
+
+    fn get(&self, id: BroadcastId) -> Result<Option<ReplayRecord>, Infallible> {
+        Ok(self.broadcasts.get(&id).copied())
+    }
+
+    fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Infallible> {
+        let first = self.broadcasts.insert(id, *record).is_none();
+        self.pending.push(Persist {
+            op: JournalOp::Broadcast {
+                id,
+                record: *record,
+            },
+            urgent: first || record.closed,
+        });
+        Ok(())
+    }
+
+    fn insert_command(
+        &mut self,
+        signer_serial: u64,
+        command_id: u64,
+        expires_ms: i64,
+    ) -> Result<bool, Infallible> {
+        let fresh = self
+            .commands
+            .insert((signer_serial, command_id), expires_ms)
+            .is_none();
+        if fresh {
+            self.pending.push(Persist {
+                op: JournalOp::Command {
+                    signer: signer_serial,
+                    id: command_id,
+                    expires_ms,
+                },
+                urgent: true,
+            });
+        }
+        Ok(fresh)
+    }
+
+    fn closed(&self, now_ms: i64, limit: usize) -> Result<Vec<BroadcastId>, Infallible> {
+        Ok(self
+            .broadcasts
+            .iter()
+            .filter(|(_, r)| r.closed && r.end_ms >= now_ms)
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect())
+    }
+
+    fn prune(&mut self, now_ms: i64) -> Result<usize, Infallible> {
+        let broadcasts: Vec<BroadcastId> = self
+            .broadcasts
+            .iter()
+            .filter(|(_, r)| r.end_ms < now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        let commands: Vec<(u64, u64)> = self
+            .commands
+            .iter()
+            .filter(|(_, e)| **e < now_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        let n = broadcasts.len() + commands.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        for id in &broadcasts {
+            self.broadcasts.remove(id);
+        }
+        for k in &commands {
+            self.commands.remove(k);
+        }
+        self.pending.push(Persist {
+            op: JournalOp::Forget {
+                broadcasts,
+                commands,
+            },
+            urgent: false,
+        });
+        Ok(n)
+    }
+}
+
+fn encode(r: &ReplayRecord) -> [u8; 45] {
+    let mut b = [0u8; 45];
+    b[..32].copy_from_slice(&r.digest);
+    b[32..40].copy_from_slice(&r.end_ms.to_be_bytes());
+    b[40..44].copy_from_slice(&r.next_seq.to_be_bytes());
+    b[44] = r.closed as u8;
+    b
+}
+
+/// A record that does not decode is treated as seen and closed: never play
+/// what cannot be checked.
+fn decode(b: &[u8]) -> ReplayRecord {
+    let unreadable = ReplayRecord {
+        digest: [0; 32],
+        end_ms: i64::MAX,
+        next_seq: u32::MAX,
+        closed: true,
+    };
+    if b.len() != 45 {
+        return unreadable;
+    }
+    let (Ok(digest), Ok(end), Ok(next)) = (
+        b[..32].try_into(),
+        <[u8; 8]>::try_from(&b[32..40]),
+        <[u8; 4]>::try_from(&b[40..44]),
+    ) else {
+        return unreadable;
+    };
+    ReplayRecord {
+        digest,
+        end_ms: i64::from_be_bytes(end),
+        next_seq: u32::from_be_bytes(next),
+        closed: b[44] != 0,
+    }
+}
+
+fn command_key(signer: u64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&signer.to_be_bytes());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The terminal's sled store. Written only by the host's store thread
+/// (after start-up), flushed only when that thread says.
+pub struct TerminalStore {
+    db: sled::Db,
+    broadcasts: sled::Tree,
+    commands: sled::Tree,
+    revocations: sled::Tree,
+}
+
+/// What a terminal finds in its store at start.
+pub struct Loaded {
+    pub journal: Journal,
+    /// Encoded revocation lists, one per signer.
+    pub revocations: Vec<Vec<u8>>,
+}
+
+impl TerminalStore {
+    pub fn open(path: &Path) -> Result<Self, sled::Error> {
+        // No background flusher: the store thread flushes (one thread for
+        // every terminal of a process instead of one each).
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        Ok(TerminalStore {
+            broadcasts: db.open_tree("broadcasts")?,
+            commands: db.open_tree("commands")?,
+            revocations: db.open_tree("revocations")?,
+            db,
+        })
+    }
+
+    /// Everything stored, into memory (bounded: records are forgotten once
+    /// their broadcast or command has ended).
+    pub fn load(&self) -> Result<Loaded, sled::Error> {
+        let mut journal = Journal::default();
+        for item in self.broadcasts.iter() {
+            let (k, v) = item?;
+            let id = <[u8; 16]>::try_from(&k[..])
+                .ok()
+                .and_then(|k| BroadcastId::from_u128(u128::from_be_bytes(k)).ok());
+            if let Some(id) = id {
+                journal.broadcasts.insert(id, decode(&v));
+            }
+        }
+        for item in self.commands.iter() {
+            let (k, v) = item?;
+            let (Ok(k), Ok(v)) = (<[u8; 16]>::try_from(&k[..]), <[u8; 8]>::try_from(&v[..])) else {
+                continue;
+            };
+            let signer = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
+            let id = u64::from_be_bytes(k[8..].try_into().unwrap_or_default());
+            journal.commands.insert((signer, id), i64::from_be_bytes(v));
+        }
+        let revocations = self
+            .revocations
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect::<Result<_, sled::Error>>()?;
+        Ok(Loaded {
+            journal,
+            revocations,
+        })
+    }
+
+    pub fn apply(&self, op: &JournalOp) -> Result<(), sled::Error> {
+        match op {
+            JournalOp::Broadcast { id, record } => {
+                self.broadcasts
+                    .insert(id.as_u128().to_be_bytes(), &encode(record)[..])?;
+            }
+            JournalOp::Command {
+                signer,
+                id,
+                expires_ms,
+            } => {
+                self.commands
+                    .insert(command_key(*signer, *id), &expires_ms.to_be_bytes()[..])?;
+            }
+            JournalOp::Revocation { signer, list } => {
+                self.revocations
+                    .insert(signer.to_be_bytes(), list.as_slice())?;
+            }
+            JournalOp::Forget {
+                broadcasts,
+                commands,
+            } => {
+                for id in broadcasts {
+                    self.broadcasts.remove(id.as_u128().to_be_bytes())?;
+                }
+                for (s, i) in commands {
+                    self.commands.remove(command_key(*s, *i))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> BroadcastId {
+        BroadcastId::from_u128(43601210000000101010000202612010000 + n).unwrap()
+    }
+
+    fn record(next_seq: u32, closed: bool) -> ReplayRecord {
+        ReplayRecord {
+            digest: [7; 32],
+            end_ms: 10_000,
+            next_seq,
+            closed,
+        }
+    }
+
+    #[test]
+    fn changes_reach_the_store_and_come_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut j = Journal::default();
+        j.put(id(1), &record(0, false)).unwrap();
+        j.put(id(1), &record(5, false)).unwrap();
+        j.put(id(2), &record(3, true)).unwrap();
+        assert!(j.insert_command(9, 1, 10_000).unwrap());
+        assert!(
+            !j.insert_command(9, 1, 10_000).unwrap(),
+            "a replayed command"
+        );
+        j.persist_revocation(4, vec![1, 2, 3]);
+        let urgent: Vec<bool> = j.pending.iter().map(|p| p.urgent).collect();
+        // First sight, progress, closed, command, revocation.
+        assert_eq!(urgent, [true, false, true, true, true]);
+        {
+            let store = TerminalStore::open(&path).unwrap();
+            for p in j.drain() {
+                store.apply(&p.op).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = TerminalStore::open(&path).unwrap();
+        let mut loaded = store.load().unwrap();
+        assert_eq!(loaded.revocations, vec![vec![1, 2, 3]]);
+        let back = &mut loaded.journal;
+        assert_eq!(back.get(id(1)).unwrap(), Some(record(5, false)));
+        assert_eq!(back.open(0, 10), vec![(id(1), 5)]);
+        assert_eq!(back.closed(0, 10).unwrap(), vec![id(2)]);
+        assert!(!back.insert_command(9, 1, 10_000).unwrap(), "still refused");
+        // Ended records are forgotten, in memory and in the store.
+        assert_eq!(back.prune(20_000).unwrap(), 3);
+        for p in back.drain() {
+            store.apply(&p.op).unwrap();
+        }
+        assert!(store.load().unwrap().journal.broadcasts.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_record_counts_as_closed() {
+        let r = decode(&[1, 2, 3]);
+        assert!(r.closed && r.next_seq == u32::MAX && r.end_ms == i64::MAX);
+    }
+}

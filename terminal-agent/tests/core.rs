@@ -1,0 +1,578 @@
+//! The terminal core in simulated time: no sockets, no clock, no threads.
+//! A test builds a core, hands it frames at chosen moments, moves time to
+//! each timeout the core asks for, and checks what came out: the audio
+//! (with its play times), the receipts, the counts.
+
+use std::sync::{Arc, RwLock};
+
+use certs::pki::{DistrictPki, Layout};
+use certs::{Identity, RevocationState, TrustAnchor};
+use protocol::build::{segments_needed, SegmentSigner};
+use protocol::{
+    AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Codec, Message, MessageType,
+    RawFrame, ReceiptKind, RefusalReason, Severity, SignedHeader,
+};
+use terminal_agent::core::{Chunk, CoreConfig, Output, TerminalCore};
+use terminal_agent::journal::{Journal, TerminalStore};
+
+const T0: i64 = 1_800_000_000_000_000; // µs
+const FRAME: i64 = 20_000;
+const DELAY: i64 = 400_000;
+
+struct World {
+    pki: DistrictPki,
+    anchor: TrustAnchor,
+}
+
+impl World {
+    fn new() -> Self {
+        let now = T0 / 1_000_000;
+        let pki = DistrictPki::generate(
+            Layout {
+                towns: 1,
+                villages: 1,
+                terminals: 1,
+            },
+            (now - 3600, now + 86_400),
+            now,
+        )
+        .unwrap();
+        let anchor = TrustAnchor::new(pki.root.cert().clone()).unwrap();
+        World { pki, anchor }
+    }
+
+    fn terminal(&self) -> Identity {
+        testbed_copy(self.pki.terminals().next().unwrap().1)
+    }
+
+    fn core(&self, journal: Journal) -> TerminalCore {
+        TerminalCore::new(
+            self.terminal(),
+            self.anchor.clone(),
+            Arc::new(RwLock::new(RevocationState::new())),
+            journal,
+            CoreConfig::default(),
+            T0,
+        )
+        .unwrap()
+    }
+
+    fn county(&self) -> certs::AreaCode {
+        self.pki.district.cert().scope()[0]
+    }
+}
+
+fn testbed_copy(id: &Identity) -> Identity {
+    Identity {
+        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").unwrap(),
+        chain: id.chain.clone(),
+    }
+}
+
+/// `seconds` of a tone at `hz`, encoded as real Opus at 16 kHz.
+fn tone(hz: f32, seconds: f32) -> (Vec<f32>, Vec<Vec<u8>>) {
+    let pcm: Vec<f32> = (0..(16_000.0 * seconds) as usize)
+        .map(|i| (2.0 * std::f32::consts::PI * hz * i as f32 / 16_000.0).sin() * 0.5)
+        .collect();
+    let frames = codec::encode_pcm(&pcm, codec::EncoderConfig::default()).unwrap();
+    (pcm, frames)
+}
+
+/// A signed broadcast from the district: its header frame and segment
+/// frames, first frame presented at `pts_us`.
+struct Cast {
+    id: BroadcastId,
+    header: RawFrame,
+    segments: Vec<RawFrame>,
+    pts_us: i64,
+    frames: usize,
+}
+
+fn raw(m: &Message) -> RawFrame {
+    let bytes = m.encode();
+    protocol::FrameReader::new().push(&bytes).unwrap().remove(0)
+}
+
+fn cast(
+    w: &World,
+    seq: u16,
+    class: BroadcastClass,
+    severity: Severity,
+    issued_us: i64,
+    frames: Vec<Vec<u8>>,
+) -> Cast {
+    let id = BroadcastId::new(
+        &w.pki.district.cert().body().resource_code,
+        (2027, 1, 15),
+        seq,
+    )
+    .unwrap();
+    let n = frames.len();
+    let header = BroadcastHeader {
+        id,
+        msg_type: MessageType::Broadcast,
+        related: None,
+        class,
+        event_type: "11B06".parse().unwrap(),
+        severity,
+        issued_at_ms: issued_us / 1000,
+        start_ms: issued_us / 1000,
+        end_ms: issued_us / 1000 + 600_000,
+        targets: vec![w.county()],
+        language: "zh-CN".into(),
+        title: format!("broadcast {seq}"),
+        text: String::new(),
+        audio: AudioParams {
+            codec: Codec::Opus,
+            sample_rate: 16_000,
+            frame_ms: 20,
+            channels: 1,
+            frames_per_segment: 10,
+            live: false,
+            total_segments: segments_needed(n, 10),
+        },
+        volume_hint: None,
+    };
+    let signed = SignedHeader::sign(header, &w.pki.district).unwrap();
+    let pts_us = issued_us + 1_000_000;
+    let segments = SegmentSigner::new(&signed, &w.pki.district.key, pts_us)
+        .sign_all(frames, 10)
+        .unwrap()
+        .into_iter()
+        .map(|s| raw(&Message::Segment(s)))
+        .collect();
+    Cast {
+        id,
+        header: raw(&Message::Header(signed)),
+        segments,
+        pts_us,
+        frames: n,
+    }
+}
+
+/// A core driven in simulated time, with everything it put out.
+struct Sim {
+    core: TerminalCore,
+    now: i64,
+    chunks: Vec<Chunk>,
+    receipts: Vec<(Option<BroadcastId>, ReceiptKind)>,
+    flushes: Vec<u64>,
+    persisted: Vec<terminal_agent::journal::Persist>,
+    /// When false the player takes nothing (a stalled sink).
+    sink_takes: bool,
+}
+
+impl Sim {
+    fn new(core: TerminalCore) -> Self {
+        Sim {
+            core,
+            now: T0,
+            chunks: Vec::new(),
+            receipts: Vec::new(),
+            flushes: Vec::new(),
+            persisted: Vec::new(),
+            sink_takes: true,
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Up(m) => {
+                    if let Message::Receipt(r) = *m {
+                        self.receipts.push((r.receipt.broadcast, r.receipt.kind))
+                    }
+                }
+                Output::Persist(p) => self.persisted.push(p),
+                Output::Flush { gen } => {
+                    self.flushes.push(gen);
+                    // The player drops what it holds of older generations.
+                    let now = self.now;
+                    self.chunks.retain(|c| c.gen >= gen || c.play_at_us <= now);
+                }
+                Output::Gain(_) => {}
+            }
+        }
+        if self.sink_takes {
+            while let Some(c) = self.core.poll_chunk(self.now) {
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    /// Moves time to `t`, waking the core whenever it asked to be.
+    fn run_until(&mut self, t: i64) {
+        while let Some(next) = self.core.poll_timeout() {
+            if next > t {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = self.now.max(t);
+        self.core.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// Delivers a frame at `t`; true when it was refused.
+    fn deliver(&mut self, t: i64, f: &RawFrame) -> bool {
+        self.run_until(t);
+        let refused = self.core.handle_broadcast_frame(f, 7, self.now);
+        self.drain();
+        refused
+    }
+
+    /// Delivers a whole broadcast at `t`, in one batch (as the driver
+    /// hands the core what arrived together before its timeouts).
+    fn deliver_all(&mut self, t: i64, c: &Cast) {
+        self.run_until(t);
+        for f in std::iter::once(&c.header).chain(&c.segments) {
+            assert!(!self.core.handle_broadcast_frame(f, 7, self.now), "refused");
+        }
+        self.drain();
+        self.run_until(t);
+    }
+
+    fn played(&self, id: BroadcastId) -> Vec<&Chunk> {
+        self.chunks.iter().filter(|c| c.broadcast == id).collect()
+    }
+
+    fn receipts_of(&self, id: BroadcastId) -> Vec<ReceiptKind> {
+        self.receipts
+            .iter()
+            .filter(|(b, _)| *b == Some(id))
+            .map(|(_, k)| *k)
+            .collect()
+    }
+}
+
+fn pcm_of(chunks: &[&Chunk]) -> Vec<f32> {
+    chunks.iter().flat_map(|c| c.pcm.iter().copied()).collect()
+}
+
+/// Play times run on in 20 ms steps with no gap or overlap.
+fn contiguous(chunks: &[&Chunk]) -> bool {
+    chunks
+        .windows(2)
+        .all(|w| w[1].play_at_us - w[0].play_at_us == FRAME)
+}
+
+#[test]
+fn a_broadcast_plays_whole_on_its_timeline_and_is_reported() {
+    let w = World::new();
+    let (pcm, frames) = tone(440.0, 2.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    sim.deliver_all(T0 + 10_000, &c);
+    sim.run_until(T0 + 5_000_000);
+    let played = sim.played(c.id);
+    assert_eq!(played.len(), c.frames);
+    assert_eq!(played[0].play_at_us, c.pts_us + DELAY);
+    assert!(contiguous(&played));
+    // Decoded ahead of time, never before the decode window.
+    let (corr, _) = codec::measure::best_correlation(&pcm, &pcm_of(&played), 800);
+    assert!(corr > 0.9, "correlation {corr}");
+    assert_eq!(
+        sim.receipts_of(c.id),
+        [
+            ReceiptKind::Verified,
+            ReceiptKind::Started,
+            ReceiptKind::Finished
+        ]
+    );
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.finished && r.frames_played == c.frames as u64, "{r:?}");
+    assert_eq!((r.frames_concealed, r.frames_late), (0, 0));
+    // Its first sight and its end were journalled for a restart, urgently.
+    assert!(sim.persisted.first().is_some_and(|p| p.urgent));
+    assert!(sim.persisted.last().is_some_and(|p| p.urgent));
+}
+
+#[test]
+fn an_emergency_preempts_a_programme_which_resumes_in_step() {
+    let w = World::new();
+    let (_, long) = tone(300.0, 6.0);
+    let (alert_pcm, short) = tone(900.0, 1.0);
+    let daily = cast(&w, 1, BroadcastClass::Daily, Severity::Unknown, T0, long);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    sim.deliver_all(T0, &daily);
+    sim.run_until(daily.pts_us + DELAY + 1_000_000);
+    let alert_at = sim.now;
+    let alert = cast(
+        &w,
+        2,
+        BroadcastClass::Emergency,
+        Severity::Orange,
+        alert_at,
+        short,
+    );
+    sim.deliver_all(alert_at, &alert);
+    // Pre-empted at once: what was queued of the programme is flushed.
+    assert_eq!(sim.core.snapshot().playing, Some(alert.id));
+    assert_eq!(sim.flushes.len(), 1);
+    assert!(sim
+        .played(daily.id)
+        .iter()
+        .all(|c| c.play_at_us <= alert_at));
+    sim.run_until(alert.pts_us + DELAY + 3_000_000);
+    let a = sim.played(alert.id);
+    assert_eq!(a.len(), alert.frames);
+    assert!(contiguous(&a));
+    let (corr, _) = codec::measure::best_correlation(&alert_pcm, &pcm_of(&a), 800);
+    assert!(corr > 0.9, "alert correlation {corr}");
+    // The programme resumes where its own timeline is, after the alert.
+    let d = sim.played(daily.id);
+    let resumed: Vec<&&Chunk> = d.iter().filter(|c| c.play_at_us > alert_at).collect();
+    let first_back = resumed.first().expect("the programme resumed").play_at_us;
+    assert!(
+        first_back >= a.last().unwrap().play_at_us,
+        "after the alert"
+    );
+    assert_eq!(
+        (first_back - daily.pts_us - DELAY) % FRAME,
+        0,
+        "on the programme's own timeline"
+    );
+    assert_eq!(
+        sim.receipts_of(daily.id),
+        [
+            ReceiptKind::Verified,
+            ReceiptKind::Started,
+            ReceiptKind::Preempted,
+            ReceiptKind::Resumed
+        ]
+    );
+    let r = &sim.core.snapshot().records[&daily.id];
+    assert_eq!(r.preempted, 1);
+}
+
+#[test]
+fn a_cancel_stops_playback_at_once() {
+    let w = World::new();
+    let (_, frames) = tone(500.0, 4.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    sim.deliver_all(T0, &c);
+    sim.run_until(c.pts_us + DELAY + 1_000_000);
+    let cancel_at = sim.now;
+    let original = SignedHeader::decode(c.header.body())
+        .unwrap()
+        .header()
+        .clone();
+    let cancel = BroadcastHeader {
+        id: BroadcastId::new(
+            &w.pki.district.cert().body().resource_code,
+            (2027, 1, 15),
+            2,
+        )
+        .unwrap(),
+        msg_type: MessageType::Cancel,
+        related: Some(c.id),
+        issued_at_ms: cancel_at / 1000,
+        start_ms: cancel_at / 1000,
+        audio: AudioParams::NONE,
+        title: "取消".into(),
+        ..original
+    };
+    let cancel = raw(&Message::Header(
+        SignedHeader::sign(cancel, &w.pki.district).unwrap(),
+    ));
+    assert!(!sim.deliver(cancel_at, &cancel));
+    assert_eq!(sim.core.snapshot().playing, None);
+    assert_eq!(sim.flushes.len(), 1, "queued audio dropped");
+    sim.run_until(cancel_at + 5_000_000);
+    assert!(sim.played(c.id).iter().all(|x| x.play_at_us <= cancel_at));
+    assert!(sim.receipts_of(c.id).contains(&ReceiptKind::Cancelled));
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.cancelled && !r.finished);
+}
+
+#[test]
+fn a_late_joiner_plays_from_where_the_others_are() {
+    let w = World::new();
+    let (_, frames) = tone(600.0, 5.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    // Everything arrives 2 s after the first frame should have played.
+    let join = c.pts_us + DELAY + 2_000_000;
+    sim.deliver_all(join, &c);
+    sim.run_until(join + 5_000_000);
+    let played = sim.played(c.id);
+    let window = codec::PlayoutConfig::default().max_lag_us;
+    assert!(played[0].play_at_us >= join - window - FRAME, "in step");
+    assert!(contiguous(&played));
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.finished);
+    assert_eq!(r.frames_played + r.frames_late, c.frames as u64, "{r:?}");
+    assert_eq!(
+        r.frames_concealed, 0,
+        "nothing on its way is concealed: {r:?}"
+    );
+    assert!(
+        r.frames_late >= 70,
+        "the part already past is skipped: {r:?}"
+    );
+}
+
+#[test]
+fn a_lost_segment_is_concealed_only_when_due_and_a_late_one_still_plays() {
+    let w = World::new();
+    let (_, frames) = tone(700.0, 2.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    assert!(!sim.deliver(T0, &c.header));
+    // Segments 0–3 in time; 4 arrives 30 ms before it plays; 5 is lost on
+    // the way; 6–9 follow.
+    for s in &c.segments[..4] {
+        assert!(!sim.deliver(T0, s));
+    }
+    let seg4_plays = c.pts_us + DELAY + 40 * FRAME;
+    sim.run_until(seg4_plays - 30_000);
+    assert_eq!(
+        sim.core.snapshot().records[&c.id].frames_concealed,
+        0,
+        "nothing concealed ahead of time"
+    );
+    assert!(!sim.deliver(seg4_plays - 30_000, &c.segments[4]));
+    for s in &c.segments[6..] {
+        assert!(!sim.deliver(seg4_plays - 20_000, s));
+    }
+    sim.run_until(seg4_plays + 3_000_000);
+    let r = &sim.core.snapshot().records[&c.id];
+    assert_eq!(r.frames_played, c.frames as u64 - 10, "{r:?}");
+    // Five concealed, then silence, the last one recovered from the next
+    // packet's forward error correction.
+    assert_eq!((r.frames_concealed, r.frames_recovered), (5, 1), "{r:?}");
+    let played = sim.played(c.id);
+    assert_eq!(played.len(), c.frames, "the gap is filled, in step");
+    assert!(contiguous(&played));
+}
+
+#[test]
+fn a_late_driver_catches_up_inside_the_window_and_counts_what_it_must_drop() {
+    let w = World::new();
+    let (_, frames) = tone(800.0, 4.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    sim.deliver_all(T0, &c);
+    let start = c.pts_us + DELAY;
+    sim.run_until(start + 500_000);
+    // Held up 450 ms (past the 300 ms look-ahead, inside the window).
+    sim.now = start + 500_000 + 450_000;
+    sim.core.handle_timeout(sim.now);
+    sim.drain();
+    sim.run_until(start + 2_000_000);
+    let r = sim.core.snapshot().records[&c.id].clone();
+    assert_eq!(
+        r.frames_late, 0,
+        "nothing inside the window is dropped: {r:?}"
+    );
+    // Held up 1.5 s: what fell out of the window is dropped and counted.
+    sim.now = start + 3_500_000;
+    sim.core.handle_timeout(sim.now);
+    sim.drain();
+    sim.run_until(start + 6_000_000);
+    let r = sim.core.snapshot().records[&c.id].clone();
+    assert!(r.frames_late > 0, "{r:?}");
+    assert_eq!(r.frames_played + r.frames_late, c.frames as u64, "{r:?}");
+    assert!(contiguous(&sim.played(c.id)[..50]));
+}
+
+#[test]
+fn a_stalled_sink_never_stops_verification_and_costs_only_late_audio() {
+    let w = World::new();
+    let (_, frames) = tone(350.0, 6.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    assert!(!sim.deliver(T0, &c.header));
+    for s in &c.segments[..10] {
+        assert!(!sim.deliver(T0, s));
+    }
+    let start = c.pts_us + DELAY;
+    sim.run_until(start + 500_000);
+    // The sink stalls for 2 s. Frames keep arriving and are verified; a
+    // forged one is refused and counted; receipts keep flowing.
+    sim.sink_takes = false;
+    let mut bytes = c.segments[10].bytes.clone();
+    let inside_the_audio = bytes.len() - 80;
+    bytes[inside_the_audio] ^= 0xff;
+    let forged = protocol::FrameReader::new().push(&bytes).unwrap().remove(0);
+    assert!(
+        sim.deliver(start + 600_000, &forged),
+        "refused while stalled"
+    );
+    for (i, s) in c.segments[10..20].iter().enumerate() {
+        assert!(!sim.deliver(start + 700_000 + i as i64 * 100_000, s));
+    }
+    sim.run_until(start + 2_500_000);
+    for s in &c.segments[20..] {
+        assert!(!sim.deliver(start + 2_500_000, s));
+    }
+    let snap = sim.core.snapshot();
+    let refused: u64 = snap
+        .refusals
+        .iter()
+        .filter(|(r, _)| *r == RefusalReason::SegmentSignature)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, 1);
+    // The sink is back: audio still inside the window plays, the rest was
+    // counted late; memory stayed bounded (nothing older than the window).
+    sim.sink_takes = true;
+    sim.drain();
+    let window = codec::PlayoutConfig::default().max_lag_us;
+    let after: Vec<&Chunk> = sim
+        .chunks
+        .iter()
+        .filter(|x| x.play_at_us > start + 500_000 + 300_000)
+        .collect();
+    assert!(after
+        .first()
+        .is_some_and(|x| x.play_at_us >= sim.now - window - FRAME));
+    sim.run_until(start + 8_000_000);
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.frames_late > 50, "{r:?}");
+    assert_eq!(r.frames_played + r.frames_late, c.frames as u64, "{r:?}");
+    assert!(r.finished);
+}
+
+#[test]
+fn a_terminal_rebooted_mid_broadcast_resumes_it_without_a_refusal() {
+    let w = World::new();
+    let (_, frames) = tone(450.0, 6.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let dir = tempfile::tempdir().unwrap();
+    let store = TerminalStore::open(&dir.path().join("store")).unwrap();
+    let mut sim = Sim::new(w.core(Journal::default()));
+    assert!(!sim.deliver(T0, &c.header));
+    for s in &c.segments[..12] {
+        assert!(!sim.deliver(T0, s));
+    }
+    sim.run_until(c.pts_us + DELAY + 1_000_000);
+    for p in sim.persisted.drain(..) {
+        store.apply(&p.op).unwrap();
+    }
+    store.flush().unwrap();
+    drop(sim); // power cut
+
+    let loaded = store.load().unwrap();
+    let mut sim = Sim::new(w.core(loaded.journal));
+    let reboot = c.pts_us + DELAY + 3_000_000;
+    sim.run_until(reboot);
+    // It asks its upstream to resume where it got to...
+    let sub = sim.core.subscribe(reboot);
+    assert_eq!(sub.resume, vec![(c.id, 12)]);
+    // ...which sends the header and the segments from there on.
+    assert!(!sim.deliver(reboot, &c.header));
+    for s in &c.segments[12..] {
+        assert!(!sim.deliver(reboot, s), "no stale_sequence after a reboot");
+    }
+    sim.run_until(reboot + 5_000_000);
+    let played = sim.played(c.id);
+    assert!(!played.is_empty(), "it plays on");
+    assert!(played[0].play_at_us >= reboot - codec::PlayoutConfig::default().max_lag_us - FRAME);
+    assert!(sim.core.snapshot().refusals.is_empty());
+    // And a replay of what it played before the reboot is still refused.
+    assert!(sim.deliver(reboot + 5_000_000, &c.segments[3]));
+}

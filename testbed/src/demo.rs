@@ -1,0 +1,275 @@
+//! The demo: the whole seed district on this machine, an emergency alert
+//! through the district's API with live coverage, a notice from one
+//! village, and a summary taken from the terminals themselves.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use certs::pki::Layout;
+
+use crate::district::{LocalDistrict, LocalOptions, LocalTerminal};
+
+/// What the demo reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub terminals: usize,
+    pub connected: usize,
+    /// Terminals that verified and played the whole alert, every frame.
+    pub played_full: usize,
+    /// Refusals counted by all terminals (0 in a clean run).
+    pub refused: u64,
+    /// From the API accepting the alert to the first sample at each terminal.
+    pub activation_ms: Percentiles,
+    /// Terminals of the notice's village that played it.
+    pub notice_played: usize,
+    pub notice_village_terminals: usize,
+    /// Terminals outside that village that received or played it (must be 0).
+    pub notice_outside_village: usize,
+    /// Frames of the alert per terminal: fewest played, most concealed or recovered.
+    pub alert_frames: FrameStats,
+    /// Frames of the alert skipped as too late, summed over all terminals.
+    pub late_frames: u64,
+    pub alert_id: String,
+    pub notice_id: String,
+    pub startup_s: f64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FrameStats {
+    pub total: u64,
+    pub played_min: u64,
+    pub concealed_max: u64,
+    pub recovered_max: u64,
+    pub unfinished: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: i64,
+    pub p95: i64,
+    pub max: i64,
+    pub count: usize,
+}
+
+pub fn percentiles(mut v: Vec<i64>) -> Percentiles {
+    v.sort_unstable();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Percentiles {
+        p50: at(0.5),
+        p95: at(0.95),
+        max: v.last().copied().unwrap_or(0),
+        count: v.len(),
+    }
+}
+
+pub struct DemoOptions {
+    pub layout: Layout,
+    pub alert: PathBuf,
+    pub notice: PathBuf,
+    /// Say what happens on stderr.
+    pub verbose: bool,
+    /// Terminal 0 plays on the loudspeaker instead of a WAV file.
+    pub speaker: bool,
+    pub dir: PathBuf,
+    pub platform_runtime: Option<tokio::runtime::Handle>,
+}
+
+fn full(r: &terminal_agent::PlayRecord, frames_per_segment: u64) -> bool {
+    r.finished
+        && r.frames_concealed == 0
+        && r.frames_recovered == 0
+        && r.frames_played + frames_per_segment > r.total_frames
+}
+
+/// Runs the demo: start, alert, notice, summary.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
+    let say = |s: String| {
+        if opts.verbose {
+            eprintln!("{s}");
+        }
+    };
+    let started = Instant::now();
+    let verbose = opts.verbose;
+    let speaker = opts.speaker;
+    let district = LocalDistrict::start(LocalOptions {
+        layout: opts.layout,
+        dir: opts.dir.clone(),
+        sink: Box::new(move |i, dir| {
+            if i == 0 {
+                if speaker {
+                    match codec::open_sink("speaker", 16_000) {
+                        Ok(s) => return Ok(s),
+                        Err(e) => eprintln!(
+                            "speaker unavailable ({e}); terminal 0 writes a WAV file instead"
+                        ),
+                    }
+                }
+                return Ok(Box::new(codec::WavSink::create(
+                    &dir.join("played.wav"),
+                    16_000,
+                )?));
+            }
+            Ok(Box::new(codec::NullSink::new(16_000)))
+        }),
+        heartbeat: Duration::from_secs(5),
+        api_everywhere: true,
+        platform_runtime: opts.platform_runtime.clone(),
+        progress: Box::new(move |what, done, of| {
+            if verbose {
+                eprint!("\rstarting {what}: {done}/{of}   ");
+                if done == of {
+                    eprintln!();
+                }
+            }
+        }),
+    })
+    .await?;
+    let connected = district.wait_connected(Duration::from_secs(120)).await;
+    let startup_s = started.elapsed().as_secs_f64();
+    say(format!(
+        "{connected}/{} terminals connected after {startup_s:.1} s; district API at {}",
+        district.terminals.len(),
+        district.district_api().base()
+    ));
+
+    // 1. The district-wide emergency alert, through the district's API.
+    let api = district.district_api();
+    let county = district.district.relay.scope[0].to_string();
+    let fields = [
+        ("areas", county),
+        ("class", "emergency".to_string()),
+        ("severity", "1".to_string()),
+        ("event_type", "11B06".to_string()),
+        ("title", "防汛紧急转移通知".to_string()),
+        ("valid_minutes", "30".to_string()),
+    ];
+    let requested = certs::time::unix_now_ms();
+    let alert_id = api.issue(&opts.alert, &fields).await?;
+    let accepted = certs::time::unix_now_ms();
+    let alert = alert_id.to_string();
+    say(format!(
+        "alert {alert} accepted by the district API in {} ms",
+        accepted - requested
+    ));
+    watch(&district, alert_id, "alert", verbose).await;
+
+    // 2. A notice from one village, to that village only.
+    let village = &district.villages[district.villages.len() / 2];
+    let village_api = district.api(&village.platform);
+    let nfields = [
+        ("areas", village.area.to_string()),
+        ("class", "daily".to_string()),
+        ("title", "村民大会通知".to_string()),
+        ("valid_minutes", "10".to_string()),
+    ];
+    let notice_id = village_api.issue(&opts.notice, &nfields).await?;
+    let notice = notice_id.to_string();
+    say(format!(
+        "village notice {notice} issued by {} for {}",
+        village.platform.name, village.area
+    ));
+    let vi = district.villages.len() / 2;
+    let in_village: Vec<&LocalTerminal> = district
+        .terminals
+        .iter()
+        .filter(|t| t.village == vi)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && !in_village.iter().all(|t| {
+            t.handle()
+                .snapshot()
+                .records
+                .get(&notice_id)
+                .is_some_and(|r| r.finished)
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 3. Summary from the terminals themselves.
+    let mut activation = Vec::new();
+    let mut frames = FrameStats {
+        played_min: u64::MAX,
+        ..Default::default()
+    };
+    let (mut played_full, mut refused, mut notice_played, mut notice_outside) = (0, 0, 0, 0);
+    let mut late_frames = 0;
+    for t in &district.terminals {
+        let s = t.handle().snapshot();
+        if let Some(r) = s.records.get(&alert_id) {
+            if let Some(first) = r.first_sample_ms {
+                activation.push(first - accepted);
+            }
+            played_full += full(r, 10) as usize;
+            frames.total = r.total_frames;
+            frames.played_min = frames.played_min.min(r.frames_played);
+            frames.concealed_max = frames.concealed_max.max(r.frames_concealed);
+            frames.recovered_max = frames.recovered_max.max(r.frames_recovered);
+            frames.unfinished += (!r.finished) as usize;
+            late_frames += r.frames_late;
+        }
+        refused += s.refusals.iter().map(|(_, n)| n).sum::<u64>();
+        let got_notice = s.records.get(&notice_id);
+        if t.village == vi {
+            notice_played += got_notice.is_some_and(|r| r.finished && r.frames_played > 0) as usize;
+        } else if got_notice.is_some() {
+            notice_outside += 1;
+        }
+    }
+    let mut district = district;
+    for t in district.terminals.iter_mut().take(1) {
+        t.stop().await;
+    }
+    Ok(Summary {
+        terminals: district.terminals.len(),
+        connected,
+        played_full,
+        refused,
+        activation_ms: percentiles(activation),
+        notice_played,
+        notice_village_terminals: in_village_count(&district, vi),
+        notice_outside_village: notice_outside,
+        alert_frames: frames,
+        late_frames,
+        alert_id: alert,
+        notice_id: notice,
+        startup_s,
+    })
+}
+
+fn in_village_count(d: &LocalDistrict, vi: usize) -> usize {
+    d.terminals.iter().filter(|t| t.village == vi).count()
+}
+
+/// Prints coverage once a second (from the district's receipts) until every
+/// terminal finished or a minute passed.
+async fn watch(d: &LocalDistrict, id: protocol::BroadcastId, what: &str, verbose: bool) {
+    let total = d.terminals.len() as u32;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = d.district.relay.book().coverage(id);
+        if verbose {
+            eprintln!(
+                "{what}: {} / {total} playing, {} finished, {} refused",
+                c.playing, c.finished, c.refused
+            );
+        }
+        let done = d.terminals.iter().all(|t| {
+            t.handle()
+                .snapshot()
+                .records
+                .get(&id)
+                .is_some_and(|r| r.finished)
+        });
+        if done || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,262 @@
+//! The whole district on one machine: a fresh PKI, every node's bundle
+//! written and read back, every platform and terminal started in-process
+//! on loopback with real QUIC, the HTTP APIs listening.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use certs::pki::{DistrictPki, Layout};
+use certs::{AreaCode, Bundle};
+use platform::PlatformHandle;
+use terminal_agent::{Host, Terminal, TerminalConfig, TerminalHandle};
+
+use crate::client::ApiClient;
+use crate::node::{platform_config, provision, start_platform};
+
+/// Reports start-up progress: (what, done, of).
+pub type ProgressFn = Box<dyn Fn(&str, usize, usize) + Send + Sync>;
+
+/// Where a terminal's audio goes: (terminal index, its folder).
+pub type SinkFactory =
+    Box<dyn Fn(usize, &Path) -> anyhow::Result<Box<dyn codec::Sink>> + Send + Sync>;
+
+pub struct LocalOptions {
+    pub layout: Layout,
+    /// Folder for PKI, stores and WAV files.
+    pub dir: PathBuf,
+    pub sink: SinkFactory,
+    pub heartbeat: Duration,
+    /// Give every platform an HTTP API (the district always has one).
+    pub api_everywhere: bool,
+    /// Called as nodes start: (what, done, of).
+    pub progress: ProgressFn,
+    /// Run the platforms on this runtime (a benchmark separates relay CPU
+    /// from terminal CPU by thread); None: the current one.
+    pub platform_runtime: Option<tokio::runtime::Handle>,
+}
+
+impl LocalOptions {
+    /// `layout` in `dir`, every terminal writing `dir/terminals/NAME/played.wav`,
+    /// 500 ms heartbeats, an API on every platform.
+    pub fn wav(layout: Layout, dir: &Path) -> Self {
+        LocalOptions {
+            layout,
+            dir: dir.to_path_buf(),
+            sink: Box::new(|_, dir| {
+                Ok(
+                    Box::new(codec::WavSink::create(&dir.join("played.wav"), 16_000)?)
+                        as Box<dyn codec::Sink>,
+                )
+            }),
+            heartbeat: Duration::from_millis(500),
+            api_everywhere: true,
+            progress: Box::new(|_, _, _| {}),
+            platform_runtime: None,
+        }
+    }
+}
+
+pub struct LocalTerminal {
+    handle: Option<TerminalHandle>,
+    pub config: TerminalConfig,
+    pub town: usize,
+    pub village: usize,
+    pub area: AreaCode,
+    pub dir: PathBuf,
+}
+
+impl LocalTerminal {
+    pub fn handle(&self) -> &TerminalHandle {
+        self.handle.as_ref().expect("terminal running")
+    }
+
+    /// Stops the terminal in order and closes its sink (a WAV file gets
+    /// its header).
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+pub struct LocalVillage {
+    pub platform: PlatformHandle,
+    pub area: AreaCode,
+    pub town: usize,
+}
+
+pub struct LocalDistrict {
+    pub dir: PathBuf,
+    pub token: String,
+    pub district: PlatformHandle,
+    pub towns: Vec<PlatformHandle>,
+    pub villages: Vec<LocalVillage>,
+    pub terminals: Vec<LocalTerminal>,
+    pub root: certs::Certificate,
+    /// The playout clock and store thread every terminal here shares.
+    pub host: Host,
+}
+
+const VALIDITY_DAYS: i64 = 365;
+
+impl LocalDistrict {
+    pub async fn start(opts: LocalOptions) -> anyhow::Result<Self> {
+        let now = certs::time::unix_now();
+        let pki =
+            DistrictPki::generate(opts.layout, (now - 3600, now + VALIDITY_DAYS * 86_400), now)
+                .context("generating the PKI")?;
+        let dir = opts.dir.clone();
+        let pki_dir = dir.join("pki");
+        std::fs::create_dir_all(&pki_dir)?;
+        std::fs::write(pki_dir.join("root.pem"), pki.root.cert().to_pem())?;
+        let token = platform::config::api_token(&dir.join("api-token"))?;
+        let host = Host::new().context("starting the terminals' host threads")?;
+        let total_platforms = 1 + pki.towns.len() + pki.villages().count();
+        let runtime = opts.platform_runtime.clone();
+        let start = |name: String, parents: Vec<SocketAddr>, bundle: Bundle, http: bool| {
+            let runtime = runtime.clone();
+            let config = platform_config(&pki_dir, &name, parents);
+            let mut config = config;
+            config.store = dir.join("stores").join(&name);
+            let token = token.clone();
+            async move {
+                let run = async move { start_platform(config, bundle, &token, http).await };
+                match runtime {
+                    Some(rt) => rt.spawn(run).await.map_err(anyhow::Error::from)?,
+                    None => run.await,
+                }
+            }
+        };
+        let district = start(
+            "district".into(),
+            vec![],
+            provision(&pki_dir, &pki.root, &pki.district, "district", now)?,
+            true,
+        )
+        .await?;
+        (opts.progress)("platforms", 1, total_platforms);
+        let mut towns = Vec::new();
+        for (t, town) in pki.towns.iter().enumerate() {
+            let name = format!("town-{t}");
+            let b = provision(&pki_dir, &pki.root, &town.identity, &name, now)?;
+            towns.push(start(name, vec![district.quic_addr], b, opts.api_everywhere).await?);
+            (opts.progress)("platforms", 1 + towns.len(), total_platforms);
+        }
+        let mut villages = Vec::new();
+        for (t, town) in pki.towns.iter().enumerate() {
+            for (v, village) in town.villages.iter().enumerate() {
+                let name = format!("village-{t}-{v}");
+                let b = provision(&pki_dir, &pki.root, &village.identity, &name, now)?;
+                let parents = vec![towns[t].quic_addr, district.quic_addr];
+                villages.push(LocalVillage {
+                    platform: start(name, parents, b, opts.api_everywhere).await?,
+                    area: village.area,
+                    town: t,
+                });
+                (opts.progress)(
+                    "platforms",
+                    1 + towns.len() + villages.len(),
+                    total_platforms,
+                );
+            }
+        }
+        let total_terminals = pki.terminals().count();
+        let mut terminals = Vec::new();
+        let mut vi = 0;
+        for (t, town) in pki.towns.iter().enumerate() {
+            for (v, village) in town.villages.iter().enumerate() {
+                for (k, term) in village.terminals.iter().enumerate() {
+                    let name = format!("terminal-{t}-{v}-{k}");
+                    let tdir = dir.join("terminals").join(&name);
+                    std::fs::create_dir_all(&tdir)?;
+                    let bundle = provision(&pki_dir, &pki.root, term, &name, now)?;
+                    let mut config = TerminalConfig::new(
+                        pki_dir.join(format!("{name}.bundle")),
+                        vec![
+                            villages[vi].platform.quic_addr,
+                            towns[t].quic_addr,
+                            district.quic_addr,
+                        ],
+                        tdir.join("store"),
+                    );
+                    config.heartbeat_ms = opts.heartbeat.as_millis() as u64;
+                    let sink = (opts.sink)(terminals.len(), &tdir)?;
+                    let handle = Terminal::new(config.clone(), bundle)?
+                        .with_sink(sink)
+                        .start(&host, None)
+                        .await?;
+                    terminals.push(LocalTerminal {
+                        handle: Some(handle),
+                        config,
+                        town: t,
+                        village: vi,
+                        area: village.area,
+                        dir: tdir,
+                    });
+                    if terminals.len() % 25 == 0 || terminals.len() == total_terminals {
+                        (opts.progress)("terminals", terminals.len(), total_terminals);
+                    }
+                }
+                vi += 1;
+            }
+        }
+        Ok(LocalDistrict {
+            dir,
+            token,
+            district,
+            towns,
+            villages,
+            terminals,
+            root: pki.root.cert().clone(),
+            host,
+        })
+    }
+
+    /// Waits until every terminal is connected upstream; how many are.
+    pub async fn wait_connected(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self
+                .terminals
+                .iter()
+                .filter(|t| t.handle().snapshot().connected_to.is_some())
+                .count();
+            if n == self.terminals.len() || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Restarts terminal `i` on the same bundle file and store, as after a
+    /// power cut: the old one stops first and lets go of its store.
+    pub async fn restart_terminal(
+        &mut self,
+        i: usize,
+        sink: Box<dyn codec::Sink>,
+    ) -> anyhow::Result<()> {
+        let t = &mut self.terminals[i];
+        if let Some(old) = t.handle.take() {
+            old.shutdown().await;
+        }
+        t.handle = Some(
+            Terminal::load(t.config.clone())?
+                .with_sink(sink)
+                .start(&self.host, None)
+                .await?,
+        );
+        Ok(())
+    }
+
+    /// The district's API.
+    pub fn district_api(&self) -> ApiClient {
+        ApiClient::of(&self.district, &self.token).expect("the district has an API")
+    }
+
+    /// A platform's API.
+    pub fn api(&self, p: &PlatformHandle) -> ApiClient {
+        ApiClient::of(p, &self.token).expect("the platform has an API")
+    }
+}

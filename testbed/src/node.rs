@@ -1,0 +1,64 @@
+//! Provisioning one node the way the field does it: its bundle written to
+//! a file and read back, its configuration pointing at it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use certs::{Bundle, Identity};
+
+/// A copy of an identity (keys are not Clone on purpose; tests need copies).
+pub fn copy(id: &Identity) -> Identity {
+    Identity {
+        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").expect("a key round-trips"),
+        chain: id.chain.clone(),
+    }
+}
+
+/// Writes `id`'s bundle (trusting `root`) to `dir/NAME.bundle` and reads
+/// it back: the real provisioning path.
+pub fn provision(
+    dir: &Path,
+    root: &Identity,
+    id: &Identity,
+    name: &str,
+    now: i64,
+) -> anyhow::Result<Bundle> {
+    let path = dir.join(format!("{name}.bundle"));
+    Bundle::new(root.cert().clone(), copy(id), now)?.write_file(&path)?;
+    Ok(Bundle::read_file(&path, now)?)
+}
+
+fn loopback() -> SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+/// The configuration of platform `name` with its store under `dir/stores`,
+/// dialling `parents`.
+pub fn platform_config(
+    dir: &Path,
+    name: &str,
+    parents: Vec<SocketAddr>,
+) -> platform::PlatformConfig {
+    let mut c = platform::PlatformConfig::new(
+        name,
+        dir.join(format!("{name}.bundle")),
+        loopback(),
+        dir.join("stores").join(name),
+        dir.join("api-token"),
+    );
+    c.parents = parents;
+    c
+}
+
+/// Starts platform `name` provisioned in memory with `bundle`, on
+/// loopback (with an HTTP API if `http`).
+pub async fn start_platform(
+    config: platform::PlatformConfig,
+    bundle: Bundle,
+    token: &str,
+    http: bool,
+) -> anyhow::Result<platform::PlatformHandle> {
+    platform::Platform::new(config, bundle, token.to_string())?
+        .start(platform::Listeners::loopback(http).await?)
+        .await
+}
