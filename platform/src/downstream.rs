@@ -32,6 +32,11 @@ const LIVE_LAG_SEGMENTS: usize = 10;
 /// enough in hand to ride out a 4G outage, without every terminal having to
 /// verify a whole long alert in the same instant.
 const SEND_AHEAD_US: i64 = 5_000_000;
+/// A forwarder starts with this much in hand and earns a second more each
+/// second up to `SEND_AHEAD_US`: when an alert starts, every child gets its
+/// first segments before any child gets its later ones (the first seconds
+/// of an alert are what the whole district must verify at once).
+const START_AHEAD_US: i64 = 1_500_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts children until `shutdown` resolves; then waits for their
@@ -282,6 +287,7 @@ async fn forward(
     let mut stream = conn.open_uni().await?;
     let _ = stream.set_priority(b.priority());
     let mut changes = b.subscribe();
+    let began_us = crate::relay::now_ms() * 1000;
     timed(stream.write_all(&b.header_frame)).await?;
     let mut index = 0;
     loop {
@@ -294,7 +300,7 @@ async fn forward(
             if seq < from_seq {
                 continue;
             }
-            let early_us = pts_us - SEND_AHEAD_US - crate::relay::now_ms() * 1000;
+            let early_us = send_at(pts_us, began_us) - crate::relay::now_ms() * 1000;
             if early_us > 0 {
                 tokio::time::sleep(Duration::from_micros(early_us as u64)).await;
                 if b.is_cancelled() {
@@ -314,11 +320,39 @@ async fn forward(
     Ok(id)
 }
 
+/// When a segment presenting at `pts_us` may go to a child whose forwarder
+/// began at `began_us`: once it lies within the forwarder's send-ahead,
+/// which starts at `START_AHEAD_US` and grows a second per second up to
+/// `SEND_AHEAD_US` (pts ≤ t + min(START + t − began, SEND_AHEAD)).
+fn send_at(pts_us: i64, began_us: i64) -> i64 {
+    ((pts_us - START_AHEAD_US + began_us) / 2).max(pts_us - SEND_AHEAD_US)
+}
+
 async fn timed<F: std::future::Future<Output = Result<(), quinn::WriteError>>>(
     f: F,
 ) -> anyhow::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, f).await {
         Ok(r) => Ok(r?),
         Err(_) => anyhow::bail!("child too slow: write timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarder_sends_the_start_first_then_earns_its_way_ahead() {
+        let began = 0;
+        // The alert's first frame presents a second from now: what
+        // presents in the next 1.5 s goes at once, not the next 5 s.
+        assert!(send_at(1_000_000, began) <= 0);
+        assert!(send_at(1_500_000, began) <= 0);
+        assert!(send_at(1_520_000, began) > 0);
+        // Two seconds in, it is 3.5 s ahead; eventually 5 s, no more.
+        assert_eq!(send_at(5_500_000, began), 2_000_000);
+        assert_eq!(send_at(60_000_000, began), 55_000_000);
+        // What is already due (a late joiner, a failover) goes at once.
+        assert!(send_at(-10_000_000, began) < 0);
     }
 }
