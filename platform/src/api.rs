@@ -16,7 +16,8 @@ use serde_json::json;
 
 use crate::book::{Coverage, TerminalRow};
 use crate::issue::{self, IdAllocator, IssueError, IssueRequest};
-use crate::relay::{now_ms, Relay};
+use crate::now_ms;
+use crate::relay::Relay;
 use crate::upload::Upload;
 
 /// A terminal whose last heartbeat is older than this is offline.
@@ -101,7 +102,7 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "tier": cert.tier().name(),
         "serial": format!("{:016x}", cert.serial()),
         "scope": s.relay.scope.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "broadcasts": s.relay.current(now_ms()).len(),
+        "broadcasts": s.relay.broadcasts.current(now_ms()).len(),
         "refusals": s.relay.refusals().iter().map(|(r, n)| (r.name().to_string(), n)).collect::<std::collections::BTreeMap<_, _>>(),
         "certificates": crate::expiry::chain_expiry(&s.relay, certs::time::unix_now(), s.expiry_warning),
         "revocations": s.relay.revocation_numbers().iter().map(|(signer, n)| json!({"signer": format!("{signer:016x}"), "number": n})).collect::<Vec<_>>(),
@@ -150,7 +151,7 @@ async fn revoke(
     let list = if text.trim_start().starts_with("-----BEGIN") {
         let list = certs::RevocationList::from_pem(text).map_err(|e| bad(e.to_string()))?;
         s.relay
-            .apply_revocation(list.clone())
+            .apply_revocation(list.clone(), crate::now_ms())
             .map_err(|e| bad(format!("list refused: {e}")))?;
         list
     } else {
@@ -198,6 +199,7 @@ async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
     let book = s.relay.book();
     Json(
         s.relay
+            .broadcasts
             .all()
             .iter()
             .map(|b| {

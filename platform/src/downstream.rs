@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use transport::FrameStream;
 
-use crate::relay::{now_ms, Broadcast, Relay};
+use crate::broadcast::{Broadcast, Cursor, Step};
+use crate::now_ms;
+use crate::relay::Relay;
 
 /// A child as its certificate says.
 #[derive(Debug, Clone)]
@@ -25,18 +27,6 @@ pub struct Child {
     pub key: PublicKey,
 }
 
-/// A live segment further behind than this is skipped: the child gets the
-/// newest audio instead of a growing backlog.
-const LIVE_LAG_SEGMENTS: usize = 10;
-/// Recorded audio is sent at most this far ahead of its presentation time:
-/// enough in hand to ride out a 4G outage, without every terminal having to
-/// verify a whole long alert in the same instant.
-const SEND_AHEAD_US: i64 = 5_000_000;
-/// A forwarder starts with this much in hand and earns a second more each
-/// second up to `SEND_AHEAD_US`: when an alert starts, every child gets its
-/// first segments before any child gets its later ones (the first seconds
-/// of an alert are what the whole district must verify at once).
-const START_AHEAD_US: i64 = 1_500_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts children until `shutdown` resolves; then waits for their
@@ -97,7 +87,12 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
             Ok(f) => f,
             Err(e) => {
                 if let Some(d) = e.framing() {
-                    relay.refuse(&Refusal::Malformed(d.clone()), None, child.serial);
+                    relay.refuse(
+                        &Refusal::Malformed(d.clone()),
+                        None,
+                        child.serial,
+                        crate::now_ms(),
+                    );
                 }
                 anyhow::bail!("control stream: {e}");
             }
@@ -105,12 +100,12 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         match frame.map(|f| f.message()) {
             Some(Ok(Message::Hello(h))) if h.serial == child.serial => {}
             Some(Ok(Message::Hello(_))) => {
-                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                relay.refuse(&Refusal::ForgedReport, None, child.serial, crate::now_ms());
                 anyhow::bail!("hello names another serial than the certificate")
             }
             Some(Ok(Message::Subscribe(s))) => resume.extend(s.resume),
             Some(Err(e)) => {
-                relay.refuse(&Refusal::from(e), None, child.serial);
+                relay.refuse(&Refusal::from(e), None, child.serial, crate::now_ms());
                 anyhow::bail!("bad frame before subscribe");
             }
             other => anyhow::bail!("expected hello and subscribe, got {other:?}"),
@@ -118,7 +113,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     }
     info!(tier = %child.tier, serial = format!("{:016x}", child.serial), "child connected");
     // Tiers above learn the child's key, so they can check its reports.
-    if let Err(r) = relay.add_member(&chain, None) {
+    if let Err(r) = relay.add_member(&chain, None, crate::now_ms()) {
         debug!("child's chain no longer verifies: {r}");
     }
     // The lists in force go first: a child must know what is revoked before
@@ -129,9 +124,9 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     }
 
     let mut forwarders = JoinSet::new();
-    let mut announcements = relay.announcements();
+    let mut announcements = relay.broadcasts.announcements();
     let mut commands = relay.command_feed();
-    for b in relay.current(now_ms()) {
+    for b in relay.broadcasts.current(now_ms()) {
         let from = resume.get(&b.id()).copied().unwrap_or(0);
         // The child has all of a complete broadcast (or says so): resending
         // even its header would only be refused as a replay.
@@ -164,7 +159,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
             list = revocations.recv() => match list {
                 Ok(list) => {
                     timed(send.write_all(&Message::Revocation(list).encode())).await?;
-                    if relay.chain_fails(&chain) {
+                    if relay.chain_fails(&chain, crate::now_ms()) {
                         warn!(serial = format!("{:016x}", child.serial), "child revoked: link closed");
                         conn.close(2u32.into(), b"revoked");
                         break;
@@ -189,7 +184,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 Ok(None) => break,
                 Err(e) => {
                     if let Some(d) = e.framing() {
-                    relay.refuse(&Refusal::Malformed(d.clone()), None, child.serial);
+                    relay.refuse(&Refusal::Malformed(d.clone()), None, child.serial, crate::now_ms());
                 }
                     debug!("control stream: {e}");
                     break;
@@ -210,7 +205,7 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
     let msg = match raw.message() {
         Ok(m) => m,
         Err(e) => {
-            relay.refuse(&Refusal::from(e), None, child.serial);
+            relay.refuse(&Refusal::from(e), None, child.serial, crate::now_ms());
             return false;
         }
     };
@@ -224,7 +219,7 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
         } else if direct_terminal {
             None
         } else {
-            relay.member_key(named)
+            relay.members.key(named)
         };
         key.is_some_and(|k| valid(&k))
     };
@@ -232,36 +227,41 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
     match &msg {
         Message::Receipt(r) => {
             if !signed_by(r.receipt.terminal_serial, &|k| r.signature_valid(k)) {
-                relay.refuse(&Refusal::ForgedReport, r.receipt.broadcast, child.serial);
+                relay.refuse(
+                    &Refusal::ForgedReport,
+                    r.receipt.broadcast,
+                    child.serial,
+                    crate::now_ms(),
+                );
                 return false;
             }
             relay.record_receipt(r);
         }
         Message::Status(s) => {
             if !signed_by(s.status.terminal_serial, &|k| s.signature_valid(k)) {
-                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                relay.refuse(&Refusal::ForgedReport, None, child.serial, crate::now_ms());
                 return false;
             }
-            relay.record_status(s);
+            relay.record_status(s, crate::now_ms());
             behind = direct_terminal && lists_behind(relay, &s.status.revocation_numbers);
         }
         Message::Member(m) => {
             if direct_terminal {
-                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                relay.refuse(&Refusal::ForgedReport, None, child.serial, crate::now_ms());
                 return false;
             }
-            if let Err(r) = relay.add_member(&m.chain, Some(&child.scope)) {
-                relay.refuse(&r, None, child.serial);
+            if let Err(r) = relay.add_member(&m.chain, Some(&child.scope), crate::now_ms()) {
+                relay.refuse(&r, None, child.serial, crate::now_ms());
             }
             // add_member passes a new member up itself.
             return false;
         }
         Message::SecurityEvent(e) => {
             if !signed_by(e.event.reporter_serial, &|k| e.signature_valid(k)) {
-                relay.refuse(&Refusal::ForgedReport, None, child.serial);
+                relay.refuse(&Refusal::ForgedReport, None, child.serial, crate::now_ms());
                 return false;
             }
-            relay.record_event(e);
+            relay.record_event(e, crate::now_ms());
         }
         _ => return false,
     }
@@ -277,7 +277,7 @@ fn lists_behind(relay: &Relay, held: &[(u64, u64)]) -> bool {
         .any(|(signer, number)| !held.iter().any(|(s, n)| s == signer && n >= number))
 }
 
-/// Sends one broadcast to one child on its own stream.
+/// Sends one broadcast to one child on its own stream, as its cursor says.
 async fn forward(
     conn: Connection,
     b: Arc<Broadcast>,
@@ -287,45 +287,29 @@ async fn forward(
     let mut stream = conn.open_uni().await?;
     let _ = stream.set_priority(b.priority());
     let mut changes = b.subscribe();
-    let began_us = crate::relay::now_ms() * 1000;
+    let mut cursor = Cursor::new(from_seq, now_ms() * 1000);
     timed(stream.write_all(&b.header_frame)).await?;
-    let mut index = 0;
     loop {
-        let mut segments = b.segments_from(index);
-        index += segments.len();
-        if b.is_live() && segments.len() > LIVE_LAG_SEGMENTS {
-            segments.drain(..segments.len() - 2);
-        }
-        for (seq, pts_us, frame) in segments {
-            if seq < from_seq {
-                continue;
+        match cursor.next(&b, now_ms() * 1000) {
+            Step::Send(frame) => timed(stream.write_all(&frame)).await?,
+            Step::Wait(at_us) => {
+                let wait = (at_us - now_ms() * 1000).max(0) as u64;
+                // A cancel must not wait for the next segment's time.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_micros(wait)) => {}
+                    c = changes.changed() => if c.is_err() { break },
+                }
             }
-            let early_us = send_at(pts_us, began_us) - crate::relay::now_ms() * 1000;
-            if early_us > 0 {
-                tokio::time::sleep(Duration::from_micros(early_us as u64)).await;
-                if b.is_cancelled() {
+            Step::Idle => {
+                if changes.changed().await.is_err() {
                     break;
                 }
             }
-            timed(stream.write_all(&frame)).await?;
-        }
-        if b.is_cancelled() || (b.is_complete() && index >= b.segment_count()) {
-            break;
-        }
-        if changes.changed().await.is_err() {
-            break;
+            Step::Done => break,
         }
     }
     let _ = stream.finish();
     Ok(id)
-}
-
-/// When a segment presenting at `pts_us` may go to a child whose forwarder
-/// began at `began_us`: once it lies within the forwarder's send-ahead,
-/// which starts at `START_AHEAD_US` and grows a second per second up to
-/// `SEND_AHEAD_US` (pts ≤ t + min(START + t − began, SEND_AHEAD)).
-fn send_at(pts_us: i64, began_us: i64) -> i64 {
-    ((pts_us - START_AHEAD_US + began_us) / 2).max(pts_us - SEND_AHEAD_US)
 }
 
 async fn timed<F: std::future::Future<Output = Result<(), quinn::WriteError>>>(
@@ -334,25 +318,5 @@ async fn timed<F: std::future::Future<Output = Result<(), quinn::WriteError>>>(
     match tokio::time::timeout(WRITE_TIMEOUT, f).await {
         Ok(r) => Ok(r?),
         Err(_) => anyhow::bail!("child too slow: write timed out"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_forwarder_sends_the_start_first_then_earns_its_way_ahead() {
-        let began = 0;
-        // The alert's first frame presents a second from now: what
-        // presents in the next 1.5 s goes at once, not the next 5 s.
-        assert!(send_at(1_000_000, began) <= 0);
-        assert!(send_at(1_500_000, began) <= 0);
-        assert!(send_at(1_520_000, began) > 0);
-        // Two seconds in, it is 3.5 s ahead; eventually 5 s, no more.
-        assert_eq!(send_at(5_500_000, began), 2_000_000);
-        assert_eq!(send_at(60_000_000, began), 55_000_000);
-        // What is already due (a late joiner, a failover) goes at once.
-        assert!(send_at(-10_000_000, began) < 0);
     }
 }

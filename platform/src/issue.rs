@@ -11,7 +11,8 @@ use protocol::{
     MessageType, Severity, SignedHeader,
 };
 
-use crate::relay::{now_ms, Relay};
+use crate::now_ms;
+use crate::relay::Relay;
 use crate::store::Store;
 
 /// Frames per segment of recorded audio (200 ms; PROTOCOL.md section 5).
@@ -163,6 +164,7 @@ pub fn cancel(
     target: BroadcastId,
 ) -> Result<BroadcastId, IssueError> {
     let original = relay
+        .broadcasts
         .get(target)
         .ok_or_else(|| IssueError::Invalid(format!("no broadcast {target} here")))?;
     let o = original.header.header();
@@ -199,11 +201,11 @@ fn publish(
 ) -> Result<(), IssueError> {
     let frame = Bytes::from(Message::Header(header).encode());
     relay
-        .ingest_header(frame, false)
+        .ingest_header(frame, false, crate::now_ms())
         .map_err(|e| IssueError::Refused(e.to_string()))?;
     let mut last = Ok(());
     for s in segments {
-        last = relay.ingest_segment(Bytes::from(s.encode()), false);
+        last = relay.ingest_segment(Bytes::from(s.encode()), false, crate::now_ms());
         if last.is_err() {
             break;
         }
@@ -239,7 +241,7 @@ pub fn command(
     };
     let frame = Bytes::from(Message::Command(cmd.sign(&relay.identity)).encode());
     relay
-        .ingest_command(frame)
+        .ingest_command(frame, crate::now_ms())
         .map_err(|e| IssueError::Refused(e.to_string()))?;
     Ok(id)
 }

@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod book;
+pub mod broadcast;
 pub mod config;
 pub mod downstream;
 pub mod expiry;
 pub mod issue;
+pub mod members;
 pub mod metrics;
 pub mod relay;
 pub mod revoke;
@@ -28,6 +30,12 @@ use tracing::info;
 
 pub use config::PlatformConfig;
 pub use relay::Relay;
+
+/// Unix ms from the system clock: the platform program's one clock. The
+/// library parts (relay, broadcasts, cursors) take the time as a parameter.
+pub fn now_ms() -> i64 {
+    certs::time::unix_now_ms()
+}
 
 /// Security events are kept this long in the store (the audit trail of
 /// attacks); older ones are pruned with the ended broadcasts.
@@ -148,7 +156,7 @@ impl Platform {
             revocations.clone(),
             up_tx,
         );
-        let restored = relay.restore()?;
+        let restored = relay.restore(crate::now_ms())?;
         // Lists provisioned with the bundle, unless the store has newer ones.
         for list in bundle.revocations {
             let held = relay
@@ -156,7 +164,7 @@ impl Platform {
                 .iter()
                 .any(|(s, n)| *s == list.signer_serial && *n >= list.number);
             if !held {
-                if let Err(e) = relay.apply_revocation(list) {
+                if let Err(e) = relay.apply_revocation(list, crate::now_ms()) {
                     tracing::error!("a provisioned revocation list does not apply: {e}");
                 }
             }
@@ -165,7 +173,12 @@ impl Platform {
         let weak = Arc::downgrade(&relay);
         let on_reject: certs::tls::RejectHook = Arc::new(move |e, leaf| {
             if let Some(r) = weak.upgrade() {
-                r.refuse(&protocol::Refusal::from_peer(e), None, leaf.unwrap_or(0));
+                r.refuse(
+                    &protocol::Refusal::from_peer(e),
+                    None,
+                    leaf.unwrap_or(0),
+                    crate::now_ms(),
+                );
             }
         });
         let crypto = transport::NodeCrypto {
@@ -251,10 +264,10 @@ async fn housekeeping(
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = events.tick() => relay.flush_events(),
+            _ = events.tick() => relay.flush_events(crate::now_ms()),
             _ = expiry.tick() => expiry::warn(&relay, expiry_warning),
             _ = prune.tick() => {
-                let now = relay::now_ms();
+                let now = crate::now_ms();
                 let n = relay.prune(now, 3_600_000);
                 relay.prune_events(now, EVENT_RETENTION_MS);
                 if n > 0 {

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::relay::{now_ms, Relay};
+use crate::now_ms;
+use crate::relay::Relay;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -94,7 +95,7 @@ pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) ->
     let _ = writeln!(
         out,
         "ebs_broadcasts_current {}",
-        relay.current(now_ms()).len()
+        relay.broadcasts.current(now_ms()).len()
     );
     family(
         &mut out,

@@ -1,9 +1,12 @@
-//! The relay: broadcasts verified once, kept as the exact frames received,
-//! and fanned out to every child whose area they target. Frames are shared
-//! `Bytes`: sending to many children is a reference-count bump, never a copy.
+//! The relay: what a platform does with what it receives and issues. It
+//! verifies each broadcast once and keeps it (`broadcast::Broadcasts`, fanned
+//! out to every child whose area it targets), passes commands down and
+//! reports up, applies revocation lists, and remembers the nodes below
+//! (`members::Members`). Every operation takes the time as a parameter; no
+//! lock is held while another is taken, nor across I/O other than the
+//! store's (sled, whose writes are buffered; flushes happen only for what
+//! an operator is about to be told was accepted).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -13,116 +16,12 @@ use protocol::{
     Audience, BroadcastId, EventReporter, HeaderVerdict, MemoryReplayStore, Message, Policy,
     Refusal, SecurityEvent, Segment, SignedEvent, SignedHeader, Verifier,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::book::Book;
+use crate::broadcast::{Broadcast, Broadcasts};
+use crate::members::Members;
 use crate::store::Store;
-
-pub fn now_ms() -> i64 {
-    certs::time::unix_now_ms()
-}
-
-/// One broadcast as this platform holds it.
-#[derive(Debug)]
-pub struct Broadcast {
-    pub header: SignedHeader,
-    pub header_frame: Bytes,
-    /// (sequence, presentation time µs, frame).
-    segments: RwLock<Vec<(u32, i64, Bytes)>>,
-    complete: AtomicBool,
-    cancelled: AtomicBool,
-    /// Number of segments held; forwarders wait on changes.
-    count: watch::Sender<usize>,
-    pub received_ms: i64,
-}
-
-impl Broadcast {
-    fn new(header: SignedHeader, header_frame: Bytes) -> Arc<Self> {
-        let header_only = header.header().audio.codec == protocol::Codec::None;
-        Arc::new(Broadcast {
-            header,
-            header_frame,
-            segments: RwLock::new(Vec::new()),
-            complete: AtomicBool::new(header_only),
-            cancelled: AtomicBool::new(false),
-            count: watch::channel(0).0,
-            received_ms: now_ms(),
-        })
-    }
-
-    pub fn id(&self) -> BroadcastId {
-        self.header.id()
-    }
-
-    /// QUIC stream priority, from the broadcast's precedence.
-    pub fn priority(&self) -> i32 {
-        protocol::Precedence::of(self.header.header(), self.header.signer().tier())
-            .stream_priority()
-    }
-
-    /// True when this broadcast is for a child responsible for `scope`.
-    pub fn targets_any(&self, scope: &[AreaCode]) -> bool {
-        certs::area::any_overlap(&self.header.header().targets, scope)
-    }
-
-    pub fn is_complete(&self) -> bool {
-        self.complete.load(Ordering::Acquire)
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.header.header().audio.live
-    }
-
-    pub fn expired(&self, now_ms: i64) -> bool {
-        self.header.header().end_ms < now_ms
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.count.subscribe()
-    }
-
-    /// Segments from position `index` on.
-    pub fn segments_from(&self, index: usize) -> Vec<(u32, i64, Bytes)> {
-        let s = self.segments.read().unwrap_or_else(|p| p.into_inner());
-        s.get(index..).map(<[_]>::to_vec).unwrap_or_default()
-    }
-
-    pub fn segment_count(&self) -> usize {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
-    fn push(&self, seq: u32, pts_us: i64, frame: Bytes, last: bool) {
-        let n = {
-            let mut s = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            s.push((seq, pts_us, frame));
-            s.len()
-        };
-        if last {
-            self.complete.store(true, Ordering::Release);
-        }
-        self.count.send_replace(n);
-    }
-
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        self.complete.store(true, Ordering::Release);
-        self.count.send_modify(|_| {});
-    }
-}
-
-/// A node below this platform, as announced.
-struct MemberEntry {
-    key: certs::PublicKey,
-    chain: Vec<Certificate>,
-    frame: Bytes,
-}
 
 /// Why an ingest did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +40,7 @@ pub struct Relay {
     pub tier: Tier,
     pub scope: Vec<AreaCode>,
     verifier: Mutex<Verifier<MemoryReplayStore>>,
-    broadcasts: RwLock<HashMap<BroadcastId, Arc<Broadcast>>>,
-    announce: broadcast::Sender<Arc<Broadcast>>,
+    pub broadcasts: Broadcasts,
     /// Verified remote commands (raw frames) for child sessions.
     commands: broadcast::Sender<(protocol::SignedCommand, Bytes)>,
     store: Store,
@@ -155,9 +53,8 @@ pub struct Relay {
     reporter: Mutex<EventReporter>,
     /// Frames for the parent (receipts, status, events), in order.
     up: mpsc::Sender<Bytes>,
-    /// Nodes below whose reports can be checked: serial → key, chain and
-    /// the announcement to pass on to a new parent.
-    members: RwLock<HashMap<u64, MemberEntry>>,
+    /// Nodes below whose reports can be checked.
+    pub members: Members,
 }
 
 impl Relay {
@@ -186,8 +83,7 @@ impl Relay {
             scope,
             identity,
             verifier: Mutex::new(verifier),
-            broadcasts: RwLock::new(HashMap::new()),
-            announce: broadcast::channel(1024).0,
+            broadcasts: Broadcasts::default(),
             commands: broadcast::channel(256).0,
             store,
             book: Mutex::new(Book::default()),
@@ -196,7 +92,7 @@ impl Relay {
             revocation_feed: broadcast::channel(64).0,
             reporter: Mutex::new(reporter),
             up,
-            members: RwLock::default(),
+            members: Members::default(),
         })
     }
 
@@ -207,6 +103,7 @@ impl Relay {
         &self,
         chain: &[Certificate],
         announcer_scope: Option<&[AreaCode]>,
+        now_ms: i64,
     ) -> Result<u64, Refusal> {
         let chain: Vec<Certificate> = chain
             .iter()
@@ -216,7 +113,7 @@ impl Relay {
         let leaf = {
             let lists = self.revocations.read().unwrap_or_else(|p| p.into_inner());
             self.anchor
-                .verify(&chain, now_ms() / 1000, &lists)
+                .verify(&chain, now_ms / 1000, &lists)
                 .map_err(Refusal::Chain)?
                 .clone()
         };
@@ -225,92 +122,61 @@ impl Relay {
                 return Err(Refusal::ForgedReport);
             }
         }
-        let frame = Bytes::from(
-            Message::Member(protocol::Member {
-                chain: chain.clone(),
-            })
-            .encode(),
-        );
-        let entry = MemberEntry {
-            key: *leaf.public_key(),
-            chain,
-            frame: frame.clone(),
-        };
-        let fresh = self
-            .members
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(leaf.serial(), entry)
-            .is_none();
-        if fresh {
-            self.send_up(frame);
+        if let Some(announcement) = self.members.add(chain, &leaf) {
+            self.send_up(announcement);
         }
         Ok(leaf.serial())
     }
 
-    /// The key of a node below, if it was announced.
-    pub fn member_key(&self, serial: u64) -> Option<certs::PublicKey> {
-        self.members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&serial)
-            .map(|m| m.key)
-    }
-
-    /// Every announcement, for a newly connected parent.
-    pub fn member_frames(&self) -> Vec<Bytes> {
-        self.members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|m| m.frame.clone())
-            .collect()
-    }
-
     /// Counts a refusal made outside the verifier and reports it.
-    pub fn refuse(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64) {
+    pub fn refuse(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64, now_ms: i64) {
         self.verifier().count(r);
-        self.report(r, broadcast, offender);
+        self.report(r, broadcast, offender, now_ms);
     }
 
     /// Counts (and unless `report` is false, reports) a frame that did not
     /// even decode.
-    fn undecodable(&self, e: certs::encoding::DecodeError, report: bool) -> IngestError {
+    fn undecodable(
+        &self,
+        e: certs::encoding::DecodeError,
+        report: bool,
+        now_ms: i64,
+    ) -> IngestError {
         let r = Refusal::from(e);
         self.verifier().count(&r);
         if report {
-            self.report(&r, None, 0);
+            self.report(&r, None, 0, now_ms);
         }
         r.into()
     }
 
     /// Reports an already counted refusal as a security event (aggregated).
-    fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64) {
+    fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64, now_ms: i64) {
         tracing::debug!(reason = r.reason().name(), "refused: {r}");
         let due = self
             .reporter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .note(r.reason(), broadcast, offender, now_ms());
+            .note(r.reason(), broadcast, offender, now_ms);
         if let Some(e) = due {
-            self.emit(e);
+            self.emit(e, now_ms);
         }
     }
 
     /// Sends aggregated events whose window ended; called about once a second.
-    pub fn flush_events(&self) {
+    pub fn flush_events(&self, now_ms: i64) {
         let due = self
             .reporter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .due(now_ms());
+            .due(now_ms);
         for e in due {
-            self.emit(e);
+            self.emit(e, now_ms);
         }
     }
 
     /// Signs one of this platform's own events, keeps it and sends it up.
-    fn emit(&self, e: SecurityEvent) {
+    fn emit(&self, e: SecurityEvent, now_ms: i64) {
         tracing::warn!(
             reason = e.reason.name(),
             count = e.count,
@@ -318,19 +184,18 @@ impl Relay {
             "security event"
         );
         let signed = e.sign(&self.identity.key);
-        self.record_event(&signed);
+        self.record_event(&signed, now_ms);
         let _ = self
             .up
             .try_send(Bytes::from(Message::SecurityEvent(signed).encode()));
     }
 
     /// Keeps an event (this platform's or one reported from below), durably.
-    pub fn record_event(&self, e: &SignedEvent) {
-        let now = now_ms();
-        if let Err(err) = self.store.put_event(now, e.body()) {
+    pub fn record_event(&self, e: &SignedEvent, now_ms: i64) {
+        if let Err(err) = self.store.put_event(now_ms, e.body()) {
             tracing::warn!("storing a security event: {err}");
         }
-        self.book().record_event(&e.event, now);
+        self.book().record_event(&e.event, now_ms);
     }
 
     /// Queues a frame for the parent (a child's report passed up unchanged).
@@ -344,12 +209,13 @@ impl Relay {
     /// verifier and the TLS verifiers both use it from now on, broadcasts it
     /// revokes stop, it is stored and passed to every child. Returns false
     /// when it was already in force.
-    pub fn apply_revocation(&self, list: RevocationList) -> Result<bool, Refusal> {
+    pub fn apply_revocation(&self, list: RevocationList, now_ms: i64) -> Result<bool, Refusal> {
         let signer = list.signer_serial;
-        let outcome = match self.verifier().apply_revocation(list.clone(), now_ms()) {
+        let outcome = self.verifier().apply_revocation(list.clone(), now_ms);
+        let outcome = match outcome {
             Ok(o) => o,
             Err(r) => {
-                self.report(&r, None, signer);
+                self.report(&r, None, signer, now_ms);
                 return Err(r);
             }
         };
@@ -357,19 +223,19 @@ impl Relay {
             return Ok(false);
         }
         for id in &outcome.stopped {
-            if let Some(b) = self.get(*id) {
+            if let Some(b) = self.broadcasts.get(*id) {
                 b.cancel();
             }
         }
-        // Revoked members report no more.
-        {
-            let lists = self.revocations.read().unwrap_or_else(|p| p.into_inner());
-            let now_s = now_ms() / 1000;
-            self.members
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, m| self.anchor.verify(&m.chain, now_s, &lists).is_ok());
-        }
+        // Revoked members report no more (the lists are copied first: no
+        // lock is held while another is taken).
+        let lists = self
+            .revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.members
+            .retain(|chain| self.anchor.verify(chain, now_ms / 1000, &lists).is_ok());
         if let Err(e) = self.store.put_revocation(signer, &list.encode()) {
             tracing::error!("storing a revocation list: {e}");
         }
@@ -409,8 +275,8 @@ impl Relay {
     }
 
     /// True when `chain` no longer verifies (a peer revoked or expired).
-    pub fn chain_fails(&self, chain: &[Certificate]) -> bool {
-        self.verifier().chain_fails(chain, now_ms())
+    pub fn chain_fails(&self, chain: &[Certificate], now_ms: i64) -> bool {
+        self.verifier().chain_fails(chain, now_ms)
     }
 
     pub fn anchor(&self) -> &TrustAnchor {
@@ -430,49 +296,14 @@ impl Relay {
         self.verifier().counts().clone()
     }
 
-    /// New broadcasts, for child sessions.
-    pub fn announcements(&self) -> broadcast::Receiver<Arc<Broadcast>> {
-        self.announce.subscribe()
-    }
-
-    pub fn get(&self, id: BroadcastId) -> Option<Arc<Broadcast>> {
-        self.broadcasts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
-    }
-
-    /// Broadcasts still valid at `now`, newest first.
-    pub fn current(&self, now_ms: i64) -> Vec<Arc<Broadcast>> {
-        let mut v: Vec<_> = self
-            .broadcasts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|b| !b.expired(now_ms))
-            .cloned()
-            .collect();
-        v.sort_by_key(|b| std::cmp::Reverse(b.received_ms));
-        v
-    }
-
-    /// Every broadcast held, newest first.
-    pub fn all(&self) -> Vec<Arc<Broadcast>> {
-        let mut v: Vec<_> = self
-            .broadcasts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by_key(|b| std::cmp::Reverse(b.received_ms));
-        v
-    }
-
     /// Verifies and keeps a header frame, received from above or made here.
-    pub fn ingest_header(&self, frame: Bytes, durable: bool) -> Result<HeaderVerdict, IngestError> {
-        self.ingest_header_reporting(frame, durable, true)
+    pub fn ingest_header(
+        &self,
+        frame: Bytes,
+        durable: bool,
+        now_ms: i64,
+    ) -> Result<HeaderVerdict, IngestError> {
+        self.ingest_header_reporting(frame, durable, true, now_ms)
     }
 
     fn ingest_header_reporting(
@@ -480,6 +311,7 @@ impl Relay {
         frame: Bytes,
         durable: bool,
         report: bool,
+        now_ms: i64,
     ) -> Result<HeaderVerdict, IngestError> {
         let header = match Message::decode_body(
             FrameKind::Header,
@@ -487,49 +319,55 @@ impl Relay {
         ) {
             Ok(Message::Header(h)) => h,
             Ok(other) => return Err(IngestError::WrongKind(other.kind())),
-            Err(e) => return Err(self.undecodable(e, report)),
+            Err(e) => return Err(self.undecodable(e, report, now_ms)),
         };
-        let verdict = self.verifier().accept_header(&header, now_ms());
+        let verdict = self.verifier().accept_header(&header, now_ms);
         let verdict = match verdict {
             Ok(v) => v,
             Err(r) => {
                 if report {
-                    self.report(&r, Some(header.id()), header.signer().serial());
+                    self.report(&r, Some(header.id()), header.signer().serial(), now_ms);
                 }
                 return Err(r.into());
             }
         };
         match &verdict {
-            HeaderVerdict::New => self.keep(header, frame, durable)?,
+            HeaderVerdict::New => self.keep(header, frame, durable, now_ms)?,
             HeaderVerdict::Cancel { target, .. } => {
-                if let Some(b) = self.get(*target) {
+                if let Some(b) = self.broadcasts.get(*target) {
                     b.cancel();
                 }
-                self.keep(header, frame, durable)?;
+                self.keep(header, frame, durable, now_ms)?;
             }
             HeaderVerdict::Resumed { .. } | HeaderVerdict::Closed => {}
         }
         Ok(verdict)
     }
 
-    fn keep(&self, header: SignedHeader, frame: Bytes, durable: bool) -> Result<(), IngestError> {
-        let id = header.id();
-        self.store.put_header(id, &frame)?;
+    fn keep(
+        &self,
+        header: SignedHeader,
+        frame: Bytes,
+        durable: bool,
+        now_ms: i64,
+    ) -> Result<(), IngestError> {
+        self.store.put_header(header.id(), &frame)?;
         if durable {
             self.store.flush()?;
         }
-        let b = Broadcast::new(header, frame);
         self.broadcasts
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, b.clone());
-        let _ = self.announce.send(b);
+            .insert(Broadcast::new(header, frame, now_ms));
         Ok(())
     }
 
     /// Verifies and keeps a segment frame.
-    pub fn ingest_segment(&self, frame: Bytes, durable: bool) -> Result<(), IngestError> {
-        self.ingest_segment_reporting(frame, durable, true)
+    pub fn ingest_segment(
+        &self,
+        frame: Bytes,
+        durable: bool,
+        now_ms: i64,
+    ) -> Result<(), IngestError> {
+        self.ingest_segment_reporting(frame, durable, true, now_ms)
     }
 
     fn ingest_segment_reporting(
@@ -537,20 +375,22 @@ impl Relay {
         frame: Bytes,
         durable: bool,
         report: bool,
+        now_ms: i64,
     ) -> Result<(), IngestError> {
         let segment = match Segment::decode(&frame[protocol::frame::FRAME_PREFIX_LEN..]) {
             Ok(s) => s,
-            Err(e) => return Err(self.undecodable(e, report)),
+            Err(e) => return Err(self.undecodable(e, report, now_ms)),
         };
-        let verdict = self.verifier().accept_segment(&segment, now_ms());
+        let verdict = self.verifier().accept_segment(&segment, now_ms);
         let verdict = match verdict {
             Ok(v) => v,
             Err(r) => {
                 if report {
                     let offender = self
+                        .broadcasts
                         .get(segment.id)
                         .map_or(0, |b| b.header.signer().serial());
-                    self.report(&r, Some(segment.id), offender);
+                    self.report(&r, Some(segment.id), offender, now_ms);
                 }
                 return Err(r.into());
             }
@@ -559,7 +399,7 @@ impl Relay {
         if durable {
             self.store.flush()?;
         }
-        if let Some(b) = self.get(segment.id) {
+        if let Some(b) = self.broadcasts.get(segment.id) {
             b.push(segment.seq, segment.pts_us, frame, verdict.last);
         }
         Ok(())
@@ -567,11 +407,11 @@ impl Relay {
 
     /// Reloads revocation lists, still-valid broadcasts, receipts, terminal
     /// status and security events from the store after a restart.
-    pub fn restore(&self) -> Result<usize, IngestError> {
+    pub fn restore(&self, now_ms: i64) -> Result<usize, IngestError> {
         for body in self.store.revocations()? {
             match RevocationList::decode(&body) {
                 Ok(list) => {
-                    if let Err(e) = self.apply_revocation(list) {
+                    if let Err(e) = self.apply_revocation(list, now_ms) {
                         tracing::error!("a stored revocation list no longer applies: {e}");
                     }
                 }
@@ -600,24 +440,24 @@ impl Relay {
         for (header, segments) in self.store.broadcasts()? {
             let header = Bytes::from(header);
             // Quietly: what expired while the platform was down is no attack.
-            match self.ingest_header_reporting(header.clone(), false, false) {
+            match self.ingest_header_reporting(header.clone(), false, false, now_ms) {
                 Ok(HeaderVerdict::New) => n += 1,
                 _ => continue,
             }
             for (_, seg) in segments {
-                let _ = self.ingest_segment_reporting(Bytes::from(seg), false, false);
+                let _ = self.ingest_segment_reporting(Bytes::from(seg), false, false, now_ms);
             }
         }
         Ok(n)
     }
 
     /// Frames this relay holds for a raw frame received (helper for tests).
-    pub fn ingest_raw(&self, raw: RawFrame, durable: bool) -> Result<(), IngestError> {
+    pub fn ingest_raw(&self, raw: RawFrame, durable: bool, now_ms: i64) -> Result<(), IngestError> {
         match raw.kind {
             FrameKind::Header => self
-                .ingest_header(Bytes::from(raw.bytes), durable)
+                .ingest_header(Bytes::from(raw.bytes), durable, now_ms)
                 .map(|_| ()),
-            FrameKind::Segment => self.ingest_segment(Bytes::from(raw.bytes), durable),
+            FrameKind::Segment => self.ingest_segment(Bytes::from(raw.bytes), durable, now_ms),
             k => Err(IngestError::WrongKind(k)),
         }
     }
@@ -629,19 +469,19 @@ impl Relay {
 
     /// Verifies a remote command (from the parent or made here) and passes
     /// it to the children it concerns.
-    pub fn ingest_command(&self, frame: Bytes) -> Result<(), IngestError> {
+    pub fn ingest_command(&self, frame: Bytes, now_ms: i64) -> Result<(), IngestError> {
         let cmd = match Message::decode_body(
             FrameKind::Command,
             &frame[protocol::frame::FRAME_PREFIX_LEN..],
         ) {
             Ok(Message::Command(c)) => c,
             Ok(other) => return Err(IngestError::WrongKind(other.kind())),
-            Err(e) => return Err(self.undecodable(e, true)),
+            Err(e) => return Err(self.undecodable(e, true, now_ms)),
         };
-        let verdict = self.verifier().accept_command_for_relay(&cmd, now_ms());
+        let verdict = self.verifier().accept_command_for_relay(&cmd, now_ms);
         if let Err(r) = verdict {
             let offender = cmd.chain().last().map_or(0, Certificate::serial);
-            self.report(&r, None, offender);
+            self.report(&r, None, offender, now_ms);
             return Err(r.into());
         }
         let _ = self.commands.send((cmd, frame));
@@ -652,19 +492,8 @@ impl Relay {
     /// and replay records); returns how many. Their end time has passed, so
     /// the verifier refuses them as expired anyway.
     pub fn prune(&self, now_ms: i64, keep_ms: i64) -> usize {
-        let old: Vec<BroadcastId> = self
-            .broadcasts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|b| b.header.header().end_ms + keep_ms < now_ms)
-            .map(|b| b.id())
-            .collect();
+        let old = self.broadcasts.remove_ended(now_ms - keep_ms);
         for id in &old {
-            self.broadcasts
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
             if let Err(e) = self.store.remove(*id) {
                 tracing::warn!("pruning {id}: {e}");
             }
@@ -707,10 +536,10 @@ impl Relay {
     }
 
     /// Remembers a terminal's latest status, durably.
-    pub fn record_status(&self, s: &protocol::SignedStatus) {
+    pub fn record_status(&self, s: &protocol::SignedStatus, now_ms: i64) {
         if let Err(e) = self.store.put_status(s.status.terminal_serial, s.body()) {
             tracing::warn!("storing a status: {e}");
         }
-        self.book().record_status(&s.status, now_ms());
+        self.book().record_status(&s.status, now_ms);
     }
 }

@@ -4,7 +4,8 @@
 
 use certs::{RevocationList, Tier};
 
-use crate::relay::{now_ms, Relay};
+use crate::now_ms;
+use crate::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
@@ -38,6 +39,6 @@ pub fn revoke(relay: &Relay, serials: &[u64]) -> Result<RevocationList, RevokeEr
         .into_iter()
         .find(|l| l.signer_serial == own);
     let list = RevocationList::next(&relay.identity, current.as_ref(), serials, now_ms() / 1000)?;
-    relay.apply_revocation(list.clone())?;
+    relay.apply_revocation(list.clone(), crate::now_ms())?;
     Ok(list)
 }

@@ -15,7 +15,8 @@ use transport::guard::{self, Strikes};
 use transport::uplink::{self, Handler, SessionEnd, UplinkState};
 use transport::FrameStream;
 
-use crate::relay::{now_ms, Relay};
+use crate::now_ms;
+use crate::relay::Relay;
 
 pub async fn run(
     endpoint: quinn::Endpoint,
@@ -80,6 +81,7 @@ async fn session(
     };
     transport::send(&mut send, &Message::Hello(hello)).await?;
     let resume = relay
+        .broadcasts
         .current(now_ms())
         .iter()
         .map(|b| (b.id(), b.segment_count() as u32))
@@ -87,7 +89,7 @@ async fn session(
         .collect();
     transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
     // Everything known below, before any report that names it.
-    for frame in relay.member_frames() {
+    for frame in relay.members.frames() {
         send.write_all(&frame).await?;
     }
     loop {
@@ -106,7 +108,7 @@ async fn session(
                         }
                         match frames.next().await {
                             Ok(Some(raw)) => {
-                                if let Err(e) = relay.ingest_raw(raw, false) {
+                                if let Err(e) = relay.ingest_raw(raw, false, crate::now_ms()) {
                                     debug!("from parent: {e}");
                                     if matches!(e, crate::relay::IngestError::Refused(_)) {
                                         strikes.strike();
@@ -117,7 +119,7 @@ async fn session(
                             Ok(None) => break,
                             Err(e) => {
                                 if let Some(d) = e.framing() {
-                                    relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                                    relay.refuse(&Refusal::Malformed(d.clone()), None, parent, crate::now_ms());
                                     strikes.strike();
                                 }
                                 frames.stop();
@@ -133,16 +135,16 @@ async fn session(
             },
             frame = control.next() => match frame {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Command => {
-                    if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes)) {
+                    if let Err(e) = relay.ingest_command(Bytes::from(raw.bytes), crate::now_ms()) {
                         debug!("command from parent: {e}");
                         strikes.strike();
                     }
                 }
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Revocation => {
                     match raw.message() {
-                        Ok(Message::Revocation(list)) => match relay.apply_revocation(list) {
+                        Ok(Message::Revocation(list)) => match relay.apply_revocation(list, crate::now_ms()) {
                             // The parent itself revoked: leave it at once.
-                            Ok(true) if relay.chain_fails(&parent_chain) => {
+                            Ok(true) if relay.chain_fails(&parent_chain, crate::now_ms()) => {
                                 return Ok(SessionEnd::Hostile("parent's certificate revoked"))
                             }
                             Ok(_) => {}
@@ -153,7 +155,7 @@ async fn session(
                         },
                         Ok(_) => {}
                         Err(e) => {
-                            relay.refuse(&Refusal::from(e), None, parent);
+                            relay.refuse(&Refusal::from(e), None, parent, crate::now_ms());
                             strikes.strike();
                         }
                     }
@@ -162,7 +164,7 @@ async fn session(
                 Ok(None) => return Ok(SessionEnd::Lost("parent closed the control stream".into())),
                 Err(e) => {
                     if let Some(d) = e.framing() {
-                        relay.refuse(&Refusal::Malformed(d.clone()), None, parent);
+                        relay.refuse(&Refusal::Malformed(d.clone()), None, parent, crate::now_ms());
                         return Ok(SessionEnd::Hostile("garbled control stream"));
                     }
                     return Err(e.into());

@@ -312,7 +312,7 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
             .iter()
             .copied()
             .filter(|id| {
-                !town.relay.get(*id).is_some_and(|b| {
+                !town.relay.broadcasts.get(*id).is_some_and(|b| {
                     b.is_complete()
                         && b.segment_count() as u32 == b.header.header().audio.total_segments
                 })

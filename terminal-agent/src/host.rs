@@ -348,6 +348,9 @@ fn store_thread(rx: std_mpsc::Receiver<StoreMsg>) {
             Ok(StoreMsg::Sync(store, done)) => {
                 flush(&store);
                 dirty.remove(&(Arc::as_ptr(&store) as usize));
+                // Let go before answering: the caller may close the store
+                // and open it again at once (sled locks it while open).
+                drop(store);
                 let _ = done.send(());
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}

@@ -1122,7 +1122,8 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
         tests::eventually(Duration::from_secs(10), || r
             .district
             .relay
-            .member_key(village)
+            .members
+            .key(village)
             .is_some())
         .await,
         "the district knows village A's key (announced up the tree)"
@@ -1137,7 +1138,7 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
         "the list took {took:?}, more than one heartbeat"
     );
     assert!(
-        r.district.relay.member_key(village).is_none(),
+        r.district.relay.members.key(village).is_none(),
         "a revoked platform reports no more"
     );
     // A terminal that connects later gets the list at once, and again when

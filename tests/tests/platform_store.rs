@@ -75,7 +75,9 @@ async fn receipts_survive_a_platform_restart() {
         first_ms: now * 1000,
         last_ms: now * 1000 + 5,
     };
-    handle.relay.record_event(&event.sign(&terminals[2].key));
+    handle
+        .relay
+        .record_event(&event.sign(&terminals[2].key), platform::now_ms());
     let before = handle.relay.book().coverage(id);
     assert_eq!((before.finished, before.playing, before.refused), (1, 1, 1));
     handle.relay.flush().unwrap();
@@ -134,19 +136,27 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     let end = header.header().end_ms;
     handle
         .relay
-        .ingest_header(protocol::Message::Header(header).encode().into(), true)
+        .ingest_header(
+            protocol::Message::Header(header).encode().into(),
+            true,
+            platform::now_ms(),
+        )
         .unwrap();
     for s in segments {
         handle
             .relay
-            .ingest_segment(protocol::Message::Segment(s).encode().into(), true)
+            .ingest_segment(
+                protocol::Message::Segment(s).encode().into(),
+                true,
+                platform::now_ms(),
+            )
             .unwrap();
     }
-    assert!(handle.relay.get(id).is_some());
+    assert!(handle.relay.broadcasts.get(id).is_some());
     assert_eq!(handle.relay.prune(end, 0), 0, "kept until it ends");
     assert_eq!(handle.relay.prune(end + 1, 0), 1, "forgotten after");
-    assert!(handle.relay.get(id).is_none());
-    assert!(handle.relay.all().is_empty());
+    assert!(handle.relay.broadcasts.get(id).is_none());
+    assert!(handle.relay.broadcasts.all().is_empty());
 }
 
 /// The chain's expiry as the API and the metrics show it, for a PKI valid

@@ -1,0 +1,378 @@
+//! The broadcast model of a relay: each verified broadcast kept as the exact
+//! frames received (shared `Bytes`: sending to many children is a
+//! reference-count bump, never a copy), the registry of them, and a
+//! [`Cursor`] per child that says what to send it next and when. Sans-IO:
+//! time is a parameter.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use certs::AreaCode;
+use protocol::{BroadcastId, SignedHeader};
+use tokio::sync::{broadcast, watch};
+
+/// One broadcast as this platform holds it. Written by the one task that
+/// ingests it; read by every child's forwarder.
+#[derive(Debug)]
+pub struct Broadcast {
+    pub header: SignedHeader,
+    pub header_frame: Bytes,
+    /// (sequence, presentation time µs, frame).
+    segments: RwLock<Vec<(u32, i64, Bytes)>>,
+    complete: AtomicBool,
+    cancelled: AtomicBool,
+    /// Number of segments held; forwarders wait on changes.
+    count: watch::Sender<usize>,
+    pub received_ms: i64,
+}
+
+impl Broadcast {
+    pub fn new(header: SignedHeader, header_frame: Bytes, received_ms: i64) -> Arc<Self> {
+        let header_only = header.header().audio.codec == protocol::Codec::None;
+        Arc::new(Broadcast {
+            header,
+            header_frame,
+            segments: RwLock::new(Vec::new()),
+            complete: AtomicBool::new(header_only),
+            cancelled: AtomicBool::new(false),
+            count: watch::channel(0).0,
+            received_ms,
+        })
+    }
+
+    pub fn id(&self) -> BroadcastId {
+        self.header.id()
+    }
+
+    /// QUIC stream priority, from the broadcast's precedence.
+    pub fn priority(&self) -> i32 {
+        protocol::Precedence::of(self.header.header(), self.header.signer().tier())
+            .stream_priority()
+    }
+
+    /// True when this broadcast is for a child responsible for `scope`.
+    pub fn targets_any(&self, scope: &[AreaCode]) -> bool {
+        certs::area::any_overlap(&self.header.header().targets, scope)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.header.header().audio.live
+    }
+
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.header.header().end_ms < now_ms
+    }
+
+    /// Changes whenever a segment arrives or the broadcast closes.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Segments from position `index` on.
+    pub fn segments_from(&self, index: usize) -> Vec<(u32, i64, Bytes)> {
+        let s = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        s.get(index..).map(<[_]>::to_vec).unwrap_or_default()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// A verified segment (the producer side).
+    pub fn push(&self, seq: u32, pts_us: i64, frame: Bytes, last: bool) {
+        let n = {
+            let mut s = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            s.push((seq, pts_us, frame));
+            s.len()
+        };
+        if last {
+            self.complete.store(true, Ordering::Release);
+        }
+        self.count.send_replace(n);
+    }
+
+    /// Cancelled or revoked: nothing more of it is sent.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.complete.store(true, Ordering::Release);
+        self.count.send_modify(|_| {});
+    }
+}
+
+/// The broadcasts a relay holds, and the feed that tells child sessions of
+/// new ones.
+pub struct Broadcasts {
+    map: RwLock<HashMap<BroadcastId, Arc<Broadcast>>>,
+    announce: broadcast::Sender<Arc<Broadcast>>,
+}
+
+impl Default for Broadcasts {
+    fn default() -> Self {
+        Broadcasts {
+            map: RwLock::default(),
+            announce: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Broadcasts {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<BroadcastId, Arc<Broadcast>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a new broadcast and announces it.
+    pub fn insert(&self, b: Arc<Broadcast>) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(b.id(), b.clone());
+        let _ = self.announce.send(b);
+    }
+
+    pub fn get(&self, id: BroadcastId) -> Option<Arc<Broadcast>> {
+        self.read().get(&id).cloned()
+    }
+
+    /// New broadcasts, for child sessions.
+    pub fn announcements(&self) -> broadcast::Receiver<Arc<Broadcast>> {
+        self.announce.subscribe()
+    }
+
+    /// Broadcasts still valid at `now_ms`, newest first.
+    pub fn current(&self, now_ms: i64) -> Vec<Arc<Broadcast>> {
+        self.sorted(|b| !b.expired(now_ms))
+    }
+
+    /// Every broadcast held, newest first.
+    pub fn all(&self) -> Vec<Arc<Broadcast>> {
+        self.sorted(|_| true)
+    }
+
+    fn sorted(&self, keep: impl Fn(&Broadcast) -> bool) -> Vec<Arc<Broadcast>> {
+        let mut v: Vec<_> = self.read().values().filter(|b| keep(b)).cloned().collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.received_ms));
+        v
+    }
+
+    /// Forgets broadcasts that ended before `before_ms`; their ids.
+    pub fn remove_ended(&self, before_ms: i64) -> Vec<BroadcastId> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let old: Vec<BroadcastId> = map
+            .values()
+            .filter(|b| b.header.header().end_ms < before_ms)
+            .map(|b| b.id())
+            .collect();
+        for id in &old {
+            map.remove(id);
+        }
+        old
+    }
+}
+
+/// Recorded audio goes out at most this far ahead of its presentation
+/// time: enough in hand to ride out a 4G outage, without every terminal
+/// having to verify a whole long alert in the same instant.
+pub const SEND_AHEAD_US: i64 = 5_000_000;
+/// A cursor starts with this much in hand and earns a second more each
+/// second up to `SEND_AHEAD_US`: when an alert starts, every child gets its
+/// first segments before any child gets its later ones (the first seconds
+/// of an alert are what the whole district must verify at once).
+pub const START_AHEAD_US: i64 = 1_500_000;
+/// A live segment further behind than this is skipped: the child gets the
+/// newest audio instead of a growing backlog.
+pub const LIVE_LAG_SEGMENTS: usize = 10;
+
+/// When a segment presenting at `pts_us` may go to a child whose cursor
+/// began at `began_us`: once it lies within the cursor's send-ahead
+/// (pts ≤ t + min(START + t − began, SEND_AHEAD)).
+pub fn send_at(pts_us: i64, began_us: i64) -> i64 {
+    ((pts_us - START_AHEAD_US + began_us) / 2).max(pts_us - SEND_AHEAD_US)
+}
+
+/// What a child's forwarder does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Write this frame now.
+    Send(Bytes),
+    /// Nothing before this time (unix µs).
+    Wait(i64),
+    /// Nothing until the broadcast changes (a segment arrives).
+    Idle,
+    /// Everything is sent, or the broadcast was cancelled.
+    Done,
+}
+
+/// One child's position in one broadcast.
+#[derive(Debug)]
+pub struct Cursor {
+    index: usize,
+    from_seq: u32,
+    began_us: i64,
+    pending: VecDeque<(u32, i64, Bytes)>,
+}
+
+impl Cursor {
+    /// A child that has the segments below `from_seq` already, starting at
+    /// `now_us`. The header goes first, outside the cursor.
+    pub fn new(from_seq: u32, now_us: i64) -> Self {
+        Cursor {
+            index: 0,
+            from_seq,
+            began_us: now_us,
+            pending: VecDeque::new(),
+        }
+    }
+
+    pub fn next(&mut self, b: &Broadcast, now_us: i64) -> Step {
+        if b.is_cancelled() {
+            return Step::Done;
+        }
+        if self.pending.is_empty() {
+            let mut fresh = b.segments_from(self.index);
+            self.index += fresh.len();
+            if b.is_live() && fresh.len() > LIVE_LAG_SEGMENTS {
+                fresh.drain(..fresh.len() - 2);
+            }
+            let from = self.from_seq;
+            self.pending
+                .extend(fresh.into_iter().filter(|(seq, _, _)| *seq >= from));
+        }
+        match self.pending.front() {
+            Some((_, pts, _)) => {
+                let at = send_at(*pts, self.began_us);
+                if at > now_us {
+                    return Step::Wait(at);
+                }
+                let (_, _, frame) = self.pending.pop_front().expect("front exists");
+                Step::Send(frame)
+            }
+            None if b.is_complete() && self.index >= b.segment_count() => Step::Done,
+            None => Step::Idle,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarder_sends_the_start_first_then_earns_its_way_ahead() {
+        let began = 0;
+        // The alert's first frame presents a second from now: what
+        // presents in the next 1.5 s goes at once, not the next 5 s.
+        assert!(send_at(1_000_000, began) <= 0);
+        assert!(send_at(1_500_000, began) <= 0);
+        assert!(send_at(1_520_000, began) > 0);
+        // Two seconds in, it is 3.5 s ahead; eventually 5 s, no more.
+        assert_eq!(send_at(5_500_000, began), 2_000_000);
+        assert_eq!(send_at(60_000_000, began), 55_000_000);
+        // What is already due (a late joiner, a failover) goes at once.
+        assert!(send_at(-10_000_000, began) < 0);
+    }
+
+    fn broadcast(segments: u32, live: bool) -> Arc<Broadcast> {
+        let now_ms = 1_800_000_000_000;
+        let pki = certs::pki::DistrictPki::generate(
+            certs::pki::Layout {
+                towns: 1,
+                villages: 1,
+                terminals: 1,
+            },
+            (now_ms / 1000 - 60, now_ms / 1000 + 3600),
+            now_ms / 1000,
+        )
+        .unwrap();
+        let mut h = protocol::testing::alert_header(
+            &pki.district,
+            1,
+            vec![pki.district.cert().scope()[0]],
+            now_ms,
+            segments,
+        );
+        h.audio.live = live;
+        let signed = SignedHeader::sign(h, &pki.district).unwrap();
+        Broadcast::new(signed, Bytes::new(), now_ms)
+    }
+
+    fn frame(seq: u32) -> Bytes {
+        Bytes::from(vec![seq as u8])
+    }
+
+    #[test]
+    fn a_cursor_paces_resumes_and_ends() {
+        let b = broadcast(40, false);
+        // 40 segments of 200 ms, the first presenting at t = 1 s.
+        for seq in 0..40u32 {
+            b.push(seq, 1_000_000 + seq as i64 * 200_000, frame(seq), seq == 39);
+        }
+        let mut c = Cursor::new(0, 0);
+        let mut sent = Vec::new();
+        while let Step::Send(f) = c.next(&b, 0) {
+            sent.push(f[0]);
+        }
+        assert_eq!(sent, vec![0, 1, 2], "only what presents within 1.5 s");
+        // Segment 3 presents at 1.6 s: allowed at (1.6 − 1.5) / 2 = 50 ms.
+        assert_eq!(c.next(&b, 0), Step::Wait(50_000));
+        // The rest follows as time allows, each when it may; then the end.
+        let mut t = 0;
+        loop {
+            match c.next(&b, t) {
+                Step::Send(f) => sent.push(f[0]),
+                Step::Wait(at) => {
+                    assert!(at > t);
+                    assert!(at >= 1_000_000 + sent.len() as i64 * 200_000 - SEND_AHEAD_US);
+                    t = at;
+                }
+                Step::Idle => panic!("a complete broadcast is never idle"),
+                Step::Done => break,
+            }
+        }
+        assert_eq!(sent, (0..40).collect::<Vec<u8>>());
+        assert_eq!(
+            t,
+            send_at(1_000_000 + 39 * 200_000, 0),
+            "the last one when it may"
+        );
+        // A child that already has 30 segments gets the other 10 only.
+        let mut c = Cursor::new(30, 10_000_000);
+        let mut n = 0;
+        while let Step::Send(_) = c.next(&b, 10_000_000) {
+            n += 1;
+        }
+        assert_eq!(n, 10);
+        // A cancelled broadcast ends every cursor at once.
+        let mut c = Cursor::new(0, 0);
+        b.cancel();
+        assert_eq!(c.next(&b, 0), Step::Done);
+    }
+
+    #[test]
+    fn a_cursor_waits_for_more_and_a_live_laggard_skips_to_the_newest() {
+        let b = broadcast(0, true);
+        let mut c = Cursor::new(0, 0);
+        assert_eq!(c.next(&b, 0), Step::Idle, "nothing yet");
+        for seq in 0..20u32 {
+            b.push(seq, seq as i64 * 40_000, frame(seq), false);
+        }
+        let mut sent = Vec::new();
+        while let Step::Send(f) = c.next(&b, 1_000_000) {
+            sent.push(f[0]);
+        }
+        assert_eq!(sent, vec![18, 19], "a backlog of live audio is skipped");
+        assert_eq!(c.next(&b, 1_000_000), Step::Idle);
+    }
+}
