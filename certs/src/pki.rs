@@ -175,3 +175,13 @@ fn nth_village(towns: &[TownPki], mut i: usize) -> (usize, usize) {
     }
     (0, 0)
 }
+
+/// A copy of an identity: keys are not `Clone` on purpose, but tests and
+/// the demo provision the same identity more than once.
+pub fn copy(id: &Identity) -> Identity {
+    Identity {
+        key: crate::key::SecretKey::from_pem(&id.key.to_pem(), "copy")
+            .expect("a key round-trips through PEM"),
+        chain: id.chain.clone(),
+    }
+}

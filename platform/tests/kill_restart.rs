@@ -11,18 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certs::pki::{DistrictPki, Layout};
-use certs::{Bundle, Identity};
+use certs::pki::{copy, DistrictPki, Layout};
+use certs::Bundle;
 use protocol::BroadcastId;
 
 const CYCLES: usize = 15;
-
-fn copy(id: &Identity) -> Identity {
-    Identity {
-        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").unwrap(),
-        chain: id.chain.clone(),
-    }
-}
 
 fn free_port() -> u16 {
     // A port free for both UDP (QUIC) and TCP (HTTP).

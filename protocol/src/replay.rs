@@ -65,6 +65,41 @@ impl MemoryReplayStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Broadcasts accepted but neither complete nor cancelled that have not
+    /// ended by `now_ms`, with the next sequence wanted.
+    pub fn open(&self, now_ms: i64, limit: usize) -> Vec<(BroadcastId, u32)> {
+        self.broadcasts
+            .iter()
+            .filter(|(_, r)| !r.closed && r.end_ms >= now_ms)
+            .map(|(id, r)| (*id, r.next_seq))
+            .take(limit)
+            .collect()
+    }
+
+    /// Forgets what ended before `now_ms`, saying what: the broadcast ids
+    /// and the (signer, command id) pairs.
+    pub fn remove_ended(&mut self, now_ms: i64) -> (Vec<BroadcastId>, Vec<(u64, u64)>) {
+        let broadcasts: Vec<BroadcastId> = self
+            .broadcasts
+            .iter()
+            .filter(|(_, r)| r.end_ms < now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        let commands: Vec<(u64, u64)> = self
+            .commands
+            .iter()
+            .filter(|(_, e)| **e < now_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in &broadcasts {
+            self.broadcasts.remove(id);
+        }
+        for k in &commands {
+            self.commands.remove(k);
+        }
+        (broadcasts, commands)
+    }
 }
 
 impl ReplayStore for MemoryReplayStore {
@@ -102,9 +137,7 @@ impl ReplayStore for MemoryReplayStore {
     }
 
     fn prune(&mut self, now_ms: i64) -> Result<usize, Infallible> {
-        let before = self.len();
-        self.broadcasts.retain(|_, r| r.end_ms >= now_ms);
-        self.commands.retain(|_, e| *e >= now_ms);
-        Ok(before - self.len())
+        let (b, c) = self.remove_ended(now_ms);
+        Ok(b.len() + c.len())
     }
 }

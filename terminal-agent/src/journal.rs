@@ -9,11 +9,10 @@
 //! (a broadcast seen for the first time, a closed one, a command, a
 //! revocation list) and segment progress within 200 ms.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
 
-use protocol::{BroadcastId, ReplayRecord, ReplayStore};
+use protocol::{BroadcastId, MemoryReplayStore, ReplayRecord, ReplayStore};
 
 /// One change to the stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +47,7 @@ pub struct Persist {
 /// store thread.
 #[derive(Debug, Default)]
 pub struct Journal {
-    broadcasts: HashMap<BroadcastId, ReplayRecord>,
-    commands: HashMap<(u64, u64), i64>,
+    records: MemoryReplayStore,
     pending: Vec<Persist>,
 }
 
@@ -71,12 +69,7 @@ impl Journal {
     /// ended, with the next sequence wanted: after a restart the terminal
     /// asks its upstream to resume them there.
     pub fn open(&self, now_ms: i64, limit: usize) -> Vec<(BroadcastId, u32)> {
-        self.broadcasts
-            .iter()
-            .filter(|(_, r)| !r.closed && r.end_ms >= now_ms)
-            .map(|(id, r)| (*id, r.next_seq))
-            .take(limit)
-            .collect()
+        self.records.open(now_ms, limit)
     }
 }
 
@@ -84,11 +77,12 @@ impl ReplayStore for Journal {
     type Error = Infallible;
 
     fn get(&self, id: BroadcastId) -> Result<Option<ReplayRecord>, Infallible> {
-        Ok(self.broadcasts.get(&id).copied())
+        self.records.get(id)
     }
 
     fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Infallible> {
-        let first = self.broadcasts.insert(id, *record).is_none();
+        let first = self.records.get(id)?.is_none();
+        self.records.put(id, record)?;
         self.pending.push(Persist {
             op: JournalOp::Broadcast {
                 id,
@@ -106,9 +100,8 @@ impl ReplayStore for Journal {
         expires_ms: i64,
     ) -> Result<bool, Infallible> {
         let fresh = self
-            .commands
-            .insert((signer_serial, command_id), expires_ms)
-            .is_none();
+            .records
+            .insert_command(signer_serial, command_id, expires_ms)?;
         if fresh {
             self.pending.push(Persist {
                 op: JournalOp::Command {
@@ -123,45 +116,21 @@ impl ReplayStore for Journal {
     }
 
     fn closed(&self, now_ms: i64, limit: usize) -> Result<Vec<BroadcastId>, Infallible> {
-        Ok(self
-            .broadcasts
-            .iter()
-            .filter(|(_, r)| r.closed && r.end_ms >= now_ms)
-            .map(|(id, _)| *id)
-            .take(limit)
-            .collect())
+        self.records.closed(now_ms, limit)
     }
 
     fn prune(&mut self, now_ms: i64) -> Result<usize, Infallible> {
-        let broadcasts: Vec<BroadcastId> = self
-            .broadcasts
-            .iter()
-            .filter(|(_, r)| r.end_ms < now_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        let commands: Vec<(u64, u64)> = self
-            .commands
-            .iter()
-            .filter(|(_, e)| **e < now_ms)
-            .map(|(k, _)| *k)
-            .collect();
+        let (broadcasts, commands) = self.records.remove_ended(now_ms);
         let n = broadcasts.len() + commands.len();
-        if n == 0 {
-            return Ok(0);
+        if n > 0 {
+            self.pending.push(Persist {
+                op: JournalOp::Forget {
+                    broadcasts,
+                    commands,
+                },
+                urgent: false,
+            });
         }
-        for id in &broadcasts {
-            self.broadcasts.remove(id);
-        }
-        for k in &commands {
-            self.commands.remove(k);
-        }
-        self.pending.push(Persist {
-            op: JournalOp::Forget {
-                broadcasts,
-                commands,
-            },
-            urgent: false,
-        });
         Ok(n)
     }
 }
@@ -248,7 +217,7 @@ impl TerminalStore {
                 .ok()
                 .and_then(|k| BroadcastId::from_u128(u128::from_be_bytes(k)).ok());
             if let Some(id) = id {
-                journal.broadcasts.insert(id, decode(&v));
+                let _ = journal.records.put(id, &decode(&v));
             }
         }
         for item in self.commands.iter() {
@@ -258,7 +227,9 @@ impl TerminalStore {
             };
             let signer = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
             let id = u64::from_be_bytes(k[8..].try_into().unwrap_or_default());
-            journal.commands.insert((signer, id), i64::from_be_bytes(v));
+            let _ = journal
+                .records
+                .insert_command(signer, id, i64::from_be_bytes(v));
         }
         let revocations = self
             .revocations
@@ -365,7 +336,7 @@ mod tests {
         for p in back.drain() {
             store.apply(&p.op).unwrap();
         }
-        assert!(store.load().unwrap().journal.broadcasts.is_empty());
+        assert!(store.load().unwrap().journal.records.is_empty());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use certs::pki::{DistrictPki, Layout};
 use certs::{Identity, RevocationState, TrustAnchor};
 use protocol::build::{segments_needed, SegmentSigner};
 use protocol::{
-    AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Codec, Message, MessageType,
-    RawFrame, ReceiptKind, RefusalReason, Severity, SignedHeader,
+    AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Message, MessageType, RawFrame,
+    ReceiptKind, RefusalReason, Severity, SignedHeader,
 };
 use terminal_agent::core::{Chunk, CoreConfig, Output, TerminalCore};
 use terminal_agent::journal::{Journal, TerminalStore};
@@ -42,7 +42,7 @@ impl World {
     }
 
     fn terminal(&self) -> Identity {
-        testbed_copy(self.pki.terminals().next().unwrap().1)
+        certs::pki::copy(self.pki.terminals().next().unwrap().1)
     }
 
     fn core(&self, journal: Journal) -> TerminalCore {
@@ -59,13 +59,6 @@ impl World {
 
     fn county(&self) -> certs::AreaCode {
         self.pki.district.cert().scope()[0]
-    }
-}
-
-fn testbed_copy(id: &Identity) -> Identity {
-    Identity {
-        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").unwrap(),
-        chain: id.chain.clone(),
     }
 }
 
@@ -101,38 +94,18 @@ fn cast(
     issued_us: i64,
     frames: Vec<Vec<u8>>,
 ) -> Cast {
-    let id = BroadcastId::new(
-        &w.pki.district.cert().body().resource_code,
-        (2027, 1, 15),
-        seq,
-    )
-    .unwrap();
     let n = frames.len();
-    let header = BroadcastHeader {
-        id,
-        msg_type: MessageType::Broadcast,
-        related: None,
-        class,
-        event_type: "11B06".parse().unwrap(),
-        severity,
-        issued_at_ms: issued_us / 1000,
-        start_ms: issued_us / 1000,
-        end_ms: issued_us / 1000 + 600_000,
-        targets: vec![w.county()],
-        language: "zh-CN".into(),
-        title: format!("broadcast {seq}"),
-        text: String::new(),
-        audio: AudioParams {
-            codec: Codec::Opus,
-            sample_rate: 16_000,
-            frame_ms: 20,
-            channels: 1,
-            frames_per_segment: 10,
-            live: false,
-            total_segments: segments_needed(n, 10),
-        },
-        volume_hint: None,
-    };
+    let mut header = protocol::testing::alert_header(
+        &w.pki.district,
+        seq,
+        vec![w.county()],
+        issued_us / 1000,
+        segments_needed(n, 10),
+    );
+    header.class = class;
+    header.severity = severity;
+    header.title = format!("broadcast {seq}");
+    let id = header.id;
     let signed = SignedHeader::sign(header, &w.pki.district).unwrap();
     let pts_us = issued_us + 1_000_000;
     let segments = SegmentSigner::new(&signed, &w.pki.district.key, pts_us)
@@ -363,7 +336,7 @@ fn a_cancel_stops_playback_at_once() {
     let cancel = BroadcastHeader {
         id: BroadcastId::new(
             &w.pki.district.cert().body().resource_code,
-            (2027, 1, 15),
+            (2026, 11, 28),
             2,
         )
         .unwrap(),

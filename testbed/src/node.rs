@@ -6,13 +6,7 @@ use std::path::Path;
 
 use certs::{Bundle, Identity};
 
-/// A copy of an identity (keys are not Clone on purpose; tests need copies).
-pub fn copy(id: &Identity) -> Identity {
-    Identity {
-        key: certs::SecretKey::from_pem(&id.key.to_pem(), "copy").expect("a key round-trips"),
-        chain: id.chain.clone(),
-    }
-}
+pub use certs::pki::copy;
 
 /// Writes `id`'s bundle (trusting `root`) to `dir/NAME.bundle` and reads
 /// it back: the real provisioning path.
