@@ -105,7 +105,7 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "broadcasts": s.relay.broadcasts.current(now_ms()).len(),
         "refusals": s.relay.refusals().iter().map(|(r, n)| (r.name().to_string(), n)).collect::<std::collections::BTreeMap<_, _>>(),
         "certificates": crate::expiry::chain_expiry(&s.relay, certs::time::unix_now(), s.expiry_warning),
-        "revocations": s.relay.revocation_numbers().iter().map(|(signer, n)| json!({"signer": format!("{signer:016x}"), "number": n})).collect::<Vec<_>>(),
+        "revocations": s.relay.revocations.numbers().iter().map(|(signer, n)| json!({"signer": format!("{signer:016x}"), "number": n})).collect::<Vec<_>>(),
     }))
 }
 
@@ -128,7 +128,7 @@ fn list_json(l: &certs::RevocationList) -> serde_json::Value {
 }
 
 async fn revocations(State(s): State<ApiState>) -> Json<Vec<serde_json::Value>> {
-    Json(s.relay.revocation_lists().iter().map(list_json).collect())
+    Json(s.relay.revocations.lists().iter().map(list_json).collect())
 }
 
 #[derive(serde::Deserialize)]

@@ -118,8 +118,8 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     }
     // The lists in force go first: a child must know what is revoked before
     // it hears anything else from us.
-    let mut revocations = relay.revocation_feed();
-    for list in relay.revocation_lists() {
+    let mut revocations = relay.revocations.subscribe();
+    for list in relay.revocations.lists() {
         timed(send.write_all(&Message::Revocation(list).encode())).await?;
     }
 
@@ -166,7 +166,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    for list in relay.revocation_lists() {
+                    for list in relay.revocations.lists() {
                         timed(send.write_all(&Message::Revocation(list).encode())).await?;
                     }
                 }
@@ -176,7 +176,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 Ok(Some(raw)) => {
                     if handle_up(&relay, &child, raw) {
                         // Behind on revocations: send what is in force again.
-                        for list in relay.revocation_lists() {
+                        for list in relay.revocations.lists() {
                             timed(send.write_all(&Message::Revocation(list).encode())).await?;
                         }
                     }
@@ -272,7 +272,8 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
 /// True when `held` lacks a list in force here, or holds an older one.
 fn lists_behind(relay: &Relay, held: &[(u64, u64)]) -> bool {
     relay
-        .revocation_numbers()
+        .revocations
+        .numbers()
         .iter()
         .any(|(signer, number)| !held.iter().any(|(s, n)| s == signer && n >= number))
 }

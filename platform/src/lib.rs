@@ -13,6 +13,7 @@ pub mod issue;
 pub mod members;
 pub mod metrics;
 pub mod relay;
+pub mod reporter;
 pub mod revoke;
 pub mod store;
 pub mod upload;
@@ -160,7 +161,8 @@ impl Platform {
         // Lists provisioned with the bundle, unless the store has newer ones.
         for list in bundle.revocations {
             let held = relay
-                .revocation_numbers()
+                .revocations
+                .numbers()
                 .iter()
                 .any(|(s, n)| *s == list.signer_serial && *n >= list.number);
             if !held {

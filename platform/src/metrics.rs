@@ -80,7 +80,7 @@ pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) ->
         "gauge",
         "Number of the revocation list in force, by signer.",
     );
-    for (signer, number) in relay.revocation_numbers() {
+    for (signer, number) in relay.revocations.numbers() {
         let _ = writeln!(
             out,
             "ebs_revocation_list_number{{signer=\"{signer:016x}\"}} {number}"

@@ -13,14 +13,16 @@ use bytes::Bytes;
 use certs::{AreaCode, Certificate, Identity, RevocationList, RevocationState, Tier, TrustAnchor};
 use protocol::frame::{FrameKind, RawFrame};
 use protocol::{
-    Audience, BroadcastId, EventReporter, HeaderVerdict, MemoryReplayStore, Message, Policy,
-    Refusal, SecurityEvent, Segment, SignedEvent, SignedHeader, Verifier,
+    Audience, BroadcastId, HeaderVerdict, MemoryReplayStore, Message, Policy, Refusal,
+    SecurityEvent, Segment, SignedEvent, SignedHeader, Verifier,
 };
 use tokio::sync::{broadcast, mpsc};
 
 use crate::book::Book;
 use crate::broadcast::{Broadcast, Broadcasts};
 use crate::members::Members;
+use crate::reporter::Reporter;
+use crate::revoke::Revocations;
 use crate::store::Store;
 
 /// Why an ingest did not go through.
@@ -46,13 +48,11 @@ pub struct Relay {
     store: Store,
     pub book: Mutex<Book>,
     anchor: TrustAnchor,
-    /// The lists in force: one state for this relay's verifier and the TLS
-    /// verifiers of this node.
-    revocations: Arc<RwLock<RevocationState>>,
-    revocation_feed: broadcast::Sender<RevocationList>,
-    reporter: Mutex<EventReporter>,
-    /// Frames for the parent (receipts, status, events), in order.
-    up: mpsc::Sender<Bytes>,
+    /// The lists in force (one state for this relay's verifier and the TLS
+    /// verifiers of this node) and the feed of new ones.
+    pub revocations: Revocations,
+    /// Security events and the queue of frames for the parent.
+    pub reporter: Reporter,
     /// Nodes below whose reports can be checked.
     pub members: Members,
 }
@@ -66,8 +66,6 @@ impl Relay {
         up: mpsc::Sender<Bytes>,
     ) -> Arc<Self> {
         let cert = identity.cert().clone();
-        let reporter =
-            EventReporter::new(cert.serial(), cert.tier(), EventReporter::DEFAULT_WINDOW_MS);
         let scope = cert.scope().to_vec();
         let verifier = Verifier::new(
             anchor.clone(),
@@ -88,10 +86,8 @@ impl Relay {
             store,
             book: Mutex::new(Book::default()),
             anchor,
-            revocations,
-            revocation_feed: broadcast::channel(64).0,
-            reporter: Mutex::new(reporter),
-            up,
+            revocations: Revocations::new(revocations),
+            reporter: Reporter::new(cert.serial(), cert.tier(), up),
             members: Members::default(),
         })
     }
@@ -111,7 +107,7 @@ impl Relay {
             .cloned()
             .collect();
         let leaf = {
-            let lists = self.revocations.read().unwrap_or_else(|p| p.into_inner());
+            let lists = self.revocations.current();
             self.anchor
                 .verify(&chain, now_ms / 1000, &lists)
                 .map_err(Refusal::Chain)?
@@ -152,25 +148,14 @@ impl Relay {
 
     /// Reports an already counted refusal as a security event (aggregated).
     fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64, now_ms: i64) {
-        tracing::debug!(reason = r.reason().name(), "refused: {r}");
-        let due = self
-            .reporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(r.reason(), broadcast, offender, now_ms);
-        if let Some(e) = due {
+        if let Some(e) = self.reporter.note(r, broadcast, offender, now_ms) {
             self.emit(e, now_ms);
         }
     }
 
     /// Sends aggregated events whose window ended; called about once a second.
     pub fn flush_events(&self, now_ms: i64) {
-        let due = self
-            .reporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .due(now_ms);
-        for e in due {
+        for e in self.reporter.due(now_ms) {
             self.emit(e, now_ms);
         }
     }
@@ -185,9 +170,8 @@ impl Relay {
         );
         let signed = e.sign(&self.identity.key);
         self.record_event(&signed, now_ms);
-        let _ = self
-            .up
-            .try_send(Bytes::from(Message::SecurityEvent(signed).encode()));
+        self.reporter
+            .send_up(Bytes::from(Message::SecurityEvent(signed).encode()));
     }
 
     /// Keeps an event (this platform's or one reported from below), durably.
@@ -200,9 +184,7 @@ impl Relay {
 
     /// Queues a frame for the parent (a child's report passed up unchanged).
     pub fn send_up(&self, frame: Bytes) {
-        if self.up.try_send(frame).is_err() {
-            tracing::warn!("queue to the parent is full: a report was dropped");
-        }
+        self.reporter.send_up(frame);
     }
 
     /// Applies a revocation list from the parent, the API or the store: the
@@ -229,11 +211,7 @@ impl Relay {
         }
         // Revoked members report no more (the lists are copied first: no
         // lock is held while another is taken).
-        let lists = self
-            .revocations
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let lists = self.revocations.current();
         self.members
             .retain(|chain| self.anchor.verify(chain, now_ms / 1000, &lists).is_ok());
         if let Err(e) = self.store.put_revocation(signer, &list.encode()) {
@@ -246,32 +224,8 @@ impl Relay {
             stopped = outcome.stopped.len(),
             "revocation list in force"
         );
-        let _ = self.revocation_feed.send(list);
+        self.revocations.announce(list);
         Ok(true)
-    }
-
-    /// Every list in force, for a child that just connected.
-    pub fn revocation_lists(&self) -> Vec<RevocationList> {
-        self.revocations
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .lists()
-            .cloned()
-            .collect()
-    }
-
-    /// (signer, number) of every list in force.
-    pub fn revocation_numbers(&self) -> Vec<(u64, u64)> {
-        self.revocations
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .numbers()
-            .collect()
-    }
-
-    /// New lists as they apply, for child sessions.
-    pub fn revocation_feed(&self) -> broadcast::Receiver<RevocationList> {
-        self.revocation_feed.subscribe()
     }
 
     /// True when `chain` no longer verifies (a peer revoked or expired).

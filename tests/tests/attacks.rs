@@ -1363,7 +1363,7 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
     let relay = tests::adversary::RogueRelay::start(&village_a_new, r.anchor.clone(), None)
         .await
         .expect("relay");
-    let lists = r.district.relay.revocation_lists();
+    let lists = r.district.relay.revocations.lists();
     let spare_a = r
         .add_provisioned_terminal(
             "a3",
