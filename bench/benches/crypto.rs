@@ -14,16 +14,8 @@ const NOW_S: i64 = 1_800_000_000;
 const NOW: i64 = NOW_S * 1000;
 
 fn bench(c: &mut Criterion) {
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        (NOW_S - 100, NOW_S + 86_400),
-        NOW_S,
-    )
-    .unwrap();
+    let pki =
+        DistrictPki::generate(Layout::ONE_OF_EACH, (NOW_S - 100, NOW_S + 86_400), NOW_S).unwrap();
     let district = &pki.district;
     let county = district.cert().scope()[0];
     let (header, segments) = recorded_broadcast(district, 1, vec![county], NOW, 64);

@@ -21,6 +21,13 @@ impl Layout {
         villages: 87,
         terminals: 600,
     };
+
+    /// One town, one village, one terminal: the smallest whole tree.
+    pub const ONE_OF_EACH: Layout = Layout {
+        towns: 1,
+        villages: 1,
+        terminals: 1,
+    };
 }
 
 /// The county the generated district covers.

@@ -10,16 +10,7 @@ const NOW: i64 = 1_800_000_000;
 fn pki() -> &'static DistrictPki {
     static PKI: std::sync::OnceLock<DistrictPki> = std::sync::OnceLock::new();
     PKI.get_or_init(|| {
-        DistrictPki::generate(
-            Layout {
-                towns: 1,
-                villages: 1,
-                terminals: 1,
-            },
-            (NOW - 10, NOW + 1000),
-            NOW,
-        )
-        .unwrap()
+        DistrictPki::generate(Layout::ONE_OF_EACH, (NOW - 10, NOW + 1000), NOW).unwrap()
     })
 }
 

@@ -22,7 +22,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let pki = DistrictPki::generate(Layout { towns: 1, villages: 1, terminals: 1 }, (NOW_S - 100, NOW_S + 86_400), NOW_S).unwrap();
+        let pki = DistrictPki::generate(Layout::ONE_OF_EACH, (NOW_S - 100, NOW_S + 86_400), NOW_S).unwrap();
         let (header, segments) = recorded_broadcast(&pki.district, 1, vec![pki.district.cert().scope()[0]], NOW, 4);
         Fixture { pki, header, segments }
     })

@@ -196,12 +196,11 @@ struct BroadcastRow {
 }
 
 async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
+    let all = s.relay.broadcasts.all();
+    // The book's lock is always the last one taken.
     let book = s.relay.book();
     Json(
-        s.relay
-            .broadcasts
-            .all()
-            .iter()
+        all.iter()
             .map(|b| {
                 let h = b.header.header();
                 BroadcastRow {

@@ -287,11 +287,7 @@ mod tests {
     fn broadcast(segments: u32, live: bool) -> Arc<Broadcast> {
         let now_ms = 1_800_000_000_000;
         let pki = certs::pki::DistrictPki::generate(
-            certs::pki::Layout {
-                towns: 1,
-                villages: 1,
-                terminals: 1,
-            },
+            certs::pki::Layout::ONE_OF_EACH,
             (now_ms / 1000 - 60, now_ms / 1000 + 3600),
             now_ms / 1000,
         )

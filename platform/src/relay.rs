@@ -373,18 +373,24 @@ impl Relay {
             }
         }
         {
+            // Read the store first: no lock is held across I/O.
+            let (events, receipts, statuses) = (
+                self.store.events()?,
+                self.store.receipts()?,
+                self.store.statuses()?,
+            );
             let mut book = self.book();
-            for (ms, body) in self.store.events()? {
+            for (ms, body) in events {
                 if let Ok(e) = SignedEvent::decode(&body) {
                     book.record_event(&e.event, ms);
                 }
             }
-            for body in self.store.receipts()? {
+            for body in receipts {
                 if let Ok(r) = protocol::SignedReceipt::decode(&body) {
                     book.record_receipt(&r.receipt);
                 }
             }
-            for body in self.store.statuses()? {
+            for body in statuses {
                 if let Ok(s) = protocol::SignedStatus::decode(&body) {
                     book.record_status(&s.status, s.status.sent_at_ms);
                 }
@@ -405,7 +411,7 @@ impl Relay {
         Ok(n)
     }
 
-    /// Frames this relay holds for a raw frame received (helper for tests).
+    /// Verifies and keeps a broadcast frame received from the parent.
     pub fn ingest_raw(&self, raw: RawFrame, durable: bool, now_ms: i64) -> Result<(), IngestError> {
         match raw.kind {
             FrameKind::Header => self

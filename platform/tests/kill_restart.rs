@@ -140,16 +140,7 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let now = certs::time::unix_now();
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        (now - 3600, now + 86_400),
-        now,
-    )
-    .unwrap();
+    let pki = DistrictPki::generate(Layout::ONE_OF_EACH, (now - 3600, now + 86_400), now).unwrap();
     let bundle = path.join("district.bundle");
     Bundle::new(pki.root.cert().clone(), copy(&pki.district), now)
         .unwrap()

@@ -15,16 +15,7 @@ const NOW: i64 = NOW_S * 1000;
 fn pki() -> &'static DistrictPki {
     static PKI: std::sync::OnceLock<DistrictPki> = std::sync::OnceLock::new();
     PKI.get_or_init(|| {
-        DistrictPki::generate(
-            Layout {
-                towns: 1,
-                villages: 1,
-                terminals: 1,
-            },
-            (NOW_S - 100, NOW_S + 86_400),
-            NOW_S,
-        )
-        .unwrap()
+        DistrictPki::generate(Layout::ONE_OF_EACH, (NOW_S - 100, NOW_S + 86_400), NOW_S).unwrap()
     })
 }
 

@@ -57,12 +57,9 @@ impl TerminalConfig {
         }
     }
 
-    /// Names the first setting that cannot work.
+    /// Names the first setting that cannot work (the bundle file is
+    /// checked when it is read).
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !self.bundle.as_os_str().is_empty(),
-            "bundle: no provisioning bundle given"
-        );
         anyhow::ensure!(
             !self.store.as_os_str().is_empty(),
             "store: no store directory given"
@@ -109,6 +106,15 @@ mod tests {
         // Without a file, the command line must name what is required.
         let matches = TerminalConfig::augment_args(Command::new("t")).get_matches_from(["t"]);
         let c: TerminalConfig = transport::config::load(&matches, None).unwrap();
-        assert!(c.check().unwrap_err().to_string().contains("bundle"));
+        assert!(c.check().unwrap_err().to_string().contains("store"));
+        let e = crate::Terminal::load(TerminalConfig {
+            store: "s".into(),
+            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
+            ..c
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("bundle"), "{e}");
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct Driver {
     pub store: StoreHandle,
     pub up: mpsc::Sender<Message>,
     pub snapshot: watch::Sender<Arc<CoreSnapshot>>,
+    /// The player's fault epoch last told to the core.
+    pub fault_epoch: u64,
 }
 
 fn instant_at(unix_us: i64) -> Instant {
@@ -168,8 +170,11 @@ impl Driver {
             }
         }
         self.store.write(changes);
-        let fault = self.player.fault();
-        self.core.handle_sink_fault(fault);
+        let epoch = self.player.fault_epoch();
+        if epoch != self.fault_epoch {
+            self.fault_epoch = epoch;
+            self.core.handle_sink_fault(self.player.fault());
+        }
     }
 
     /// Hands the player what it has room for; true when audio is left over.

@@ -44,6 +44,8 @@ struct PlayerShared {
     /// f32 bits.
     gain: AtomicU32,
     samples: AtomicU64,
+    /// Bumped whenever the sink starts or stops failing.
+    fault_epoch: AtomicU64,
     fault: Mutex<Option<String>>,
 }
 
@@ -99,6 +101,11 @@ impl PlayerHandle {
         PlayerMeter(self.shared.clone())
     }
 
+    /// Changes whenever the sink starts or stops failing.
+    pub fn fault_epoch(&self) -> u64 {
+        self.shared.fault_epoch.load(Ordering::Acquire)
+    }
+
     /// The sink's last failure, if it is failing.
     pub fn fault(&self) -> Option<String> {
         self.shared
@@ -135,9 +142,17 @@ struct Player {
     flushed_below: u64,
     shared: Arc<PlayerShared>,
     scratch: Vec<f32>,
+    failing: bool,
 }
 
 impl Player {
+    /// Records a change of the sink's health (only changes take the lock).
+    fn set_fault(&mut self, fault: Option<String>) {
+        self.failing = fault.is_some();
+        *self.shared.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+        self.shared.fault_epoch.fetch_add(1, Ordering::Release);
+    }
+
     /// Takes what arrived; false once the terminal let go of it.
     fn receive(&mut self) -> bool {
         loop {
@@ -179,16 +194,19 @@ impl Player {
                 self.scratch.extend(c.pcm.iter().map(|s| s * gain));
                 &self.scratch
             };
-            let result = self.sink.write(pcm);
-            let mut fault = self.shared.fault.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
+            let written = pcm.len() as u64;
+            match self.sink.write(pcm) {
                 Ok(()) => {
-                    self.shared
-                        .samples
-                        .fetch_add(pcm.len() as u64, Ordering::Relaxed);
-                    *fault = None;
+                    self.shared.samples.fetch_add(written, Ordering::Relaxed);
+                    if self.failing {
+                        self.set_fault(None);
+                    }
                 }
-                Err(e) => *fault = Some(e.to_string()),
+                Err(e) => {
+                    if !self.failing {
+                        self.set_fault(Some(e.to_string()));
+                    }
+                }
             }
         }
     }
@@ -268,6 +286,7 @@ impl Host {
             flushed_below: 0,
             shared: shared.clone(),
             scratch: Vec::new(),
+            failing: false,
         };
         // If the clock thread is gone the player is dropped with its sink;
         // the terminal sees its chunks refused.

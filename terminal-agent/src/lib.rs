@@ -69,6 +69,10 @@ impl Terminal {
     /// Checks `config` and reads its bundle.
     pub fn load(config: TerminalConfig) -> anyhow::Result<Self> {
         config.check()?;
+        anyhow::ensure!(
+            !config.bundle.as_os_str().is_empty(),
+            "bundle: no provisioning bundle given"
+        );
         let bundle = Bundle::read_file(&config.bundle, certs::time::unix_now())
             .with_context(|| format!("loading bundle {}", config.bundle.display()))?;
         Ok(Terminal {
@@ -81,11 +85,7 @@ impl Terminal {
     /// A terminal provisioned in memory (tests): `config`'s bundle file is
     /// not read.
     pub fn new(config: TerminalConfig, bundle: Bundle) -> anyhow::Result<Self> {
-        let mut checked = config.clone();
-        if checked.bundle.as_os_str().is_empty() {
-            checked.bundle = "(in memory)".into();
-        }
-        checked.check()?;
+        config.check()?;
         Ok(Terminal {
             config,
             bundle,
@@ -210,6 +210,7 @@ impl Terminal {
             store: store.clone(),
             up: up_tx,
             snapshot: snapshot_tx,
+            fault_epoch: 0,
         };
         let link = link::TerminalLink {
             serial,

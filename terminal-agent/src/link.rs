@@ -25,9 +25,9 @@ pub(crate) struct TerminalLink {
 }
 
 /// Tells the core the link is down however the session ends.
-struct LinkUp(mpsc::Sender<Input>);
+struct DownOnDrop(mpsc::Sender<Input>);
 
-impl Drop for LinkUp {
+impl Drop for DownOnDrop {
     fn drop(&mut self) {
         let _ = self.0.try_send(Input::Link { up: false });
     }
@@ -70,7 +70,7 @@ impl TerminalLink {
         let subscribe = self.ask(|reply| Input::Subscribe { reply }).await?;
         transport::send(&mut send, &Message::Subscribe(subscribe)).await?;
         self.inputs.send(Input::Link { up: true }).await?;
-        let _down = LinkUp(self.inputs.clone());
+        let _down = DownOnDrop(self.inputs.clone());
         loop {
             tokio::select! {
                 stream = conn.accept_uni() => {

@@ -27,16 +27,8 @@ struct World {
 impl World {
     fn new() -> Self {
         let now = T0 / 1_000_000;
-        let pki = DistrictPki::generate(
-            Layout {
-                towns: 1,
-                villages: 1,
-                terminals: 1,
-            },
-            (now - 3600, now + 86_400),
-            now,
-        )
-        .unwrap();
+        let pki =
+            DistrictPki::generate(Layout::ONE_OF_EACH, (now - 3600, now + 86_400), now).unwrap();
         let anchor = TrustAnchor::new(pki.root.cert().clone()).unwrap();
         World { pki, anchor }
     }

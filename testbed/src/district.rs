@@ -117,9 +117,7 @@ impl LocalDistrict {
         let runtime = opts.platform_runtime.clone();
         let start = |name: String, parents: Vec<SocketAddr>, bundle: Bundle, http: bool| {
             let runtime = runtime.clone();
-            let config = platform_config(&pki_dir, &name, parents);
-            let mut config = config;
-            config.store = dir.join("stores").join(&name);
+            let config = platform_config(&dir, &name, parents);
             let token = token.clone();
             async move {
                 let run = async move { start_platform(config, bundle, &token, http).await };

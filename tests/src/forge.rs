@@ -100,16 +100,8 @@ pub fn strip_signature(frame: &[u8]) -> Vec<u8> {
 pub fn foreign_identity(tier: certs::Tier) -> Identity {
     let now = certs::time::unix_now();
     let validity = (now - 3600, now + 86_400);
-    let pki = certs::pki::DistrictPki::generate(
-        certs::pki::Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        validity,
-        now,
-    )
-    .expect("foreign pki");
+    let pki = certs::pki::DistrictPki::generate(certs::pki::Layout::ONE_OF_EACH, validity, now)
+        .expect("foreign pki");
     match tier {
         certs::Tier::District => pki.district,
         certs::Tier::Town => pki.towns.into_iter().next().expect("town").identity,

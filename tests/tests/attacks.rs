@@ -1074,11 +1074,7 @@ fn process_cpu() -> f64 {
 fn forged_material_is_well_formed() {
     let now = certs::time::unix_now();
     let pki = certs::pki::DistrictPki::generate(
-        certs::pki::Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
+        certs::pki::Layout::ONE_OF_EACH,
         (now - 60, now + 3600),
         now,
     )

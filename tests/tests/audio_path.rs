@@ -19,16 +19,8 @@ const NOW: i64 = NOW_S * 1000;
 
 #[test]
 fn the_alert_that_went_in_comes_out_of_the_terminal() {
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        (NOW_S - 60, NOW_S + 86_400),
-        NOW_S,
-    )
-    .unwrap();
+    let pki =
+        DistrictPki::generate(Layout::ONE_OF_EACH, (NOW_S - 60, NOW_S + 86_400), NOW_S).unwrap();
     let district = &pki.district;
     let asset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/audio/alert-zh.wav");
 

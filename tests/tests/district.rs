@@ -470,15 +470,7 @@ async fn signed_remote_commands_reach_only_the_terminals_they_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let district = small_district(
-        dir.path(),
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-    )
-    .await;
+    let district = small_district(dir.path(), Layout::ONE_OF_EACH).await;
     let clip_path = dir.path().join("alert.wav");
     clip("alert-zh.wav", 6.0, &clip_path);
     let id = issue(
