@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod playout;
 pub mod resample;
 pub mod sink;
+pub mod timeline;
 
 #[cfg(feature = "cpal")]
 pub mod device;

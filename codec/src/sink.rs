@@ -18,7 +18,7 @@ pub enum SinkError {
     Device(String),
     #[error("cannot write {path}: {detail}")]
     File { path: String, detail: String },
-    #[error("unknown sink {0:?} (speaker, wav:PATH, null)")]
+    #[error("unknown sink {0:?} (speaker, wav:PATH, timeline:PATH, null)")]
     Unknown(String),
     #[error("this build has no loudspeaker support (build with the cpal feature)")]
     NoSpeakerSupport,
@@ -31,6 +31,12 @@ pub trait Sink: Send {
     fn sample_rate(&self) -> u32;
     /// Plays (or records) samples. Blocks at most briefly.
     fn write(&mut self, pcm: &[f32]) -> Result<(), SinkError>;
+    /// Plays samples whose first one is due at `play_at_us` (unix µs on
+    /// the issuer's clock). Only a recording sink cares when.
+    fn write_at(&mut self, play_at_us: i64, pcm: &[f32]) -> Result<(), SinkError> {
+        let _ = play_at_us;
+        self.write(pcm)
+    }
     /// Plays out what is queued and releases the device or file.
     fn stop(&mut self) -> Result<(), SinkError>;
 }
@@ -193,15 +199,25 @@ impl Drop for WavSink {
     }
 }
 
-/// Opens a sink from its configuration name: `speaker`, `wav:PATH` or `null`.
+/// Opens a sink from its configuration name: `speaker`, `wav:PATH`,
+/// `timeline:PATH` or `null`.
 pub fn open_sink(spec: &str, rate: u32) -> Result<Box<dyn Sink>, SinkError> {
+    let file = |prefix: &str| spec.strip_prefix(prefix).filter(|p| !p.is_empty());
     match spec {
         "null" => Ok(Box::new(NullSink::new(rate))),
         "speaker" => open_speaker(rate),
-        s => match s.strip_prefix("wav:") {
-            Some(path) if !path.is_empty() => Ok(Box::new(WavSink::create(Path::new(path), rate)?)),
-            _ => Err(SinkError::Unknown(s.to_string())),
-        },
+        _ => {
+            if let Some(path) = file("wav:") {
+                Ok(Box::new(WavSink::create(Path::new(path), rate)?))
+            } else if let Some(path) = file("timeline:") {
+                Ok(Box::new(crate::timeline::TimelineSink::create(
+                    Path::new(path),
+                    rate,
+                )?))
+            } else {
+                Err(SinkError::Unknown(spec.to_string()))
+            }
+        }
     }
 }
 

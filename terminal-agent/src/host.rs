@@ -195,7 +195,7 @@ impl Player {
                 &self.scratch
             };
             let written = pcm.len() as u64;
-            match self.sink.write(pcm) {
+            match self.sink.write_at(c.play_at_us, pcm) {
                 Ok(()) => {
                     self.shared.samples.fetch_add(written, Ordering::Relaxed);
                     if self.failing {

@@ -2,6 +2,7 @@
 
 pub mod adversary;
 pub mod forge;
+pub mod impair;
 pub mod range;
 
 use std::path::{Path, PathBuf};
