@@ -34,7 +34,9 @@ pub struct PlayoutConfig {
     pub frame_us: i64,
     /// Fixed delay from presentation time to playout: the jitter buffer.
     pub delay_us: i64,
-    /// Frames further ahead than this are refused (bounded memory).
+    /// Frames presenting further ahead than this of the timeline's present
+    /// (or of the next frame to play, if later) are refused: bounded
+    /// memory. Relays send recorded audio up to 100 s ahead.
     pub max_ahead_us: i64,
     /// Consecutive concealed frames before switching to silence.
     pub max_conceal: u32,
@@ -92,6 +94,10 @@ pub struct Playout {
     conceal_run: u32,
     /// Once the first frame played, the start can no longer move earlier.
     started: bool,
+    /// Frames that play before this (unix µs) are not taken: a terminal
+    /// that restarted rejoins at the present, never replaying what it may
+    /// have played before.
+    floor_us: i64,
     stats: PlayoutStats,
 }
 
@@ -106,8 +112,15 @@ impl Playout {
             end_pts: None,
             conceal_run: 0,
             started: false,
+            floor_us: i64::MIN,
             stats: PlayoutStats::default(),
         }
+    }
+
+    /// Nothing that plays before `at_us` will play (a rejoin after a
+    /// restart: the presentation window does not reach back past it).
+    pub fn not_before(&mut self, at_us: i64) {
+        self.floor_us = self.floor_us.max(at_us);
     }
 
     pub fn stats(&self) -> PlayoutStats {
@@ -188,6 +201,10 @@ impl Playout {
     }
 
     pub fn push(&mut self, pts_us: i64, packet: Vec<u8>, now_us: i64) -> Pushed {
+        if self.play_time(pts_us) < self.floor_us {
+            self.stats.dropped += 1;
+            return Pushed::Late;
+        }
         if !self.started && self.next_pts.is_none_or(|n| pts_us < n) {
             // Before playback starts, frames may arrive in any order.
             if self.join == Join::FromStart && pts_us + self.cfg.delay_us < now_us {
@@ -200,7 +217,10 @@ impl Playout {
             self.stats.late += 1;
             return Pushed::Late;
         }
-        if pts_us > next + self.cfg.max_ahead_us {
+        // The present on the broadcast's timeline: a late joiner's first
+        // frames may lie long before it.
+        let present = now_us - self.cfg.delay_us - self.shift_us;
+        if pts_us > next.max(present) + self.cfg.max_ahead_us {
             self.stats.dropped += 1;
             return Pushed::TooFarAhead;
         }

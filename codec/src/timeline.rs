@@ -126,6 +126,25 @@ impl Timeline {
         Some(Timeline { rate, records })
     }
 
+    /// One timeline of several files (a terminal restarted on a new one).
+    pub fn join(parts: impl IntoIterator<Item = Timeline>) -> Timeline {
+        let mut t = Timeline {
+            rate: 16_000,
+            records: Vec::new(),
+        };
+        for p in parts {
+            t.rate = p.rate;
+            t.records.extend(p.records);
+        }
+        t
+    }
+
+    /// Play time of the first sample and the end of the last (µs).
+    pub fn extent(&self) -> Option<(i64, i64)> {
+        let spans = self.spans();
+        Some((spans.first()?.0, spans.iter().map(|s| s.1).max()?))
+    }
+
     /// Samples played, in total.
     pub fn samples(&self) -> usize {
         self.records.iter().map(|(_, p)| p.len()).sum()

@@ -183,23 +183,28 @@ impl Broadcasts {
 }
 
 /// Recorded audio goes out at most this far ahead of its presentation
-/// time: enough in hand to ride out a 4G outage, without every terminal
-/// having to verify a whole long alert in the same instant.
-pub const SEND_AHEAD_US: i64 = 5_000_000;
-/// A cursor starts with this much in hand and earns a second more each
-/// second up to `SEND_AHEAD_US`: when an alert starts, every child gets its
-/// first segments before any child gets its later ones (the first seconds
-/// of an alert are what the whole district must verify at once).
+/// time: a terminal that holds the rest of an alert rides out an outage or
+/// a failover of up to that length with no hole (a minute at 24 kbit/s is
+/// ~180 kB). Below the terminal's playout bound
+/// (`codec::PlayoutConfig::max_ahead_us`), so nothing sent is refused.
+pub const SEND_AHEAD_US: i64 = 100_000_000;
+/// A cursor starts with this much in hand and earns `AHEAD_GAIN` seconds
+/// more each second up to `SEND_AHEAD_US`: when an alert starts, every
+/// child gets its first segments before any child gets its later ones (the
+/// first seconds of an alert are what the whole district must verify at
+/// once), and a few seconds in, every child holds many seconds more.
 pub const START_AHEAD_US: i64 = 1_500_000;
+pub const AHEAD_GAIN: i64 = 3;
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
 pub const LIVE_LAG_SEGMENTS: usize = 10;
 
 /// When a segment presenting at `pts_us` may go to a child whose cursor
 /// began at `began_us`: once it lies within the cursor's send-ahead
-/// (pts ≤ t + min(START + t − began, SEND_AHEAD)).
+/// (pts ≤ t + min(START + GAIN·(t − began), SEND_AHEAD)).
 pub fn send_at(pts_us: i64, began_us: i64) -> i64 {
-    ((pts_us - START_AHEAD_US + began_us) / 2).max(pts_us - SEND_AHEAD_US)
+    ((pts_us - START_AHEAD_US + AHEAD_GAIN * began_us) / (1 + AHEAD_GAIN))
+        .max(pts_us - SEND_AHEAD_US)
 }
 
 /// What a child's forwarder does next.
@@ -215,12 +220,20 @@ pub enum Step {
     Done,
 }
 
+/// A terminal is not sent a segment presenting this long before now: it
+/// could not play it (playout delay and presentation window are under a
+/// second), and a late joiner or a restarted terminal would only verify
+/// and drop it. Platforms below get everything: they keep broadcasts whole.
+pub const TERMINAL_PAST_US: i64 = 2_000_000;
+
 /// One child's position in one broadcast.
 #[derive(Debug)]
 pub struct Cursor {
     index: usize,
     from_seq: u32,
     began_us: i64,
+    /// Segments presenting more than this before now are skipped.
+    skip_past_us: Option<i64>,
     pending: VecDeque<(u32, i64, Bytes)>,
 }
 
@@ -232,8 +245,15 @@ impl Cursor {
             index: 0,
             from_seq,
             began_us: now_us,
+            skip_past_us: None,
             pending: VecDeque::new(),
         }
+    }
+
+    /// The cursor of a terminal: what it can no longer play is not sent.
+    pub fn for_terminal(mut self) -> Self {
+        self.skip_past_us = Some(TERMINAL_PAST_US);
+        self
     }
 
     pub fn next(&mut self, b: &Broadcast, now_us: i64) -> Step {
@@ -249,6 +269,15 @@ impl Cursor {
             let from = self.from_seq;
             self.pending
                 .extend(fresh.into_iter().filter(|(seq, _, _)| *seq >= from));
+        }
+        if let Some(past) = self.skip_past_us {
+            while self
+                .pending
+                .front()
+                .is_some_and(|(_, pts, _)| *pts < now_us - past)
+            {
+                self.pending.pop_front();
+            }
         }
         match self.pending.front() {
             Some((_, pts, _)) => {
@@ -277,9 +306,9 @@ mod tests {
         assert!(send_at(1_000_000, began) <= 0);
         assert!(send_at(1_500_000, began) <= 0);
         assert!(send_at(1_520_000, began) > 0);
-        // Two seconds in, it is 3.5 s ahead; eventually 5 s, no more.
-        assert_eq!(send_at(5_500_000, began), 2_000_000);
-        assert_eq!(send_at(60_000_000, began), 55_000_000);
+        // Two seconds in, it is 7.5 s ahead; eventually 100 s, no more.
+        assert_eq!(send_at(9_500_000, began), 2_000_000);
+        assert_eq!(send_at(200_000_000, began), 100_000_000);
         // What is already due (a late joiner, a failover) goes at once.
         assert!(send_at(-10_000_000, began) < 0);
     }
@@ -321,8 +350,8 @@ mod tests {
             sent.push(f[0]);
         }
         assert_eq!(sent, vec![0, 1, 2], "only what presents within 1.5 s");
-        // Segment 3 presents at 1.6 s: allowed at (1.6 − 1.5) / 2 = 50 ms.
-        assert_eq!(c.next(&b, 0), Step::Wait(50_000));
+        // Segment 3 presents at 1.6 s: allowed at (1.6 − 1.5) / 4 = 25 ms.
+        assert_eq!(c.next(&b, 0), Step::Wait(25_000));
         // The rest follows as time allows, each when it may; then the end.
         let mut t = 0;
         loop {
@@ -350,6 +379,13 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 10);
+        // A terminal joining at 5 s is not sent what presented before 3 s.
+        let mut c = Cursor::new(0, 5_000_000).for_terminal();
+        let mut first = None;
+        while let Step::Send(f) = c.next(&b, 5_000_000) {
+            first = first.or(Some(f[0]));
+        }
+        assert_eq!(first, Some(10), "segment 10 presents at 3 s");
         // A cancelled broadcast ends every cursor at once.
         let mut c = Cursor::new(0, 0);
         b.cancel();

@@ -132,13 +132,13 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         // even its header would only be refused as a replay.
         let has_all = from == u32::MAX || (b.is_complete() && from as usize >= b.segment_count());
         if b.targets_any(&child.scope) && !b.is_cancelled() && !has_all {
-            forwarders.spawn(forward(conn.clone(), b, from));
+            forwarders.spawn(forward(conn.clone(), b, from, child.tier));
         }
     }
     loop {
         tokio::select! {
             a = announcements.recv() => match a {
-                Ok(b) if b.targets_any(&child.scope) => { forwarders.spawn(forward(conn.clone(), b, 0)); }
+                Ok(b) if b.targets_any(&child.scope) => { forwarders.spawn(forward(conn.clone(), b, 0, child.tier)); }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} announcements"),
                 Err(_) => break,
@@ -283,12 +283,16 @@ async fn forward(
     conn: Connection,
     b: Arc<Broadcast>,
     from_seq: u32,
+    tier: Tier,
 ) -> Result<BroadcastId, anyhow::Error> {
     let id = b.id();
     let mut stream = conn.open_uni().await?;
     let _ = stream.set_priority(b.priority());
     let mut changes = b.subscribe();
     let mut cursor = Cursor::new(from_seq, now_ms() * 1000);
+    if tier == Tier::Terminal {
+        cursor = cursor.for_terminal();
+    }
     timed(stream.write_all(&b.header_frame)).await?;
     loop {
         match cursor.next(&b, now_ms() * 1000) {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod book;
 pub mod broadcast;
+pub mod cli;
 pub mod config;
 pub mod downstream;
 pub mod expiry;

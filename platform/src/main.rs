@@ -1,52 +1,6 @@
-//! `platform run --config platform.toml [--OPTION VALUE ...]` runs a
-//! district, town or village platform (the certificate decides which).
+//! `platform run --config platform.toml [--OPTION VALUE ...]`: see
+//! `platform::cli`.
 
-use std::path::PathBuf;
-
-use clap::{FromArgMatches, Parser, Subcommand};
-use platform::{Listeners, Platform, PlatformConfig};
-
-#[derive(Parser)]
-#[command(
-    name = "platform",
-    version,
-    about = "Emergency broadcast playout-control platform (应急广播播控平台)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a platform from its TOML configuration; options given here
-    /// override the file.
-    Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: PlatformConfig,
-    },
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let Command::Run { config, .. } = Cli::from_arg_matches(&matches)?.command;
-    let run = matches
-        .subcommand_matches("run")
-        .ok_or_else(|| anyhow::anyhow!("expected the run subcommand"))?;
-    let settings: PlatformConfig = transport::config::load(run, config.as_deref())?;
-    let platform = Platform::load(settings.clone())?;
-    let listeners = Listeners::bind(&settings).await?;
-    platform
-        .run(listeners, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+fn main() -> anyhow::Result<()> {
+    platform::cli::main()
 }

@@ -17,8 +17,31 @@ pub struct ReplayRecord {
     pub end_ms: i64,
     /// The lowest segment sequence still acceptable.
     pub next_seq: u32,
-    /// Cancelled or complete: nothing more of it plays.
+    /// Cancelled or complete: nothing more of it is accepted.
     pub closed: bool,
+    /// Cancelled: it never plays again, not even after a restart (a
+    /// terminal that restarts has lost the audio of what was complete and
+    /// takes it again; see `ReplayRecord::rejoin`).
+    pub cancelled: bool,
+}
+
+impl ReplayRecord {
+    /// The record as a terminal that lost its audio with its memory keeps
+    /// it: what was not cancelled is open again from the first segment, so
+    /// an upstream may send it again. Its timeline, not the record, keeps
+    /// what already played from playing twice (the terminal rejoins at the
+    /// present).
+    pub fn rejoin(self) -> ReplayRecord {
+        if self.cancelled {
+            self
+        } else {
+            ReplayRecord {
+                next_seq: 0,
+                closed: false,
+                ..self
+            }
+        }
+    }
 }
 
 pub trait ReplayStore {

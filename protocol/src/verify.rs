@@ -404,6 +404,7 @@ impl<S: ReplayStore> Verifier<S> {
                         end_ms: a.end_ms,
                         next_seq: a.next_seq,
                         closed: true,
+                        cancelled: true,
                     },
                 )?;
             }
@@ -413,7 +414,8 @@ impl<S: ReplayStore> Verifier<S> {
         Ok(HeaderVerdict::Cancel { target, was_active })
     }
 
-    /// Remembers a header seen for the first time (closed: it never plays).
+    /// Remembers a header seen for the first time (closed: it was cancelled
+    /// before it arrived, and never plays).
     fn record_new(&mut self, signed: &SignedHeader, closed: bool) -> Result<(), Refusal> {
         let h = signed.header();
         self.put(
@@ -423,6 +425,7 @@ impl<S: ReplayStore> Verifier<S> {
                 end_ms: h.end_ms,
                 next_seq: 0,
                 closed,
+                cancelled: closed,
             },
         )
     }
@@ -489,6 +492,7 @@ impl<S: ReplayStore> Verifier<S> {
             end_ms: a.end_ms,
             next_seq: segment.seq + 1,
             closed: last,
+            cancelled: false,
         };
         self.put(segment.id, record)?;
         if let Some(a) = self.active.get_mut(&segment.id) {

@@ -48,18 +48,23 @@ pub struct Persist {
 #[derive(Debug, Default)]
 pub struct Journal {
     records: MemoryReplayStore,
-    pending: Vec<Persist>,
+    pending: std::collections::VecDeque<Persist>,
 }
 
 impl Journal {
-    /// Changes to write, oldest first.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Persist> {
+    /// The oldest change not yet written.
+    pub fn next_change(&mut self) -> Option<Persist> {
+        self.pending.pop_front()
+    }
+
+    /// Every change not yet written, oldest first.
+    pub fn drain(&mut self) -> std::collections::vec_deque::Drain<'_, Persist> {
         self.pending.drain(..)
     }
 
     /// Keeps a revocation list (applied by the verifier) for the store.
     pub fn persist_revocation(&mut self, signer: u64, list: Vec<u8>) {
-        self.pending.push(Persist {
+        self.pending.push_back(Persist {
             op: JournalOp::Revocation { signer, list },
             urgent: true,
         });
@@ -83,7 +88,7 @@ impl ReplayStore for Journal {
     fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Infallible> {
         let first = self.records.get(id)?.is_none();
         self.records.put(id, record)?;
-        self.pending.push(Persist {
+        self.pending.push_back(Persist {
             op: JournalOp::Broadcast {
                 id,
                 record: *record,
@@ -103,7 +108,7 @@ impl ReplayStore for Journal {
             .records
             .insert_command(signer_serial, command_id, expires_ms)?;
         if fresh {
-            self.pending.push(Persist {
+            self.pending.push_back(Persist {
                 op: JournalOp::Command {
                     signer: signer_serial,
                     id: command_id,
@@ -123,7 +128,7 @@ impl ReplayStore for Journal {
         let (broadcasts, commands) = self.records.remove_ended(now_ms);
         let n = broadcasts.len() + commands.len();
         if n > 0 {
-            self.pending.push(Persist {
+            self.pending.push_back(Persist {
                 op: JournalOp::Forget {
                     broadcasts,
                     commands,
@@ -140,7 +145,7 @@ fn encode(r: &ReplayRecord) -> [u8; 45] {
     b[..32].copy_from_slice(&r.digest);
     b[32..40].copy_from_slice(&r.end_ms.to_be_bytes());
     b[40..44].copy_from_slice(&r.next_seq.to_be_bytes());
-    b[44] = r.closed as u8;
+    b[44] = r.closed as u8 | (r.cancelled as u8) << 1;
     b
 }
 
@@ -152,6 +157,7 @@ fn decode(b: &[u8]) -> ReplayRecord {
         end_ms: i64::MAX,
         next_seq: u32::MAX,
         closed: true,
+        cancelled: true,
     };
     if b.len() != 45 {
         return unreadable;
@@ -167,7 +173,8 @@ fn decode(b: &[u8]) -> ReplayRecord {
         digest,
         end_ms: i64::from_be_bytes(end),
         next_seq: u32::from_be_bytes(next),
-        closed: b[44] != 0,
+        closed: b[44] & 1 != 0,
+        cancelled: b[44] & 2 != 0,
     }
 }
 
@@ -208,7 +215,9 @@ impl TerminalStore {
     }
 
     /// Everything stored, into memory (bounded: records are forgotten once
-    /// their broadcast or command has ended).
+    /// their broadcast or command has ended). The audio held before the
+    /// restart is gone, so what was not cancelled is taken again
+    /// (`ReplayRecord::rejoin`), and plays from the present on.
     pub fn load(&self) -> Result<Loaded, sled::Error> {
         let mut journal = Journal::default();
         for item in self.broadcasts.iter() {
@@ -217,7 +226,7 @@ impl TerminalStore {
                 .ok()
                 .and_then(|k| BroadcastId::from_u128(u128::from_be_bytes(k)).ok());
             if let Some(id) = id {
-                let _ = journal.records.put(id, &decode(&v));
+                let _ = journal.records.put(id, &decode(&v).rejoin());
             }
         }
         for item in self.commands.iter() {
@@ -296,6 +305,7 @@ mod tests {
             end_ms: 10_000,
             next_seq,
             closed,
+            cancelled: closed,
         }
     }
 
@@ -307,6 +317,11 @@ mod tests {
         j.put(id(1), &record(0, false)).unwrap();
         j.put(id(1), &record(5, false)).unwrap();
         j.put(id(2), &record(3, true)).unwrap();
+        let complete = ReplayRecord {
+            cancelled: false,
+            ..record(9, true)
+        };
+        j.put(id(3), &complete).unwrap();
         assert!(j.insert_command(9, 1, 10_000).unwrap());
         assert!(
             !j.insert_command(9, 1, 10_000).unwrap(),
@@ -314,8 +329,8 @@ mod tests {
         );
         j.persist_revocation(4, vec![1, 2, 3]);
         let urgent: Vec<bool> = j.pending.iter().map(|p| p.urgent).collect();
-        // First sight, progress, closed, command, revocation.
-        assert_eq!(urgent, [true, false, true, true, true]);
+        // First sight, progress, cancelled, complete, command, revocation.
+        assert_eq!(urgent, [true, false, true, true, true, true]);
         {
             let store = TerminalStore::open(&path).unwrap();
             for p in j.drain() {
@@ -327,12 +342,16 @@ mod tests {
         let mut loaded = store.load().unwrap();
         assert_eq!(loaded.revocations, vec![vec![1, 2, 3]]);
         let back = &mut loaded.journal;
-        assert_eq!(back.get(id(1)).unwrap(), Some(record(5, false)));
-        assert_eq!(back.open(0, 10), vec![(id(1), 5)]);
+        // The audio went with the memory: what was not cancelled is taken
+        // again from its start; what was cancelled stays closed.
+        assert_eq!(back.get(id(1)).unwrap(), Some(record(0, false)));
+        let mut open = back.open(0, 10);
+        open.sort();
+        assert_eq!(open, vec![(id(1), 0), (id(3), 0)]);
         assert_eq!(back.closed(0, 10).unwrap(), vec![id(2)]);
         assert!(!back.insert_command(9, 1, 10_000).unwrap(), "still refused");
         // Ended records are forgotten, in memory and in the store.
-        assert_eq!(back.prune(20_000).unwrap(), 3);
+        assert_eq!(back.prune(20_000).unwrap(), 4);
         for p in back.drain() {
             store.apply(&p.op).unwrap();
         }

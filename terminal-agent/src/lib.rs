@@ -9,6 +9,7 @@
 //! plays its audio on the playout clock's thread and writes its journal on
 //! the store thread.
 
+pub mod cli;
 pub mod config;
 pub mod core;
 mod driver;

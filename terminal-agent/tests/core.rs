@@ -351,6 +351,29 @@ fn a_cancel_stops_playback_at_once() {
     assert!(sim.receipts_of(c.id).contains(&ReceiptKind::Cancelled));
     let r = &sim.core.snapshot().records[&c.id];
     assert!(r.cancelled && !r.finished);
+
+    // After a power cut, a cancelled broadcast stays cancelled: sent again
+    // whole, it is refused and nothing of it plays.
+    let dir = tempfile::tempdir().unwrap();
+    let store = TerminalStore::open(&dir.path().join("store")).unwrap();
+    for p in sim.persisted.drain(..) {
+        store.apply(&p.op).unwrap();
+    }
+    drop(sim);
+    let mut sim = Sim::new(w.core(store.load().unwrap().journal));
+    let reboot = cancel_at + 500_000;
+    sim.run_until(reboot);
+    let resume = sim.core.subscribe(reboot).resume;
+    assert!(resume.contains(&(c.id, u32::MAX)), "{resume:?} {:?}", c.id);
+    assert!(
+        sim.deliver(reboot, &c.header),
+        "a replay of a cancelled one"
+    );
+    for s in &c.segments {
+        sim.deliver(reboot, s);
+    }
+    sim.run_until(reboot + 5_000_000);
+    assert!(sim.played(c.id).is_empty());
 }
 
 #[test]
@@ -525,19 +548,31 @@ fn a_terminal_rebooted_mid_broadcast_resumes_it_without_a_refusal() {
     let mut sim = Sim::new(w.core(loaded.journal));
     let reboot = c.pts_us + DELAY + 3_000_000;
     sim.run_until(reboot);
-    // It asks its upstream to resume where it got to...
+    // Its audio went with its memory: it asks for the broadcast again from
+    // the start (an upstream sends a terminal only what it can still play)...
     let sub = sim.core.subscribe(reboot);
-    assert_eq!(sub.resume, vec![(c.id, 12)]);
-    // ...which sends the header and the segments from there on.
+    assert_eq!(sub.resume, vec![(c.id, 0)]);
+    // ...takes the header and every segment again without a refusal...
     assert!(!sim.deliver(reboot, &c.header));
-    for s in &c.segments[12..] {
+    for s in &c.segments {
         assert!(!sim.deliver(reboot, s), "no stale_sequence after a reboot");
     }
     sim.run_until(reboot + 5_000_000);
+    // ...and plays on from the moment it came back, in step: nothing from
+    // before (which it may have played already), nothing missing after.
     let played = sim.played(c.id);
     assert!(!played.is_empty(), "it plays on");
-    assert!(played[0].play_at_us >= reboot - codec::PlayoutConfig::default().max_lag_us - FRAME);
+    assert!(played[0].play_at_us >= reboot, "nothing played twice");
+    assert!(played[0].play_at_us <= reboot + 2 * FRAME);
+    assert!(played
+        .windows(2)
+        .all(|w| w[1].play_at_us - w[0].play_at_us == FRAME));
+    assert_eq!(
+        played.last().unwrap().play_at_us,
+        c.pts_us + DELAY + (c.frames as i64 - 1) * FRAME,
+        "to the end"
+    );
     assert!(sim.core.snapshot().refusals.is_empty());
-    // And a replay of what it played before the reboot is still refused.
+    // A replay of what it took since is refused.
     assert!(sim.deliver(reboot + 5_000_000, &c.segments[3]));
 }

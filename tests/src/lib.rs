@@ -1,6 +1,7 @@
 //! Shared helpers for the cross-crate integration tests in tests/tests/.
 
 pub mod adversary;
+pub mod fire;
 pub mod forge;
 pub mod impair;
 pub mod range;

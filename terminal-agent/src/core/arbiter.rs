@@ -93,8 +93,10 @@ impl Arbiter {
         self.records.entry(id).or_default()
     }
 
-    /// A verified header with audio: it competes for the loudspeaker.
-    pub fn add(&mut self, header: BroadcastHeader, signer_tier: Tier) {
+    /// A verified header with audio: it competes for the loudspeaker. A
+    /// broadcast this terminal took before it restarted (`rejoin_at`, the
+    /// time it came back) plays from then on, as a resumed one.
+    pub fn add(&mut self, header: BroadcastHeader, signer_tier: Tier, rejoin_at: Option<i64>) {
         let id = header.id;
         let frames = header.audio.total_segments as u64 * header.audio.frames_per_segment as u64;
         self.records.entry(id).or_insert_with(|| PlayRecord {
@@ -104,12 +106,19 @@ impl Arbiter {
             ..Default::default()
         });
         let precedence = Precedence::of(&header, signer_tier);
-        self.entries.entry(id).or_insert_with(|| Entry {
-            header,
-            precedence,
-            playout: Playout::new(self.config, Join::InStep),
-            started: false,
-            last_at_us: i64::MIN,
+        let config = self.config;
+        self.entries.entry(id).or_insert_with(|| {
+            let mut playout = Playout::new(config, Join::InStep);
+            if let Some(t) = rejoin_at {
+                playout.not_before(t);
+            }
+            Entry {
+                header,
+                precedence,
+                playout,
+                started: rejoin_at.is_some(),
+                last_at_us: i64::MIN,
+            }
         });
     }
 

@@ -228,9 +228,13 @@ impl TerminalCore {
 
     fn on_header(&mut self, h: &SignedHeader, now_us: i64) -> bool {
         match self.verifier.accept_header(h, now_us / 1000) {
-            Ok(HeaderVerdict::New) | Ok(HeaderVerdict::Resumed { .. }) => {
+            Ok(v @ (HeaderVerdict::New | HeaderVerdict::Resumed { .. })) => {
                 if h.header().audio.codec != protocol::Codec::None && !self.arbiter.has(h.id()) {
-                    self.arbiter.add(h.header().clone(), h.signer().tier());
+                    // Resumed but not held: taken before a restart (the
+                    // record survived, the audio did not). It rejoins now.
+                    let rejoin = matches!(v, HeaderVerdict::Resumed { .. }).then_some(now_us);
+                    self.arbiter
+                        .add(h.header().clone(), h.signer().tier(), rejoin);
                     self.receipt(Some(h.id()), ReceiptKind::Verified, None, now_us);
                 }
                 false
@@ -447,11 +451,9 @@ impl TerminalCore {
         if let Some(o) = self.outputs.pop_front() {
             return Some(o);
         }
-        self.verifier
-            .store_mut()
-            .drain()
-            .next()
-            .map(Output::Persist)
+        // One at a time: a change left in the journal is written later,
+        // never dropped.
+        self.verifier.store_mut().next_change().map(Output::Persist)
     }
 
     /// The next decoded audio for the player, counted in its broadcast's
