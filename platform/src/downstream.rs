@@ -54,7 +54,19 @@ pub async fn serve(
                         debug!(%remote, "child session ended: {e}");
                     }
                 }
-                Err(e) => debug!(%remote, "handshake refused: {e}"),
+                Err(e) => {
+                    debug!(%remote, "handshake refused: {e}");
+                    // A peer whose chain fails is reported by the TLS
+                    // verifier; one with no certificate never reaches it.
+                    if no_certificate(&e) {
+                        relay.refuse(
+                            &Refusal::PeerUntrusted(format!("{remote} presented no certificate")),
+                            None,
+                            0,
+                            crate::now_ms(),
+                        );
+                    }
+                }
             }
         });
     }
@@ -65,6 +77,12 @@ pub async fn serve(
     if drained.await.is_err() {
         sessions.abort_all();
     }
+}
+
+/// TLS alert 116 (certificate_required): the client sent no certificate.
+fn no_certificate(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::TransportError(t)
+        if t.code == quinn::TransportErrorCode::crypto(116))
 }
 
 async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {

@@ -100,20 +100,21 @@ async fn session(
                 let strikes = strikes.clone();
                 tokio::spawn(async move {
                     let mut frames = FrameStream::new(stream);
-                    let mut refused = 0;
+                    let mut refusals = guard::StreamRefusals::default();
                     loop {
-                        if refused >= guard::STREAM_REFUSALS {
-                            frames.stop();
-                            break;
-                        }
                         match frames.next().await {
                             Ok(Some(raw)) => {
+                                let mut refused = false;
                                 if let Err(e) = relay.ingest_raw(raw, false, crate::now_ms()) {
                                     debug!("from parent: {e}");
-                                    if matches!(e, crate::relay::IngestError::Refused(_)) {
+                                    refused = matches!(e, crate::relay::IngestError::Refused(_));
+                                    if refused {
                                         strikes.strike();
-                                        refused += 1;
                                     }
+                                }
+                                if refusals.note(refused) {
+                                    frames.stop();
+                                    break;
                                 }
                             }
                             Ok(None) => break,

@@ -112,16 +112,17 @@ impl TerminalLink {
 }
 
 /// One broadcast stream: each frame goes to the core, one at a time (a
-/// stream never has more than one frame waiting); a stream that keeps
-/// failing verification is stopped.
+/// stream never has more than one frame waiting); a stream whose header is
+/// refused, or that keeps failing verification, is stopped
+/// (`guard::StreamRefusals`).
 async fn receive(
     mut frames: FrameStream,
     inputs: mpsc::Sender<Input>,
     strikes: Arc<Strikes>,
     upstream: u64,
 ) {
-    let mut refusals = 0u32;
-    while refusals < guard::STREAM_REFUSALS {
+    let mut refusals = guard::StreamRefusals::default();
+    loop {
         let raw = match frames.next().await {
             Ok(Some(raw)) => raw,
             Ok(None) => return,
@@ -149,13 +150,12 @@ async fn receive(
         if inputs.send(input).await.is_err() {
             return;
         }
-        match rx.await {
-            Ok(true) => {
-                strikes.strike();
-                refusals += 1;
-            }
-            Ok(false) => {}
-            Err(_) => return,
+        let Ok(refused) = rx.await else { return };
+        if refused {
+            strikes.strike();
+        }
+        if refusals.note(refused) {
+            break;
         }
     }
     frames.stop();

@@ -654,6 +654,30 @@ async fn a17_oversized_lengths_and_garbage_on_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a30_a_frame_cut_off_by_the_end_of_its_stream() {
+    let (r, g) = setup().await;
+    let f = forge::broadcast(&r.pki.district, 130, vec![area_a(&r)], |_| {});
+    let mut header = f.frames()[0].clone();
+    header.truncate(header.len() / 2);
+    assert!(r.rogue.inject(&[header]).await > 0);
+    assert!(
+        tests::eventually(Duration::from_secs(10), || {
+            [A1, B1]
+                .iter()
+                .all(|i| r.terminals[*i].refused(RefusalReason::Malformed) >= 1)
+        })
+        .await,
+        "a truncated frame is counted where it arrives"
+    );
+    Attack::new(30, "frame cut off by the end of its stream")
+        .tries("half a header frame on a broadcast stream that then ends")
+        .refused([RefusalReason::Malformed])
+        .ids([f.id()])
+        .conclude(&r, &g)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a18_an_older_revocation_list_to_roll_back() {
     let (r, g) = setup().await;
     let spare = r.terminal_identity(SPARE_B).cert().serial();
@@ -683,6 +707,10 @@ async fn a18_an_older_revocation_list_to_roll_back() {
         .ids([f.id()])
         .conclude(&r, &g)
         .await;
+    // The refused header is the cause, counted once: its stream is stopped,
+    // so its segments do not each count again as an unknown broadcast.
+    let unknown = r.counted(RefusalReason::UnknownBroadcast);
+    assert_eq!(unknown.total(), 0, "{unknown:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,6 +745,20 @@ async fn a19_a_rogue_server_posing_as_a_platform() {
     Attack::new(19, "rogue server posing as a platform")
         .tries("a terminal's preferred upstreams are a server with another root's village certificate and one with a stolen terminal certificate")
         .refused([RefusalReason::ChainUntrusted, RefusalReason::PeerUntrusted])
+        .ids([])
+        .conclude(&r, &g)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a29_a_client_with_no_certificate() {
+    let (r, g) = setup().await;
+    tests::adversary::connect_without_certificate(r.village_b.quic_addr)
+        .await
+        .expect("the platform refuses the handshake");
+    Attack::new(29, "client with no certificate")
+        .tries("a stock TLS client that presents no certificate dials village B")
+        .refused([RefusalReason::PeerUntrusted])
         .ids([])
         .conclude(&r, &g)
         .await;

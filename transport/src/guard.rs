@@ -142,3 +142,42 @@ mod tests {
         assert!(!q.contains(&a, t0 + QUARANTINE + Duration::from_secs(1)));
     }
 }
+
+/// A receiver's count of one broadcast stream's refusals. A refused first
+/// frame (the header) stops the stream at once: nothing after it can
+/// verify, and each following segment would only be counted again as an
+/// unknown broadcast. Later refusals stop it after `STREAM_REFUSALS`.
+#[derive(Debug, Default)]
+pub struct StreamRefusals {
+    frames: u32,
+    refused: u32,
+}
+
+impl StreamRefusals {
+    /// Notes one frame's verdict; true when the stream must be stopped.
+    pub fn note(&mut self, refused: bool) -> bool {
+        let first = self.frames == 0;
+        self.frames = self.frames.saturating_add(1);
+        if refused {
+            self.refused += 1;
+        }
+        (refused && first) || self.refused >= STREAM_REFUSALS
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_header_stops_its_stream_and_later_refusals_add_up() {
+        let mut s = StreamRefusals::default();
+        assert!(s.note(true), "the header was refused");
+        let mut s = StreamRefusals::default();
+        assert!(!s.note(false));
+        for _ in 1..STREAM_REFUSALS {
+            assert!(!s.note(true));
+        }
+        assert!(s.note(true));
+    }
+}

@@ -234,6 +234,13 @@ impl FrameStream {
                 return Ok(Some(f));
             }
             match self.recv.read(&mut self.buf).await? {
+                // A frame cut off by the end of the stream is a framing
+                // error, counted like any other.
+                None if self.reader.buffered() > 0 => {
+                    return Err(LinkError::Frame(certs::encoding::DecodeError::Truncated(
+                        "frame cut off by the end of its stream",
+                    )))
+                }
                 None => return Ok(None),
                 Some(n) => self.ready.extend(self.reader.push(&self.buf[..n])?),
             }
