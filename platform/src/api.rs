@@ -198,6 +198,7 @@ struct BroadcastRow {
 async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
     let all = s.relay.broadcasts.all();
     // The book's lock is always the last one taken.
+    let now = now_ms();
     let book = s.relay.book();
     Json(
         all.iter()
@@ -215,7 +216,7 @@ async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
                     segments: b.segment_count(),
                     total_segments: h.audio.total_segments,
                     cancelled: b.is_cancelled(),
-                    coverage: book.coverage(b.id()),
+                    coverage: book.coverage(b.id(), now, h.end_ms),
                 }
             })
             .collect(),
@@ -332,12 +333,16 @@ async fn create(
         valid_minutes,
         volume,
     };
-    let id =
+    let issued =
         blocking(move || issue::issue(&s.relay, &s.ids, req, audio.path(), &s.ingest, s.lead_ms))
             .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id.to_string(), "accepted_ms": now_ms() })),
+        Json(json!({
+            "id": issued.id.to_string(),
+            "accepted_ms": now_ms(),
+            "warnings": issued.warnings,
+        })),
     ))
 }
 

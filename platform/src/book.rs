@@ -13,20 +13,42 @@ struct Progress {
     received: bool,
     playing: bool,
     finished: bool,
+    cut_at_end: bool,
+    muted: bool,
     preempted: bool,
     cancelled: bool,
     refused: Option<RefusalReason>,
     first_started_ms: Option<i64>,
+    /// Heard, as its last receipt that says so reported.
+    heard_ms: u32,
+    /// The newest receipt's time (the terminal's clock).
+    last_ms: i64,
 }
 
-/// Counts per broadcast, as the API shows them.
+/// A terminal counted as playing is counted lost instead once nothing (no
+/// status, no receipt) has come from it for this long: three heartbeats at
+/// the default period.
+pub const LOST_AFTER_MS: i64 = 30_000;
+/// ...or once the broadcast's validity ended this long ago with no word of
+/// how it ended.
+pub const LOST_AFTER_END_MS: i64 = 10_000;
+
+/// Counts per broadcast, as the API shows them (R22: what was heard).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Coverage {
     pub received: u32,
+    /// Playing now, and heard from within `LOST_AFTER_MS`.
     pub playing: u32,
+    /// Played to the end, and heard.
     pub finished: u32,
+    /// Cut off by the end of its validity.
+    pub cut_at_end: u32,
+    /// Played with the loudspeaker muted: nothing heard.
+    pub muted: u32,
     pub preempted: u32,
     pub cancelled: u32,
+    /// Were playing, then went silent (see `LOST_AFTER_MS`).
+    pub lost: u32,
     pub refused: u32,
     /// Refusals by reason name.
     pub refused_by_reason: BTreeMap<String, u32>,
@@ -114,6 +136,19 @@ impl Book {
             p.received = true;
             p.refused = None;
         }
+        p.last_ms = p.last_ms.max(r.at_ms);
+        let ends = matches!(
+            r.kind,
+            ReceiptKind::Finished
+                | ReceiptKind::CutAtEnd
+                | ReceiptKind::Muted
+                | ReceiptKind::Preempted
+                | ReceiptKind::Cancelled
+        );
+        if ends {
+            p.playing = false;
+            p.heard_ms = r.detail;
+        }
         match r.kind {
             ReceiptKind::Received | ReceiptKind::Verified => {}
             ReceiptKind::Started | ReceiptKind::Resumed => {
@@ -121,18 +156,11 @@ impl Book {
                 p.preempted = false;
                 p.first_started_ms.get_or_insert(r.at_ms);
             }
-            ReceiptKind::Finished => {
-                p.playing = false;
-                p.finished = true;
-            }
-            ReceiptKind::Preempted => {
-                p.playing = false;
-                p.preempted = true;
-            }
-            ReceiptKind::Cancelled => {
-                p.playing = false;
-                p.cancelled = true;
-            }
+            ReceiptKind::Finished => p.finished = true,
+            ReceiptKind::CutAtEnd => p.cut_at_end = true,
+            ReceiptKind::Muted => p.muted = true,
+            ReceiptKind::Preempted => p.preempted = true,
+            ReceiptKind::Cancelled => p.cancelled = true,
             // A refusal after this terminal accepted the broadcast is an
             // attack on it (a forged copy), not the terminal's verdict on it.
             ReceiptKind::Refused if p.received => {}
@@ -144,12 +172,23 @@ impl Book {
         self.status.insert(s.terminal_serial, (s.clone(), now_ms));
     }
 
-    pub fn coverage(&self, id: BroadcastId) -> Coverage {
+    /// Coverage of `id`, whose validity ends at `end_ms`, as of `now_ms`.
+    pub fn coverage(&self, id: BroadcastId, now_ms: i64, end_ms: i64) -> Coverage {
         let mut c = Coverage::default();
-        for p in self.progress.get(&id).into_iter().flat_map(|m| m.values()) {
+        let entries = self.progress.get(&id).into_iter().flat_map(|m| m.iter());
+        for (serial, p) in entries {
+            let seen = self
+                .status
+                .get(serial)
+                .map_or(p.last_ms, |(_, at)| (*at).max(p.last_ms));
+            let silent = now_ms.saturating_sub(seen) > LOST_AFTER_MS
+                || now_ms > end_ms.saturating_add(LOST_AFTER_END_MS);
             c.received += p.received as u32;
-            c.playing += p.playing as u32;
+            c.playing += (p.playing && !silent) as u32;
+            c.lost += (p.playing && silent) as u32;
             c.finished += p.finished as u32;
+            c.cut_at_end += p.cut_at_end as u32;
+            c.muted += p.muted as u32;
             c.preempted += p.preempted as u32;
             c.cancelled += p.cancelled as u32;
             if let Some(r) = p.refused {
@@ -221,7 +260,7 @@ mod tests {
         ));
         b.record_receipt(&receipt(ReceiptKind::Verified, None));
         b.record_receipt(&receipt(ReceiptKind::Started, None));
-        let c = b.coverage(id);
+        let c = b.coverage(id, 0, i64::MAX);
         assert_eq!((c.received, c.playing, c.refused), (1, 1, 0));
         // Genuine first, then a forged copy.
         let mut b = Book::default();
@@ -230,7 +269,7 @@ mod tests {
             ReceiptKind::Refused,
             Some(RefusalReason::HeaderSignature),
         ));
-        let c = b.coverage(id);
+        let c = b.coverage(id, 0, i64::MAX);
         assert_eq!((c.received, c.refused), (1, 0));
         // Refused and never accepted: counted, by reason.
         let mut b = Book::default();
@@ -238,7 +277,7 @@ mod tests {
             ReceiptKind::Refused,
             Some(RefusalReason::CertRevoked),
         ));
-        let c = b.coverage(id);
+        let c = b.coverage(id, 0, i64::MAX);
         assert_eq!((c.received, c.refused), (0, 1));
         assert_eq!(c.refused_by_reason.get("cert_revoked"), Some(&1));
     }

@@ -32,6 +32,19 @@ pub enum IssueError {
     Invalid(String),
     #[error("audio: {0}")]
     Audio(#[from] codec::CodecError),
+    #[error(
+        "valid_minutes: the audio lasts {} s, longer than its validity of {valid_minutes} min: \
+         it would be cut off; give at least {} minutes",
+        audio_ms / 1000,
+        (audio_ms + lead_ms + 59_999) / 60_000
+    )]
+    LongerThanValidity {
+        audio_ms: i64,
+        lead_ms: i64,
+        valid_minutes: i64,
+    },
+    #[error("audio: the file is silent (nothing above −70 LUFS); an emergency must be heard")]
+    SilentEmergency,
     #[error("refused by this platform's own verifier: {0}")]
     Refused(String),
     #[error("store: {0}")]
@@ -106,6 +119,13 @@ pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError
     Ok(())
 }
 
+/// An accepted broadcast, and what its operator should know about it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub id: BroadcastId,
+    pub warnings: Vec<String>,
+}
+
 /// Encodes `audio`, signs, and publishes. Returns once stored durably.
 /// Blocking (decoding, encoding, fsync): callers on a runtime use
 /// `spawn_blocking`.
@@ -116,9 +136,10 @@ pub fn issue(
     audio: &Path,
     ingest: &codec::IngestConfig,
     lead_ms: i64,
-) -> Result<BroadcastId, IssueError> {
+) -> Result<Issued, IssueError> {
     check_scope(relay, &req.targets)?;
     let encoded = codec::ingest_file(audio, ingest, &mut |_| {})?;
+    let warnings = check_audio(&req, &encoded, lead_ms)?;
     let now = now_ms();
     let identity = &relay.identity;
     let id = ids.next(now)?;
@@ -153,7 +174,33 @@ pub fn issue(
         .sign_all(encoded.frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
-    Ok(id)
+    Ok(Issued { id, warnings })
+}
+
+/// What the ingested audio must be for this request: it fits in its
+/// validity (or every terminal would cut it off), and an emergency is not
+/// silent. A silent notice is accepted with a warning.
+fn check_audio(
+    req: &IssueRequest,
+    encoded: &codec::Encoded,
+    lead_ms: i64,
+) -> Result<Vec<String>, IssueError> {
+    let audio_ms = encoded.frames.len() as i64 * 20;
+    if audio_ms + lead_ms > req.valid_minutes.max(1) * 60_000 {
+        return Err(IssueError::LongerThanValidity {
+            audio_ms,
+            lead_ms,
+            valid_minutes: req.valid_minutes,
+        });
+    }
+    let mut warnings = Vec::new();
+    if encoded.normalisation.source_lufs.is_none() {
+        if req.class == BroadcastClass::Emergency {
+            return Err(IssueError::SilentEmergency);
+        }
+        warnings.push("audio: the file is silent (nothing above −70 LUFS)".to_string());
+    }
+    Ok(warnings)
 }
 
 /// Cancels a broadcast everywhere with a signed cancel message. Blocking

@@ -241,6 +241,16 @@ impl Relay {
         self.verifier.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Coverage of broadcast `id` as of `now_ms` (terminals gone silent
+    /// count as lost; see `book::LOST_AFTER_MS`).
+    pub fn coverage(&self, id: BroadcastId, now_ms: i64) -> crate::book::Coverage {
+        let end_ms = self
+            .broadcasts
+            .get(id)
+            .map_or(i64::MAX, |b| b.header.header().end_ms);
+        self.book().coverage(id, now_ms, end_ms)
+    }
+
     pub fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -335,11 +345,16 @@ impl Relay {
             Ok(s) => s,
             Err(e) => return Err(self.undecodable(e, report, now_ms)),
         };
-        let verdict = self.verifier().accept_segment(&segment, now_ms);
+        let (verdict, consequence) = {
+            let mut v = self.verifier();
+            let verdict = v.accept_segment(&segment, now_ms);
+            (verdict, v.header_refused(segment.id))
+        };
         let verdict = match verdict {
             Ok(v) => v,
             Err(r) => {
-                if report {
+                // A segment of a refused header was counted with it.
+                if report && !consequence {
                     let offender = self
                         .broadcasts
                         .get(segment.id)

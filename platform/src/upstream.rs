@@ -108,9 +108,9 @@ async fn session(
                                 if let Err(e) = relay.ingest_raw(raw, false, crate::now_ms()) {
                                     debug!("from parent: {e}");
                                     refused = matches!(e, crate::relay::IngestError::Refused(_));
-                                    if refused {
-                                        strikes.strike();
-                                    }
+                                }
+                                if refused {
+                                    strikes.strike();
                                 }
                                 if refusals.note(refused) {
                                     frames.stop();

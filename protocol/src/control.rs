@@ -279,11 +279,19 @@ coded_enum!(
         Received = 1,
         Verified = 2,
         Started = 3,
+        /// Played to its end, and heard (`detail`: ms heard).
         Finished = 4,
+        /// Pre-empted (`detail`: ms heard so far); it may resume.
         Preempted = 5,
         Refused = 6,
+        /// Stopped by a cancel or a revocation (`detail`: ms heard).
         Cancelled = 7,
         Resumed = 8,
+        /// Its validity ended before its audio did (`detail`: ms heard).
+        CutAtEnd = 9,
+        /// Played while the loudspeaker was muted or at volume 0: nothing
+        /// was heard (`detail`: ms played silent).
+        Muted = 10,
     }
 );
 

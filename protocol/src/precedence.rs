@@ -40,6 +40,12 @@ impl Precedence {
         }
     }
 
+    /// A severity I–II emergency (R21): it plays at no less than the
+    /// terminal's configured minimum volume whatever its mute or volume.
+    pub fn beats_local_volume(&self) -> bool {
+        !self.cancel && self.class == 3 && self.severity >= 5 - Severity::Orange.code()
+    }
+
     /// The QUIC stream priority of a broadcast with this precedence
     /// (higher is sent first): the same order without the issue time.
     pub fn stream_priority(&self) -> i32 {

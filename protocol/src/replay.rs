@@ -23,16 +23,20 @@ pub struct ReplayRecord {
     /// terminal that restarts has lost the audio of what was complete and
     /// takes it again; see `ReplayRecord::rejoin`).
     pub cancelled: bool,
+    /// Played to its end (or to the end of its validity) by a terminal:
+    /// not taken again after a restart either.
+    pub played: bool,
 }
 
 impl ReplayRecord {
     /// The record as a terminal that lost its audio with its memory keeps
-    /// it: what was not cancelled is open again from the first segment, so
+    /// it: what was neither cancelled nor played out is open again from the
+    /// first segment, so
     /// an upstream may send it again. Its timeline, not the record, keeps
     /// what already played from playing twice (the terminal rejoins at the
     /// present).
     pub fn rejoin(self) -> ReplayRecord {
-        if self.cancelled {
+        if self.cancelled || self.played {
             self
         } else {
             ReplayRecord {

@@ -3,7 +3,7 @@
 //! or refuses each header, segment and command with a typed reason, and
 //! counts refusals by reason. No sockets, no clock: callers pass `now`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use certs::{
@@ -116,8 +116,15 @@ pub struct Verifier<S: ReplayStore> {
     completed: HashMap<BroadcastId, Active>,
     /// Cancels that arrived before their broadcast: target → canceller.
     early_cancels: HashMap<BroadcastId, Certificate>,
+    /// Ids of headers refused (and not accepted since): a segment of one
+    /// is a consequence of that refusal, not a cause of its own, and is
+    /// not counted again. Bounded (cleared when full).
+    refused_headers: HashSet<BroadcastId>,
     counts: RefusalCounts,
 }
+
+/// Refused header ids remembered to count their segments with them.
+const REFUSED_HEADERS: usize = 1024;
 
 impl<S: ReplayStore> Verifier<S> {
     pub fn new(anchor: TrustAnchor, audience: Audience, policy: Policy, store: S) -> Self {
@@ -130,8 +137,16 @@ impl<S: ReplayStore> Verifier<S> {
             active: HashMap::new(),
             completed: HashMap::new(),
             early_cancels: HashMap::new(),
+            refused_headers: HashSet::new(),
             counts: RefusalCounts::default(),
         }
+    }
+
+    /// True when the header of `id` was refused here (and none accepted
+    /// since): its segments are refused as unknown but not counted or
+    /// reported again.
+    pub fn header_refused(&self, id: BroadcastId) -> bool {
+        self.refused_headers.contains(&id)
     }
 
     pub fn counts(&self) -> &RefusalCounts {
@@ -259,8 +274,19 @@ impl<S: ReplayStore> Verifier<S> {
         now_ms: i64,
     ) -> Result<HeaderVerdict, Refusal> {
         match self.check_header(signed, now_ms) {
-            Ok(v) => Ok(v),
-            Err(r) => self.refuse(r),
+            Ok(v) => {
+                self.refused_headers.remove(&signed.id());
+                Ok(v)
+            }
+            Err(r) => {
+                if !self.active.contains_key(&signed.id()) {
+                    if self.refused_headers.len() >= REFUSED_HEADERS {
+                        self.refused_headers.clear();
+                    }
+                    self.refused_headers.insert(signed.id());
+                }
+                self.refuse(r)
+            }
         }
     }
 
@@ -405,6 +431,7 @@ impl<S: ReplayStore> Verifier<S> {
                         next_seq: a.next_seq,
                         closed: true,
                         cancelled: true,
+                        played: false,
                     },
                 )?;
             }
@@ -426,6 +453,7 @@ impl<S: ReplayStore> Verifier<S> {
                 next_seq: 0,
                 closed,
                 cancelled: closed,
+                played: false,
             },
         )
     }
@@ -445,6 +473,10 @@ impl<S: ReplayStore> Verifier<S> {
     ) -> Result<SegmentVerdict, Refusal> {
         match self.check_segment(segment, now_ms) {
             Ok(v) => Ok(v),
+            // Counted once already, as its header's refusal.
+            Err(Refusal::UnknownBroadcast) if self.header_refused(segment.id) => {
+                Err(Refusal::UnknownBroadcast)
+            }
             Err(r) => self.refuse(r),
         }
     }
@@ -493,6 +525,7 @@ impl<S: ReplayStore> Verifier<S> {
             next_seq: segment.seq + 1,
             closed: last,
             cancelled: false,
+            played: false,
         };
         self.put(segment.id, record)?;
         if let Some(a) = self.active.get_mut(&segment.id) {

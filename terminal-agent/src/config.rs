@@ -31,6 +31,12 @@ pub struct TerminalConfig {
     #[arg(long, default_value_t = 400)]
     #[serde(default = "default_delay")]
     pub playout_delay_ms: u64,
+    /// Severity I–II emergencies play at no less than this volume (0–100),
+    /// whatever the terminal's mute or volume (R21): a standing mute, by
+    /// mistake or from a stolen maintainer account, cannot swallow them.
+    #[arg(long, default_value_t = 70)]
+    #[serde(default = "default_emergency_volume")]
+    pub emergency_min_volume: u8,
 }
 
 fn default_sink() -> String {
@@ -41,6 +47,9 @@ fn default_heartbeat() -> u64 {
 }
 fn default_delay() -> u64 {
     400
+}
+fn default_emergency_volume() -> u8 {
+    70
 }
 
 impl TerminalConfig {
@@ -54,6 +63,7 @@ impl TerminalConfig {
             store,
             heartbeat_ms: default_heartbeat(),
             playout_delay_ms: default_delay(),
+            emergency_min_volume: default_emergency_volume(),
         }
     }
 
@@ -77,6 +87,11 @@ impl TerminalConfig {
             self.playout_delay_ms <= 10_000,
             "playout_delay_ms: {} is above 10000",
             self.playout_delay_ms
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.emergency_min_volume),
+            "emergency_min_volume: {} is outside 1..=100 (0 would let a mute swallow emergencies)",
+            self.emergency_min_volume
         );
         Ok(())
     }

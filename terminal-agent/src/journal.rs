@@ -70,6 +70,19 @@ impl Journal {
         });
     }
 
+    /// The terminal played `id` to its end (or to the end of its validity):
+    /// after a restart it is not taken again.
+    pub fn mark_played(&mut self, id: BroadcastId) {
+        if let Ok(Some(r)) = self.records.get(id) {
+            let record = ReplayRecord { played: true, ..r };
+            let _ = self.records.put(id, &record);
+            self.pending.push_back(Persist {
+                op: JournalOp::Broadcast { id, record },
+                urgent: true,
+            });
+        }
+    }
+
     /// Broadcasts accepted but neither complete nor cancelled that have not
     /// ended, with the next sequence wanted: after a restart the terminal
     /// asks its upstream to resume them there.
@@ -145,7 +158,7 @@ fn encode(r: &ReplayRecord) -> [u8; 45] {
     b[..32].copy_from_slice(&r.digest);
     b[32..40].copy_from_slice(&r.end_ms.to_be_bytes());
     b[40..44].copy_from_slice(&r.next_seq.to_be_bytes());
-    b[44] = r.closed as u8 | (r.cancelled as u8) << 1;
+    b[44] = r.closed as u8 | (r.cancelled as u8) << 1 | (r.played as u8) << 2;
     b
 }
 
@@ -158,6 +171,7 @@ fn decode(b: &[u8]) -> ReplayRecord {
         next_seq: u32::MAX,
         closed: true,
         cancelled: true,
+        played: true,
     };
     if b.len() != 45 {
         return unreadable;
@@ -175,6 +189,7 @@ fn decode(b: &[u8]) -> ReplayRecord {
         next_seq: u32::from_be_bytes(next),
         closed: b[44] & 1 != 0,
         cancelled: b[44] & 2 != 0,
+        played: b[44] & 4 != 0,
     }
 }
 
@@ -306,6 +321,7 @@ mod tests {
             next_seq,
             closed,
             cancelled: closed,
+            played: false,
         }
     }
 
@@ -322,6 +338,8 @@ mod tests {
             ..record(9, true)
         };
         j.put(id(3), &complete).unwrap();
+        j.put(id(4), &complete).unwrap();
+        j.mark_played(id(4));
         assert!(j.insert_command(9, 1, 10_000).unwrap());
         assert!(
             !j.insert_command(9, 1, 10_000).unwrap(),
@@ -329,8 +347,9 @@ mod tests {
         );
         j.persist_revocation(4, vec![1, 2, 3]);
         let urgent: Vec<bool> = j.pending.iter().map(|p| p.urgent).collect();
-        // First sight, progress, cancelled, complete, command, revocation.
-        assert_eq!(urgent, [true, false, true, true, true, true]);
+        // First sight, progress, cancelled, complete, complete, played,
+        // command, revocation.
+        assert_eq!(urgent, [true, false, true, true, true, true, true, true]);
         {
             let store = TerminalStore::open(&path).unwrap();
             for p in j.drain() {
@@ -348,10 +367,13 @@ mod tests {
         let mut open = back.open(0, 10);
         open.sort();
         assert_eq!(open, vec![(id(1), 0), (id(3), 0)]);
-        assert_eq!(back.closed(0, 10).unwrap(), vec![id(2)]);
+        // A broadcast played out is not taken again either.
+        let mut closed = back.closed(0, 10).unwrap();
+        closed.sort();
+        assert_eq!(closed, vec![id(2), id(4)]);
         assert!(!back.insert_command(9, 1, 10_000).unwrap(), "still refused");
         // Ended records are forgotten, in memory and in the store.
-        assert_eq!(back.prune(20_000).unwrap(), 4);
+        assert_eq!(back.prune(20_000).unwrap(), 5);
         for p in back.drain() {
             store.apply(&p.op).unwrap();
         }

@@ -161,6 +161,7 @@ impl Terminal {
                 ..Default::default()
             },
             heartbeat_us: config.heartbeat_ms as i64 * 1000,
+            emergency_min_volume: config.emergency_min_volume,
             ..Default::default()
         };
         let software = core_config.software.clone();

@@ -112,9 +112,8 @@ impl TerminalLink {
 }
 
 /// One broadcast stream: each frame goes to the core, one at a time (a
-/// stream never has more than one frame waiting); a stream whose header is
-/// refused, or that keeps failing verification, is stopped
-/// (`guard::StreamRefusals`).
+/// stream never has more than one frame waiting); a stream that keeps
+/// failing verification is stopped (`guard::StreamRefusals`).
 async fn receive(
     mut frames: FrameStream,
     inputs: mpsc::Sender<Input>,

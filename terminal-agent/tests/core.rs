@@ -86,6 +86,18 @@ fn cast(
     issued_us: i64,
     frames: Vec<Vec<u8>>,
 ) -> Cast {
+    cast_with(w, seq, class, severity, issued_us, frames, |_| {})
+}
+
+fn cast_with(
+    w: &World,
+    seq: u16,
+    class: BroadcastClass,
+    severity: Severity,
+    issued_us: i64,
+    frames: Vec<Vec<u8>>,
+    edit: impl FnOnce(&mut BroadcastHeader),
+) -> Cast {
     let n = frames.len();
     let mut header = protocol::testing::alert_header(
         &w.pki.district,
@@ -97,6 +109,7 @@ fn cast(
     header.class = class;
     header.severity = severity;
     header.title = format!("broadcast {seq}");
+    edit(&mut header);
     let id = header.id;
     let signed = SignedHeader::sign(header, &w.pki.district).unwrap();
     let pts_us = issued_us + 1_000_000;
@@ -121,7 +134,11 @@ struct Sim {
     now: i64,
     chunks: Vec<Chunk>,
     receipts: Vec<(Option<BroadcastId>, ReceiptKind)>,
+    /// Each receipt's detail (ms heard on the ones that end a play).
+    details: Vec<(Option<BroadcastId>, ReceiptKind, u32)>,
     flushes: Vec<u64>,
+    /// The player's gain as the core last set it.
+    gain: f32,
     persisted: Vec<terminal_agent::journal::Persist>,
     /// When false the player takes nothing (a stalled sink).
     sink_takes: bool,
@@ -134,7 +151,9 @@ impl Sim {
             now: T0,
             chunks: Vec::new(),
             receipts: Vec::new(),
+            details: Vec::new(),
             flushes: Vec::new(),
+            gain: 1.0,
             persisted: Vec::new(),
             sink_takes: true,
         }
@@ -145,7 +164,9 @@ impl Sim {
             match o {
                 Output::Up(m) => {
                     if let Message::Receipt(r) = *m {
-                        self.receipts.push((r.receipt.broadcast, r.receipt.kind))
+                        let r = r.receipt;
+                        self.receipts.push((r.broadcast, r.kind));
+                        self.details.push((r.broadcast, r.kind, r.detail));
                     }
                 }
                 Output::Persist(p) => self.persisted.push(p),
@@ -155,7 +176,7 @@ impl Sim {
                     let now = self.now;
                     self.chunks.retain(|c| c.gen >= gen || c.play_at_us <= now);
                 }
-                Output::Gain(_) => {}
+                Output::Gain(g) => self.gain = g,
             }
         }
         if self.sink_takes {
@@ -190,6 +211,14 @@ impl Sim {
 
     /// Delivers a whole broadcast at `t`, in one batch (as the driver
     /// hands the core what arrived together before its timeouts).
+    /// The detail of the receipt of `kind` about `id`.
+    fn detail(&self, id: BroadcastId, kind: ReceiptKind) -> Option<u32> {
+        self.details
+            .iter()
+            .find(|(b, k, _)| *b == Some(id) && *k == kind)
+            .map(|(_, _, d)| *d)
+    }
+
     fn deliver_all(&mut self, t: i64, c: &Cast) {
         self.run_until(t);
         for f in std::iter::once(&c.header).chain(&c.segments) {
@@ -575,4 +604,123 @@ fn a_terminal_rebooted_mid_broadcast_resumes_it_without_a_refusal() {
     assert!(sim.core.snapshot().refusals.is_empty());
     // A replay of what it took since is refused.
     assert!(sim.deliver(reboot + 5_000_000, &c.segments[3]));
+}
+
+/// A remote command from the district, as a control frame.
+fn command(w: &World, id: u64, action: protocol::Action) -> RawFrame {
+    let now_ms = T0 / 1000;
+    raw(&Message::Command(
+        protocol::Command {
+            command_id: id,
+            issued_at_ms: now_ms,
+            expires_at_ms: now_ms + 3_600_000,
+            target_areas: vec![w.county()],
+            target_terminals: vec![],
+            action,
+        }
+        .sign(&w.pki.district),
+    ))
+}
+
+#[test]
+fn a_mute_cannot_swallow_a_severe_emergency_and_receipts_say_what_was_heard() {
+    let w = World::new();
+    let mut sim = Sim::new(w.core(Journal::default()));
+    let verdict =
+        sim.core
+            .handle_control_frame(&command(&w, 1, protocol::Action::Mute(true)), &[], T0);
+    assert_eq!(verdict, terminal_agent::core::ControlVerdict::Done);
+    let verdict =
+        sim.core
+            .handle_control_frame(&command(&w, 2, protocol::Action::Volume(20)), &[], T0);
+    assert_eq!(verdict, terminal_agent::core::ControlVerdict::Done);
+    sim.drain();
+    assert_eq!(sim.gain, 0.0, "muted");
+
+    // A daily notice obeys the mute: it plays silent, and says so.
+    let (_, frames) = tone(400.0, 2.0);
+    let daily = cast(&w, 1, BroadcastClass::Daily, Severity::Unknown, T0, frames);
+    sim.deliver_all(T0, &daily);
+    sim.run_until(daily.pts_us + DELAY + 3_000_000);
+    let near = |ms: Option<u32>, want: u32| ms.is_some_and(|ms| ms.abs_diff(want) <= 40);
+    assert!(
+        near(sim.detail(daily.id, ReceiptKind::Muted), 2000),
+        "{:?}",
+        sim.details
+    );
+
+    // A severity I emergency plays at the minimum volume though muted, and
+    // its receipt says it was heard in full.
+    let t1 = sim.now;
+    let (_, frames) = tone(500.0, 3.0);
+    let red = cast(&w, 2, BroadcastClass::Emergency, Severity::Red, t1, frames);
+    sim.deliver_all(t1, &red);
+    sim.run_until(red.pts_us + DELAY + 1_000_000);
+    assert_eq!(
+        sim.gain, 0.7,
+        "the configured minimum, above the volume of 20"
+    );
+    sim.run_until(red.pts_us + DELAY + 4_000_000);
+    assert!(
+        near(sim.detail(red.id, ReceiptKind::Finished), 3000),
+        "{:?}",
+        sim.details
+    );
+    assert_eq!(sim.gain, 0.0, "the mute holds again once it is over");
+    let r = &sim.core.snapshot().records[&red.id];
+    assert_eq!(
+        r.frames_heard,
+        r.frames_played + r.frames_recovered + r.frames_concealed
+    );
+
+    // A severity III emergency obeys the mute.
+    let t2 = sim.now;
+    let (_, frames) = tone(600.0, 1.0);
+    let yellow = cast(
+        &w,
+        3,
+        BroadcastClass::Emergency,
+        Severity::Yellow,
+        t2,
+        frames,
+    );
+    sim.deliver_all(t2, &yellow);
+    sim.run_until(yellow.pts_us + DELAY + 2_000_000);
+    assert!(near(sim.detail(yellow.id, ReceiptKind::Muted), 1000));
+}
+
+#[test]
+fn audio_longer_than_its_validity_is_cut_and_the_receipt_says_how_much_was_heard() {
+    let w = World::new();
+    let mut sim = Sim::new(w.core(Journal::default()));
+    let (_, frames) = tone(450.0, 5.0);
+    // Valid until 2 s after its first frame presents (+1 s after issue).
+    let c = cast_with(
+        &w,
+        1,
+        BroadcastClass::Emergency,
+        Severity::Red,
+        T0,
+        frames,
+        |h| {
+            h.end_ms = T0 / 1000 + 3_000;
+        },
+    );
+    sim.deliver_all(T0, &c);
+    sim.run_until(T0 + 8_000_000);
+    let ends: Vec<_> = sim
+        .details
+        .iter()
+        .filter(|(id, k, _)| *id == Some(c.id) && *k == ReceiptKind::CutAtEnd)
+        .collect();
+    assert_eq!(ends.len(), 1, "{:?}", sim.details);
+    // Plays from 1.4 s (delay) to 3 s: about 1.6 s heard (decoded ahead).
+    let heard = ends[0].2;
+    assert!((1500..=2000).contains(&heard), "{heard} ms");
+    assert!(sim
+        .played(c.id)
+        .iter()
+        .all(|x| x.play_at_us <= T0 + 3_000_000));
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.cut_at_end && !r.finished);
 }

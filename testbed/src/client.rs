@@ -52,6 +52,24 @@ impl ApiClient {
         audio: &Path,
         fields: &[(&str, String)],
     ) -> anyhow::Result<BroadcastId> {
+        let (status, body) = self.issue_form(audio, fields).await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "issue refused ({status}): {}",
+            body["error"]
+        );
+        Ok(body["id"]
+            .as_str()
+            .context("no id in the answer")?
+            .parse()?)
+    }
+
+    /// Posts the issue form; the API's status and answer as they are.
+    pub async fn issue_form(
+        &self,
+        audio: &Path,
+        fields: &[(&str, String)],
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
         let bytes = std::fs::read(audio).with_context(|| format!("reading {}", audio.display()))?;
         let name = audio
             .file_name()
@@ -73,16 +91,7 @@ impl ApiClient {
             .send()
             .await?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await?;
-        anyhow::ensure!(
-            status.is_success(),
-            "issue refused ({status}): {}",
-            body["error"]
-        );
-        Ok(body["id"]
-            .as_str()
-            .context("no id in the answer")?
-            .parse()?)
+        Ok((status, resp.json().await?))
     }
 
     /// Cancels broadcast `id` everywhere.

@@ -253,7 +253,7 @@ async fn watch(d: &LocalDistrict, id: protocol::BroadcastId, what: &str, verbose
     let total = d.terminals.len() as u32;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let c = d.district.relay.book().coverage(id);
+        let c = d.district.relay.coverage(id, platform::now_ms());
         if verbose {
             eprintln!(
                 "{what}: {} / {total} playing, {} finished, {} refused",

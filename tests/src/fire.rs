@@ -336,13 +336,24 @@ impl Fire {
 
     /// Issues a severity-I emergency for the village from `audio`.
     pub async fn alert(&self, audio: &Path, title: &str) -> anyhow::Result<BroadcastId> {
+        self.issue(audio, "emergency", 1, title).await
+    }
+
+    /// Issues a broadcast of `class` and `severity` for the village.
+    pub async fn issue(
+        &self,
+        audio: &Path,
+        class: &str,
+        severity: u8,
+        title: &str,
+    ) -> anyhow::Result<BroadcastId> {
         self.api
             .issue(
                 audio,
                 &[
                     ("areas", self.village_area.to_string()),
-                    ("class", "emergency".into()),
-                    ("severity", "1".into()),
+                    ("class", class.into()),
+                    ("severity", severity.to_string()),
                     ("title", title.into()),
                     ("valid_minutes", "10".into()),
                 ],

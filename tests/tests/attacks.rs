@@ -844,7 +844,7 @@ async fn a20_a_rogue_client_posing_as_a_terminal() {
             .all(|t| t.serial != format!("{victim:016x}")),
         "village B took no report in the victim's name"
     );
-    let coverage = r.district.relay.book().coverage(g.id);
+    let coverage = r.district.relay.coverage(g.id, platform::now_ms());
     assert_eq!(coverage.refused, 0, "{coverage:?}");
 }
 

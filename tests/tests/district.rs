@@ -52,13 +52,18 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     assert!(all_finished, "every terminal finished the alert");
     // Coverage at the district: every terminal reported, all finished.
     let coverage = eventually(Duration::from_secs(5), || {
-        district.district.relay.book().coverage(id).finished as usize == district.terminals.len()
+        district
+            .district
+            .relay
+            .coverage(id, platform::now_ms())
+            .finished as usize
+            == district.terminals.len()
     })
     .await;
     assert!(
         coverage,
         "{:?}",
-        district.district.relay.book().coverage(id)
+        district.district.relay.coverage(id, platform::now_ms())
     );
     let mut district = district;
     let paths: Vec<_> = district
@@ -233,11 +238,17 @@ async fn an_emergency_preempts_a_daily_programme_which_then_resumes() {
     // none of them as refused.
     let n = district.terminals.len() as u32;
     let full = eventually(Duration::from_secs(10), || {
-        let c = district.district.relay.book().coverage(programme);
+        let c = district
+            .district
+            .relay
+            .coverage(programme, platform::now_ms());
         c.finished == n && c.received == n
     })
     .await;
-    let coverage = district.district.relay.book().coverage(programme);
+    let coverage = district
+        .district
+        .relay
+        .coverage(programme, platform::now_ms());
     assert!(full, "programme coverage: {coverage:?}");
     assert_eq!(coverage.refused, 0, "{coverage:?}");
 }
@@ -288,11 +299,12 @@ async fn a_cancel_stops_playback_everywhere() {
         assert_eq!(s.samples_played, b, "nothing more played after the cancel");
     }
     assert!(
-        eventually(
-            Duration::from_secs(5),
-            || district.district.relay.book().coverage(id).cancelled as usize
-                == district.terminals.len()
-        )
+        eventually(Duration::from_secs(5), || district
+            .district
+            .relay
+            .coverage(id, platform::now_ms())
+            .cancelled as usize
+            == district.terminals.len())
         .await
     );
 }
@@ -502,8 +514,7 @@ async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection()
         eventually(Duration::from_secs(5), || district
             .district
             .relay
-            .book()
-            .coverage(id)
+            .coverage(id, platform::now_ms())
             .finished
             == 1)
         .await

@@ -78,7 +78,7 @@ async fn receipts_survive_a_platform_restart() {
     handle
         .relay
         .record_event(&event.sign(&terminals[2].key), platform::now_ms());
-    let before = handle.relay.book().coverage(id);
+    let before = handle.relay.coverage(id, platform::now_ms());
     assert_eq!((before.finished, before.playing, before.refused), (1, 1, 1));
     handle.relay.flush().unwrap();
 
@@ -92,7 +92,7 @@ async fn receipts_survive_a_platform_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let again = start_district(&pki, &store, false).await;
-    let after = again.relay.book().coverage(id);
+    let after = again.relay.coverage(id, platform::now_ms());
     assert_eq!(after, before, "coverage restored from the store");
     assert_eq!(
         again.relay.book().refusals.get(&RefusalReason::CertRevoked),

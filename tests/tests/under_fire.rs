@@ -222,3 +222,78 @@ async fn a_village_killed_mid_alert_leaves_no_hole() {
     let (matched, compared) = in_step(&f.terminals[0].timeline(), &f.terminals[1].timeline());
     assert!(matched * 100 >= compared * 98, "{matched} of {compared}");
 }
+
+/// The loudest sample of the records playing within `[from, to)`.
+fn peak(t: &Timeline, from: i64, to: i64) -> i16 {
+    t.records
+        .iter()
+        .filter(|(at, _)| (from..to).contains(at))
+        .flat_map(|(_, p)| p.iter().map(|s| s.saturating_abs()))
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_village_hears_a_severe_emergency_and_coverage_tells_the_truth() {
+    let (mut f, _) = fire(2, 5).await;
+    let short = f.dir.path().join("short.wav");
+    tests::clip("alert-zh.wav", 6.0, &short);
+    let area = f.village_area.to_string();
+    f.api
+        .command(serde_json::json!({ "areas": [area], "action": "mute" }))
+        .await
+        .expect("mute sent");
+    assert!(
+        tests::eventually(Duration::from_secs(10), || {
+            f.district
+                .relay
+                .book()
+                .terminals(platform::now_ms(), i64::MAX)
+                .iter()
+                .filter(|t| t.muted)
+                .count()
+                == 2
+        })
+        .await,
+        "both terminals report the mute"
+    );
+    // A daily notice obeys the mute: silence, and the receipts say so.
+    let notice = f.issue(&short, "daily", 0, "静音时的通知").await.unwrap();
+    let muted = tests::eventually(Duration::from_secs(20), || {
+        f.district.relay.coverage(notice, platform::now_ms()).muted == 2
+    })
+    .await;
+    let c = f.district.relay.coverage(notice, platform::now_ms());
+    assert!(muted, "the notice was not heard, and it says so: {c:?}");
+    assert_eq!(c.finished, 0, "{c:?}");
+    for k in 0..2 {
+        assert_eq!(peak(&f.terminals[k].timeline(), 0, i64::MAX), 0);
+    }
+    // A severity I emergency is heard despite the mute; terminal 1 dies
+    // in the middle of it and is counted lost, not playing.
+    let from = platform::now_ms() * 1000;
+    let alert = f.alert(&short, "静音也要响").await.unwrap();
+    let heard = tests::eventually(Duration::from_secs(20), || {
+        let t = f.terminals[1].timeline();
+        let since: usize = t
+            .records
+            .iter()
+            .filter(|(at, _)| *at >= from)
+            .map(|(_, p)| p.len())
+            .sum();
+        since >= 2 * 16_000
+    })
+    .await;
+    assert!(heard, "terminal 1 plays the emergency");
+    f.terminals[1].kill9();
+    let done = tests::eventually(Duration::from_secs(60), || {
+        let c = f.district.relay.coverage(alert, platform::now_ms());
+        c.finished == 1 && c.lost == 1
+    })
+    .await;
+    let c = f.district.relay.coverage(alert, platform::now_ms());
+    assert!(done, "one heard in full, one lost: {c:?}");
+    assert_eq!(c.playing, 0, "{c:?}");
+    let loud = peak(&f.terminals[0].timeline(), from, i64::MAX);
+    assert!(loud > 3000, "the emergency was audible: peak {loud}");
+}

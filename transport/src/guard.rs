@@ -143,25 +143,21 @@ mod tests {
     }
 }
 
-/// A receiver's count of one broadcast stream's refusals. A refused first
-/// frame (the header) stops the stream at once: nothing after it can
-/// verify, and each following segment would only be counted again as an
-/// unknown broadcast. Later refusals stop it after `STREAM_REFUSALS`.
+/// A receiver's count of one broadcast stream's refusals: each strikes the
+/// link once; after `STREAM_REFUSALS` the stream is stopped. A stream is
+/// read on past a refused header (a forged header may be put ahead of the
+/// genuine one); the verifier counts the segments that follow a refused
+/// header once, with it (`Verifier::header_refused`).
 #[derive(Debug, Default)]
 pub struct StreamRefusals {
-    frames: u32,
     refused: u32,
 }
 
 impl StreamRefusals {
     /// Notes one frame's verdict; true when the stream must be stopped.
     pub fn note(&mut self, refused: bool) -> bool {
-        let first = self.frames == 0;
-        self.frames = self.frames.saturating_add(1);
-        if refused {
-            self.refused += 1;
-        }
-        (refused && first) || self.refused >= STREAM_REFUSALS
+        self.refused += refused as u32;
+        self.refused >= STREAM_REFUSALS
     }
 }
 
@@ -170,9 +166,7 @@ mod stream_tests {
     use super::*;
 
     #[test]
-    fn a_refused_header_stops_its_stream_and_later_refusals_add_up() {
-        let mut s = StreamRefusals::default();
-        assert!(s.note(true), "the header was refused");
+    fn a_stream_is_stopped_after_its_refusals() {
         let mut s = StreamRefusals::default();
         assert!(!s.note(false));
         for _ in 1..STREAM_REFUSALS {

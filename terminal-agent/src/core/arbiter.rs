@@ -24,9 +24,16 @@ pub struct PlayRecord {
     /// Frames skipped because they were too late to play (past the
     /// presentation window, or never received in time).
     pub frames_late: u64,
+    /// Frames handed to the loudspeaker while its gain was above zero.
+    pub frames_heard: u64,
     /// Unix ms at which the first sample plays.
     pub first_sample_ms: Option<i64>,
+    /// Played to its last frame.
     pub finished: bool,
+    /// Its validity ended while it still had audio to play.
+    pub cut_at_end: bool,
+    /// It played with nothing heard (muted, or volume 0).
+    pub muted: bool,
     pub preempted: u32,
     pub cancelled: bool,
     /// Unix ms at which the broadcast's validity ends.
@@ -79,6 +86,11 @@ impl Arbiter {
 
     pub fn current(&self) -> Option<BroadcastId> {
         self.current
+    }
+
+    /// The precedence of what plays now.
+    pub fn current_precedence(&self) -> Option<Precedence> {
+        self.entries.get(&self.current?).map(|e| e.precedence)
     }
 
     pub fn has(&self, id: BroadcastId) -> bool {
@@ -155,10 +167,16 @@ impl Arbiter {
         for id in done {
             if let Some(e) = self.entries.remove(&id) {
                 if e.started {
-                    receipts.push((id, ReceiptKind::Finished));
                     let r = self.records.entry(id).or_default();
                     r.finished = e.playout.finished();
+                    r.cut_at_end = !r.finished;
                     r.frames_late += e.playout.stats().dropped;
+                    let kind = if r.finished {
+                        ReceiptKind::Finished
+                    } else {
+                        ReceiptKind::CutAtEnd
+                    };
+                    receipts.push((id, kind));
                     cut |= self.current == Some(id) && !r.finished;
                 }
             }

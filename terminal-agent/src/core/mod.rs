@@ -44,6 +44,8 @@ pub struct CoreConfig {
     pub decode_batch_us: i64,
     /// Software version reported in the status.
     pub software: String,
+    /// Severity I–II emergencies play at no less than this volume (R21).
+    pub emergency_min_volume: u8,
 }
 
 impl Default for CoreConfig {
@@ -54,6 +56,7 @@ impl Default for CoreConfig {
             decode_ahead_us: 300_000,
             decode_batch_us: 100_000,
             software: concat!("terminal-agent ", env!("CARGO_PKG_VERSION")).into(),
+            emergency_min_volume: 70,
         }
     }
 }
@@ -138,6 +141,8 @@ pub struct TerminalCore {
     refused_ids: HashSet<BroadcastId>,
     volume: u8,
     muted: bool,
+    /// The gain last told to the player.
+    gain_sent: f32,
     /// Bumped whenever queued audio must be dropped.
     gen: u64,
     outbox: VecDeque<Chunk>,
@@ -189,6 +194,7 @@ impl TerminalCore {
             refused_ids: HashSet::new(),
             volume: 100,
             muted: false,
+            gain_sent: 1.0,
             gen: 0,
             outbox: VecDeque::new(),
             outputs: VecDeque::new(),
@@ -258,7 +264,10 @@ impl TerminalCore {
                 false
             }
             Err(r) => {
-                self.report(Some(s.id), &r, upstream, false, now_us);
+                // A segment of a refused header was counted with it.
+                if !self.verifier.header_refused(s.id) {
+                    self.report(Some(s.id), &r, upstream, false, now_us);
+                }
                 true
             }
         }
@@ -300,11 +309,11 @@ impl TerminalCore {
         {
             Ok(protocol::Action::Volume(v)) => {
                 self.volume = v;
-                self.outputs.push_back(Output::Gain(self.gain()));
+                self.update_gain();
             }
             Ok(protocol::Action::Mute(m)) => {
                 self.muted = m;
-                self.outputs.push_back(Output::Gain(self.gain()));
+                self.update_gain();
             }
             Ok(other) => info!("command {other:?} accepted; not supported by this terminal yet"),
             Err(r) => {
@@ -316,11 +325,29 @@ impl TerminalCore {
         ControlVerdict::Done
     }
 
+    /// The loudspeaker's gain for what plays now: the local volume and
+    /// mute, except that a severity I–II emergency plays at no less than
+    /// the configured minimum, muted or not (R21; only a cancel or the
+    /// local-silence procedure stops it).
     fn gain(&self) -> f32 {
-        if self.muted {
+        let emergency = self
+            .arbiter
+            .current_precedence()
+            .is_some_and(|p| p.beats_local_volume());
+        if emergency {
+            self.volume.max(self.config.emergency_min_volume) as f32 / 100.0
+        } else if self.muted {
             0.0
         } else {
             self.volume as f32 / 100.0
+        }
+    }
+
+    fn update_gain(&mut self) {
+        let gain = self.gain();
+        if gain != self.gain_sent {
+            self.gain_sent = gain;
+            self.outputs.push_back(Output::Gain(gain));
         }
     }
 
@@ -462,7 +489,9 @@ impl TerminalCore {
     pub fn poll_chunk(&mut self, now_us: i64) -> Option<Chunk> {
         self.drop_late(now_us);
         let c = self.outbox.pop_front()?;
+        let heard = self.gain_sent > 0.0 && c.made != Made::Silence;
         let r = self.arbiter.record_mut(c.broadcast);
+        r.frames_heard += heard as u64;
         match c.made {
             Made::Decoded => r.frames_played += 1,
             Made::Recovered => r.frames_recovered += 1,
@@ -550,7 +579,7 @@ impl TerminalCore {
         self.now_us = self.now_us.max(now_us);
         let decision = self.arbiter.arbitrate(now_us);
         for (id, kind) in decision.receipts {
-            self.receipt(Some(id), kind, None, now_us);
+            self.outcome(id, kind, now_us);
         }
         if decision.switched {
             self.decoder = None;
@@ -558,6 +587,35 @@ impl TerminalCore {
         if decision.cut {
             self.cut();
         }
+        self.update_gain();
+    }
+
+    /// A receipt of what happened to a broadcast; one that stopped says how
+    /// much of it was heard (R22), and one that played to its end with
+    /// nothing heard says it was muted.
+    fn outcome(&mut self, id: BroadcastId, kind: ReceiptKind, now_us: i64) {
+        let r = self.arbiter.record_mut(id);
+        let frame_ms = (self.config.playout.frame_us / 1000) as u64;
+        let played = r.frames_played + r.frames_recovered + r.frames_concealed;
+        let (kind, detail) = match kind {
+            ReceiptKind::Finished | ReceiptKind::CutAtEnd if played > 0 && r.frames_heard == 0 => {
+                r.muted = true;
+                (ReceiptKind::Muted, played * frame_ms)
+            }
+            ReceiptKind::Finished
+            | ReceiptKind::CutAtEnd
+            | ReceiptKind::Preempted
+            | ReceiptKind::Cancelled => (kind, r.frames_heard * frame_ms),
+            other => (other, 0),
+        };
+        let detail = detail.min(u32::MAX as u64) as u32;
+        if matches!(
+            kind,
+            ReceiptKind::Finished | ReceiptKind::CutAtEnd | ReceiptKind::Muted
+        ) {
+            self.verifier.store_mut().mark_played(id);
+        }
+        self.receipt_with(Some(id), kind, None, detail, now_us);
     }
 
     /// Audio queued for what no longer plays must go.
@@ -615,7 +673,7 @@ impl TerminalCore {
         if was_current {
             self.cut();
         }
-        self.receipt(Some(id), ReceiptKind::Cancelled, None, now_us);
+        self.outcome(id, ReceiptKind::Cancelled, now_us);
     }
 
     fn receipt(
@@ -625,13 +683,24 @@ impl TerminalCore {
         reason: Option<RefusalReason>,
         now_us: i64,
     ) {
+        self.receipt_with(broadcast, kind, reason, 0, now_us);
+    }
+
+    fn receipt_with(
+        &mut self,
+        broadcast: Option<BroadcastId>,
+        kind: ReceiptKind,
+        reason: Option<RefusalReason>,
+        detail: u32,
+        now_us: i64,
+    ) {
         let r = Receipt {
             broadcast,
             terminal_serial: self.serial,
             kind,
             reason,
             at_ms: now_us / 1000,
-            detail: 0,
+            detail,
         };
         self.outputs
             .push_back(Output::Up(Box::new(Message::Receipt(r.sign(&self.key)))));
