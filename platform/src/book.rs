@@ -64,7 +64,35 @@ pub struct TerminalRow {
     pub playing: Option<String>,
     pub software: String,
     pub faults: Vec<String>,
+    /// Refusals since the terminal started, in total and by reason name.
     pub refusals: u64,
+    pub refusals_by_reason: BTreeMap<String, u32>,
+    /// Audio frames since the terminal started.
+    pub audio: AudioRow,
+    /// The status's sequence (rises with each heartbeat, across restarts).
+    pub status_seq: u32,
+}
+
+/// A terminal's audio counters (frames of 20 ms), as the API shows them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct AudioRow {
+    pub played: u64,
+    pub recovered: u64,
+    pub concealed: u64,
+    pub late: u64,
+    pub heard: u64,
+}
+
+impl From<protocol::AudioCounters> for AudioRow {
+    fn from(a: protocol::AudioCounters) -> Self {
+        AudioRow {
+            played: a.played,
+            recovered: a.recovered,
+            concealed: a.concealed,
+            late: a.late,
+            heard: a.heard,
+        }
+    }
 }
 
 /// A security event as the API shows it.
@@ -168,6 +196,13 @@ impl Book {
         }
     }
 
+    /// Forgets the coverage of broadcasts no longer kept.
+    pub fn forget(&mut self, ids: &[BroadcastId]) {
+        for id in ids {
+            self.progress.remove(id);
+        }
+    }
+
     pub fn record_status(&mut self, s: &Status, now_ms: i64) {
         self.status.insert(s.terminal_serial, (s.clone(), now_ms));
     }
@@ -227,6 +262,13 @@ impl Book {
                     .map(|f| format!("{}: {}", f.code, f.detail))
                     .collect(),
                 refusals: s.refusals.iter().map(|(_, n)| *n as u64).sum(),
+                refusals_by_reason: s
+                    .refusals
+                    .iter()
+                    .map(|(r, n)| (r.name().to_string(), *n))
+                    .collect(),
+                audio: s.audio.into(),
+                status_seq: s.seq,
             })
             .collect();
         rows.sort_by(|a, b| a.serial.cmp(&b.serial));

@@ -84,11 +84,17 @@ impl Broadcast {
         s.get(index..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
+    /// Segments received (also after `release_audio`).
     pub fn segment_count(&self) -> usize {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        *self.count.borrow()
+    }
+
+    /// Drops the audio held in memory (the store keeps it): an ended
+    /// broadcast is listed, never sent again.
+    pub fn release_audio(&self) {
+        let mut s = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        s.clear();
+        s.shrink_to_fit();
     }
 
     /// A verified segment (the producer side).
@@ -165,6 +171,13 @@ impl Broadcasts {
         let mut v: Vec<_> = self.read().values().filter(|b| keep(b)).cloned().collect();
         v.sort_by_key(|b| std::cmp::Reverse(b.received_ms));
         v
+    }
+
+    /// Releases the audio of broadcasts that ended before `before_ms`.
+    pub fn release_ended(&self, before_ms: i64) {
+        for b in self.read().values().filter(|b| b.expired(before_ms)) {
+            b.release_audio();
+        }
     }
 
     /// Forgets broadcasts that ended before `before_ms`; their ids.
@@ -390,6 +403,10 @@ mod tests {
         let mut c = Cursor::new(0, 0);
         b.cancel();
         assert_eq!(c.next(&b, 0), Step::Done);
+        // Once ended, its audio leaves memory; its count stays.
+        b.release_audio();
+        assert_eq!(b.segment_count(), 40);
+        assert!(b.segments_from(0).is_empty());
     }
 
     #[test]

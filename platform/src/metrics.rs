@@ -103,6 +103,48 @@ pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) ->
         "gauge",
         "Terminals known to this platform, by state.",
     );
+    family(
+        &mut out,
+        "ebs_terminal_audio_frames_total",
+        "counter",
+        "Audio frames of the terminals below (as their latest status says), by how they were made: played (decoded), recovered (FEC), concealed, late (skipped), heard (gain above zero).",
+    );
+    let mut audio = crate::book::AudioRow::default();
+    let mut refused: std::collections::BTreeMap<&str, u64> = Default::default();
+    for t in &terminals {
+        audio.played += t.audio.played;
+        audio.recovered += t.audio.recovered;
+        audio.concealed += t.audio.concealed;
+        audio.late += t.audio.late;
+        audio.heard += t.audio.heard;
+        for (reason, n) in &t.refusals_by_reason {
+            *refused.entry(reason.as_str()).or_default() += u64::from(*n);
+        }
+    }
+    for (kind, n) in [
+        ("played", audio.played),
+        ("recovered", audio.recovered),
+        ("concealed", audio.concealed),
+        ("late", audio.late),
+        ("heard", audio.heard),
+    ] {
+        let _ = writeln!(
+            out,
+            "ebs_terminal_audio_frames_total{{kind=\"{kind}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "ebs_terminal_refusals_total",
+        "counter",
+        "Refusals counted by the terminals below (as their latest status says), by reason.",
+    );
+    for (reason, n) in &refused {
+        let _ = writeln!(
+            out,
+            "ebs_terminal_refusals_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     let online = terminals.iter().filter(|t| t.online).count();
     let _ = writeln!(out, "ebs_terminals{{state=\"online\"}} {online}");
     let _ = writeln!(

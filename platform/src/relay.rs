@@ -463,11 +463,14 @@ impl Relay {
         Ok(())
     }
 
-    /// Forgets broadcasts that ended more than `keep_ms` ago (memory, store
-    /// and replay records); returns how many. Their end time has passed, so
+    /// Releases the audio of ended broadcasts from memory, and forgets
+    /// broadcasts that ended more than `keep_ms` ago (memory, store, replay
+    /// records, coverage); returns how many were forgotten. Their end time has passed, so
     /// the verifier refuses them as expired anyway.
     pub fn prune(&self, now_ms: i64, keep_ms: i64) -> usize {
+        self.broadcasts.release_ended(now_ms);
         let old = self.broadcasts.remove_ended(now_ms - keep_ms);
+        self.book().forget(&old);
         for id in &old {
             if let Err(e) = self.store.remove(*id) {
                 tracing::warn!("pruning {id}: {e}");

@@ -144,6 +144,23 @@ pub struct Status {
     pub revocation_numbers: Vec<(u64, u64)>,
     /// Refusals by reason since start.
     pub refusals: Vec<(RefusalReason, u32)>,
+    /// Audio frames since start, by how they were made and heard.
+    pub audio: AudioCounters,
+}
+
+/// A terminal's audio counters since it started (frames of 20 ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AudioCounters {
+    /// Decoded from the packet received.
+    pub played: u64,
+    /// Rebuilt from the next packet's forward error correction.
+    pub recovered: u64,
+    /// Concealed (the packet never came in time).
+    pub concealed: u64,
+    /// Skipped as too late to play.
+    pub late: u64,
+    /// Handed to the loudspeaker with its gain above zero.
+    pub heard: u64,
 }
 
 impl Status {
@@ -171,6 +188,12 @@ impl Status {
         for (reason, n) in &self.refusals {
             w.u8(reason.code()).u32(*n);
         }
+        let a = &self.audio;
+        w.u64(a.played)
+            .u64(a.recovered)
+            .u64(a.concealed)
+            .u64(a.late)
+            .u64(a.heard);
         w
     }
 
@@ -250,6 +273,13 @@ impl SignedStatus {
                 r.u32("refusal count")?,
             ));
         }
+        let audio = AudioCounters {
+            played: r.u64("frames played")?,
+            recovered: r.u64("frames recovered")?,
+            concealed: r.u64("frames concealed")?,
+            late: r.u64("frames late")?,
+            heard: r.u64("frames heard")?,
+        };
         let signature = r.array("status signature")?;
         r.finish()?;
         Ok(SignedStatus {
@@ -266,6 +296,7 @@ impl SignedStatus {
                 faults,
                 revocation_numbers,
                 refusals,
+                audio,
             },
             signature,
             body: b.to_vec(),

@@ -23,6 +23,7 @@ mod signer_chain;
 pub mod testing;
 pub mod verify;
 
+pub use control::AudioCounters;
 pub use control::{
     Action, Command, Hello, Receipt, ReceiptKind, SignedCommand, SignedReceipt, SignedStatus,
     Status, Subscribe,

@@ -68,6 +68,7 @@ fn sample_messages() -> Vec<Message> {
         }],
         revocation_numbers: vec![(1, 2)],
         refusals: vec![(RefusalReason::SegmentSignature, 3)],
+        audio: Default::default(),
     };
     let receipt = Receipt {
         broadcast: Some(h.id()),

@@ -56,6 +56,23 @@ impl LocalOptions {
             platform_runtime: None,
         }
     }
+
+    /// The smallest district in `dir`, every terminal on a null sink, with
+    /// the default 10 s heartbeat and an API at the district only: the
+    /// settings of a long run (set `layout` for the size).
+    pub fn null(dir: &Path) -> Self {
+        LocalOptions {
+            layout: Layout::ONE_OF_EACH,
+            dir: dir.to_path_buf(),
+            sink: Box::new(|_, _| {
+                Ok(Box::new(codec::NullSink::new(16_000)) as Box<dyn codec::Sink>)
+            }),
+            heartbeat: Duration::from_secs(10),
+            api_everywhere: false,
+            progress: Box::new(|_, _, _| {}),
+            platform_runtime: None,
+        }
+    }
 }
 
 pub struct LocalTerminal {

@@ -189,6 +189,7 @@ fn status_of(serial: u64, muted: bool) -> protocol::Status {
         faults: vec![],
         revocation_numbers: vec![],
         refusals: vec![],
+        audio: Default::default(),
     }
 }
 

@@ -65,6 +65,31 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
         "{:?}",
         district.district.relay.coverage(id, platform::now_ms())
     );
+    // Every terminal's audio counters reach the district's API and metrics
+    // (4 s is 200 frames; its statuses come every 500 ms).
+    let api = district.district_api();
+    let counted = eventually(Duration::from_secs(5), || {
+        district
+            .district
+            .relay
+            .book()
+            .terminals(platform::now_ms(), i64::MAX)
+            .iter()
+            .all(|t| t.audio.played >= 190 && t.audio.heard >= 190)
+    })
+    .await;
+    let rows = api.get("/api/terminals").await.unwrap();
+    assert!(counted, "{rows}");
+    let row = &rows[0];
+    assert!(row["audio"]["played"].as_u64().unwrap() >= 190, "{row}");
+    assert!(row["refusals_by_reason"].is_object(), "{row}");
+    let metrics = api.get_text("/metrics").await.unwrap();
+    let played: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ebs_terminal_audio_frames_total{kind=\"played\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(played >= 190 * district.terminals.len() as u64, "{metrics}");
     let mut district = district;
     let paths: Vec<_> = district
         .terminals

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use certs::Tier;
 use codec::{Join, Playout, PlayoutConfig, Slot};
-use protocol::{BroadcastHeader, BroadcastId, Precedence, ReceiptKind, Segment};
+use protocol::{AudioCounters, BroadcastHeader, BroadcastId, Precedence, ReceiptKind, Segment};
 use serde::Serialize;
 
 /// What a terminal did with one broadcast (for status and the demo summary).
@@ -61,6 +61,8 @@ pub struct Arbiter {
     entries: HashMap<BroadcastId, Entry>,
     current: Option<BroadcastId>,
     records: HashMap<BroadcastId, PlayRecord>,
+    /// What the records already forgotten counted.
+    retired: AudioCounters,
     config: PlayoutConfig,
 }
 
@@ -80,6 +82,7 @@ impl Arbiter {
             entries: HashMap::new(),
             current: None,
             records: HashMap::new(),
+            retired: AudioCounters::default(),
             config,
         }
     }
@@ -251,7 +254,30 @@ impl Arbiter {
     /// validity ended before `before_ms`.
     pub fn prune(&mut self, before_ms: i64) {
         let entries = &self.entries;
-        self.records
-            .retain(|id, r| entries.contains_key(id) || r.end_ms >= before_ms);
+        let retired = &mut self.retired;
+        self.records.retain(|id, r| {
+            let keep = entries.contains_key(id) || r.end_ms >= before_ms;
+            if !keep {
+                add(retired, r);
+            }
+            keep
+        });
     }
+
+    /// Audio counters since start, over every broadcast.
+    pub fn audio_totals(&self) -> AudioCounters {
+        let mut t = self.retired;
+        for r in self.records.values() {
+            add(&mut t, r);
+        }
+        t
+    }
+}
+
+fn add(t: &mut AudioCounters, r: &PlayRecord) {
+    t.played += r.frames_played;
+    t.recovered += r.frames_recovered;
+    t.concealed += r.frames_concealed;
+    t.late += r.frames_late;
+    t.heard += r.frames_heard;
 }

@@ -199,7 +199,9 @@ impl TerminalCore {
             outbox: VecDeque::new(),
             outputs: VecDeque::new(),
             linked: false,
-            status_seq: 0,
+            // Unix seconds at start: the sequence goes on rising across
+            // restarts (with heartbeats of a second or more).
+            status_seq: (now_us / 1_000_000).clamp(0, u32::MAX as i64 / 2) as u32,
             next_status_us: i64::MAX,
             next_prune_us: now_us + PRUNE_EVERY_US,
             faults: Vec::new(),
@@ -779,6 +781,7 @@ impl TerminalCore {
                 .iter()
                 .map(|(r, n)| (r, n.min(u32::MAX as u64) as u32))
                 .collect(),
+            audio: self.arbiter.audio_totals(),
         }
     }
 }
