@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 pub struct Limiter {
     threshold: f32,
     lookahead: usize,
+    attack: f32,
     release: f32,
     delay: VecDeque<f32>,
     required: VecDeque<f32>,
@@ -19,10 +20,14 @@ impl Limiter {
     /// true-peak target for inter-sample peaks.
     pub fn new(sample_rate: u32, ceiling_dbfs: f64) -> Self {
         let lookahead = (sample_rate as usize * 5 / 1000).max(1); // 5 ms
-        let release_samples = sample_rate as f32 * 0.08; // 80 ms
+        let release_samples = sample_rate as f32 * 0.03; // 30 ms
         Limiter {
             threshold: 10f64.powf(ceiling_dbfs / 20.0) as f32,
             lookahead,
+            // Down smoothly within the look-ahead (a step in gain spreads
+            // energy across the spectrum, which the codec turns into
+            // overshoot): 99 % of the way in five time constants.
+            attack: 1.0 - (-5.0 / lookahead as f32).exp(),
             release: 1.0 - (-1.0 / release_samples).exp(),
             delay: VecDeque::with_capacity(lookahead + 1),
             required: VecDeque::with_capacity(lookahead + 1),
@@ -50,11 +55,12 @@ impl Limiter {
     fn step(&mut self) -> f32 {
         // The lowest gain any sample in the look-ahead window needs.
         let target = self.required.iter().copied().fold(1.0f32, f32::min);
-        self.gain = if target < self.gain {
-            target
+        let rate = if target < self.gain {
+            self.attack
         } else {
-            self.gain + (target - self.gain) * self.release
+            self.release
         };
+        self.gain += (target - self.gain) * rate;
         self.required.pop_front();
         let x = self.delay.pop_front().unwrap_or(0.0);
         (x * self.gain).clamp(-self.threshold, self.threshold)

@@ -9,7 +9,7 @@ use crate::error::CodecError;
 use crate::ingest::{FileSource, Limits};
 use crate::limiter::Limiter;
 use crate::loudness::{db_to_linear, normalising_gain_db, LoudnessMeter};
-use crate::opus::{EncoderConfig, FrameEncoder, OpusFrameEncoder};
+use crate::opus::{EncoderConfig, FrameDecoder, FrameEncoder, OpusFrameEncoder};
 use crate::resample::StreamResampler;
 
 /// How a file becomes a broadcast.
@@ -117,22 +117,54 @@ pub fn normalise_file(
     progress: &mut dyn FnMut(Progress),
     out: &mut dyn FnMut(&[f32]) -> Result<(), CodecError>,
 ) -> Result<(Normalisation, SourceInfo), CodecError> {
+    normalise_adjusted(path, cfg, Adjust::default(), progress, out)
+}
+
+/// Corrections found by measuring what the codec made of a first attempt.
+#[derive(Debug, Clone, Copy, Default)]
+struct Adjust {
+    /// Added to the normalising gain.
+    gain_db: f64,
+    /// Taken off the limiter's ceiling (the codec's overshoot).
+    headroom_db: f64,
+}
+
+fn normalise_adjusted(
+    path: &Path,
+    cfg: &IngestConfig,
+    adjust: Adjust,
+    progress: &mut dyn FnMut(Progress),
+    out: &mut dyn FnMut(&[f32]) -> Result<(), CodecError>,
+) -> Result<(Normalisation, SourceInfo), CodecError> {
     cfg.encoder.check()?;
     let rate = cfg.encoder.sample_rate;
     let mut meter = LoudnessMeter::new(rate)?;
     resampled_pass(path, cfg, 1, progress, &mut |pcm| meter.add(pcm))?;
     let source_lufs = meter.integrated_lufs();
+    if source_lufs.is_none() {
+        // Silence is never amplified, nor adjusted.
+        let (_, info) = limited_pass(path, cfg, 0.0, 0.0, progress, out)?;
+        return Ok((
+            Normalisation {
+                source_lufs,
+                gain_db: 0.0,
+            },
+            info,
+        ));
+    }
+    let headroom = adjust.headroom_db;
     let mut gain_db = normalising_gain_db(source_lufs, cfg.target_lufs, cfg.max_gain_db);
+    gain_db = (gain_db + adjust.gain_db).min(cfg.max_gain_db);
     // The limiter takes some loudness off a file that needed much gain:
     // measure what it leaves and make up for it once.
-    let limited_lufs = limited_pass(path, cfg, gain_db, progress, &mut |_| Ok(()))?.0;
+    let limited_lufs = limited_pass(path, cfg, gain_db, headroom, progress, &mut |_| Ok(()))?.0;
     if let Some(l) = limited_lufs {
-        let shortfall = cfg.target_lufs - l;
+        let shortfall = cfg.target_lufs + adjust.gain_db - l;
         if shortfall > 0.2 {
             gain_db = (gain_db + shortfall.min(MAX_MAKEUP_DB)).min(cfg.max_gain_db);
         }
     }
-    let (_, info) = limited_pass(path, cfg, gain_db, progress, out)?;
+    let (_, info) = limited_pass(path, cfg, gain_db, headroom, progress, out)?;
     Ok((
         Normalisation {
             source_lufs,
@@ -151,13 +183,15 @@ fn limited_pass(
     path: &Path,
     cfg: &IngestConfig,
     gain_db: f64,
+    headroom_db: f64,
     progress: &mut dyn FnMut(Progress),
     out: &mut dyn FnMut(&[f32]) -> Result<(), CodecError>,
 ) -> Result<(Option<f64>, SourceInfo), CodecError> {
     let rate = cfg.encoder.sample_rate;
     let gain = db_to_linear(gain_db);
-    // 1 dB of margin below the true-peak ceiling covers inter-sample peaks.
-    let mut limiter = Limiter::new(rate, cfg.true_peak_dbtp - 1.0);
+    // 1 dB of margin below the true-peak ceiling covers inter-sample peaks;
+    // `headroom_db` more covers what the codec adds.
+    let mut limiter = Limiter::new(rate, cfg.true_peak_dbtp - 1.0 - headroom_db);
     let mut meter = LoudnessMeter::new(rate)?;
     let mut limited = Vec::new();
     let mut emit = |pcm: &[f32], meter: &mut LoudnessMeter| -> Result<(), CodecError> {
@@ -233,17 +267,72 @@ pub fn ingest_file(
     cfg: &IngestConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Encoded, CodecError> {
-    let encoder = OpusFrameEncoder::new(cfg.encoder)?;
-    let delay = encoder.delay_samples();
-    let mut cutter = FrameCutter::new(encoder);
-    let (normalisation, info) = normalise_file(path, cfg, progress, &mut |pcm| cutter.push(pcm))?;
-    let frames = cutter.finish(delay)?;
-    Ok(Encoded {
-        frames,
-        sample_rate: cfg.encoder.sample_rate,
-        source_rate: info.source_rate,
-        duration_ms: info.source_frames * 1000 / info.source_rate.max(1) as u64,
-        normalisation,
-        skipped_packets: info.skipped_packets,
-    })
+    // What matters is what the terminal decodes: Opus moves loudness and
+    // overshoots peaks, so the result is decoded and measured, and encoded
+    // again with the gain and headroom corrected, until it is within
+    // `LOUDNESS_TOLERANCE_LU` of the target and under the ceiling.
+    let mut adjust = Adjust::default();
+    let mut best: Option<(f64, Encoded)> = None;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let encoder = OpusFrameEncoder::new(cfg.encoder)?;
+        let delay = encoder.delay_samples();
+        let mut cutter = FrameCutter::new(encoder);
+        let (normalisation, info) =
+            normalise_adjusted(path, cfg, adjust, progress, &mut |pcm| cutter.push(pcm))?;
+        let frames = cutter.finish(delay)?;
+        let encoded = Encoded {
+            frames,
+            sample_rate: cfg.encoder.sample_rate,
+            source_rate: info.source_rate,
+            duration_ms: info.source_frames * 1000 / info.source_rate.max(1) as u64,
+            normalisation,
+            skipped_packets: info.skipped_packets,
+        };
+        if normalisation.source_lufs.is_none() {
+            return Ok(encoded);
+        }
+        let (Some(lufs), peak) = decoded_loudness(&encoded.frames, cfg.encoder.sample_rate)? else {
+            return Ok(encoded);
+        };
+        let off = cfg.target_lufs - lufs;
+        let over = peak.map_or(0.0, |p| p - cfg.true_peak_dbtp);
+        if std::env::var_os("EBS_DEBUG_LOUDNESS").is_some() {
+            eprintln!("ingest attempt {attempt}: {lufs:.2} LUFS, over {over:.2} dB, {adjust:?}");
+        }
+        // How far outside the target it is (0: on target, under the ceiling).
+        let miss = (off.abs() - LOUDNESS_TOLERANCE_LU).max(0.0) + over.max(0.0);
+        if miss == 0.0 {
+            return Ok(encoded);
+        }
+        if best.as_ref().is_none_or(|(m, _)| miss < *m) {
+            best = Some((miss, encoded));
+        }
+        // Loudness follows the gain; peaks follow the limiter's ceiling.
+        adjust.gain_db += off;
+        if over > 0.0 {
+            adjust.headroom_db += over + 0.1;
+        }
+    }
+    best.map(|(_, e)| e)
+        .ok_or_else(|| CodecError::Loudness("no encoding attempt".into()))
+}
+
+/// How close to the target the decoded loudness lands.
+pub const LOUDNESS_TOLERANCE_LU: f64 = 0.45;
+/// Encodes at most this often.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// Integrated loudness and true peak of Opus frames, decoded.
+pub fn decoded_loudness(
+    frames: &[Vec<u8>],
+    rate: u32,
+) -> Result<(Option<f64>, Option<f64>), CodecError> {
+    let mut decoder = crate::OpusFrameDecoder::new(rate)?;
+    let mut pcm = vec![0.0; decoder.frame_samples()];
+    let mut meter = LoudnessMeter::new(rate)?;
+    for f in frames {
+        decoder.decode(f, &mut pcm)?;
+        meter.add(&pcm)?;
+    }
+    Ok((meter.integrated_lufs(), meter.true_peak_dbtp()))
 }
