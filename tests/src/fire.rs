@@ -381,6 +381,38 @@ pub fn in_step(reference: &Timeline, other: &Timeline) -> (usize, usize) {
     (matched, compared)
 }
 
+/// Where `other` did not play what `reference` played (nothing there, or
+/// other audio: silence, concealment), within `[from_us, to_us)`: runs of
+/// missed records as (start µs, length µs). A terminal that fills a gap
+/// with silence has a gap all the same.
+pub fn missed(reference: &Timeline, other: &Timeline, from_us: i64, to_us: i64) -> Vec<(i64, i64)> {
+    let by_time: std::collections::HashMap<i64, &Vec<i16>> =
+        other.records.iter().map(|(t, p)| (*t, p)).collect();
+    let mut wanted: Vec<&(i64, Vec<i16>)> = reference
+        .records
+        .iter()
+        .filter(|(t, _)| (from_us..to_us).contains(t))
+        .collect();
+    wanted.sort_by_key(|(t, _)| *t);
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    let mut open: Option<(i64, i64)> = None;
+    for (t, pcm) in wanted {
+        let len = pcm.len() as i64 * 1_000_000 / reference.rate.max(1) as i64;
+        let heard = by_time.get(t).is_some_and(|o| same_audio(pcm, o));
+        match (heard, open) {
+            (false, None) => open = Some((*t, len)),
+            (false, Some((start, _))) => open = Some((start, t + len - start)),
+            (true, Some(run)) => {
+                runs.push(run);
+                open = None;
+            }
+            (true, None) => {}
+        }
+    }
+    runs.extend(open);
+    runs
+}
+
 fn same_audio(a: &[i16], b: &[i16]) -> bool {
     let energy = |x: &[i16]| x.iter().map(|s| (*s as f64).powi(2)).sum::<f64>();
     let (ea, eb) = (energy(a), energy(b));

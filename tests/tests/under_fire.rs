@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use codec::timeline::Timeline;
-use tests::fire::{in_step, Fire, Programs};
+use tests::fire::{in_step, missed, Fire, Programs};
 
 fn programs() -> Programs {
     Programs {
@@ -63,9 +63,9 @@ fn seconds(us: i64) -> f64 {
     us as f64 / 1e6
 }
 
-fn describe(t: &Timeline, from: i64, to: i64) -> String {
-    let holes: Vec<String> = t
-        .holes(from, to, FRAME_US)
+/// What `t` missed of what `reference` played, for a failure message.
+fn describe(reference: &Timeline, t: &Timeline, from: i64, to: i64) -> String {
+    let holes: Vec<String> = missed(reference, t, from, to)
         .iter()
         .map(|(at, len)| {
             format!(
@@ -76,7 +76,7 @@ fn describe(t: &Timeline, from: i64, to: i64) -> String {
         })
         .collect();
     format!(
-        "{:.2} s played, holes: [{}]",
+        "{:.2} s played, missed: [{}]",
         t.samples() as f64 / 16_000.0,
         holes.join(", ")
     )
@@ -109,14 +109,15 @@ async fn a_terminal_killed_mid_alert_plays_on_in_step_without_replaying() {
 
     let t = f.terminals[1].timeline();
     let after = f.terminals[1].run_timeline(1);
+    let reference = f.terminals[0].timeline();
     // Back within a few seconds of starting, and never silent again.
     let back = restarted_at + 4_000_000;
     assert!(
-        t.holes(from, to, FRAME_US)
+        missed(&reference, &t, from, to)
             .iter()
             .all(|(at, len)| *at >= killed_at - 500_000 && at + len <= back),
-        "holes only while it was down: {}\n{}",
-        describe(&t, from, to),
+        "gaps only while it was down: {}\n{}",
+        describe(&reference, &t, from, to),
         f.terminals[1].logs()
     );
     assert_eq!(t.overlap_us(), 0, "nothing played twice");
@@ -150,11 +151,12 @@ async fn a_terminal_that_joins_late_plays_the_rest_in_step() {
     let (_, to) = whole(&f, 0).await;
 
     let late = f.terminals[1].timeline();
+    let reference = f.terminals[0].timeline();
     let back = joined_at + 4_000_000;
     assert!(
-        late.holes(back, to, FRAME_US).is_empty(),
+        missed(&reference, &late, back, to).is_empty(),
         "the late joiner plays from a few seconds after it starts: {}\n{}",
-        describe(&late, back, to),
+        describe(&reference, &late, back, to),
         f.terminals[1].logs()
     );
     let (matched, compared) = in_step(&f.terminals[0].timeline(), &late);
@@ -181,9 +183,9 @@ async fn outages_of_8_and_12_seconds_leave_no_hole_in_a_recorded_alert() {
     for k in [1, 2] {
         let t = f.terminals[k].timeline();
         assert!(
-            t.holes(from, to, FRAME_US).is_empty(),
+            t.holes(from, to, FRAME_US).is_empty() && missed(&reference, &t, from, to).is_empty(),
             "terminal {k}: {}\n{}",
-            describe(&t, from, to),
+            describe(&reference, &t, from, to),
             f.terminals[k].logs()
         );
         let (matched, compared) = in_step(&reference, &t);
@@ -196,11 +198,20 @@ async fn outages_of_8_and_12_seconds_leave_no_hole_in_a_recorded_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_village_killed_mid_alert_leaves_no_hole() {
-    let (mut f, clip) = fire(2, 4).await;
+    let mut f = Fire::start(programs(), 3, 4)
+        .await
+        .expect("district starts");
+    // Terminal 2 never reaches the village: it listens to the town
+    // throughout, the reference the others are compared with.
+    f.terminals[2].links[0].cut();
+    f.start_all(Duration::from_secs(30))
+        .await
+        .expect("terminals connect");
+    let clip = f.dir.path().join("alert.wav");
+    tests::clip("alert-zh.wav", ALERT_S, &clip);
     f.alert(&clip, "村平台掉电").await.expect("issued");
     played(&f, 0, 5.0).await;
-    let on_village: Vec<u64> = f
-        .terminals
+    let on_village: Vec<u64> = f.terminals[..2]
         .iter()
         .map(|t| t.links[0].stats().forwarded)
         .collect();
@@ -209,18 +220,17 @@ async fn a_village_killed_mid_alert_leaves_no_hole() {
         "both terminals listen to the village: {on_village:?}"
     );
     f.kill_village();
-    let (from, to) = whole(&f, 0).await;
+    let (from, to) = whole(&f, 2).await;
+    let reference = f.terminals[2].timeline();
     for k in 0..2 {
         let t = f.terminals[k].timeline();
         assert!(
-            t.holes(from, to, FRAME_US).is_empty(),
+            missed(&reference, &t, from, to).is_empty(),
             "terminal {k}: {}\n{}",
-            describe(&t, from, to),
+            describe(&reference, &t, from, to),
             f.terminals[k].logs()
         );
     }
-    let (matched, compared) = in_step(&f.terminals[0].timeline(), &f.terminals[1].timeline());
-    assert!(matched * 100 >= compared * 98, "{matched} of {compared}");
 }
 
 /// The loudest sample of the records playing within `[from, to)`.
@@ -296,4 +306,186 @@ async fn a_muted_village_hears_a_severe_emergency_and_coverage_tells_the_truth()
     assert_eq!(c.playing, 0, "{c:?}");
     let loud = peak(&f.terminals[0].timeline(), from, i64::MAX);
     assert!(loud > 3000, "the emergency was audible: peak {loud}");
+}
+
+/// One row of the impairment matrix: what a terminal's links do, and when.
+struct Row {
+    name: &'static str,
+    up: tests::impair::Impairment,
+    down: tests::impair::Impairment,
+    /// (seconds into the alert, length) of an outage.
+    outage: Option<(f64, f64)>,
+    /// Change the source port every this many seconds.
+    rebind_every: Option<f64>,
+}
+
+/// The loss/outage matrix (README, "Under fire"): one alert to a village
+/// whose terminals each sit behind a differently impaired link, measured
+/// from what each played. `scripts/impairment-matrix.sh` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: scripts/impairment-matrix.sh"]
+async fn impairment_matrix() {
+    use tests::impair::Impairment as I;
+    let ms = Duration::from_millis;
+    let loss = |p| I { loss: p, ..I::NONE };
+    let burst = I {
+        burst_enter: 0.02,
+        burst_leave: 0.3,
+        burst_loss: 0.8,
+        ..I::NONE
+    };
+    let rough = I {
+        reorder: 0.05,
+        reorder_by: ms(50),
+        duplicate: 0.02,
+        ..I::cellular(ms(300), 0.02)
+    };
+    let rows = vec![
+        Row {
+            name: "clean",
+            up: I::NONE,
+            down: I::NONE,
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "10 % loss",
+            up: loss(0.1),
+            down: loss(0.1),
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "40 % loss",
+            up: loss(0.4),
+            down: loss(0.4),
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "bursts (Gilbert–Elliott 2 %/30 %, 80 % in a burst)",
+            up: burst,
+            down: burst,
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "100 ms RTT, 10 ms jitter, 2 % loss",
+            up: I::cellular(ms(100), 0.02),
+            down: I::cellular(ms(100), 0.02),
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "300 ms RTT, jitter, 5 % reordered, 2 % duplicated, 2 % loss",
+            up: rough,
+            down: rough,
+            outage: None,
+            rebind_every: None,
+        },
+        Row {
+            name: "8 s outage at 5 s",
+            up: I::NONE,
+            down: I::NONE,
+            outage: Some((5.0, 8.0)),
+            rebind_every: None,
+        },
+        Row {
+            name: "12 s outage at 5 s",
+            up: I::NONE,
+            down: I::NONE,
+            outage: Some((5.0, 12.0)),
+            rebind_every: None,
+        },
+        Row {
+            name: "20 s outage at 2 s",
+            up: I::NONE,
+            down: I::NONE,
+            outage: Some((2.0, 20.0)),
+            rebind_every: None,
+        },
+        Row {
+            name: "new source port every 5 s",
+            up: I::NONE,
+            down: I::NONE,
+            outage: None,
+            rebind_every: Some(5.0),
+        },
+    ];
+    let seed = std::env::var("FIRE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let (f, clip) = fire(rows.len(), seed).await;
+    for (k, row) in rows.iter().enumerate() {
+        f.terminals[k].impair(row.up, row.down);
+    }
+    f.alert(&clip, "损伤矩阵").await.expect("issued");
+    played(&f, 0, 0.5).await;
+    let start = std::time::Instant::now();
+    let mut events: Vec<(f64, usize, bool)> = Vec::new();
+    for (k, row) in rows.iter().enumerate() {
+        if let Some((at, len)) = row.outage {
+            events.push((at, k, true));
+            events.push((at + len, k, false));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut next_rebind = 5.0;
+    while start.elapsed().as_secs_f64() < ALERT_S as f64 + 2.0 {
+        let t = start.elapsed().as_secs_f64();
+        while events.first().is_some_and(|e| e.0 <= t) {
+            let (_, k, cut) = events.remove(0);
+            if cut {
+                f.terminals[k].cut();
+            } else {
+                f.terminals[k].restore();
+            }
+        }
+        if t >= next_rebind {
+            next_rebind += 5.0;
+            for (k, row) in rows.iter().enumerate() {
+                if row.rebind_every.is_some() {
+                    f.terminals[k].links.iter().for_each(|l| l.rebind());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (from, to) = whole(&f, 0).await;
+    let reference = f.terminals[0].timeline();
+    let mut table = String::from(
+        "| link | alert heard | gaps | longest gap | frames identical to a clean terminal's |\n|---|---|---|---|---|\n",
+    );
+    for (k, row) in rows.iter().enumerate() {
+        let t = f.terminals[k].timeline();
+        // A gap is what was not heard as the clean terminal heard it,
+        // silence and concealment included; one frame is rounding.
+        let gaps: Vec<(i64, i64)> = missed(&reference, &t, from, to)
+            .into_iter()
+            .filter(|g| g.1 > FRAME_US)
+            .collect();
+        let missing: i64 = gaps.iter().map(|h| h.1).sum();
+        let longest = gaps.iter().map(|h| h.1).max().unwrap_or(0);
+        let (matched, compared) = in_step(&reference, &t);
+        table.push_str(&format!(
+            "| {} | {:.1} % | {} | {:.2} s | {:.1} % |\n",
+            row.name,
+            100.0 * (1.0 - missing as f64 / (to - from) as f64),
+            gaps.len(),
+            seconds(longest),
+            100.0 * matched as f64 / compared.max(1) as f64,
+        ));
+    }
+    println!("{table}");
+    if let Ok(out) = std::env::var("FIRE_MATRIX_OUT") {
+        std::fs::write(out, &table).expect("matrix written");
+    }
+    assert!(
+        f.terminals[0]
+            .timeline()
+            .holes(from, to, FRAME_US)
+            .is_empty(),
+        "the clean terminal heard it all"
+    );
 }
