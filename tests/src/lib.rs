@@ -50,19 +50,19 @@ pub fn clip(name: &str, seconds: f32, out: &Path) -> Vec<f32> {
     pcm
 }
 
-/// What a normalised ingest of `path` sends (the reference for correlation).
+/// What a terminal should play of `path`: its ingest (normalised, encoded,
+/// corrected after the codec) decoded again. The reference for correlation.
 pub fn normalised(path: &Path) -> Vec<f32> {
+    use codec::FrameDecoder;
+    let cfg = codec::IngestConfig::default();
+    let encoded = codec::ingest_file(path, &cfg, &mut |_| {}).expect("ingest");
+    let mut decoder = codec::OpusFrameDecoder::new(encoded.sample_rate).expect("decoder");
+    let mut frame = vec![0.0; decoder.frame_samples()];
     let mut out = Vec::new();
-    codec::normalise_file(
-        path,
-        &codec::IngestConfig::default(),
-        &mut |_| {},
-        &mut |c| {
-            out.extend_from_slice(c);
-            Ok(())
-        },
-    )
-    .expect("normalise");
+    for f in &encoded.frames {
+        decoder.decode(f, &mut frame).expect("decode");
+        out.extend_from_slice(&frame);
+    }
     out
 }
 
