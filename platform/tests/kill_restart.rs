@@ -197,6 +197,13 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         .await
         .unwrap();
 
+    let revoked = pki
+        .terminals()
+        .next()
+        .expect("a terminal")
+        .1
+        .cert()
+        .serial();
     let mut acknowledged: Vec<BroadcastId> = Vec::new();
     let mut refused_after_restart = Vec::new();
     for n in 0..CYCLES {
@@ -225,6 +232,17 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
                 acknowledged.push(body["id"].as_str().unwrap().parse().unwrap());
             } else {
                 refused_after_restart.push((n, status, body));
+            }
+            if n == 4 {
+                // A revocation acknowledged, then killed at once.
+                let r = http
+                    .post(format!("{}/api/revocations", district.api))
+                    .bearer_auth(&district.token)
+                    .body(format!("{{\"revoke\": [\"{revoked:016x}\"]}}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{:?}", r.text().await);
             }
             // At once after the acknowledgement.
             district.kill9();
@@ -272,6 +290,19 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         assert_eq!(row["segments"], row["total_segments"], "{row}");
         assert!(row["total_segments"].as_u64().unwrap() > 0, "{row}");
     }
+    // The acknowledged revocation is in force after every later crash.
+    let lists: serde_json::Value = http
+        .get(format!("{}/api/revocations", district.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        lists.to_string().contains(&format!("{revoked:016x}")),
+        "the acknowledged revocation was lost: {lists}"
+    );
     // And it issues again, at once.
     let wav = path.join("tone-last.wav");
     tone_wav(&wav, CYCLES);
