@@ -789,3 +789,34 @@ fn reason_codes_are_stable_and_distinct() {
     assert_eq!(RefusalReason::SegmentSignature.national_result_code(), 4);
     assert_eq!(RefusalReason::Malformed.national_result_code(), 2);
 }
+
+#[test]
+fn the_segments_of_a_refused_header_are_counted_with_it() {
+    // A broadcast for another village: its header is refused, and its five
+    // segments are refused too, but the cause is counted once.
+    let other = village_area(1, 0);
+    let (header, segments) = recorded_broadcast(&pki().district, 40, vec![other], NOW, 5);
+    let mut v = terminal();
+    refused!(
+        v,
+        v.accept_header(&header, NOW),
+        RefusalReason::NotAddressed
+    );
+    for s in &segments {
+        let r = v.accept_segment(s, NOW);
+        assert_eq!(r.unwrap_err().reason(), RefusalReason::UnknownBroadcast);
+        assert!(v.header_refused(s.id));
+    }
+    assert_eq!(v.counts().total(), 1, "{:?}", v.counts());
+    // A segment of a header never seen still counts.
+    let (_, stray) = recorded_broadcast(&pki().district, 41, vec![county()], NOW, 1);
+    refused!(
+        v,
+        v.accept_segment(&stray[0], NOW),
+        RefusalReason::UnknownBroadcast
+    );
+    // Once a genuine header of that id is accepted, it is not remembered.
+    let (genuine, _) = recorded_broadcast(&pki().district, 41, vec![county()], NOW, 1);
+    v.accept_header(&genuine, NOW).unwrap();
+    assert!(!v.header_refused(genuine.id()));
+}
