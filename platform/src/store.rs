@@ -42,9 +42,19 @@ fn decode_sequence(v: &[u8]) -> u16 {
     <[u8; 2]>::try_from(v).map_or(SEQUENCES_PER_DAY, u16::from_be_bytes)
 }
 
+/// The store's page cache.
+pub const STORE_CACHE_BYTES: u64 = 2 * 1024 * 1024;
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        // sled caches what it wrote up to its cache capacity (1 GiB by
+        // default): a platform writes every segment and receipt it relays,
+        // so without a bound its memory grows with every broadcast. What
+        // is read back (at start, for the API) comes from disk.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()?;
         Ok(Store {
             headers: db.open_tree("headers")?,
             segments: db.open_tree("segments")?,

@@ -220,7 +220,13 @@ impl TerminalStore {
     pub fn open(path: &Path) -> Result<Self, sled::Error> {
         // No background flusher: the store thread flushes (one thread for
         // every terminal of a process instead of one each).
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        // A small cache: the record is read once, at start (sled's default
+        // of 1 GiB would let every terminal's memory grow with its writes).
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(128 * 1024)
+            .open()?;
         Ok(TerminalStore {
             broadcasts: db.open_tree("broadcasts")?,
             commands: db.open_tree("commands")?,
