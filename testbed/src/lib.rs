@@ -10,3 +10,10 @@ pub mod node;
 
 pub use client::ApiClient;
 pub use district::{LocalDistrict, LocalOptions, LocalTerminal, LocalVillage};
+
+/// A shipped audio sample (`assets/audio/NAME`) of this checkout.
+pub fn asset(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/audio")
+        .join(name)
+}

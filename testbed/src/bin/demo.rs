@@ -32,12 +32,6 @@ struct Cli {
     keep: Option<PathBuf>,
 }
 
-fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets/audio")
-        .join(name)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -61,8 +55,10 @@ async fn main() -> anyhow::Result<()> {
             villages: cli.villages,
             terminals: cli.terminals,
         },
-        alert: cli.alert.unwrap_or_else(|| asset("alert-zh.wav")),
-        notice: cli.notice.unwrap_or_else(|| asset("notice-zh-48k.flac")),
+        alert: cli.alert.unwrap_or_else(|| testbed::asset("alert-zh.wav")),
+        notice: cli
+            .notice
+            .unwrap_or_else(|| testbed::asset("notice-zh-48k.flac")),
         verbose: !cli.json,
         speaker: cfg!(feature = "speaker"),
         dir,

@@ -68,12 +68,6 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets/audio")
-        .join(name)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -108,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let api = district.district_api();
     let county = district.district.relay.scope[0].to_string();
-    let audio = asset("alert-zh.wav");
+    let audio = testbed::asset("alert-zh.wav");
     let mut csv = String::from("elapsed_s,rss_kb,cpu_s,alerts,cancelled\n");
     let started = Instant::now();
     let until = started + Duration::from_secs(cli.minutes * 60);
