@@ -436,23 +436,6 @@ fn garbage_packets_never_exceed_full_scale() {
     }
 }
 
-/// Integrated loudness and true peak of encoded frames as a terminal hears
-/// them: decoded.
-fn decoded_loudness(frames: &[Vec<u8>], rate: u32) -> (f64, f64) {
-    use codec::FrameDecoder;
-    let mut d = codec::OpusFrameDecoder::new(rate).unwrap();
-    let mut pcm = vec![0.0; d.frame_samples()];
-    let mut meter = LoudnessMeter::new(rate).unwrap();
-    for f in frames {
-        d.decode(f, &mut pcm).unwrap();
-        meter.add(&pcm).unwrap();
-    }
-    (
-        meter.integrated_lufs().unwrap(),
-        meter.true_peak_dbtp().unwrap(),
-    )
-}
-
 #[test]
 fn what_the_terminal_decodes_is_on_target_and_under_the_ceiling() {
     let cfg = IngestConfig::default();
@@ -465,7 +448,9 @@ fn what_the_terminal_decodes_is_on_target_and_under_the_ceiling() {
         "programme-jingle-44k-stereo.mp3",
     ] {
         let encoded = ingest_file(&asset(name), &cfg, &mut |_| {}).unwrap();
-        let (lufs, peak) = decoded_loudness(&encoded.frames, encoded.sample_rate);
+        let (lufs, peak) =
+            codec::pipeline::decoded_loudness(&encoded.frames, encoded.sample_rate).unwrap();
+        let (lufs, peak) = (lufs.unwrap(), peak.unwrap());
         println!("{name}: decoded {lufs:.2} LUFS, true peak {peak:.2} dBTP");
         assert!(
             (lufs - cfg.target_lufs).abs() <= 0.5,

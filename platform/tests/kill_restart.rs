@@ -108,6 +108,16 @@ impl District {
     }
 }
 
+async fn get_json(http: &reqwest::Client, api: &str, path: &str) -> serde_json::Value {
+    http.get(format!("{api}{path}"))
+        .send()
+        .await
+        .expect("the API answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn issue(
     http: reqwest::Client,
     api: String,
@@ -274,14 +284,8 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
     }
 
     // Every acknowledged broadcast is listed, whole, after the last restart.
-    let rows: Vec<serde_json::Value> = http
-        .get(format!("{}/api/broadcasts", district.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_value(get_json(&http, &district.api, "/api/broadcasts").await).unwrap();
     for id in &acknowledged {
         let row = rows
             .iter()
@@ -291,14 +295,7 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         assert!(row["total_segments"].as_u64().unwrap() > 0, "{row}");
     }
     // The acknowledged revocation is in force after every later crash.
-    let lists: serde_json::Value = http
-        .get(format!("{}/api/revocations", district.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lists = get_json(&http, &district.api, "/api/revocations").await;
     assert!(
         lists.to_string().contains(&format!("{revoked:016x}")),
         "the acknowledged revocation was lost: {lists}"

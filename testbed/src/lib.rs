@@ -17,3 +17,14 @@ pub fn asset(name: &str) -> std::path::PathBuf {
         .join("../assets/audio")
         .join(name)
 }
+
+/// Logs to stderr at `RUST_LOG` (default: warnings), for the testbed's
+/// binaries (their stdout carries their results).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -71,12 +71,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    testbed::init_logging();
     let panicked = Arc::new(AtomicBool::new(false));
     let flag = panicked.clone();
     let default_hook = std::panic::take_hook();
