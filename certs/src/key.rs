@@ -47,6 +47,7 @@ pub enum SignContext {
     Command,
     Status,
     SecurityEvent,
+    AuditSeal,
 }
 
 impl SignContext {
@@ -60,6 +61,7 @@ impl SignContext {
             SignContext::Command => b"EBS-v1 command\0",
             SignContext::Status => b"EBS-v1 status\0",
             SignContext::SecurityEvent => b"EBS-v1 security event\0",
+            SignContext::AuditSeal => b"EBS-v1 audit seal\0",
         }
     }
 }

@@ -3,10 +3,12 @@
 //! two).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::accounts::AccountPolicy;
+use crate::policy::ReviewPolicy;
 
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -31,10 +33,10 @@ pub struct PlatformConfig {
     /// sled directory.
     #[arg(long, default_value = "", value_parser = transport::config::path)]
     pub store: PathBuf,
-    /// File holding the API bearer token; created (mode 0600) with a random
-    /// token on first start.
-    #[arg(long, default_value = "", value_parser = transport::config::path)]
-    pub api_token_file: PathBuf,
+    /// Largest audio upload, MB.
+    #[arg(long, default_value_t = default_max_upload_mb())]
+    #[serde(default = "default_max_upload_mb")]
+    pub max_upload_mb: u64,
     /// Opus bitrate of broadcasts issued here (16000–32000).
     #[arg(long, default_value_t = default_bitrate())]
     #[serde(default = "default_bitrate")]
@@ -49,6 +51,19 @@ pub struct PlatformConfig {
     #[arg(long, default_value_t = default_expiry_warning_days())]
     #[serde(default = "default_expiry_warning_days")]
     pub expiry_warning_days: u64,
+    /// How many approvals each class of broadcast needs (the `[review]`
+    /// table; file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub review: ReviewPolicy,
+    /// Passwords, lock-out and sessions (the `[accounts]` table; file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub accounts: AccountPolicy,
+}
+
+fn default_max_upload_mb() -> u64 {
+    200
 }
 
 fn default_expiry_warning_days() -> u64 {
@@ -64,16 +79,9 @@ fn default_bitrate() -> u32 {
 }
 
 impl PlatformConfig {
-    /// A configuration for the platform `name` with its bundle, store and
-    /// token files, listening on `listen`, every other setting at its
-    /// default.
-    pub fn new(
-        name: &str,
-        bundle: PathBuf,
-        listen: SocketAddr,
-        store: PathBuf,
-        api_token_file: PathBuf,
-    ) -> Self {
+    /// A configuration for the platform `name` with its bundle and store,
+    /// listening on `listen`, every other setting at its default.
+    pub fn new(name: &str, bundle: PathBuf, listen: SocketAddr, store: PathBuf) -> Self {
         PlatformConfig {
             name: name.into(),
             bundle,
@@ -81,10 +89,12 @@ impl PlatformConfig {
             http: None,
             parents: Vec::new(),
             store,
-            api_token_file,
+            max_upload_mb: default_max_upload_mb(),
             bitrate_bps: default_bitrate(),
             lead_ms: default_lead(),
             expiry_warning_days: default_expiry_warning_days(),
+            review: ReviewPolicy::default(),
+            accounts: AccountPolicy::default(),
         }
     }
 
@@ -108,6 +118,13 @@ impl PlatformConfig {
             "lead_ms: {} is outside 0..=60000",
             self.lead_ms
         );
+        anyhow::ensure!(
+            (1..=2048).contains(&self.max_upload_mb),
+            "max_upload_mb: {} is outside 1..=2048",
+            self.max_upload_mb
+        );
+        self.review.check().map_err(anyhow::Error::msg)?;
+        self.accounts.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -126,40 +143,11 @@ impl PlatformConfig {
     }
 }
 
-/// Reads the API token, creating a random one (mode 0600) if there is none.
-pub fn api_token(path: &Path) -> anyhow::Result<String> {
-    if let Ok(t) = std::fs::read_to_string(path) {
-        let t = t.trim().to_string();
-        anyhow::ensure!(
-            t.len() >= 32,
-            "{} holds a token shorter than 32 characters",
-            path.display()
-        );
-        return Ok(t);
-    }
-    use rand::RngCore;
-    let mut bytes = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
-    Ok(token)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::{Args, Command};
+    use std::path::Path;
 
     /// The example configurations in docs/config are real ones.
     #[test]

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use certs::{AreaCode, ResourceCode};
 use protocol::build::{segments_needed, SegmentSigner};
 use protocol::{
-    AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Codec, EventType, Message,
-    MessageType, Severity, SignedHeader,
+    AudioParams, BroadcastClass, BroadcastHeader, BroadcastId, Codec, Message, MessageType,
+    SignedHeader,
 };
 
+use crate::drafts::{DraftFields, Plan};
 use crate::now_ms;
 use crate::relay::Relay;
 use crate::store::Store;
@@ -45,6 +46,10 @@ pub enum IssueError {
     },
     #[error("audio: the file is silent (nothing above −70 LUFS); an emergency must be heard")]
     SilentEmergency,
+    #[error("no broadcast {0} is held here")]
+    NoSuchBroadcast(BroadcastId),
+    #[error("broadcast {0} is already cancelled")]
+    AlreadyCancelled(BroadcastId),
     #[error("refused by this platform's own verifier: {0}")]
     Refused(String),
     #[error("store: {0}")]
@@ -54,21 +59,6 @@ pub enum IssueError {
         crate::store::SEQUENCES_PER_DAY
     )]
     IdsExhausted { day: u32 },
-}
-
-/// What an operator asks for.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    pub targets: Vec<AreaCode>,
-    pub class: BroadcastClass,
-    pub msg_type: MessageType,
-    pub severity: Severity,
-    pub event_type: EventType,
-    pub title: String,
-    pub text: String,
-    pub language: String,
-    pub valid_minutes: i64,
-    pub volume: Option<u8>,
 }
 
 /// Hands out this platform's broadcast ids: its resource code, the issue
@@ -119,83 +109,108 @@ pub fn check_scope(relay: &Relay, targets: &[AreaCode]) -> Result<(), IssueError
     Ok(())
 }
 
-/// An accepted broadcast, and what its operator should know about it.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub id: BroadcastId,
-    pub warnings: Vec<String>,
-}
-
-/// Encodes `audio`, signs, and publishes. Returns once stored durably.
-/// Blocking (decoding, encoding, fsync): callers on a runtime use
-/// `spawn_blocking`.
-pub fn issue(
-    relay: &Relay,
-    ids: &IdAllocator,
-    req: IssueRequest,
+/// Decodes and encodes `audio` for a broadcast with `fields`, and checks
+/// what the result must be (see `check_audio`). Blocking (decoding,
+/// encoding): callers on a runtime use `spawn_blocking`.
+pub fn ingest(
     audio: &Path,
     ingest: &codec::IngestConfig,
+    fields: &DraftFields,
     lead_ms: i64,
-) -> Result<Issued, IssueError> {
-    check_scope(relay, &req.targets)?;
+) -> Result<(codec::Encoded, Vec<String>), IssueError> {
     let encoded = codec::ingest_file(audio, ingest, &mut |_| {})?;
-    let warnings = check_audio(&req, &encoded, lead_ms)?;
-    let now = now_ms();
-    let identity = &relay.identity;
+    let warnings = check_audio(fields, &encoded, lead_ms)?;
+    Ok((encoded, warnings))
+}
+
+/// Fixes the header's id and times for a broadcast of `fields` signed at
+/// `now`: its audio plays from `now + lead_ms`.
+pub fn plan(
+    ids: &IdAllocator,
+    fields: &DraftFields,
+    now: i64,
+    lead_ms: i64,
+) -> Result<Plan, IssueError> {
     let id = ids.next(now)?;
+    Ok(Plan {
+        broadcast: id.as_u128(),
+        issued_at_ms: now,
+        end_ms: now + fields.valid_minutes.max(1) * 60_000,
+        play_at_us: (now + lead_ms) * 1000,
+    })
+}
+
+/// Signs the header and segments of a broadcast of `fields` with `frames`
+/// as `plan` says and publishes them. The same plan, fields and frames
+/// always give the same bytes (Ed25519 is deterministic), so a crash
+/// between signing and recording it re-signs the very same broadcast.
+/// Blocking (fsync).
+pub fn sign_and_publish(
+    relay: &Relay,
+    fields: &DraftFields,
+    frames: Vec<Vec<u8>>,
+    sample_rate: u32,
+    plan: &Plan,
+) -> Result<BroadcastId, IssueError> {
+    check_scope(relay, &fields.targets)?;
+    let id = BroadcastId::from_u128(plan.broadcast).map_err(|e| IssueError::Invalid(e.to_string()))?;
+    let identity = &relay.identity;
     let header = BroadcastHeader {
         id,
-        msg_type: req.msg_type,
+        msg_type: fields.msg_type(),
         related: None,
-        class: req.class,
-        event_type: req.event_type,
-        severity: req.severity,
-        issued_at_ms: now,
-        start_ms: now,
-        end_ms: now + req.valid_minutes.max(1) * 60_000,
-        targets: req.targets,
-        language: req.language,
-        title: req.title,
-        text: req.text,
+        class: fields.class,
+        event_type: fields.event_type,
+        severity: fields.severity,
+        issued_at_ms: plan.issued_at_ms,
+        start_ms: plan.issued_at_ms,
+        end_ms: plan.end_ms,
+        targets: fields.targets.clone(),
+        language: fields.language.clone(),
+        title: fields.title.clone(),
+        text: fields.text.clone(),
         audio: AudioParams {
             codec: Codec::Opus,
-            sample_rate: encoded.sample_rate,
+            sample_rate,
             frame_ms: 20,
             channels: 1,
             frames_per_segment: FRAMES_PER_SEGMENT,
             live: false,
-            total_segments: segments_needed(encoded.frames.len(), FRAMES_PER_SEGMENT),
+            total_segments: segments_needed(frames.len(), FRAMES_PER_SEGMENT),
         },
-        volume_hint: req.volume,
+        volume_hint: fields.volume,
     };
     let signed =
         SignedHeader::sign(header, identity).map_err(|e| IssueError::Invalid(e.to_string()))?;
-    let segments = SegmentSigner::new(&signed, &identity.key, (now + lead_ms) * 1000)
-        .sign_all(encoded.frames, FRAMES_PER_SEGMENT)
+    let segments = SegmentSigner::new(&signed, &identity.key, plan.play_at_us)
+        .sign_all(frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
-    Ok(Issued { id, warnings })
+    Ok(id)
 }
 
 /// What the ingested audio must be for this request: it fits in its
 /// validity (or every terminal would cut it off), and an emergency is not
 /// silent. A silent notice is accepted with a warning.
 fn check_audio(
-    req: &IssueRequest,
+    fields: &DraftFields,
     encoded: &codec::Encoded,
     lead_ms: i64,
 ) -> Result<Vec<String>, IssueError> {
     let audio_ms = encoded.frames.len() as i64 * 20;
-    if audio_ms + lead_ms > req.valid_minutes.max(1) * 60_000 {
+    if encoded.frames.is_empty() {
+        return Err(IssueError::Invalid("audio: the file holds no audio".into()));
+    }
+    if audio_ms + lead_ms > fields.valid_minutes.max(1) * 60_000 {
         return Err(IssueError::LongerThanValidity {
             audio_ms,
             lead_ms,
-            valid_minutes: req.valid_minutes,
+            valid_minutes: fields.valid_minutes,
         });
     }
     let mut warnings = Vec::new();
     if encoded.normalisation.source_lufs.is_none() {
-        if req.class == BroadcastClass::Emergency {
+        if fields.class == BroadcastClass::Emergency {
             return Err(IssueError::SilentEmergency);
         }
         warnings.push("audio: the file is silent (nothing above −70 LUFS)".to_string());
@@ -213,7 +228,15 @@ pub fn cancel(
     let original = relay
         .broadcasts
         .get(target)
-        .ok_or_else(|| IssueError::Invalid(format!("no broadcast {target} here")))?;
+        .ok_or(IssueError::NoSuchBroadcast(target))?;
+    if original.is_cancelled() {
+        return Err(IssueError::AlreadyCancelled(target));
+    }
+    if original.header.header().msg_type == MessageType::Cancel {
+        return Err(IssueError::Invalid(format!(
+            "{target} is itself a cancel; it cannot be cancelled"
+        )));
+    }
     let o = original.header.header();
     let now = now_ms();
     let identity = &relay.identity;

@@ -3,22 +3,27 @@
 //! loads a [`Platform`] from its configuration, binds its sockets on port 0
 //! and runs it in-process (mini-redis's `server::run`).
 
+pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod book;
 pub mod broadcast;
 pub mod cli;
 pub mod config;
 pub mod downstream;
+pub mod drafts;
 pub mod expiry;
 pub mod issue;
 pub mod members;
 pub mod metrics;
+pub mod policy;
 pub mod relay;
 pub mod reporter;
 pub mod revoke;
 pub mod store;
 pub mod upload;
 pub mod upstream;
+pub mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -80,50 +85,30 @@ impl Listeners {
     }
 }
 
-/// A platform ready to run: its configuration, its provisioning and its
-/// API token.
+/// A platform ready to run: its configuration and its provisioning.
 pub struct Platform {
     config: PlatformConfig,
     bundle: Bundle,
-    token: String,
 }
 
 impl Platform {
-    /// Checks `config`, reads its bundle and its API token (created on
-    /// first start).
+    /// Checks `config` and reads its bundle.
     pub fn load(config: PlatformConfig) -> anyhow::Result<Self> {
         config.check()?;
         anyhow::ensure!(
             !config.bundle.as_os_str().is_empty(),
             "bundle: no provisioning bundle given"
         );
-        anyhow::ensure!(
-            !config.api_token_file.as_os_str().is_empty(),
-            "api_token_file: no token file given"
-        );
         let bundle = Bundle::read_file(&config.bundle, certs::time::unix_now())
             .with_context(|| format!("loading bundle {}", config.bundle.display()))?;
-        let token = config::api_token(&config.api_token_file)?;
-        Ok(Platform {
-            config,
-            bundle,
-            token,
-        })
+        Ok(Platform { config, bundle })
     }
 
-    /// A platform provisioned in memory (tests): `config`'s bundle and
-    /// token file are not read.
-    pub fn new(config: PlatformConfig, bundle: Bundle, token: String) -> anyhow::Result<Self> {
+    /// A platform provisioned in memory (tests): `config`'s bundle is not
+    /// read.
+    pub fn new(config: PlatformConfig, bundle: Bundle) -> anyhow::Result<Self> {
         config.check()?;
-        anyhow::ensure!(
-            token.len() >= 32,
-            "the API token is shorter than 32 characters"
-        );
-        Ok(Platform {
-            config,
-            bundle,
-            token,
-        })
+        Ok(Platform { config, bundle })
     }
 
     /// Runs on `listeners` until `shutdown` resolves, then stops in order.
@@ -140,13 +125,10 @@ impl Platform {
 
     /// Starts on `listeners` and returns at once with a handle.
     pub async fn start(self, listeners: Listeners) -> anyhow::Result<PlatformHandle> {
-        let Platform {
-            config,
-            bundle,
-            token,
-        } = self;
-        let store = store::Store::open(&config.store)
-            .with_context(|| format!("store: cannot open {}", config.store.display()))?;
+        let Platform { config, bundle } = self;
+        let store = store::Store::open(&config.store).map_err(|e| store_error(&config, e))?;
+        let accounts = accounts::Accounts::open(store.db(), config.accounts.clone())?;
+        let drafts = drafts::DraftStore::open(store.db())?;
         let revocations = Arc::new(RwLock::new(RevocationState::new()));
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
         let ids =
@@ -154,11 +136,21 @@ impl Platform {
         let relay = Relay::new(
             bundle.identity,
             bundle.anchor.clone(),
-            store,
+            store.clone(),
             revocations.clone(),
             up_tx,
         );
         let restored = relay.restore(crate::now_ms())?;
+        let sealing = relay.clone();
+        let audit = audit::AuditTrail::open(
+            store.db(),
+            audit::sealer_of(move |m| {
+                (
+                    sealing.identity.cert().serial(),
+                    sealing.identity.key.sign(certs::SignContext::AuditSeal, &[m]),
+                )
+            }),
+        )?;
         // Lists provisioned with the bundle, unless the store has newer ones.
         for list in bundle.revocations {
             let held = relay
@@ -171,6 +163,35 @@ impl Platform {
                     tracing::error!("a provisioned revocation list does not apply: {e}");
                 }
             }
+        }
+        let workflow = Arc::new(workflow::Workflow {
+            relay: relay.clone(),
+            ids,
+            drafts,
+            audit,
+            accounts,
+            policy: config.review.clone(),
+            ingest: config.ingest(),
+            lead_ms: config.lead_ms,
+            now: crate::now_ms,
+        });
+        // What a crash interrupted between approval and publishing.
+        let recovered = tokio::task::spawn_blocking({
+            let w = workflow.clone();
+            move || w.publish_due()
+        })
+        .await??;
+        if recovered > 0 {
+            info!(recovered, "published approved drafts whose publishing a stop had interrupted");
+        }
+        let setup_code = workflow.accounts.is_empty().then(setup_code);
+        if let Some(code) = &setup_code {
+            // Printed once: the way to the first admin without a shell on
+            // the store (`platform account add` is the other).
+            tracing::warn!(
+                "no account exists: create the first admin with the one-time setup code {code} \
+                 (POST /api/setup, or `platform account add --role admin NAME` while stopped)"
+            );
         }
         // A peer refused in the TLS handshake is a security event like any other.
         let weak = Arc::downgrade(&relay);
@@ -213,6 +234,7 @@ impl Platform {
             )),
             tokio::spawn(housekeeping(
                 relay.clone(),
+                workflow.clone(),
                 config.expiry_warning(),
                 stopping(),
             )),
@@ -221,24 +243,19 @@ impl Platform {
         if let Some(listener) = listeners.http {
             http_addr = Some(listener.local_addr()?);
             let state = api::ApiState {
-                relay: relay.clone(),
-                ids,
-                token: Arc::new(token),
-                ingest: config.ingest(),
+                workflow: workflow.clone(),
                 name: Arc::new(config.name.clone()),
-                lead_ms: config.lead_ms,
                 expiry_warning: config.expiry_warning(),
+                max_upload_bytes: config.max_upload_mb * 1024 * 1024,
+                hashing: Arc::new(tokio::sync::Semaphore::new(api::MAX_HASHING)),
+                setup: Arc::new(std::sync::Mutex::new(
+                    setup_code.as_deref().map(|c| accounts::sha256(c.as_bytes())),
+                )),
+                auth_failures: Default::default(),
+                secure_cookies: false,
             };
             let app = api::router(state);
-            let stop = stopping();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!("HTTP API stopped: {e}");
-                }
-            }));
+            tasks.push(tokio::spawn(api::serve(listener, app, stopping())));
         }
         info!(name = %config.name, tier = %relay.tier, %quic_addr, ?http_addr, restored, "platform started");
         Ok(PlatformHandle {
@@ -246,6 +263,8 @@ impl Platform {
             quic_addr,
             http_addr,
             relay,
+            workflow,
+            setup_code,
             shutdown: shutdown_tx,
             endpoint: std::sync::Mutex::new(Some(endpoint)),
             tasks,
@@ -253,14 +272,59 @@ impl Platform {
     }
 }
 
-/// Security events flushed twice a second, certificate expiry watched,
-/// ended broadcasts and old events pruned every minute.
+/// A one-time setup code: 12 digits in groups of four, easy to type.
+fn setup_code() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rngs::OsRng.gen_range(0..1_000_000_000_000);
+    let d = format!("{n:012}");
+    format!("{}-{}-{}", &d[0..4], &d[4..8], &d[8..12])
+}
+
+fn store_error(config: &PlatformConfig, e: store::StoreError) -> anyhow::Error {
+    let held = e.to_string().contains("WouldBlock") || e.to_string().contains("lock");
+    if held {
+        anyhow::anyhow!(
+            "store: {} is in use by a running platform ({e})",
+            config.store.display()
+        )
+    } else {
+        anyhow::anyhow!("store: cannot open {}: {e}", config.store.display())
+    }
+}
+
+/// Opens only the people's part of a stopped platform's store (accounts,
+/// the audit trail) for the command line.
+pub fn open_offline(
+    config: &PlatformConfig,
+    identity: Option<certs::Identity>,
+) -> anyhow::Result<(accounts::Accounts, audit::AuditTrail)> {
+    let store = store::Store::open(&config.store).map_err(|e| store_error(config, e))?;
+    let accounts = accounts::Accounts::open(store.db(), config.accounts.clone())?;
+    let identity = identity.map(Arc::new);
+    let audit = audit::AuditTrail::open(
+        store.db(),
+        audit::sealer_of(move |m| match &identity {
+            Some(i) => (
+                i.cert().serial(),
+                i.key.sign(certs::SignContext::AuditSeal, &[m]),
+            ),
+            None => (0, [0; 64]),
+        }),
+    )?;
+    Ok((accounts, audit))
+}
+
+/// Security events flushed twice a second, due drafts published every
+/// second, certificate expiry watched, the audit head sealed, ended
+/// broadcasts, old events and expired sessions pruned every minute.
 async fn housekeeping(
     relay: Arc<Relay>,
+    workflow: Arc<workflow::Workflow>,
     expiry_warning: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut drafts = tokio::time::interval(Duration::from_secs(1));
     let mut events = tokio::time::interval(Duration::from_millis(500));
     let mut expiry = tokio::time::interval(Duration::from_secs(3_600));
     let mut prune = tokio::time::interval(Duration::from_secs(60));
@@ -268,11 +332,29 @@ async fn housekeeping(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = events.tick() => relay.flush_events(crate::now_ms()),
+            _ = drafts.tick() => {
+                let w = workflow.clone();
+                match tokio::task::spawn_blocking(move || w.publish_due()).await {
+                    Ok(Ok(n)) if n > 0 => info!(published = n, "published drafts whose start came"),
+                    Ok(Err(e)) => tracing::error!("publishing due drafts: {e}"),
+                    _ => {}
+                }
+            }
             _ = expiry.tick() => expiry::warn(&relay, expiry_warning),
             _ = prune.tick() => {
                 let now = crate::now_ms();
                 let n = relay.prune(now, 3_600_000);
                 relay.prune_events(now, EVENT_RETENTION_MS);
+                let w = workflow.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = w.audit.seal_if_due(now) {
+                        tracing::error!("sealing the audit trail: {e}");
+                    }
+                    if let Err(e) = w.accounts.prune_sessions(now) {
+                        tracing::error!("pruning sessions: {e}");
+                    }
+                })
+                .await;
                 if n > 0 {
                     info!(pruned = n, "forgot broadcasts that ended over an hour ago");
                 }
@@ -287,6 +369,10 @@ pub struct PlatformHandle {
     pub quic_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub relay: Arc<Relay>,
+    /// Accounts, drafts, the audit trail and every person's action.
+    pub workflow: Arc<workflow::Workflow>,
+    /// The one-time code for the first admin, when there was no account.
+    pub setup_code: Option<String>,
     shutdown: watch::Sender<bool>,
     /// Taken on kill, so the socket is released even while this handle
     /// lives on (a restart can bind the same address).
@@ -323,6 +409,9 @@ impl PlatformHandle {
         }
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
+        }
+        if let Err(e) = self.workflow.audit.seal(crate::now_ms()) {
+            tracing::error!("sealing the audit trail at shutdown: {e}");
         }
         if let Err(e) = self.relay.flush() {
             tracing::error!("flushing the store at shutdown: {e}");

@@ -96,6 +96,12 @@ impl Store {
         Ok(())
     }
 
+    /// The database, for the trees other parts keep (accounts, drafts,
+    /// the audit trail).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

@@ -52,8 +52,12 @@ where
     };
     let mut merged: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let given = toml::Table::try_from(&cli).map_err(|e| ConfigError::Args(e.to_string()))?;
+    // Settings that are file-only (`#[arg(skip)]`) have no argument id.
+    let ids: Vec<String> = matches.ids().map(|i| i.as_str().to_string()).collect();
     for (key, value) in given {
-        if matches!(matches.value_source(&key), Some(ValueSource::CommandLine)) {
+        let on_command_line = ids.contains(&key)
+            && matches!(matches.value_source(&key), Some(ValueSource::CommandLine));
+        if on_command_line {
             merged.insert(key, value);
         }
     }

@@ -1,0 +1,246 @@
+//! The HTTP API (axum): people log in (sessions) or use per-account
+//! tokens; every request is authenticated before its body is read; bodies,
+//! headers, time and connections are bounded; every error is JSON. The
+//! OpenAPI document at `/api/openapi.json` is generated from the handlers.
+
+pub mod auth;
+pub mod drafts;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod people;
+pub mod trail;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Request};
+use axum::middleware;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use ops::OFFLINE_AFTER_MS;
+
+use crate::workflow::Workflow;
+
+/// Bodies of JSON endpoints.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+/// Bodies of the revocation endpoint (a PEM list).
+pub const REVOCATION_BODY_LIMIT: usize = 256 * 1024;
+/// Headers must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body that sends nothing for this long is dropped.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// No request takes longer than this (a large upload included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Password hashes computed at once (Argon2id takes 19 MiB each).
+pub const MAX_HASHING: usize = 4;
+/// Largest header block.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub workflow: Arc<Workflow>,
+    pub name: Arc<String>,
+    pub expiry_warning: Duration,
+    pub max_upload_bytes: u64,
+    pub hashing: Arc<Semaphore>,
+    /// SHA-256 of the one-time setup code, while no account exists.
+    pub setup: Arc<Mutex<Option<[u8; 32]>>>,
+    pub auth_failures: Arc<AtomicU64>,
+    /// Mark the session cookie Secure (behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+/// Runs store, hashing and signing work off the runtime's threads.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl From<crate::drafts::DraftStoreError> for ApiError {
+    fn from(e: crate::drafts::DraftStoreError) -> Self {
+        crate::workflow::WorkflowError::from(e).into()
+    }
+}
+
+/// `Json` whose rejection is the API's JSON error, naming what is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(r) => Err(ApiError::new(
+                r.status(),
+                "invalid",
+                r.body_text(),
+                "请求格式错误（应为 JSON）",
+            )),
+        }
+    }
+}
+
+/// A JSON body that may be left empty (then `T::default()`).
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the body is not the JSON expected: {e}"),
+            "请求格式错误（应为 JSON）",
+        )
+    })
+}
+
+pub fn router(state: ApiState) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    let uploads = DefaultBodyLimit::disable;
+    let public = Router::new()
+        .route("/api/health", get(ops::health))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/api/login", post(people::login))
+        .route("/api/setup", post(people::setup));
+    let signed_in = Router::new()
+        .route("/api/session", get(people::session))
+        .route("/api/session/password", post(people::change_password))
+        .route("/api/logout", post(people::logout))
+        .route("/api/accounts", get(people::list).post(people::create))
+        .route(
+            "/api/accounts/{name}",
+            patch(people::update).delete(people::remove),
+        )
+        .route("/api/accounts/{name}/tokens", post(people::add_token))
+        .route(
+            "/api/accounts/{name}/tokens/{id}",
+            delete(people::revoke_token),
+        )
+        .route(
+            "/api/drafts",
+            get(drafts::list).post(drafts::create).layer(uploads()),
+        )
+        .route(
+            "/api/drafts/{id}",
+            get(drafts::get).put(drafts::edit).layer(uploads()),
+        )
+        .route("/api/drafts/{id}/audio", get(drafts::audio))
+        .route("/api/drafts/{id}/submit", post(drafts::submit))
+        .route("/api/drafts/{id}/approve", post(drafts::approve))
+        .route("/api/drafts/{id}/reject", post(drafts::reject))
+        .route("/api/drafts/{id}/withdraw", post(drafts::withdraw))
+        .route(
+            "/api/broadcasts",
+            get(ops::list).post(drafts::issue).layer(uploads()),
+        )
+        .route("/api/broadcasts/{id}/cancel", post(ops::cancel))
+        .route("/api/status", get(ops::status))
+        .route("/api/terminals", get(ops::terminals))
+        .route("/api/commands", post(ops::command))
+        .route("/api/security-events", get(ops::security_events))
+        .route(
+            "/api/revocations",
+            get(ops::revocations)
+                .post(ops::revoke)
+                .layer(DefaultBodyLimit::max(REVOCATION_BODY_LIMIT)),
+        )
+        .route("/api/audit", get(trail::entries))
+        .route("/api/audit/export", get(trail::export))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    public
+        .merge(signed_in)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_IDLE_TIMEOUT,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn(error::json_errors))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1, at most
+/// `MAX_CONNECTIONS` at once, headers within `HEADER_TIMEOUT` and at most
+/// `MAX_HEADER_BYTES`; then lets the requests in hand finish (up to 10 s).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("HTTP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(auth::ClientAddr(peer));
+            let mut app = app.clone();
+            async move {
+                use tower::Service;
+                app.call(req.map(axum::body::Body::new)).await
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still running after 10 s at shutdown: dropped");
+    }
+}

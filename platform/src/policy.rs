@@ -1,0 +1,82 @@
+//! The review policy (the `[review]` table of a platform's config): how
+//! many approvals each class of broadcast needs before this platform signs
+//! it. The one place the rule "who may publish what" is decided.
+
+use protocol::BroadcastClass;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{Account, Role};
+
+/// How one class of broadcast is reviewed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Approvals needed, each by an approver who did not draft it (0: the
+    /// drafter publishes at submit).
+    pub approvals: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewPolicy {
+    pub emergency: Rule,
+    pub drill: Rule,
+    pub daily: Rule,
+}
+
+impl Default for ReviewPolicy {
+    fn default() -> Self {
+        ReviewPolicy {
+            emergency: Rule { approvals: 1 },
+            drill: Rule { approvals: 1 },
+            daily: Rule { approvals: 0 },
+        }
+    }
+}
+
+/// Most approvals a rule may ask for.
+pub const MAX_APPROVALS: u8 = 3;
+
+impl ReviewPolicy {
+    pub fn check(&self) -> Result<(), String> {
+        for (name, r) in [
+            ("emergency", self.emergency),
+            ("drill", self.drill),
+            ("daily", self.daily),
+        ] {
+            if r.approvals > MAX_APPROVALS {
+                return Err(format!(
+                    "review.{name}.approvals: {} is more than {MAX_APPROVALS}",
+                    r.approvals
+                ));
+            }
+        }
+        if self.emergency.approvals == 0 {
+            return Err(
+                "review.emergency.approvals: an emergency needs at least one approver (R10)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn rule(&self, class: BroadcastClass) -> Rule {
+        match class {
+            BroadcastClass::Emergency => self.emergency,
+            BroadcastClass::Drill => self.drill,
+            BroadcastClass::Daily => self.daily,
+        }
+    }
+
+    /// Approvals a draft of `class` needs.
+    pub fn approvals_needed(&self, class: BroadcastClass) -> u8 {
+        self.rule(class).approvals
+    }
+}
+
+/// The roles that may draft a broadcast of `class`: drafters draft any;
+/// clerks draft daily notices, and emergencies and drills only as requests
+/// for an approver.
+pub fn may_draft(account: &Account, _class: BroadcastClass) -> bool {
+    account.has(Role::Drafter) || account.has(Role::Clerk)
+}

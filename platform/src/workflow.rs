@@ -1,0 +1,683 @@
+//! The review procedure (严格审稿和播出程序) and every other action a person
+//! takes on the platform, each checked against the caller's roles and
+//! areas and recorded in the audit trail (flushed) before it is
+//! acknowledged. The HTTP API is a thin layer over this. Blocking (store
+//! flushes, ingest, signing): callers on a runtime use `spawn_blocking`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use certs::AreaCode;
+use protocol::BroadcastId;
+
+use crate::accounts::{Account, Accounts, Role};
+use crate::audit::{AuditTrail, Outcome, Record};
+use crate::drafts::{
+    frames_digest, AudioInfo, Decision, Draft, DraftFields, DraftState, DraftStore,
+    DraftStoreError, FieldError,
+};
+use crate::issue::{self, IdAllocator, IssueError};
+use crate::policy::{self, ReviewPolicy};
+use crate::relay::Relay;
+
+/// Longest comment on an approval or rejection, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("draft {id} is {state}: it cannot be {action}")]
+    WrongState {
+        id: u64,
+        state: &'static str,
+        action: &'static str,
+    },
+    #[error("you drafted or edited draft {0}: another approver must approve it")]
+    OwnDraft(u64),
+    #[error("you approved draft {0} already; it needs another approver")]
+    ApprovedAlready(u64),
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<DraftStoreError> for WorkflowError {
+    fn from(e: DraftStoreError) -> Self {
+        match e {
+            DraftStoreError::Missing(id) => WorkflowError::NotFound(format!("draft {id}")),
+            e => WorkflowError::Store(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::AuditError> for WorkflowError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        WorkflowError::Store(e.to_string())
+    }
+}
+
+impl From<crate::accounts::AccountError> for WorkflowError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        WorkflowError::Store(e.to_string())
+    }
+}
+
+fn forbidden(s: impl Into<String>) -> WorkflowError {
+    WorkflowError::Forbidden(s.into())
+}
+
+/// A file to ingest, with the name it was uploaded under (errors name it,
+/// never the temporary file).
+pub struct AudioUpload<'a> {
+    pub path: &'a Path,
+    pub file_name: &'a str,
+}
+
+pub struct Workflow {
+    pub relay: Arc<Relay>,
+    pub ids: IdAllocator,
+    pub drafts: DraftStore,
+    pub audit: AuditTrail,
+    pub accounts: Accounts,
+    pub policy: ReviewPolicy,
+    pub ingest: codec::IngestConfig,
+    pub lead_ms: i64,
+    pub now: fn() -> i64,
+}
+
+impl Workflow {
+    /// The areas `a` may address here.
+    pub fn reach(&self, a: &Account) -> Vec<AreaCode> {
+        a.reach(&self.relay.scope)
+    }
+
+    fn within_reach(&self, a: &Account, targets: &[AreaCode]) -> bool {
+        certs::area::first_outside(targets, &self.reach(a)).is_none()
+    }
+
+    /// Records `r` and returns `result`: what was done or refused is in the
+    /// trail before anyone hears of it.
+    fn audited<T>(
+        &self,
+        r: Record,
+        result: Result<T, WorkflowError>,
+    ) -> Result<T, WorkflowError> {
+        let r = match &result {
+            Ok(_) => r,
+            Err(WorkflowError::Store(e)) => r.outcome(Outcome::Failed).detail(e.clone()),
+            Err(WorkflowError::Issue(IssueError::Store(e))) => {
+                r.outcome(Outcome::Failed).detail(e.clone())
+            }
+            Err(e) => r.outcome(Outcome::Refused).detail(e.to_string()),
+        };
+        self.audit.record(r, (self.now)())?;
+        result
+    }
+
+    fn ingest_audio(
+        &self,
+        fields: &DraftFields,
+        audio: &AudioUpload<'_>,
+    ) -> Result<(AudioInfo, Vec<Vec<u8>>, Vec<String>), WorkflowError> {
+        let (encoded, warnings) = issue::ingest(audio.path, &self.ingest, fields, self.lead_ms)
+            .map_err(|e| match e {
+                // The codec's message names the temporary file: name the upload.
+                IssueError::Audio(c) => IssueError::Invalid(format!(
+                    "audio: {:?} cannot be used: {}",
+                    audio.file_name,
+                    c.to_string()
+                        .replace(&audio.path.display().to_string(), audio.file_name)
+                )),
+                e => e,
+            })?;
+        let info = AudioInfo {
+            file_name: audio.file_name.to_string(),
+            duration_ms: encoded.frames.len() as i64 * 20,
+            frames: encoded.frames.len(),
+            sample_rate: encoded.sample_rate,
+            source_lufs: encoded.normalisation.source_lufs,
+            gain_db: encoded.normalisation.gain_db,
+            frames_sha256: frames_digest(&encoded.frames),
+        };
+        Ok((info, encoded.frames, warnings))
+    }
+
+    /// Saves a new draft with its audio ingested once, now.
+    pub fn create(
+        &self,
+        by: &Account,
+        fields: DraftFields,
+        audio: AudioUpload<'_>,
+    ) -> Result<Draft, WorkflowError> {
+        let record = Record::new(&by.name, "draft.create", "new")
+            .areas(&fields.targets)
+            .detail(fields.title.clone());
+        let result = (|| {
+            if !policy::may_draft(by, fields.class) {
+                return Err(forbidden("drafting needs the drafter or clerk role"));
+            }
+            if !self.within_reach(by, &fields.targets) {
+                return Err(forbidden("a target lies outside your areas"));
+            }
+            let (info, frames, warnings) = self.ingest_audio(&fields, &audio)?;
+            let now = (self.now)();
+            let mut d = Draft {
+                id: self.drafts.next_id()?,
+                state: DraftState::Draft,
+                targets: vec![],
+                class: 0,
+                severity: 0,
+                event_type: String::new(),
+                title: String::new(),
+                text: String::new(),
+                language: String::new(),
+                valid_minutes: 0,
+                volume: None,
+                start_at_ms: None,
+                created_by: by.name.clone(),
+                created_ms: now,
+                updated_ms: now,
+                authors: [by.name.clone()].into(),
+                audio: info,
+                approvals: vec![],
+                approvals_needed: self.policy.approvals_needed(fields.class),
+                rejection: None,
+                plan: None,
+                warnings,
+            };
+            d.set_fields(&fields);
+            self.drafts.insert(&d, &frames)?;
+            Ok(d)
+        })();
+        let object = result
+            .as_ref()
+            .map(|d| format!("draft {}", d.id))
+            .unwrap_or_else(|_| "draft (none)".into());
+        self.audited(
+            Record {
+                object,
+                ..record
+            },
+            result,
+        )
+    }
+
+    /// Changes a draft's fields and/or audio. An edit after submission
+    /// clears its approvals and sends it back to review.
+    pub fn edit(
+        &self,
+        by: &Account,
+        id: u64,
+        fields: Option<DraftFields>,
+        audio: Option<AudioUpload<'_>>,
+    ) -> Result<Draft, WorkflowError> {
+        let record = Record::new(&by.name, "draft.edit", format!("draft {id}"));
+        let result = (|| {
+            let current = self.get(by, id)?;
+            if !current.authors.contains(&by.name) && !by.has(Role::Drafter) {
+                return Err(forbidden("only its authors or a drafter may edit a draft"));
+            }
+            let fields = fields.unwrap_or_else(|| current.fields());
+            if !self.within_reach(by, &fields.targets) {
+                return Err(forbidden("a target lies outside your areas"));
+            }
+            let new_audio = match &audio {
+                Some(a) => Some(self.ingest_audio(&fields, a)?),
+                None => None,
+            };
+            if let Some((info, frames, _)) = &new_audio {
+                self.drafts.put_frames(id, &info.frames_sha256, frames)?;
+            }
+            let old_digest = current.audio.frames_sha256.clone();
+            let now = (self.now)();
+            let d = self.drafts.update(id, |d| {
+                if !d.state.editable() || d.plan.is_some() {
+                    return Err(WorkflowError::WrongState {
+                        id,
+                        state: d.state.name(),
+                        action: "edited",
+                    });
+                }
+                d.set_fields(&fields);
+                if let Some((info, _, warnings)) = &new_audio {
+                    d.audio = info.clone();
+                    d.warnings = warnings.clone();
+                }
+                d.authors.insert(by.name.clone());
+                d.updated_ms = now;
+                d.approvals.clear();
+                d.approvals_needed = self.policy.approvals_needed(fields.class);
+                d.state = match d.state {
+                    DraftState::Submitted | DraftState::Approved => DraftState::Submitted,
+                    _ => DraftState::Draft,
+                };
+                Ok(())
+            })??;
+            if d.audio.frames_sha256 != old_digest {
+                self.drafts.remove_frames(id, &old_digest)?;
+            }
+            Ok(d)
+        })();
+        self.audited(record, result)
+    }
+
+    /// A draft, if the caller may see it (its areas are within theirs).
+    pub fn get(&self, by: &Account, id: u64) -> Result<Draft, WorkflowError> {
+        let d = self
+            .drafts
+            .get(id)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")))?;
+        if !self.within_reach(by, &d.fields().targets) {
+            return Err(WorkflowError::NotFound(format!("draft {id}")));
+        }
+        Ok(d)
+    }
+
+    pub fn list(
+        &self,
+        by: &Account,
+        state: Option<DraftState>,
+        limit: usize,
+    ) -> Result<Vec<Draft>, WorkflowError> {
+        Ok(self
+            .drafts
+            .list(state, limit)?
+            .into_iter()
+            .filter(|d| self.within_reach(by, &d.fields().targets))
+            .collect())
+    }
+
+    /// Asks for review. A draft that needs no approval (a daily notice by
+    /// default) is published at once (or at its start).
+    pub fn submit(&self, by: &Account, id: u64) -> Result<Draft, WorkflowError> {
+        let record = Record::new(&by.name, "draft.submit", format!("draft {id}"));
+        let result = (|| {
+            let current = self.get(by, id)?;
+            if !current.authors.contains(&by.name) {
+                return Err(forbidden("only an author of a draft may submit it"));
+            }
+            let needed = self.policy.approvals_needed(current.class());
+            let d = self.drafts.update(id, |d| {
+                if !matches!(d.state, DraftState::Draft | DraftState::Rejected) {
+                    return Err(WorkflowError::WrongState {
+                        id,
+                        state: d.state.name(),
+                        action: "submitted",
+                    });
+                }
+                d.approvals.clear();
+                d.rejection = None;
+                d.approvals_needed = needed;
+                d.state = if needed == 0 {
+                    DraftState::Approved
+                } else {
+                    DraftState::Submitted
+                };
+                Ok(())
+            })??;
+            Ok(d)
+        })();
+        let d = self.audited(record, result)?;
+        self.publish_if_due(&by.name, d)
+    }
+
+    /// Approves with a comment: by an approver who wrote none of it, whose
+    /// areas cover its targets. The last approval needed publishes it.
+    pub fn approve(&self, by: &Account, id: u64, comment: &str) -> Result<Draft, WorkflowError> {
+        let record =
+            Record::new(&by.name, "draft.approve", format!("draft {id}")).detail(comment);
+        let result = (|| {
+            check_comment(comment, false)?;
+            if !by.has(Role::Approver) {
+                return Err(forbidden("approving needs the approver role"));
+            }
+            let current = self.get(by, id)?;
+            if current.authors.contains(&by.name) {
+                return Err(WorkflowError::OwnDraft(id));
+            }
+            let now = (self.now)();
+            let d = self.drafts.update(id, |d| {
+                if d.state != DraftState::Submitted {
+                    return Err(WorkflowError::WrongState {
+                        id,
+                        state: d.state.name(),
+                        action: "approved",
+                    });
+                }
+                if d.authors.contains(&by.name) {
+                    return Err(WorkflowError::OwnDraft(id));
+                }
+                if d.approvals.iter().any(|a| a.by == by.name) {
+                    return Err(WorkflowError::ApprovedAlready(id));
+                }
+                d.approvals.push(Decision {
+                    by: by.name.clone(),
+                    at_ms: now,
+                    comment: comment.to_string(),
+                });
+                if d.approvals.len() >= d.approvals_needed as usize {
+                    d.state = DraftState::Approved;
+                }
+                Ok(())
+            })??;
+            Ok(d)
+        })();
+        let record = match &result {
+            Ok(d) => record.areas(&d.target_codes()),
+            Err(_) => record,
+        };
+        let d = self.audited(record, result)?;
+        self.publish_if_due(&by.name, d)
+    }
+
+    /// Sends a draft back with a comment (required).
+    pub fn reject(&self, by: &Account, id: u64, comment: &str) -> Result<Draft, WorkflowError> {
+        let record = Record::new(&by.name, "draft.reject", format!("draft {id}")).detail(comment);
+        let result = (|| {
+            check_comment(comment, true)?;
+            if !by.has(Role::Approver) {
+                return Err(forbidden("rejecting needs the approver role"));
+            }
+            self.get(by, id)?;
+            let now = (self.now)();
+            Ok(self.drafts.update(id, |d| {
+                if !matches!(d.state, DraftState::Submitted | DraftState::Approved)
+                    || d.plan.is_some()
+                {
+                    return Err(WorkflowError::WrongState {
+                        id,
+                        state: d.state.name(),
+                        action: "rejected",
+                    });
+                }
+                d.state = DraftState::Rejected;
+                d.approvals.clear();
+                d.rejection = Some(Decision {
+                    by: by.name.clone(),
+                    at_ms: now,
+                    comment: comment.to_string(),
+                });
+                Ok(())
+            })??)
+        })();
+        self.audited(record, result)
+    }
+
+    /// Withdraws a draft that is not yet published: its authors or an approver.
+    pub fn withdraw(&self, by: &Account, id: u64) -> Result<Draft, WorkflowError> {
+        let record = Record::new(&by.name, "draft.withdraw", format!("draft {id}"));
+        let result = (|| {
+            let current = self.get(by, id)?;
+            if !current.authors.contains(&by.name) && !by.has(Role::Approver) {
+                return Err(forbidden("only its authors or an approver may withdraw a draft"));
+            }
+            Ok(self.drafts.update(id, |d| {
+                if !d.state.editable() || d.plan.is_some() {
+                    return Err(WorkflowError::WrongState {
+                        id,
+                        state: d.state.name(),
+                        action: "withdrawn",
+                    });
+                }
+                d.state = DraftState::Cancelled;
+                Ok(())
+            })??)
+        })();
+        self.audited(record, result)
+    }
+
+    fn set_state(&self, id: u64, state: DraftState) -> Result<Draft, WorkflowError> {
+        match self.drafts.update(id, |d| {
+            d.state = state;
+            Ok::<(), std::convert::Infallible>(())
+        })? {
+            Ok(d) => Ok(d),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Publishes `d` if it is approved and its start has come.
+    fn publish_if_due(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
+        let due = d.state == DraftState::Approved
+            && d.plan.is_none()
+            && d.start_at_ms.is_none_or(|t| t <= (self.now)());
+        if due {
+            self.publish(actor, d.id)
+        } else {
+            Ok(d)
+        }
+    }
+
+    /// Signs and sends approved draft `id`. The plan (id and times) is
+    /// claimed and stored first, so of two racing publishers one signs,
+    /// and a crash after signing re-signs the same bytes at restart.
+    fn publish(&self, actor: &str, id: u64) -> Result<Draft, WorkflowError> {
+        let now = (self.now)();
+        let fields = self
+            .drafts
+            .get(id)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")))?
+            .fields();
+        let plan = issue::plan(&self.ids, &fields, now, self.lead_ms)?;
+        let claimed = self.drafts.update(id, |d| {
+            if d.state != DraftState::Approved || d.plan.is_some() {
+                return Err(());
+            }
+            d.plan = Some(plan);
+            Ok(())
+        })?;
+        let Ok(d) = claimed else {
+            // Someone else is publishing it.
+            return self
+                .drafts
+                .get(id)?
+                .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")));
+        };
+        self.sign_planned(actor, d)
+    }
+
+    fn sign_planned(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
+        let id = d.id;
+        let Some(plan) = d.plan else {
+            return Ok(d);
+        };
+        let record = Record::new(actor, "broadcast.publish", format!("draft {id}"))
+            .areas(&d.target_codes())
+            .detail(d.title.clone());
+        let result = (|| {
+            let frames = self.drafts.frames(&d)?;
+            let bid = issue::sign_and_publish(
+                &self.relay,
+                &d.fields(),
+                frames,
+                d.audio.sample_rate,
+                &plan,
+            )?;
+            Ok((bid, self.set_state(id, DraftState::Published)?))
+        })();
+        let record = match &result {
+            Ok((bid, _)) => Record {
+                object: format!("broadcast {bid} (draft {id})"),
+                ..record
+            },
+            Err(_) => record,
+        };
+        let (_, d) = self.audited(record, result)?;
+        Ok(d)
+    }
+
+    /// At start: finishes what a crash interrupted (a draft whose plan was
+    /// stored but whose publishing was not recorded) and publishes
+    /// approved drafts whose start has come. Returns how many it published.
+    pub fn publish_due(&self) -> Result<usize, WorkflowError> {
+        let mut n = 0;
+        let now = (self.now)();
+        for d in self.drafts.list(Some(DraftState::Approved), usize::MAX)? {
+            match d.plan {
+                Some(plan) => {
+                    let held = BroadcastId::from_u128(plan.broadcast)
+                        .ok()
+                        .is_some_and(|b| self.relay.broadcasts.get(b).is_some());
+                    if held {
+                        self.set_state(d.id, DraftState::Published)?;
+                    } else if plan.end_ms > now {
+                        self.sign_planned("system", d)?;
+                        n += 1;
+                    }
+                }
+                None if d.start_at_ms.is_none_or(|t| t <= now) => {
+                    self.publish("system", d.id)?;
+                    n += 1;
+                }
+                None => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// The prepared cancel: one call, allowed to an author of the draft it
+    /// came from and to any approver. No second approval is needed to stop
+    /// audio.
+    pub fn cancel(&self, by: &Account, target: BroadcastId) -> Result<BroadcastId, WorkflowError> {
+        let record = Record::new(&by.name, "broadcast.cancel", format!("broadcast {target}"));
+        let draft = self.drafts.by_broadcast(target)?;
+        let record = match self.relay.broadcasts.get(target) {
+            Some(b) => record
+                .areas(&b.header.header().targets)
+                .detail(b.header.header().title.clone()),
+            None => record,
+        };
+        let result = (|| {
+            let author = draft.as_ref().is_some_and(|d| d.authors.contains(&by.name));
+            if !author && !by.has(Role::Approver) {
+                return Err(forbidden(
+                    "cancelling needs the approver role or authorship of the broadcast",
+                ));
+            }
+            if let Some(b) = self.relay.broadcasts.get(target) {
+                if !self.within_reach(by, &b.header.header().targets) {
+                    return Err(forbidden("the broadcast targets areas outside yours"));
+                }
+            }
+            let cancel_id = issue::cancel(&self.relay, &self.ids, target)?;
+            if let Some(d) = &draft {
+                self.set_state(d.id, DraftState::Cancelled)?;
+            }
+            Ok(cancel_id)
+        })();
+        self.audited(record, result)
+    }
+
+    /// A remote command (volume, mute, restart): maintainers.
+    pub fn command(
+        &self,
+        by: &Account,
+        areas: Vec<AreaCode>,
+        terminals: Vec<u64>,
+        action: protocol::Action,
+    ) -> Result<u64, WorkflowError> {
+        let record = Record::new(&by.name, "command", format!("{action:?}"))
+            .areas(&areas)
+            .detail(
+                terminals
+                    .iter()
+                    .map(|t| format!("{t:016x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        let result = (|| {
+            if !by.has(Role::Maintainer) {
+                return Err(forbidden("commands need the maintainer role"));
+            }
+            if !self.within_reach(by, &areas) {
+                return Err(forbidden("a target lies outside your areas"));
+            }
+            Ok(issue::command(&self.relay, areas.clone(), terminals.clone(), action)?)
+        })();
+        let record = match &result {
+            Ok(id) => Record {
+                object: format!("command {id:016x} {:?}", action),
+                ..record
+            },
+            Err(_) => record,
+        };
+        self.audited(record, result)
+    }
+
+    /// Revokes certificates (a list signed here) or applies a list signed
+    /// above: maintainers.
+    pub fn revoke(
+        &self,
+        by: &Account,
+        what: Revoke,
+    ) -> Result<certs::RevocationList, WorkflowError> {
+        let detail = match &what {
+            Revoke::Serials(s) => s
+                .iter()
+                .map(|s| format!("{s:016x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Revoke::List(l) => format!("list {} of {:016x}", l.number, l.signer_serial),
+        };
+        let record = Record::new(&by.name, "revocation", "certificates").detail(detail);
+        let result = (|| {
+            if !by.has(Role::Maintainer) {
+                return Err(forbidden("revocation needs the maintainer role"));
+            }
+            match what {
+                Revoke::Serials(serials) => crate::revoke::revoke(&self.relay, &serials)
+                    .map_err(|e| IssueError::Invalid(e.to_string()).into()),
+                Revoke::List(list) => {
+                    self.relay
+                        .apply_revocation(list.clone(), (self.now)())
+                        .map_err(|e| {
+                            WorkflowError::Issue(IssueError::Invalid(format!("list refused: {e}")))
+                        })?;
+                    Ok(list)
+                }
+            }
+        })();
+        self.audited(record, result)
+    }
+
+    /// Records an account action (login, account change) done elsewhere.
+    pub fn record(&self, r: Record) -> Result<(), WorkflowError> {
+        self.audit.record(r, (self.now)())?;
+        Ok(())
+    }
+}
+
+pub enum Revoke {
+    Serials(Vec<u64>),
+    List(certs::RevocationList),
+}
+
+fn check_comment(comment: &str, required: bool) -> Result<(), WorkflowError> {
+    if required && comment.trim().is_empty() {
+        return Err(FieldError {
+            field: "comment",
+            message: "a rejection needs a comment saying why".into(),
+            message_zh: "退回须填写原因".into(),
+        }
+        .into());
+    }
+    if comment.len() > MAX_COMMENT_BYTES {
+        return Err(FieldError {
+            field: "comment",
+            message: format!(
+                "{} bytes; the limit is {MAX_COMMENT_BYTES} bytes ({} Chinese characters)",
+                comment.len(),
+                MAX_COMMENT_BYTES / 3
+            ),
+            message_zh: format!("意见过长：最多 {} 个汉字", MAX_COMMENT_BYTES / 3),
+        }
+        .into());
+    }
+    Ok(())
+}
