@@ -315,6 +315,34 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// Checks `password` against `policy`: long enough, not absurdly long.
+pub fn check_password(policy: &AccountPolicy, password: &str) -> Result<(), AccountError> {
+    let chars = password.chars().count();
+    if chars < policy.min_password_chars {
+        return Err(invalid(
+            "password",
+            format!(
+                "{chars} characters; at least {} are needed",
+                policy.min_password_chars
+            ),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(invalid(
+            "password",
+            format!("longer than {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// An Argon2id hash of `password` (PHC string), checked against `policy`
+/// first.
+pub fn hash_password(policy: &AccountPolicy, password: &str) -> Result<String, AccountError> {
+    check_password(policy, password)?;
+    Accounts::hash(password)
+}
+
 pub fn check_name(name: &str) -> Result<(), AccountError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
@@ -402,23 +430,7 @@ impl Accounts {
     }
 
     pub fn check_password(&self, password: &str) -> Result<(), AccountError> {
-        let chars = password.chars().count();
-        if chars < self.policy.min_password_chars {
-            return Err(invalid(
-                "password",
-                format!(
-                    "{chars} characters; at least {} are needed",
-                    self.policy.min_password_chars
-                ),
-            ));
-        }
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(invalid(
-                "password",
-                format!("longer than {MAX_PASSWORD_BYTES} bytes"),
-            ));
-        }
-        Ok(())
+        check_password(&self.policy, password)
     }
 
     fn hash(password: &str) -> Result<String, AccountError> {
@@ -428,6 +440,51 @@ impl Accounts {
             .map(|h| h.to_string())
             .map_err(|e| AccountError::Hash(e.to_string()))
     }
+
+    /// Creates an account from a password hash made elsewhere (Argon2id,
+    /// PHC string, e.g. from `hash_password`): moving accounts between
+    /// stores, or one test account on many platforms without hashing for
+    /// each.
+    pub fn add_hashed(
+        &self,
+        name: &str,
+        display_name: &str,
+        roles: BTreeSet<Role>,
+        areas: Vec<AreaCode>,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<Account, AccountError> {
+        check_name(name)?;
+        let parsed = PasswordHash::new(password_hash)
+            .map_err(|e| invalid("password_hash", format!("not a PHC string: {e}")))?;
+        if parsed.algorithm.as_str() != "argon2id" {
+            return Err(invalid("password_hash", "must be Argon2id"));
+        }
+        if roles.is_empty() {
+            return Err(invalid("roles", "an account needs at least one role"));
+        }
+        let account = Account {
+            name: name.to_string(),
+            display_name: display_name.to_string(),
+            roles,
+            areas,
+            password_hash: password_hash.to_string(),
+            created_ms: now_ms,
+            failures: 0,
+            locked_until_ms: None,
+        };
+        let v = serde_json::to_vec(&account).map_err(|e| AccountError::Hash(e.to_string()))?;
+        if self
+            .accounts
+            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(v))?
+            .is_err()
+        {
+            return Err(AccountError::Exists(name.to_string()));
+        }
+        self.flush()?;
+        Ok(account)
+    }
+
 
     /// Creates an account. Blocking (Argon2id, fsync).
     pub fn add(

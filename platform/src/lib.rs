@@ -85,10 +85,15 @@ impl Listeners {
     }
 }
 
+/// Creates accounts in a platform's store as it starts (before its API
+/// answers or a setup code is needed).
+pub type AccountSeed = Box<dyn FnOnce(&accounts::Accounts) -> anyhow::Result<()> + Send>;
+
 /// A platform ready to run: its configuration and its provisioning.
 pub struct Platform {
     config: PlatformConfig,
     bundle: Bundle,
+    seed: Option<AccountSeed>,
 }
 
 impl Platform {
@@ -101,14 +106,29 @@ impl Platform {
         );
         let bundle = Bundle::read_file(&config.bundle, certs::time::unix_now())
             .with_context(|| format!("loading bundle {}", config.bundle.display()))?;
-        Ok(Platform { config, bundle })
+        Ok(Platform {
+            config,
+            bundle,
+            seed: None,
+        })
     }
 
     /// A platform provisioned in memory (tests): `config`'s bundle is not
     /// read.
     pub fn new(config: PlatformConfig, bundle: Bundle) -> anyhow::Result<Self> {
         config.check()?;
-        Ok(Platform { config, bundle })
+        Ok(Platform {
+            config,
+            bundle,
+            seed: None,
+        })
+    }
+
+    /// Runs `seed` on the accounts store at start, before anything is
+    /// served (test districts give every platform the same test accounts).
+    pub fn with_accounts(mut self, seed: AccountSeed) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// Runs on `listeners` until `shutdown` resolves, then stops in order.
@@ -125,9 +145,16 @@ impl Platform {
 
     /// Starts on `listeners` and returns at once with a handle.
     pub async fn start(self, listeners: Listeners) -> anyhow::Result<PlatformHandle> {
-        let Platform { config, bundle } = self;
+        let Platform {
+            config,
+            bundle,
+            seed,
+        } = self;
         let store = store::Store::open(&config.store).map_err(|e| store_error(&config, e))?;
         let accounts = accounts::Accounts::open(store.db(), config.accounts.clone())?;
+        if let Some(seed) = seed {
+            seed(&accounts)?;
+        }
         let drafts = drafts::DraftStore::open(store.db())?;
         let revocations = Arc::new(RwLock::new(RevocationState::new()));
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
@@ -184,7 +211,7 @@ impl Platform {
         if recovered > 0 {
             info!(recovered, "published approved drafts whose publishing a stop had interrupted");
         }
-        let setup_code = workflow.accounts.is_empty().then(setup_code);
+        let setup_code = (workflow.accounts.is_empty() && listeners.http.is_some()).then(setup_code);
         if let Some(code) = &setup_code {
             // Printed once: the way to the first admin without a shell on
             // the store (`platform account add` is the other).

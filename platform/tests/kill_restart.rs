@@ -1,9 +1,10 @@
 //! A district platform run as its own process and killed with SIGKILL again
-//! and again: right after broadcasts it acknowledged, and in the middle of
-//! an issue. Each time it is restarted on the same store and issues again.
-//! Every acknowledged broadcast must still be listed whole and reach the
+//! and again: right after approvals it acknowledged, and in the middle of
+//! one. Each time it is restarted on the same store and issues again.
+//! Every acknowledged approval must still be there with its audit entry,
+//! its broadcast listed whole, published exactly once and delivered to the
 //! town below; every issue after a restart must be accepted; no broadcast
-//! id may ever repeat.
+//! id may ever repeat; the audit trail verifies after it all.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -63,7 +64,10 @@ struct District {
     config: PathBuf,
     api: String,
     quic: SocketAddr,
-    token: String,
+    drafter: String,
+    approver: String,
+    auditor: String,
+    maintainer: String,
     child: Option<Child>,
     starts: usize,
 }
@@ -94,7 +98,7 @@ impl District {
     async fn wait_up(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(format!("{}/api/status", self.api)).send().await {
+            if let Ok(r) = http.get(format!("{}/api/health", self.api)).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -108,8 +112,47 @@ impl District {
     }
 }
 
-async fn get_json(http: &reqwest::Client, api: &str, path: &str) -> serde_json::Value {
+/// Runs the `platform` command line with `args`, `stdin` on its input; its
+/// standard output.
+fn cli(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_platform"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("platform binary starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "platform {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An account made with the command line, and a token for it.
+fn account(config: &Path, name: &str, roles: &str) -> String {
+    let c = config.to_str().unwrap();
+    cli(
+        &["account", "add", "--config", c, "--role", roles, "--password-stdin", name],
+        "a long enough password\n",
+    );
+    cli(&["account", "token", "--config", c, name], "")
+        .trim()
+        .to_string()
+}
+
+async fn get_json(http: &reqwest::Client, api: &str, token: &str, path: &str) -> serde_json::Value {
     http.get(format!("{api}{path}"))
+        .bearer_auth(token)
         .send()
         .await
         .expect("the API answers")
@@ -118,7 +161,8 @@ async fn get_json(http: &reqwest::Client, api: &str, path: &str) -> serde_json::
         .expect("JSON")
 }
 
-async fn issue(
+/// Drafts and submits an emergency: the draft waiting for approval.
+async fn draft(
     http: reqwest::Client,
     api: String,
     token: String,
@@ -145,6 +189,22 @@ async fn issue(
     Ok((status, r.json().await.unwrap_or_default()))
 }
 
+async fn approve(
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    draft: u64,
+) -> Result<(reqwest::StatusCode, serde_json::Value), reqwest::Error> {
+    let r = http
+        .post(format!("{api}/api/drafts/{draft}/approve"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"comment": "同意播发"}))
+        .send()
+        .await?;
+    let status = r.status();
+    Ok((status, r.json().await.unwrap_or_default()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,19 +222,26 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         &config,
         format!(
             "name = \"经开区\"\nbundle = {:?}\nlisten = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:{port}\"\n\
-             store = {:?}\napi_token_file = {:?}\n",
+             store = {:?}\n",
             bundle,
             path.join("store"),
-            path.join("api-token"),
         ),
     )
     .unwrap();
+    // The first accounts come from the shell, before the first start.
+    let drafter = account(&config, "zhang", "drafter");
+    let approver = account(&config, "li", "approver");
+    let auditor = account(&config, "wang", "auditor");
+    let maintainer = account(&config, "zhao", "maintainer");
     let mut district = District {
         dir: path.clone(),
         config,
         api: format!("http://127.0.0.1:{port}"),
         quic: ([127, 0, 0, 1], port).into(),
-        token: String::new(),
+        drafter,
+        approver,
+        auditor,
+        maintainer,
         child: None,
         starts: 0,
     };
@@ -184,10 +251,6 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         .unwrap();
     district.spawn();
     district.wait_up(&http).await;
-    district.token = std::fs::read_to_string(path.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
 
     // The town below, in this process: it must end up holding every
     // acknowledged broadcast, whole, through all the district's deaths.
@@ -198,10 +261,9 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         PathBuf::new(),
         ([127, 0, 0, 1], 0).into(),
         path.join("town-store"),
-        PathBuf::new(),
     );
     town_config.parents = vec![district.quic];
-    let town = platform::Platform::new(town_config, town_bundle, "t".repeat(32))
+    let town = platform::Platform::new(town_config, town_bundle)
         .unwrap()
         .start(platform::Listeners::loopback(false).await.unwrap())
         .await
@@ -214,44 +276,63 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         .1
         .cert()
         .serial();
-    let mut acknowledged: Vec<BroadcastId> = Vec::new();
+    let mut acknowledged: Vec<(u64, BroadcastId)> = Vec::new();
     let mut refused_after_restart = Vec::new();
     for n in 0..CYCLES {
         let wav = path.join(format!("tone-{n}.wav"));
         tone_wav(&wav, n);
-        let request = tokio::spawn(issue(
+        let (status, body) = draft(
             http.clone(),
             district.api.clone(),
-            district.token.clone(),
+            district.drafter.clone(),
             wav,
             n,
+        )
+        .await
+        .expect("the API answers");
+        if status != reqwest::StatusCode::ACCEPTED {
+            refused_after_restart.push((n, status, body));
+            district.kill9();
+            district.spawn();
+            district.wait_up(&http).await;
+            continue;
+        }
+        let id = body["draft"]["id"].as_u64().unwrap();
+        let request = tokio::spawn(approve(
+            http.clone(),
+            district.api.clone(),
+            district.approver.clone(),
+            id,
         ));
         if n % 3 == 2 {
-            // Killed in the middle of the issue: acknowledged or not, both
+            // Killed in the middle of the approval: acknowledged or not, both
             // are fine; what was acknowledged must hold.
             tokio::time::sleep(Duration::from_millis(20 + 37 * n as u64 % 200)).await;
             district.kill9();
             if let Ok(Ok((s, body))) = request.await {
-                if s == reqwest::StatusCode::CREATED {
-                    acknowledged.push(body["id"].as_str().unwrap().parse().unwrap());
+                if s == reqwest::StatusCode::OK {
+                    acknowledged.push((id, body["broadcast"].as_str().unwrap().parse().unwrap()));
                 }
             }
         } else {
             let (status, body) = request.await.unwrap().expect("the API answers");
-            if status == reqwest::StatusCode::CREATED {
-                acknowledged.push(body["id"].as_str().unwrap().parse().unwrap());
+            if status == reqwest::StatusCode::OK && body["state"] == "published" {
+                acknowledged.push((id, body["broadcast"].as_str().unwrap().parse().unwrap()));
             } else {
                 refused_after_restart.push((n, status, body));
             }
             if n == 4 {
-                // A revocation acknowledged, then killed at once.
-                let r = http
-                    .post(format!("{}/api/revocations", district.api))
-                    .bearer_auth(&district.token)
-                    .body(format!("{{\"revoke\": [\"{revoked:016x}\"]}}"))
-                    .send()
-                    .await
-                    .unwrap();
+                // A revocation acknowledged, then killed at once; an
+                // approver is no maintainer.
+                let revoke = |token: &str| {
+                    http.post(format!("{}/api/revocations", district.api))
+                        .bearer_auth(token.to_string())
+                        .body(format!("{{\"revoke\": [\"{revoked:016x}\"]}}"))
+                        .send()
+                };
+                let r = revoke(&district.approver).await.unwrap();
+                assert_eq!(r.status(), 403, "{:?}", r.text().await);
+                let r = revoke(&district.maintainer).await.unwrap();
                 assert!(r.status().is_success(), "{:?}", r.text().await);
             }
             // At once after the acknowledgement.
@@ -269,13 +350,14 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         "only {} of {CYCLES} issues were acknowledged",
         acknowledged.len()
     );
-    let unique: BTreeSet<_> = acknowledged.iter().collect();
+    let unique: BTreeSet<_> = acknowledged.iter().map(|(_, b)| b).collect();
     assert_eq!(
         unique.len(),
         acknowledged.len(),
         "an id repeated: {acknowledged:?}"
     );
-    for pair in acknowledged.windows(2) {
+    let ids: Vec<BroadcastId> = acknowledged.iter().map(|(_, b)| *b).collect();
+    for pair in ids.windows(2) {
         let same_day = pair[0].as_u128() / 10_000 == pair[1].as_u128() / 10_000;
         assert!(
             !same_day || pair[0].sequence() < pair[1].sequence(),
@@ -283,37 +365,91 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         );
     }
 
-    // Every acknowledged broadcast is listed, whole, after the last restart.
+    // Every acknowledged approval is there after the last restart, its
+    // broadcast listed whole and published once: no draft has two.
+    let token = district.drafter.clone();
     let rows: Vec<serde_json::Value> =
-        serde_json::from_value(get_json(&http, &district.api, "/api/broadcasts").await).unwrap();
-    for id in &acknowledged {
+        serde_json::from_value(get_json(&http, &district.api, &token, "/api/broadcasts").await)
+            .unwrap();
+    for (draft, id) in &acknowledged {
         let row = rows
             .iter()
             .find(|r| r["id"] == id.to_string())
             .unwrap_or_else(|| panic!("acknowledged broadcast {id} lost; listed: {rows:?}"));
         assert_eq!(row["segments"], row["total_segments"], "{row}");
         assert!(row["total_segments"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["draft"], *draft, "{row}");
+        let d = get_json(&http, &district.api, &token, &format!("/api/drafts/{draft}")).await;
+        assert_eq!(d["state"], "published", "{d}");
+        assert_eq!(d["approvals"][0]["by"], "li", "{d}");
     }
+    let mut per_draft = std::collections::BTreeMap::new();
+    for r in &rows {
+        if let Some(d) = r["draft"].as_u64() {
+            *per_draft.entry(d).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        per_draft.values().all(|n| *n == 1),
+        "a draft was published twice: {per_draft:?}"
+    );
     // The acknowledged revocation is in force after every later crash.
-    let lists = get_json(&http, &district.api, "/api/revocations").await;
+    let lists = get_json(&http, &district.api, &token, "/api/revocations").await;
     assert!(
         lists.to_string().contains(&format!("{revoked:016x}")),
         "the acknowledged revocation was lost: {lists}"
     );
+    // The audit trail holds each acknowledged approval and its publishing.
+    let trail = get_json(
+        &http,
+        &district.api,
+        &district.auditor,
+        "/api/audit?from=1&limit=5000",
+    )
+    .await;
+    let entries = trail.as_array().unwrap();
+    for (draft, id) in &acknowledged {
+        let object = format!("draft {draft}");
+        assert!(
+            entries.iter().any(|e| e["action"] == "draft.approve"
+                && e["object"] == object
+                && e["actor"] == "li"
+                && e["outcome"] == "ok"),
+            "no audit entry for the approval of {object}"
+        );
+        let published = entries
+            .iter()
+            .filter(|e| {
+                e["action"] == "broadcast.publish"
+                    && e["object"] == format!("broadcast {id} (draft {draft})")
+            })
+            .count();
+        assert_eq!(published, 1, "{object} published {published} times by the trail");
+    }
     // And it issues again, at once.
     let wav = path.join("tone-last.wav");
     tone_wav(&wav, CYCLES);
-    let (status, body) = issue(
+    let (status, body) = draft(
         http.clone(),
         district.api.clone(),
-        district.token.clone(),
+        district.drafter.clone(),
         wav,
         CYCLES,
     )
     .await
     .unwrap();
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-    let last: BroadcastId = body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    let (status, body) = approve(
+        http.clone(),
+        district.api.clone(),
+        district.approver.clone(),
+        body["draft"]["id"].as_u64().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let last: BroadcastId = body["broadcast"].as_str().unwrap().parse().unwrap();
+    let mut acknowledged: Vec<BroadcastId> = acknowledged.iter().map(|(_, b)| *b).collect();
     assert!(!acknowledged.contains(&last));
     acknowledged.push(last);
 
@@ -345,4 +481,15 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         refused.iter().collect::<Vec<_>>()
     );
     district.kill9();
+    // The trail of all those deaths verifies, store and export alike.
+    let c = district.config.to_str().unwrap().to_string();
+    let out = cli(&["audit", "verify", "--config", &c], "");
+    assert!(out.contains("audit trail good"), "{out}");
+    let export = path.join("audit.jsonl");
+    cli(&["audit", "export", "--config", &c, "--out", export.to_str().unwrap()], "");
+    let out = cli(
+        &["audit", "verify", "--export", export.to_str().unwrap(), "--config", &c],
+        "",
+    );
+    assert!(out.contains("audit trail good"), "{out}");
 }

@@ -106,7 +106,8 @@ pub struct LocalVillage {
 
 pub struct LocalDistrict {
     pub dir: PathBuf,
-    pub token: String,
+    /// The test accounts every platform with an API has.
+    pub creds: crate::Credentials,
     pub district: PlatformHandle,
     pub towns: Vec<PlatformHandle>,
     pub villages: Vec<LocalVillage>,
@@ -128,16 +129,16 @@ impl LocalDistrict {
         let pki_dir = dir.join("pki");
         std::fs::create_dir_all(&pki_dir)?;
         std::fs::write(pki_dir.join("root.pem"), pki.root.cert().to_pem())?;
-        let token = platform::config::api_token(&dir.join("api-token"))?;
+        let creds = crate::Credentials::generate()?;
         let host = Host::new().context("starting the terminals' host threads")?;
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
         let runtime = opts.platform_runtime.clone();
         let start = |name: String, parents: Vec<SocketAddr>, bundle: Bundle, http: bool| {
             let runtime = runtime.clone();
             let config = platform_config(&dir, &name, parents);
-            let token = token.clone();
+            let creds = creds.clone();
             async move {
-                let run = async move { start_platform(config, bundle, &token, http).await };
+                let run = async move { start_platform(config, bundle, &creds, http).await };
                 match runtime {
                     Some(rt) => rt.spawn(run).await.map_err(anyhow::Error::from)?,
                     None => run.await,
@@ -219,7 +220,7 @@ impl LocalDistrict {
         }
         Ok(LocalDistrict {
             dir,
-            token,
+            creds,
             district,
             towns,
             villages,
@@ -267,11 +268,11 @@ impl LocalDistrict {
 
     /// The district's API.
     pub fn district_api(&self) -> ApiClient {
-        ApiClient::of(&self.district, &self.token).expect("the district has an API")
+        ApiClient::of(&self.district, &self.creds).expect("the district has an API")
     }
 
     /// A platform's API.
     pub fn api(&self, p: &PlatformHandle) -> ApiClient {
-        ApiClient::of(p, &self.token).expect("the platform has an API")
+        ApiClient::of(p, &self.creds).expect("the platform has an API")
     }
 }

@@ -4,11 +4,13 @@
 //! linked into a program that runs in the field.
 
 pub mod client;
+pub mod credentials;
 pub mod demo;
 pub mod district;
 pub mod node;
 
 pub use client::ApiClient;
+pub use credentials::{Credentials, Person};
 pub use district::{LocalDistrict, LocalOptions, LocalTerminal, LocalVillage};
 
 /// A shipped audio sample (`assets/audio/NAME`) of this checkout.

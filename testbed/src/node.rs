@@ -38,21 +38,23 @@ pub fn platform_config(
         dir.join(format!("{name}.bundle")),
         loopback(),
         dir.join("stores").join(name),
-        dir.join("api-token"),
     );
     c.parents = parents;
     c
 }
 
 /// Starts platform `name` provisioned in memory with `bundle`, on
-/// loopback (with an HTTP API if `http`).
+/// loopback (with an HTTP API and the accounts of `creds` if `http`).
 pub async fn start_platform(
     config: platform::PlatformConfig,
     bundle: Bundle,
-    token: &str,
+    creds: &crate::Credentials,
     http: bool,
 ) -> anyhow::Result<platform::PlatformHandle> {
-    platform::Platform::new(config, bundle, token.to_string())?
-        .start(platform::Listeners::loopback(http).await?)
-        .await
+    let mut p = platform::Platform::new(config, bundle)?;
+    if http {
+        let creds = creds.clone();
+        p = p.with_accounts(Box::new(move |a| creds.provision(a)));
+    }
+    p.start(platform::Listeners::loopback(http).await?).await
 }

@@ -193,18 +193,18 @@ impl Fire {
             terminals,
         };
         let pki = DistrictPki::generate(layout, (now - 3600, now + 86_400), now)?;
-        let token = platform::config::api_token(&path.join("api-token"))?;
+        let creds = testbed::Credentials::generate()?;
         let district = start_platform(
             platform_config(&path, "district", vec![]),
             provision(&path, &pki.root, &pki.district, "district", now)?,
-            &token,
+            &creds,
             true,
         )
         .await?;
         let town = start_platform(
             platform_config(&path, "town", vec![district.quic_addr]),
             provision(&path, &pki.root, &pki.towns[0].identity, "town", now)?,
-            &token,
+            &creds,
             false,
         )
         .await?;
@@ -248,7 +248,7 @@ impl Fire {
                 starts: 0,
             });
         }
-        let api = ApiClient::of(&district, &token)?;
+        let api = ApiClient::of(&district, &creds)?;
         let mut fire = Fire {
             dir,
             programs,

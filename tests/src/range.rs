@@ -94,7 +94,8 @@ pub struct Range {
     pub dir: PathBuf,
     pub pki: DistrictPki,
     pub anchor: TrustAnchor,
-    pub token: String,
+    /// The test accounts of every platform here.
+    pub creds: testbed::Credentials,
     pub district: PlatformHandle,
     pub town1: PlatformHandle,
     pub town2: PlatformHandle,
@@ -126,9 +127,9 @@ pub async fn start_platform(
     name: &str,
     bundle: Bundle,
     parents: Vec<SocketAddr>,
-    token: &str,
+    creds: &testbed::Credentials,
 ) -> anyhow::Result<PlatformHandle> {
-    testbed::node::start_platform(platform_config(dir, name, parents), bundle, token, true).await
+    testbed::node::start_platform(platform_config(dir, name, parents), bundle, creds, true).await
 }
 
 impl Range {
@@ -152,10 +153,10 @@ impl Range {
         )
         .expect("pki");
         let anchor = TrustAnchor::new(pki.root.cert().clone()).expect("anchor");
-        let token = "attack-suite-token-0123456789abcdef".to_string();
+        let creds = testbed::Credentials::generate().expect("credentials");
         let start = |name: &'static str, id: &Identity, parents: Vec<SocketAddr>| {
-            let (path, token, b) = (path.clone(), token.clone(), bundle(&pki.root, id));
-            async move { start_platform(&path, name, b, parents, &token).await }
+            let (path, creds, b) = (path.clone(), creds.clone(), bundle(&pki.root, id));
+            async move { start_platform(&path, name, b, parents, &creds).await }
         };
         let district = start("district", &pki.district, vec![])
             .await
@@ -189,7 +190,7 @@ impl Range {
             _dir: dir,
             dir: path,
             anchor,
-            token,
+            creds,
             terminals: Vec::new(),
             terminal_ids,
             district,
@@ -323,9 +324,9 @@ impl Range {
         self.client().base().to_string()
     }
 
-    /// The district's API, with the range's token.
+    /// The district's API, as the range's test accounts.
     pub fn client(&self) -> testbed::ApiClient {
-        testbed::ApiClient::of(&self.district, &self.token).expect("district API")
+        testbed::ApiClient::of(&self.district, &self.creds).expect("district API")
     }
 
     pub fn county(&self) -> AreaCode {

@@ -378,7 +378,7 @@ async fn revoke(r: &Range, serials: &[u64]) -> serde_json::Value {
     });
     let resp = reqwest::Client::new()
         .post(format!("{}/api/revocations", r.api()))
-        .bearer_auth(&r.token)
+        .bearer_auth(&r.creds.maintainer.token)
         .json(&body)
         .send()
         .await
@@ -1228,7 +1228,7 @@ async fn revoking_a_village_reaches_every_terminal_below_within_one_heartbeat() 
     // Its operator can no longer put anything on the air...
     let clip = r.dir.join("notice.wav");
     tests::clip("notice-zh-48k.flac", 2.0, &clip);
-    let api = testbed::ApiClient::of(&r.village_a, &r.token).expect("API");
+    let api = testbed::ApiClient::of(&r.village_a, &r.creds).expect("API");
     let refused = api
         .issue(
             &clip,
@@ -1274,8 +1274,10 @@ async fn restart_platform(
             })
         };
         if let Ok(listeners) = listeners.await {
-            let p = platform::Platform::new(config, bundle(&r.pki.root, id), r.token.clone())
+            let creds = r.creds.clone();
+            let p = platform::Platform::new(config, bundle(&r.pki.root, id))
                 .expect("platform configuration")
+                .with_accounts(Box::new(move |a| creds.provision(a)))
                 .start(listeners)
                 .await;
             if let Ok(p) = p {
@@ -1356,7 +1358,7 @@ async fn a_town_is_rekeyed_without_touching_its_terminals() {
     // The new key's broadcasts play on the town's terminals, as provisioned.
     let clip = r.dir.join("town-notice.wav");
     tests::clip("alert-zh.wav", 2.0, &clip);
-    let town_api = testbed::ApiClient::of(&r.town1, &r.token).expect("API");
+    let town_api = testbed::ApiClient::of(&r.town1, &r.creds).expect("API");
     let id: BroadcastId = town_api
         .issue(
             &clip,

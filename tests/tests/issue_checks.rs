@@ -31,16 +31,16 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let now = certs::time::unix_now();
     let pki = DistrictPki::generate(Layout::ONE_OF_EACH, (now - 60, now + 86_400), now).unwrap();
-    let token = platform::config::api_token(&dir.path().join("token")).unwrap();
+    let creds = testbed::Credentials::generate().unwrap();
     let district = start_platform(
         platform_config(dir.path(), "district", vec![]),
         provision(dir.path(), &pki.root, &pki.district, "district", now).unwrap(),
-        &token,
+        &creds,
         true,
     )
     .await
     .unwrap();
-    let api = ApiClient::of(&district, &token).unwrap();
+    let api = ApiClient::of(&district, &creds).unwrap();
     let form = |class: &str, minutes: &str| {
         vec![
             ("areas", pki.district.cert().scope()[0].to_string()),
@@ -58,7 +58,8 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         .await
         .unwrap();
     assert_eq!(status, 400, "{body}");
-    let e = body["error"].as_str().unwrap();
+    assert_eq!(body["field"], "valid_minutes", "{body}");
+    let e = body["message"].as_str().unwrap();
     assert!(
         e.contains("valid_minutes") && e.contains("70 s") && e.contains("at least 2"),
         "{e}"
@@ -67,7 +68,12 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         .issue_form(&long, &form("emergency", "2"))
         .await
         .unwrap();
-    assert_eq!(status, 201, "{body}");
+    // Accepted, and waiting for an approver (an emergency never goes out alone).
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["draft"]["state"], "submitted", "{body}");
+    let draft = body["draft"]["id"].as_u64().unwrap();
+    let approved = api.approve(draft, "核实无误").await.unwrap();
+    assert_eq!(approved["state"], "published", "{approved}");
     assert_eq!(body["warnings"], serde_json::json!([]));
 
     let silence = tests::asset("silence-5s.wav");
@@ -76,7 +82,8 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         .await
         .unwrap();
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("silent"), "{body}");
+    assert_eq!(body["field"], "audio", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("silent"), "{body}");
     let (status, body) = api
         .issue_form(&silence, &form("daily", "10"))
         .await
@@ -86,6 +93,7 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         body["warnings"][0].as_str().unwrap().contains("silent"),
         "{body}"
     );
+    assert!(body["id"].as_str().is_some(), "a daily notice needs no approval: {body}");
     // Nothing refused was kept.
     let listed = api.get("/api/broadcasts").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");

@@ -28,13 +28,15 @@ async fn start_district(
     pki: &DistrictPki,
     store: &std::path::Path,
     http: bool,
-) -> platform::PlatformHandle {
+) -> (platform::PlatformHandle, testbed::Credentials) {
     let bundle = tests::range::bundle(&pki.root, &pki.district);
     let mut config = tests::range::platform_config(store, "district", vec![]);
     config.store = store.to_path_buf();
-    testbed::node::start_platform(config, bundle, &"x".repeat(32), http)
+    let creds = testbed::Credentials::generate().unwrap();
+    let p = testbed::node::start_platform(config, bundle, &creds, http)
         .await
-        .expect("district starts")
+        .expect("district starts");
+    (p, creds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +49,7 @@ async fn receipts_survive_a_platform_restart() {
         .parse()
         .unwrap();
     let terminals: Vec<_> = pki.terminals().map(|(_, t)| t).collect();
-    let handle = start_district(&pki, &store, false).await;
+    let (handle, _) = start_district(&pki, &store, false).await;
     let kinds = [
         ReceiptKind::Finished,
         ReceiptKind::Started,
@@ -91,7 +93,7 @@ async fn receipts_survive_a_platform_restart() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = start_district(&pki, &store, false).await;
+    let (again, _) = start_district(&pki, &store, false).await;
     let after = again.relay.coverage(id, platform::now_ms());
     assert_eq!(after, before, "coverage restored from the store");
     assert_eq!(
@@ -124,7 +126,7 @@ async fn ended_broadcasts_are_pruned_from_memory_and_store() {
     let now = certs::time::unix_now();
     let pki = one_village(now, 1, now + 86_400);
     let dir = tempfile::tempdir().unwrap();
-    let handle = start_district(&pki, &dir.path().join("store"), false).await;
+    let (handle, _) = start_district(&pki, &dir.path().join("store"), false).await;
     let (header, segments) = protocol::testing::recorded_broadcast(
         &pki.district,
         1,
@@ -165,20 +167,10 @@ async fn expiry_seen(days: i64) -> (serde_json::Value, String) {
     let now = certs::time::unix_now();
     let pki = one_village(now, 1, now + days * 86_400);
     let dir = tempfile::tempdir().unwrap();
-    let p = start_district(&pki, &dir.path().join("store"), true).await;
-    let api = format!("http://{}", p.http_addr.unwrap());
-    let status = reqwest::get(format!("{api}/api/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let metrics = reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (p, creds) = start_district(&pki, &dir.path().join("store"), true).await;
+    let api = testbed::ApiClient::of(&p, &creds).unwrap();
+    let status = api.get("/api/status").await.unwrap();
+    let metrics = api.get_text("/metrics").await.unwrap();
     (status, metrics)
 }
 
