@@ -14,7 +14,17 @@ use sha2::{Digest, Sha256};
 
 /// What an account may do. One person may hold several roles.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -172,7 +182,10 @@ mod area_codes {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[AreaCode], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|a| a.as_u64()).collect::<Vec<_>>().serialize(s)
+        v.iter()
+            .map(|a| a.as_u64())
+            .collect::<Vec<_>>()
+            .serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AreaCode>, D::Error> {
@@ -259,7 +272,10 @@ fn invalid(field: &'static str, message: impl Into<String>) -> AccountError {
 pub enum LoginRefused {
     WrongCredentials,
     /// Locked until (unix ms); `just_locked` when this attempt locked it.
-    Locked { until_ms: i64, just_locked: bool },
+    Locked {
+        until_ms: i64,
+        just_locked: bool,
+    },
 }
 
 /// A caller the store recognised: by a session or a token.
@@ -485,7 +501,6 @@ impl Accounts {
         Ok(account)
     }
 
-
     /// Creates an account. Blocking (Argon2id, fsync).
     pub fn add(
         &self,
@@ -521,9 +536,9 @@ impl Accounts {
             locked_until_ms: None,
         };
         let v = serde_json::to_vec(&account).map_err(|e| AccountError::Hash(e.to_string()))?;
-        let inserted = self
-            .accounts
-            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(v))?;
+        let inserted =
+            self.accounts
+                .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(v))?;
         if inserted.is_err() {
             return Err(AccountError::Exists(name.to_string()));
         }
@@ -903,7 +918,11 @@ impl Accounts {
 
     /// The account behind bearer token `token`, if it is valid and the
     /// account usable.
-    pub fn by_token(&self, token: &str, now_ms: i64) -> Result<Option<Authenticated>, AccountError> {
+    pub fn by_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<Option<Authenticated>, AccountError> {
         let Some((id, given)) = parse_token(token) else {
             return Ok(None);
         };
@@ -917,11 +936,13 @@ impl Accounts {
         if !bool::from(r.secret_sha256.ct_eq(&given)) {
             return Ok(None);
         }
-        Ok(self.usable(&r.account, now_ms)?.map(|account| Authenticated {
-            account,
-            csrf: None,
-            session: None,
-        }))
+        Ok(self
+            .usable(&r.account, now_ms)?
+            .map(|account| Authenticated {
+                account,
+                csrf: None,
+                session: None,
+            }))
     }
 }
 
@@ -946,10 +967,24 @@ mod tests {
             .add("li", "李", roles(&[Role::Drafter]), vec![], "short", 0)
             .unwrap_err();
         assert!(e.to_string().contains("password") && e.to_string().contains("12"));
-        a.add("li", "李", roles(&[Role::Drafter]), vec![], "correct horse battery", 0)
-            .unwrap();
+        a.add(
+            "li",
+            "李",
+            roles(&[Role::Drafter]),
+            vec![],
+            "correct horse battery",
+            0,
+        )
+        .unwrap();
         assert!(matches!(
-            a.add("li", "x", roles(&[Role::Drafter]), vec![], "correct horse battery", 0),
+            a.add(
+                "li",
+                "x",
+                roles(&[Role::Drafter]),
+                vec![],
+                "correct horse battery",
+                0
+            ),
             Err(AccountError::Exists(_))
         ));
         // The hash is Argon2id; the password is nowhere in the store.
@@ -964,14 +999,26 @@ mod tests {
             );
         }
         let locked = a.login("li", "wrong password!", 10).unwrap();
-        assert!(matches!(locked, Err(LoginRefused::Locked { just_locked: true, .. })));
+        assert!(matches!(
+            locked,
+            Err(LoginRefused::Locked {
+                just_locked: true,
+                ..
+            })
+        ));
         // Locked: even the right password is refused, until the lock ends.
         assert!(matches!(
             a.login("li", "correct horse battery", 11).unwrap(),
-            Err(LoginRefused::Locked { just_locked: false, .. })
+            Err(LoginRefused::Locked {
+                just_locked: false,
+                ..
+            })
         ));
         let later = 10 + 15 * 60_000 + 1;
-        assert!(a.login("li", "correct horse battery", later).unwrap().is_ok());
+        assert!(a
+            .login("li", "correct horse battery", later)
+            .unwrap()
+            .is_ok());
         assert_eq!(
             a.login("nobody", "correct horse battery", 1).unwrap(),
             Err(LoginRefused::WrongCredentials)
@@ -981,14 +1028,24 @@ mod tests {
     #[test]
     fn sessions_expire_and_end_with_their_account() {
         let (_d, a) = store();
-        a.add("wang", "王", roles(&[Role::Approver]), vec![], "a long enough pass", 0)
-            .unwrap();
+        a.add(
+            "wang",
+            "王",
+            roles(&[Role::Approver]),
+            vec![],
+            "a long enough pass",
+            0,
+        )
+        .unwrap();
         let (id, s) = a.start_session("wang", 0).unwrap();
         assert_eq!(s.csrf.len(), 64);
         assert!(a.by_session(&id, 1000).unwrap().is_some());
         // Idle for longer than 30 minutes: gone.
         assert!(a.by_session(&id, 31 * 60_000 + 1000).unwrap().is_none());
-        assert!(a.by_session(&id, 1000).unwrap().is_none(), "removed, not just refused");
+        assert!(
+            a.by_session(&id, 1000).unwrap().is_none(),
+            "removed, not just refused"
+        );
         // Kept alive by use, it still ends after 12 hours.
         let (id, _) = a.start_session("wang", 0).unwrap();
         let mut t = 0;
@@ -998,8 +1055,15 @@ mod tests {
             assert_eq!(live, t <= 12 * 3_600_000, "at {t}");
         }
         let (id, _) = a.start_session("wang", 0).unwrap();
-        a.add("admin", "管理员", roles(&[Role::Admin]), vec![], "a long enough pass", 0)
-            .unwrap();
+        a.add(
+            "admin",
+            "管理员",
+            roles(&[Role::Admin]),
+            vec![],
+            "a long enough pass",
+            0,
+        )
+        .unwrap();
         a.set_locked("wang", true, 10).unwrap();
         assert!(a.by_session(&id, 20).unwrap().is_none());
         assert!(a.sessions_of("wang").unwrap().is_empty());
@@ -1009,10 +1073,24 @@ mod tests {
     #[test]
     fn tokens_are_hashed_revocable_and_die_with_the_account() {
         let (_d, a) = store();
-        a.add("ops", "运维", roles(&[Role::Maintainer]), vec![], "a long enough pass", 0)
-            .unwrap();
-        a.add("boss", "管理员", roles(&[Role::Admin]), vec![], "a long enough pass", 0)
-            .unwrap();
+        a.add(
+            "ops",
+            "运维",
+            roles(&[Role::Maintainer]),
+            vec![],
+            "a long enough pass",
+            0,
+        )
+        .unwrap();
+        a.add(
+            "boss",
+            "管理员",
+            roles(&[Role::Admin]),
+            vec![],
+            "a long enough pass",
+            0,
+        )
+        .unwrap();
         let (view, token) = a.add_token("ops", "cron", None, 0).unwrap();
         assert!(token.starts_with(&format!("ebs1.{}.", view.id)));
         let raw: Vec<u8> = a.tokens.get(view.id.as_bytes()).unwrap().unwrap().to_vec();

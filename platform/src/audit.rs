@@ -158,9 +158,8 @@ pub fn china_time(unix_ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(certs::time::CHINA_OFFSET);
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second] +08:00"
-    );
+    let f =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] +08:00");
     t.format(&f).unwrap_or_default()
 }
 
@@ -326,9 +325,7 @@ impl AuditTrail {
                 break;
             }
             let (_, v) = item?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt(e.to_string()))?,
-            );
+            out.push(serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt(e.to_string()))?);
         }
         Ok(out)
     }
@@ -338,9 +335,7 @@ impl AuditTrail {
         let mut out = Vec::new();
         for item in self.tree.iter().rev().take(limit) {
             let (_, v) = item?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt(e.to_string()))?,
-            );
+            out.push(serde_json::from_slice(&v).map_err(|e| AuditError::Corrupt(e.to_string()))?);
         }
         Ok(out)
     }
@@ -396,8 +391,8 @@ pub fn verify(
     for (i, bytes) in lines.into_iter().enumerate() {
         let line = i as u64 + 1;
         let bad = |problem: String| Broken { line, problem };
-        let e: Entry = serde_json::from_slice(&bytes)
-            .map_err(|e| bad(format!("not an audit entry: {e}")))?;
+        let e: Entry =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not an audit entry: {e}")))?;
         if e.to_line().as_bytes() != bytes.as_slice() {
             return Err(bad("not in the form the platform wrote (altered)".into()));
         }
@@ -408,7 +403,9 @@ pub fn verify(
             )));
         }
         if e.prev != prev {
-            return Err(bad("does not follow the entry before it (prev hash differs)".into()));
+            return Err(bad(
+                "does not follow the entry before it (prev hash differs)".into(),
+            ));
         }
         if e.compute_hash() != e.hash {
             return Err(bad("its content does not match its hash (altered)".into()));
@@ -512,7 +509,11 @@ mod tests {
         assert_eq!(ok.last_sealed, ok.entries);
         // One byte of entry 77 changed (a digit of its object id).
         let mut bad = lines.clone();
-        let pos = bad[76].windows(11).position(|w| w == b"\"object\":\"d").unwrap() + 11;
+        let pos = bad[76]
+            .windows(11)
+            .position(|w| w == b"\"object\":\"d")
+            .unwrap()
+            + 11;
         bad[76][pos] ^= 1;
         let e = verify(bad, &keys).unwrap_err();
         assert_eq!(e.line, 77, "{e}");
@@ -530,7 +531,8 @@ mod tests {
         // Reopened, the trail goes on from its head.
         let n = t.len();
         let t2 = AuditTrail::open(&t.db, t.sealer.clone()).unwrap();
-        t2.record(Record::new("李四", "login", "李四"), 9_000).unwrap();
+        t2.record(Record::new("李四", "login", "李四"), 9_000)
+            .unwrap();
         let lines: Vec<Vec<u8>> = t2.raw().map(|r| r.unwrap()).collect();
         assert_eq!(verify(lines, &keys).unwrap().entries, n + 1);
         let csv = to_csv(&t2.latest(2).unwrap());

@@ -143,7 +143,8 @@ pub async fn main() -> anyhow::Result<()> {
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<PlatformConfig> {
     let empty = clap::Command::new("platform");
-    let matches = <PlatformConfig as clap::Args>::augment_args(empty).get_matches_from(["platform"]);
+    let matches =
+        <PlatformConfig as clap::Args>::augment_args(empty).get_matches_from(["platform"]);
     let c: PlatformConfig = transport::config::load(&matches, Some(path))?;
     c.check()?;
     Ok(c)
@@ -206,12 +207,20 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
             println!("account {} created", a.name);
             Ok(())
         }
-        AccountCommand::Token { config, label, name } => {
+        AccountCommand::Token {
+            config,
+            label,
+            name,
+        } => {
             let c = load_config(&config)?;
             let (accounts, audit) = crate::open_offline(&c, Some(identity_of(&c)?))?;
             let (view, token) = accounts.add_token(&name, &label, None, now)?;
             audit.record(
-                crate::audit::Record::new("shell", "token.create", format!("account {name} token {}", view.id)),
+                crate::audit::Record::new(
+                    "shell",
+                    "token.create",
+                    format!("account {name} token {}", view.id),
+                ),
                 now,
             )?;
             println!("{token}");
@@ -223,7 +232,12 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
             for a in accounts.list()? {
                 let roles: Vec<&str> = a.roles.iter().map(|r| r.name()).collect();
                 let locked = if a.is_locked(now) { " (locked)" } else { "" };
-                println!("{}\t{}\t{}{locked}", a.name, a.display_name, roles.join(","));
+                println!(
+                    "{}\t{}\t{}{locked}",
+                    a.name,
+                    a.display_name,
+                    roles.join(",")
+                );
             }
             Ok(())
         }
@@ -233,7 +247,8 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
 fn keys_from(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, certs::PublicKey)>> {
     let mut keys = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         if let Ok(b) = certs::Bundle::read_file(p, certs::time::unix_now()) {
             for cert in &b.identity.chain {
                 keys.push((format!("{:016x}", cert.serial()), *cert.public_key()));
@@ -314,7 +329,9 @@ fn audit(action: AuditCommand) -> anyhow::Result<()> {
                 other => anyhow::bail!("format {other:?}: jsonl or csv"),
             };
             match out {
-                Some(p) => std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?,
+                Some(p) => {
+                    std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?
+                }
                 None => {
                     use std::io::Write;
                     std::io::stdout().write_all(&bytes)?;

@@ -140,17 +140,7 @@ impl DraftFields {
                 format!("区域过多（上限 {} 个）", protocol::header::MAX_TARGETS),
             ));
         }
-        if let Some(out) = certs::area::first_outside(&targets, reach) {
-            let reach: Vec<String> = reach.iter().map(|a| a.to_string()).collect();
-            return Err(field_error(
-                "areas",
-                format!(
-                    "area {out} lies outside this platform's scope or your areas ({})",
-                    reach.join(", ")
-                ),
-                format!("区域 {out} 不在本平台或您的管辖范围内"),
-            ));
-        }
+        check_targets(&targets, reach)?;
         let class = match text("class").as_str() {
             "emergency" => BroadcastClass::Emergency,
             "daily" => BroadcastClass::Daily,
@@ -211,13 +201,13 @@ impl DraftFields {
             "" => 60,
             v => match v.parse::<i64>() {
                 Ok(m) if (1..=MAX_VALID_MINUTES).contains(&m) => m,
-                _ => {
-                    return Err(field_error(
-                        "valid_minutes",
-                        format!("{v:?}: a whole number of minutes from 1 to {MAX_VALID_MINUTES} (7 days)"),
-                        format!("有效时长应为 1 到 {MAX_VALID_MINUTES} 分钟的整数"),
-                    ))
-                }
+                _ => return Err(field_error(
+                    "valid_minutes",
+                    format!(
+                        "{v:?}: a whole number of minutes from 1 to {MAX_VALID_MINUTES} (7 days)"
+                    ),
+                    format!("有效时长应为 1 到 {MAX_VALID_MINUTES} 分钟的整数"),
+                )),
             },
         };
         let volume = match text("volume").as_str() {
@@ -260,12 +250,24 @@ impl DraftFields {
     }
 }
 
-fn check_bytes(
-    field: &'static str,
-    value: &str,
-    limit: usize,
-    zh: &str,
-) -> Result<(), FieldError> {
+/// Every target within `reach` (the caller's areas within the platform's
+/// scope): the one check of "may address this area" for people.
+pub fn check_targets(targets: &[AreaCode], reach: &[AreaCode]) -> Result<(), FieldError> {
+    if let Some(out) = certs::area::first_outside(targets, reach) {
+        let reach: Vec<String> = reach.iter().map(|a| a.to_string()).collect();
+        return Err(field_error(
+            "areas",
+            format!(
+                "area {out} lies outside this platform's scope or your areas ({})",
+                reach.join(", ")
+            ),
+            format!("区域 {out} 不在本平台或您的管辖范围内"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_bytes(field: &'static str, value: &str, limit: usize, zh: &str) -> Result<(), FieldError> {
     if value.len() <= limit {
         return Ok(());
     }
@@ -401,11 +403,16 @@ impl Draft {
     }
 
     pub fn target_codes(&self) -> Vec<String> {
-        self.fields().targets.iter().map(|t| t.to_string()).collect()
+        self.fields()
+            .targets
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     pub fn broadcast_id(&self) -> Option<BroadcastId> {
-        self.plan.and_then(|p| BroadcastId::from_u128(p.broadcast).ok())
+        self.plan
+            .and_then(|p| BroadcastId::from_u128(p.broadcast).ok())
     }
 
     pub fn is_drill(&self) -> bool {
@@ -477,8 +484,14 @@ impl DraftStore {
 
     /// Frames are stored under their digest: a draft names the frames it
     /// holds, so an edit racing a publish can never swap the audio under it.
-    pub fn put_frames(&self, id: u64, digest: &str, frames: &[Vec<u8>]) -> Result<(), DraftStoreError> {
-        self.audio.insert(frames_key(id, digest), encode_frames(frames))?;
+    pub fn put_frames(
+        &self,
+        id: u64,
+        digest: &str,
+        frames: &[Vec<u8>],
+    ) -> Result<(), DraftStoreError> {
+        self.audio
+            .insert(frames_key(id, digest), encode_frames(frames))?;
         Ok(())
     }
 
@@ -499,7 +512,8 @@ impl DraftStore {
             let Some(raw) = self.drafts.get(id.to_be_bytes())? else {
                 return Err(DraftStoreError::Missing(id));
             };
-            let mut d: Draft = serde_json::from_slice(&raw).map_err(|_| DraftStoreError::Corrupt(id))?;
+            let mut d: Draft =
+                serde_json::from_slice(&raw).map_err(|_| DraftStoreError::Corrupt(id))?;
             if let Err(e) = change(&mut d) {
                 return Ok(Err(e));
             }
@@ -653,10 +667,13 @@ mod tests {
         assert_eq!(f.severity, Severity::Red);
         assert_eq!(f.valid_minutes, 60);
         let bad = |k: &str, v: &str| {
-            let mut pairs: Vec<(&str, &str)> = ok.iter().filter(|(n, _)| *n != k).copied().collect();
+            let mut pairs: Vec<(&str, &str)> =
+                ok.iter().filter(|(n, _)| *n != k).copied().collect();
             pairs.push((k, v));
-            let owned: Vec<(String, String)> =
-                pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let owned: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             DraftFields::parse(
                 &|q: &str| owned.iter().find(|(n, _)| n == q).map(|(_, v)| v.clone()),
                 &scope,
@@ -672,7 +689,10 @@ mod tests {
         }
         let long = "警".repeat(86);
         let e = bad("title", &long);
-        assert!(e.message.contains("258 bytes") && e.message.contains("85 Chinese"), "{e}");
+        assert!(
+            e.message.contains("258 bytes") && e.message.contains("85 Chinese"),
+            "{e}"
+        );
         assert!(e.message_zh.contains("85"), "{}", e.message_zh);
         assert_eq!(bad("areas", "110101001000").field, "areas");
         assert_eq!(bad("areas", "").field, "areas");
@@ -680,9 +700,15 @@ mod tests {
         assert_eq!(bad("volume", "101").field, "volume");
         assert_eq!(bad("event_type", "abc").field, "event_type");
         // A daily notice may have no severity.
-        let daily = [("areas", "360101001000"), ("class", "daily"), ("title", "通知")];
+        let daily = [
+            ("areas", "360101001000"),
+            ("class", "daily"),
+            ("title", "通知"),
+        ];
         assert_eq!(
-            DraftFields::parse(&form(&daily), &scope, 0).unwrap().severity,
+            DraftFields::parse(&form(&daily), &scope, 0)
+                .unwrap()
+                .severity,
             Severity::Unknown
         );
     }

@@ -153,7 +153,8 @@ pub fn sign_and_publish(
     plan: &Plan,
 ) -> Result<BroadcastId, IssueError> {
     check_scope(relay, &fields.targets)?;
-    let id = BroadcastId::from_u128(plan.broadcast).map_err(|e| IssueError::Invalid(e.to_string()))?;
+    let id =
+        BroadcastId::from_u128(plan.broadcast).map_err(|e| IssueError::Invalid(e.to_string()))?;
     let identity = &relay.identity;
     let header = BroadcastHeader {
         id,

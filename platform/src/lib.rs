@@ -174,7 +174,10 @@ impl Platform {
             audit::sealer_of(move |m| {
                 (
                     sealing.identity.cert().serial(),
-                    sealing.identity.key.sign(certs::SignContext::AuditSeal, &[m]),
+                    sealing
+                        .identity
+                        .key
+                        .sign(certs::SignContext::AuditSeal, &[m]),
                 )
             }),
         )?;
@@ -209,9 +212,13 @@ impl Platform {
         })
         .await??;
         if recovered > 0 {
-            info!(recovered, "published approved drafts whose publishing a stop had interrupted");
+            info!(
+                recovered,
+                "published approved drafts whose publishing a stop had interrupted"
+            );
         }
-        let setup_code = (workflow.accounts.is_empty() && listeners.http.is_some()).then(setup_code);
+        let setup_code =
+            (workflow.accounts.is_empty() && listeners.http.is_some()).then(setup_code);
         if let Some(code) = &setup_code {
             // Printed once: the way to the first admin without a shell on
             // the store (`platform account add` is the other).
@@ -276,7 +283,9 @@ impl Platform {
                 max_upload_bytes: config.max_upload_mb * 1024 * 1024,
                 hashing: Arc::new(tokio::sync::Semaphore::new(api::MAX_HASHING)),
                 setup: Arc::new(std::sync::Mutex::new(
-                    setup_code.as_deref().map(|c| accounts::sha256(c.as_bytes())),
+                    setup_code
+                        .as_deref()
+                        .map(|c| accounts::sha256(c.as_bytes())),
                 )),
                 auth_failures: Default::default(),
                 secure_cookies: false,

@@ -53,8 +53,7 @@ impl ReviewPolicy {
         }
         if self.emergency.approvals == 0 {
             return Err(
-                "review.emergency.approvals: an emergency needs at least one approver (R10)"
-                    .into(),
+                "review.emergency.approvals: an emergency needs at least one approver (R10)".into(),
             );
         }
         Ok(())

@@ -101,13 +101,13 @@ impl Workflow {
         certs::area::first_outside(targets, &self.reach(a)).is_none()
     }
 
+    fn check_reach(&self, a: &Account, targets: &[AreaCode]) -> Result<(), WorkflowError> {
+        Ok(crate::drafts::check_targets(targets, &self.reach(a))?)
+    }
+
     /// Records `r` and returns `result`: what was done or refused is in the
     /// trail before anyone hears of it.
-    fn audited<T>(
-        &self,
-        r: Record,
-        result: Result<T, WorkflowError>,
-    ) -> Result<T, WorkflowError> {
+    fn audited<T>(&self, r: Record, result: Result<T, WorkflowError>) -> Result<T, WorkflowError> {
         let r = match &result {
             Ok(_) => r,
             Err(WorkflowError::Store(e)) => r.outcome(Outcome::Failed).detail(e.clone()),
@@ -162,9 +162,7 @@ impl Workflow {
             if !policy::may_draft(by, fields.class) {
                 return Err(forbidden("drafting needs the drafter or clerk role"));
             }
-            if !self.within_reach(by, &fields.targets) {
-                return Err(forbidden("a target lies outside your areas"));
-            }
+            self.check_reach(by, &fields.targets)?;
             let (info, frames, warnings) = self.ingest_audio(&fields, &audio)?;
             let now = (self.now)();
             let mut d = Draft {
@@ -199,13 +197,7 @@ impl Workflow {
             .as_ref()
             .map(|d| format!("draft {}", d.id))
             .unwrap_or_else(|_| "draft (none)".into());
-        self.audited(
-            Record {
-                object,
-                ..record
-            },
-            result,
-        )
+        self.audited(Record { object, ..record }, result)
     }
 
     /// Changes a draft's fields and/or audio. An edit after submission
@@ -224,9 +216,7 @@ impl Workflow {
                 return Err(forbidden("only its authors or a drafter may edit a draft"));
             }
             let fields = fields.unwrap_or_else(|| current.fields());
-            if !self.within_reach(by, &fields.targets) {
-                return Err(forbidden("a target lies outside your areas"));
-            }
+            self.check_reach(by, &fields.targets)?;
             let new_audio = match &audio {
                 Some(a) => Some(self.ingest_audio(&fields, a)?),
                 None => None,
@@ -330,8 +320,7 @@ impl Workflow {
     /// Approves with a comment: by an approver who wrote none of it, whose
     /// areas cover its targets. The last approval needed publishes it.
     pub fn approve(&self, by: &Account, id: u64, comment: &str) -> Result<Draft, WorkflowError> {
-        let record =
-            Record::new(&by.name, "draft.approve", format!("draft {id}")).detail(comment);
+        let record = Record::new(&by.name, "draft.approve", format!("draft {id}")).detail(comment);
         let result = (|| {
             check_comment(comment, false)?;
             if !by.has(Role::Approver) {
@@ -415,7 +404,9 @@ impl Workflow {
         let result = (|| {
             let current = self.get(by, id)?;
             if !current.authors.contains(&by.name) && !by.has(Role::Approver) {
-                return Err(forbidden("only its authors or an approver may withdraw a draft"));
+                return Err(forbidden(
+                    "only its authors or an approver may withdraw a draft",
+                ));
             }
             Ok(self.drafts.update(id, |d| {
                 if !d.state.editable() || d.plan.is_some() {
@@ -595,10 +586,13 @@ impl Workflow {
             if !by.has(Role::Maintainer) {
                 return Err(forbidden("commands need the maintainer role"));
             }
-            if !self.within_reach(by, &areas) {
-                return Err(forbidden("a target lies outside your areas"));
-            }
-            Ok(issue::command(&self.relay, areas.clone(), terminals.clone(), action)?)
+            self.check_reach(by, &areas)?;
+            Ok(issue::command(
+                &self.relay,
+                areas.clone(),
+                terminals.clone(),
+                action,
+            )?)
         })();
         let record = match &result {
             Ok(id) => Record {

@@ -142,7 +142,16 @@ fn cli(args: &[&str], stdin: &str) -> String {
 fn account(config: &Path, name: &str, roles: &str) -> String {
     let c = config.to_str().unwrap();
     cli(
-        &["account", "add", "--config", c, "--role", roles, "--password-stdin", name],
+        &[
+            "account",
+            "add",
+            "--config",
+            c,
+            "--role",
+            roles,
+            "--password-stdin",
+            name,
+        ],
         "a long enough password\n",
     );
     cli(&["account", "token", "--config", c, name], "")
@@ -379,7 +388,13 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
         assert_eq!(row["segments"], row["total_segments"], "{row}");
         assert!(row["total_segments"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["draft"], *draft, "{row}");
-        let d = get_json(&http, &district.api, &token, &format!("/api/drafts/{draft}")).await;
+        let d = get_json(
+            &http,
+            &district.api,
+            &token,
+            &format!("/api/drafts/{draft}"),
+        )
+        .await;
         assert_eq!(d["state"], "published", "{d}");
         assert_eq!(d["approvals"][0]["by"], "li", "{d}");
     }
@@ -424,7 +439,10 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
                     && e["object"] == format!("broadcast {id} (draft {draft})")
             })
             .count();
-        assert_eq!(published, 1, "{object} published {published} times by the trail");
+        assert_eq!(
+            published, 1,
+            "{object} published {published} times by the trail"
+        );
     }
     // And it issues again, at once.
     let wav = path.join("tone-last.wav");
@@ -486,9 +504,26 @@ async fn a_district_killed_again_and_again_loses_nothing_and_issues_again() {
     let out = cli(&["audit", "verify", "--config", &c], "");
     assert!(out.contains("audit trail good"), "{out}");
     let export = path.join("audit.jsonl");
-    cli(&["audit", "export", "--config", &c, "--out", export.to_str().unwrap()], "");
+    cli(
+        &[
+            "audit",
+            "export",
+            "--config",
+            &c,
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        "",
+    );
     let out = cli(
-        &["audit", "verify", "--export", export.to_str().unwrap(), "--config", &c],
+        &[
+            "audit",
+            "verify",
+            "--export",
+            export.to_str().unwrap(),
+            "--config",
+            &c,
+        ],
         "",
     );
     assert!(out.contains("audit trail good"), "{out}");

@@ -120,7 +120,11 @@ impl ApiClient {
             .await?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await?;
-        anyhow::ensure!(status.is_success(), "approve refused ({status}): {}", v["message"]);
+        anyhow::ensure!(
+            status.is_success(),
+            "approve refused ({status}): {}",
+            v["message"]
+        );
         Ok(v)
     }
 

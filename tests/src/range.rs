@@ -378,12 +378,10 @@ impl Range {
 
     /// The district's security events (its API).
     pub async fn security_events(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/api/security-events", self.api()))
+        self.client()
+            .get("/api/security-events")
             .await
             .expect("security events API")
-            .json()
-            .await
-            .expect("security events JSON")
     }
 
     /// Waits until the district's API shows at least one event of `reason`;

@@ -824,12 +824,11 @@ async fn a20_a_rogue_client_posing_as_a_terminal() {
         .conclude(&r, &g)
         .await;
     // Nowhere is the victim muted, and its coverage is its own.
-    let rows: serde_json::Value = reqwest::get(format!("{}/api/terminals", r.api()))
+    let rows: serde_json::Value = r
+        .client()
+        .get("/api/terminals")
         .await
-        .expect("terminals API")
-        .json()
-        .await
-        .expect("JSON");
+        .expect("terminals API");
     let row = rows
         .as_array()
         .and_then(|a| a.iter().find(|t| t["serial"] == format!("{victim:016x}")))

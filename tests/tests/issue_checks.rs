@@ -83,7 +83,10 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         .unwrap();
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "audio", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("silent"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("silent"),
+        "{body}"
+    );
     let (status, body) = api
         .issue_form(&silence, &form("daily", "10"))
         .await
@@ -93,7 +96,10 @@ async fn audio_longer_than_its_validity_and_silent_emergencies_are_refused() {
         body["warnings"][0].as_str().unwrap().contains("silent"),
         "{body}"
     );
-    assert!(body["id"].as_str().is_some(), "a daily notice needs no approval: {body}");
+    assert!(
+        body["id"].as_str().is_some(),
+        "a daily notice needs no approval: {body}"
+    );
     // Nothing refused was kept.
     let listed = api.get("/api/broadcasts").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");

@@ -132,7 +132,12 @@ struct Form {
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     let text = e.body_text();
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", text, "请求体过大");
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            text,
+            "请求体过大",
+        );
     }
     ApiError::new(
         StatusCode::BAD_REQUEST,
@@ -191,7 +196,11 @@ async fn read_form(mut form: Multipart, limit: u64) -> Result<Form, ApiError> {
             value.extend_from_slice(&chunk);
         }
         let value = String::from_utf8(value).map_err(|_| {
-            ApiError::invalid("form", format!("field {name:?} is not UTF-8 text"), "字段不是 UTF-8 文本")
+            ApiError::invalid(
+                "form",
+                format!("field {name:?} is not UTF-8 text"),
+                "字段不是 UTF-8 文本",
+            )
         })?;
         fields.insert(name, value);
     }
@@ -243,7 +252,11 @@ async fn create_draft(
         ));
     };
     if upload.is_empty() {
-        return Err(ApiError::invalid("audio", format!("{file_name:?} is empty"), "音频文件为空"));
+        return Err(ApiError::invalid(
+            "audio",
+            format!("{file_name:?} is empty"),
+            "音频文件为空",
+        ));
     }
     let wf = s.workflow.clone();
     let account = c.account.clone();
@@ -398,7 +411,9 @@ pub async fn submit(
     Path(id): Path<u64>,
 ) -> Result<Json<DraftView>, ApiError> {
     let wf = s.workflow.clone();
-    Ok(Json(blocking(move || wf.submit(&c.account, id)).await?.into()))
+    Ok(Json(
+        blocking(move || wf.submit(&c.account, id)).await?.into(),
+    ))
 }
 
 /// Approves; the last approval needed signs and publishes it at once (or
@@ -414,7 +429,9 @@ pub async fn approve(
     let comment = optional_json::<DecisionRequest>(&body)?.comment;
     let wf = s.workflow.clone();
     Ok(Json(
-        blocking(move || wf.approve(&c.account, id, &comment)).await?.into(),
+        blocking(move || wf.approve(&c.account, id, &comment))
+            .await?
+            .into(),
     ))
 }
 
@@ -429,7 +446,9 @@ pub async fn reject(
     let comment = optional_json::<DecisionRequest>(&body)?.comment;
     let wf = s.workflow.clone();
     Ok(Json(
-        blocking(move || wf.reject(&c.account, id, &comment)).await?.into(),
+        blocking(move || wf.reject(&c.account, id, &comment))
+            .await?
+            .into(),
     ))
 }
 
@@ -440,5 +459,7 @@ pub async fn withdraw(
     Path(id): Path<u64>,
 ) -> Result<Json<DraftView>, ApiError> {
     let wf = s.workflow.clone();
-    Ok(Json(blocking(move || wf.withdraw(&c.account, id)).await?.into()))
+    Ok(Json(
+        blocking(move || wf.withdraw(&c.account, id)).await?.into(),
+    ))
 }

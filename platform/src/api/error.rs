@@ -70,7 +70,12 @@ impl ApiError {
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message, "无权执行此操作")
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            message,
+            "无权执行此操作",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

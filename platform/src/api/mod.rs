@@ -59,7 +59,9 @@ pub struct ApiState {
 }
 
 /// Runs store, hashing and signing work off the runtime's threads.
-pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+pub async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
@@ -217,14 +219,15 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(auth::ClientAddr(peer));
-            let mut app = app.clone();
-            async move {
-                use tower::Service;
-                app.call(req.map(axum::body::Body::new)).await
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(auth::ClientAddr(peer));
+                let mut app = app.clone();
+                async move {
+                    use tower::Service;
+                    app.call(req.map(axum::body::Body::new)).await
+                }
+            });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)

@@ -40,7 +40,9 @@ impl Modify for Security {
         );
         c.add_security_scheme(
             "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(super::auth::SESSION_COOKIE))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                super::auth::SESSION_COOKIE,
+            ))),
         );
     }
 }

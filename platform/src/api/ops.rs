@@ -60,7 +60,15 @@ fn list_json(l: &certs::RevocationList) -> serde_json::Value {
 
 #[utoipa::path(get, path = "/api/revocations", responses((status = 200, body = [Object])))]
 pub async fn revocations(State(s): State<ApiState>) -> Json<Vec<serde_json::Value>> {
-    Json(s.workflow.relay.revocations.lists().iter().map(list_json).collect())
+    Json(
+        s.workflow
+            .relay
+            .revocations
+            .lists()
+            .iter()
+            .map(list_json)
+            .collect(),
+    )
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -87,7 +95,11 @@ pub async fn revoke(
         .map_err(|_| ApiError::invalid("body", "the body is not UTF-8", "请求体不是 UTF-8 文本"))?;
     let what = if text.trim_start().starts_with("-----BEGIN") {
         Revoke::List(certs::RevocationList::from_pem(text).map_err(|e| {
-            ApiError::invalid("body", format!("not a revocation list: {e}"), "吊销列表格式错误")
+            ApiError::invalid(
+                "body",
+                format!("not a revocation list: {e}"),
+                "吊销列表格式错误",
+            )
         })?)
     } else {
         let req: RevokeRequest = serde_json::from_str(text).map_err(|e| {
@@ -109,7 +121,11 @@ pub async fn revoke(
                 .iter()
                 .map(|t| {
                     u64::from_str_radix(t, 16).map_err(|_| {
-                        ApiError::invalid("revoke", format!("serial {t:?} is not hex"), "序列号应为十六进制")
+                        ApiError::invalid(
+                            "revoke",
+                            format!("serial {t:?} is not hex"),
+                            "序列号应为十六进制",
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -197,7 +213,12 @@ pub async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
 
 #[utoipa::path(get, path = "/api/terminals", responses((status = 200, body = [Object])))]
 pub async fn terminals(State(s): State<ApiState>) -> Json<Vec<TerminalRow>> {
-    Json(s.workflow.relay.book().terminals(now_ms(), OFFLINE_AFTER_MS))
+    Json(
+        s.workflow
+            .relay
+            .book()
+            .terminals(now_ms(), OFFLINE_AFTER_MS),
+    )
 }
 
 /// The prepared cancel: one call stops a broadcast everywhere. Allowed to
@@ -210,7 +231,11 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let target: BroadcastId = id.parse().map_err(|_| {
-        ApiError::invalid("id", format!("{id:?} is not a 35-digit broadcast id"), "广播编号应为35位数字")
+        ApiError::invalid(
+            "id",
+            format!("{id:?} is not a 35-digit broadcast id"),
+            "广播编号应为35位数字",
+        )
     })?;
     let wf = s.workflow.clone();
     let cancel_id = blocking(move || wf.cancel(&c.account, target)).await?;
@@ -263,7 +288,11 @@ pub async fn command(
         .iter()
         .map(|a| {
             a.parse::<AreaCode>().map_err(|_| {
-                ApiError::invalid("areas", format!("{a:?} is not a 12-digit area code"), "区域编码格式错误")
+                ApiError::invalid(
+                    "areas",
+                    format!("{a:?} is not a 12-digit area code"),
+                    "区域编码格式错误",
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -272,14 +301,22 @@ pub async fn command(
         .iter()
         .map(|t| {
             u64::from_str_radix(t, 16).map_err(|_| {
-                ApiError::invalid("terminals", format!("terminal {t:?} is not a hex serial"), "终端序列号应为十六进制")
+                ApiError::invalid(
+                    "terminals",
+                    format!("terminal {t:?} is not a hex serial"),
+                    "终端序列号应为十六进制",
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let action = match (req.action.as_str(), req.value) {
         ("volume", Some(v)) if v <= 100 => protocol::Action::Volume(v),
         ("volume", _) => {
-            return Err(ApiError::invalid("value", "volume needs a value 0 to 100", "音量应为 0 到 100"))
+            return Err(ApiError::invalid(
+                "value",
+                "volume needs a value 0 to 100",
+                "音量应为 0 到 100",
+            ))
         }
         ("mute", _) => protocol::Action::Mute(true),
         ("unmute", _) => protocol::Action::Mute(false),

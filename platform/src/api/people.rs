@@ -37,7 +37,9 @@ pub struct SessionView {
 
 fn cookie(s: &ApiState, value: &str, max_age_s: i64) -> String {
     let secure = if s.secure_cookies { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+    )
 }
 
 fn short(name: &str) -> String {
@@ -97,7 +99,10 @@ pub async fn login(
                     just_locked,
                 } => {
                     let until = if until_ms == crate::accounts::LOCKED_FOR_GOOD {
-                        ("until an admin unlocks it".to_string(), "请联系管理员解锁".to_string())
+                        (
+                            "until an admin unlocks it".to_string(),
+                            "请联系管理员解锁".to_string(),
+                        )
                     } else {
                         let t = china_time(until_ms);
                         (format!("until {t}"), format!("请于 {t} 后再试"))
@@ -112,7 +117,10 @@ pub async fn login(
                     ApiError::new(
                         StatusCode::LOCKED,
                         "locked",
-                        format!("this account is locked after repeated failed logins, {}", until.0),
+                        format!(
+                            "this account is locked after repeated failed logins, {}",
+                            until.0
+                        ),
                         format!("多次登录失败，账户已锁定，{}", until.1),
                     )
                 }
@@ -125,13 +133,19 @@ pub async fn login(
         let _ = wf.accounts.end_session(&sha256(old.as_bytes()));
     }
     let (id, session) = wf.accounts.start_session(&account.name, now)?;
-    wf.record(Record::new(&account.name, "login", format!("account {}", account.name)).detail(where_from))?;
+    wf.record(
+        Record::new(&account.name, "login", format!("account {}", account.name)).detail(where_from),
+    )?;
     let max_age = wf.accounts.policy.session_max_hours * 3600;
     let view = SessionView {
         name: account.name.clone(),
         display_name: account.display_name.clone(),
         roles: account.roles.iter().copied().collect(),
-        areas: account.reach(&wf.relay.scope).iter().map(|a| a.to_string()).collect(),
+        areas: account
+            .reach(&wf.relay.scope)
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
         csrf: Some(session.csrf),
         platform: (*s.name).clone(),
     };
@@ -146,8 +160,11 @@ pub async fn logout(
     if let Some(k) = c.session {
         s.workflow.accounts.end_session(&k)?;
     }
-    s.workflow
-        .record(Record::new(c.name(), "logout", format!("account {}", c.name())))?;
+    s.workflow.record(Record::new(
+        c.name(),
+        "logout",
+        format!("account {}", c.name()),
+    ))?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, cookie(&s, "", 0))],
@@ -202,19 +219,32 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     let wf = s.workflow.clone();
     let name = c.name().to_string();
-    let permit = s.hashing.clone().acquire_owned().await.map_err(|_| ApiError::internal("shutting down"))?;
+    let permit = s
+        .hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("shutting down"))?;
     let now = (wf.now)();
     let r = blocking(move || {
         let _permit = permit;
         match wf.accounts.login(&name, &req.old_password, now)? {
-            Ok(_) => wf.accounts.set_password(&name, &req.new_password).map(|_| true),
+            Ok(_) => wf
+                .accounts
+                .set_password(&name, &req.new_password)
+                .map(|_| true),
             Err(_) => Ok(false),
         }
     })
     .await?;
     let outcome = if r { Outcome::Ok } else { Outcome::Refused };
     s.workflow.record(
-        Record::new(c.name(), "account.password", format!("account {}", c.name())).outcome(outcome),
+        Record::new(
+            c.name(),
+            "account.password",
+            format!("account {}", c.name()),
+        )
+        .outcome(outcome),
     )?;
     if !r {
         return Err(ApiError::new(
@@ -276,9 +306,14 @@ pub async fn setup(
     })
     .await?;
     *s.setup.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    s.workflow
-        .record(Record::new(&name, "account.create", format!("account {name}")).detail("first admin, by setup code"))?;
-    Ok((StatusCode::CREATED, Json(s.workflow.accounts.view(&account, now))))
+    s.workflow.record(
+        Record::new(&name, "account.create", format!("account {name}"))
+            .detail("first admin, by setup code"),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.workflow.accounts.view(&account, now)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/accounts", responses((status = 200, body = [AccountView])))]
@@ -309,7 +344,11 @@ fn parse_areas(s: &ApiState, areas: &[String]) -> Result<Vec<AreaCode>, ApiError
     let mut out = Vec::new();
     for a in areas {
         let code: AreaCode = a.parse().map_err(|_| {
-            ApiError::invalid("areas", format!("{a:?} is not a 12-digit area code"), "区域编码格式错误")
+            ApiError::invalid(
+                "areas",
+                format!("{a:?} is not a 12-digit area code"),
+                "区域编码格式错误",
+            )
         })?;
         out.push(code);
     }
@@ -338,15 +377,29 @@ pub async fn create(
     let detail = roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",");
     let name = req.name.clone();
     let result = blocking(move || {
-        wf.accounts
-            .add(&req.name, &req.display_name, roles, areas, &req.password, now)
+        wf.accounts.add(
+            &req.name,
+            &req.display_name,
+            roles,
+            areas,
+            &req.password,
+            now,
+        )
     })
     .await;
-    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
     s.workflow.record(
-        Record::new(c.name(), "account.create", format!("account {}", short(&name)))
-            .outcome(outcome)
-            .detail(format!("roles {detail}")),
+        Record::new(
+            c.name(),
+            "account.create",
+            format!("account {}", short(&name)),
+        )
+        .outcome(outcome)
+        .detail(format!("roles {detail}")),
     )?;
     let a = result?;
     Ok((StatusCode::CREATED, Json(s.workflow.accounts.view(&a, now))))
@@ -397,7 +450,9 @@ pub async fn update(
     }
     let result = blocking(move || {
         let roles = req.roles.map(|r| r.into_iter().collect());
-        let mut a = wf.accounts.update(&n, req.display_name.as_deref(), roles, areas, now)?;
+        let mut a = wf
+            .accounts
+            .update(&n, req.display_name.as_deref(), roles, areas, now)?;
         if let Some(p) = &req.password {
             wf.accounts.set_password(&n, p)?;
         }
@@ -408,11 +463,19 @@ pub async fn update(
         Ok::<_, crate::accounts::AccountError>(a)
     })
     .await;
-    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
     s.workflow.record(
-        Record::new(c.name(), "account.change", format!("account {}", short(&name)))
-            .outcome(outcome)
-            .detail(what.join(",")),
+        Record::new(
+            c.name(),
+            "account.change",
+            format!("account {}", short(&name)),
+        )
+        .outcome(outcome)
+        .detail(what.join(",")),
     )?;
     let a = result?;
     Ok(Json(s.workflow.accounts.view(&a, now)))
@@ -429,9 +492,18 @@ pub async fn remove(
     let n = name.clone();
     let now = (wf.now)();
     let result = blocking(move || wf.accounts.remove(&n, now)).await;
-    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
     s.workflow.record(
-        Record::new(c.name(), "account.delete", format!("account {}", short(&name))).outcome(outcome),
+        Record::new(
+            c.name(),
+            "account.delete",
+            format!("account {}", short(&name)),
+        )
+        .outcome(outcome),
     )?;
     result?;
     Ok(StatusCode::NO_CONTENT)
@@ -467,10 +539,22 @@ pub async fn add_token(
     }
     let now = (s.workflow.now)();
     let result = s.workflow.accounts.add_token(&name, &req.label, None, now);
-    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
-    let id = result.as_ref().map(|(v, _)| v.id.clone()).unwrap_or_default();
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
+    let id = result
+        .as_ref()
+        .map(|(v, _)| v.id.clone())
+        .unwrap_or_default();
     s.workflow.record(
-        Record::new(c.name(), "token.create", format!("account {} token {id}", short(&name))).outcome(outcome),
+        Record::new(
+            c.name(),
+            "token.create",
+            format!("account {} token {id}", short(&name)),
+        )
+        .outcome(outcome),
     )?;
     let (view, token) = result?;
     Ok((StatusCode::CREATED, Json(IssuedToken { view, token })))
@@ -487,10 +571,18 @@ pub async fn revoke_token(
         c.require(&[Role::Admin])?;
     }
     let result = s.workflow.accounts.revoke_token(&name, &id);
-    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    };
     s.workflow.record(
-        Record::new(c.name(), "token.revoke", format!("account {} token {}", short(&name), short(&id)))
-            .outcome(outcome),
+        Record::new(
+            c.name(),
+            "token.revoke",
+            format!("account {} token {}", short(&name), short(&id)),
+        )
+        .outcome(outcome),
     )?;
     result?;
     Ok(StatusCode::NO_CONTENT)
