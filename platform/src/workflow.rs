@@ -79,6 +79,13 @@ pub struct AudioUpload<'a> {
     pub file_name: &'a str,
 }
 
+/// Audio ingested for a draft.
+struct Ingested {
+    info: AudioInfo,
+    frames: Vec<Vec<u8>>,
+    warnings: Vec<String>,
+}
+
 pub struct Workflow {
     pub relay: Arc<Relay>,
     pub ids: IdAllocator,
@@ -124,7 +131,7 @@ impl Workflow {
         &self,
         fields: &DraftFields,
         audio: &AudioUpload<'_>,
-    ) -> Result<(AudioInfo, Vec<Vec<u8>>, Vec<String>), WorkflowError> {
+    ) -> Result<Ingested, WorkflowError> {
         let (encoded, warnings) = issue::ingest(audio.path, &self.ingest, fields, self.lead_ms)
             .map_err(|e| match e {
                 // The codec's message names the temporary file: name the upload.
@@ -145,7 +152,11 @@ impl Workflow {
             gain_db: encoded.normalisation.gain_db,
             frames_sha256: frames_digest(&encoded.frames),
         };
-        Ok((info, encoded.frames, warnings))
+        Ok(Ingested {
+            info,
+            frames: encoded.frames,
+            warnings,
+        })
     }
 
     /// Saves a new draft with its audio ingested once, now.
@@ -163,7 +174,11 @@ impl Workflow {
                 return Err(forbidden("drafting needs the drafter or clerk role"));
             }
             self.check_reach(by, &fields.targets)?;
-            let (info, frames, warnings) = self.ingest_audio(&fields, &audio)?;
+            let Ingested {
+                info,
+                frames,
+                warnings,
+            } = self.ingest_audio(&fields, &audio)?;
             let now = (self.now)();
             let mut d = Draft {
                 id: self.drafts.next_id()?,
@@ -221,8 +236,8 @@ impl Workflow {
                 Some(a) => Some(self.ingest_audio(&fields, a)?),
                 None => None,
             };
-            if let Some((info, frames, _)) = &new_audio {
-                self.drafts.put_frames(id, &info.frames_sha256, frames)?;
+            if let Some(a) = &new_audio {
+                self.drafts.put_frames(id, &a.info.frames_sha256, &a.frames)?;
             }
             let old_digest = current.audio.frames_sha256.clone();
             let now = (self.now)();
@@ -235,9 +250,9 @@ impl Workflow {
                     });
                 }
                 d.set_fields(&fields);
-                if let Some((info, _, warnings)) = &new_audio {
-                    d.audio = info.clone();
-                    d.warnings = warnings.clone();
+                if let Some(a) = &new_audio {
+                    d.audio = a.info.clone();
+                    d.warnings = a.warnings.clone();
                 }
                 d.authors.insert(by.name.clone());
                 d.updated_ms = now;
@@ -375,7 +390,7 @@ impl Workflow {
             }
             self.get(by, id)?;
             let now = (self.now)();
-            Ok(self.drafts.update(id, |d| {
+            self.drafts.update(id, |d| {
                 if !matches!(d.state, DraftState::Submitted | DraftState::Approved)
                     || d.plan.is_some()
                 {
@@ -393,7 +408,7 @@ impl Workflow {
                     comment: comment.to_string(),
                 });
                 Ok(())
-            })??)
+            })?
         })();
         self.audited(record, result)
     }
@@ -408,7 +423,7 @@ impl Workflow {
                     "only its authors or an approver may withdraw a draft",
                 ));
             }
-            Ok(self.drafts.update(id, |d| {
+            self.drafts.update(id, |d| {
                 if !d.state.editable() || d.plan.is_some() {
                     return Err(WorkflowError::WrongState {
                         id,
@@ -418,7 +433,7 @@ impl Workflow {
                 }
                 d.state = DraftState::Cancelled;
                 Ok(())
-            })??)
+            })?
         })();
         self.audited(record, result)
     }
