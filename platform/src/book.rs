@@ -17,6 +17,7 @@ struct Progress {
     muted: bool,
     preempted: bool,
     cancelled: bool,
+    silenced: bool,
     refused: Option<RefusalReason>,
     first_started_ms: Option<i64>,
     /// Heard, as its last receipt that says so reported.
@@ -47,6 +48,8 @@ pub struct Coverage {
     pub muted: u32,
     pub preempted: u32,
     pub cancelled: u32,
+    /// Stopped by the local-silence procedure (R20).
+    pub silenced: u32,
     /// Were playing, then went silent (see `LOST_AFTER_MS`).
     pub lost: u32,
     pub refused: u32,
@@ -172,6 +175,7 @@ impl Book {
                 | ReceiptKind::Muted
                 | ReceiptKind::Preempted
                 | ReceiptKind::Cancelled
+                | ReceiptKind::Silenced
         );
         if ends {
             p.playing = false;
@@ -189,6 +193,7 @@ impl Book {
             ReceiptKind::Muted => p.muted = true,
             ReceiptKind::Preempted => p.preempted = true,
             ReceiptKind::Cancelled => p.cancelled = true,
+            ReceiptKind::Silenced => p.silenced = true,
             // A refusal after this terminal accepted the broadcast is an
             // attack on it (a forged copy), not the terminal's verdict on it.
             ReceiptKind::Refused if p.received => {}
@@ -226,6 +231,7 @@ impl Book {
             c.muted += p.muted as u32;
             c.preempted += p.preempted as u32;
             c.cancelled += p.cancelled as u32;
+            c.silenced += p.silenced as u32;
             if let Some(r) = p.refused {
                 c.refused += 1;
                 *c.refused_by_reason.entry(r.name().to_string()).or_default() += 1;

@@ -23,6 +23,9 @@ pub struct Broadcast {
     segments: RwLock<Vec<(u32, i64, Bytes)>>,
     complete: AtomicBool,
     cancelled: AtomicBool,
+    /// Areas where it is silenced here (R20): children wholly inside them
+    /// are sent nothing more of it.
+    silenced: RwLock<Vec<AreaCode>>,
     /// Number of segments held; forwarders wait on changes.
     count: watch::Sender<usize>,
     pub received_ms: i64,
@@ -37,6 +40,7 @@ impl Broadcast {
             segments: RwLock::new(Vec::new()),
             complete: AtomicBool::new(header_only),
             cancelled: AtomicBool::new(false),
+            silenced: RwLock::new(Vec::new()),
             count: watch::channel(0).0,
             received_ms,
         })
@@ -108,6 +112,29 @@ impl Broadcast {
             self.complete.store(true, Ordering::Release);
         }
         self.count.send_replace(n);
+    }
+
+    /// Silences it in `areas`: children inside them get no more of it.
+    pub fn silence(&self, areas: &[AreaCode]) {
+        self.silenced
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(areas);
+        self.count.send_modify(|_| {});
+    }
+
+    /// True when a child responsible for `scope` lies wholly in silenced areas.
+    pub fn silenced_for(&self, scope: &[AreaCode]) -> bool {
+        let s = self.silenced.read().unwrap_or_else(|p| p.into_inner());
+        !s.is_empty() && certs::area::first_outside(scope, &s).is_none()
+    }
+
+    /// Areas where it is silenced here.
+    pub fn silenced_areas(&self) -> Vec<AreaCode> {
+        self.silenced
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Cancelled or revoked: nothing more of it is sent.

@@ -149,14 +149,18 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         // The child has all of a complete broadcast (or says so): resending
         // even its header would only be refused as a replay.
         let has_all = from == u32::MAX || (b.is_complete() && from as usize >= b.segment_count());
-        if b.targets_any(&child.scope) && !b.is_cancelled() && !has_all {
-            forwarders.spawn(forward(conn.clone(), b, from, child.tier));
+        if b.targets_any(&child.scope)
+            && !b.is_cancelled()
+            && !has_all
+            && !b.silenced_for(&child.scope)
+        {
+            forwarders.spawn(forward(conn.clone(), b, from, child.clone()));
         }
     }
     loop {
         tokio::select! {
             a = announcements.recv() => match a {
-                Ok(b) if b.targets_any(&child.scope) => { forwarders.spawn(forward(conn.clone(), b, 0, child.tier)); }
+                Ok(b) if b.targets_any(&child.scope) => { forwarders.spawn(forward(conn.clone(), b, 0, child.clone())); }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} announcements"),
                 Err(_) => break,
@@ -301,8 +305,9 @@ async fn forward(
     conn: Connection,
     b: Arc<Broadcast>,
     from_seq: u32,
-    tier: Tier,
+    child: Child,
 ) -> Result<BroadcastId, anyhow::Error> {
+    let tier = child.tier;
     let id = b.id();
     let mut stream = conn.open_uni().await?;
     let _ = stream.set_priority(b.priority());
@@ -313,6 +318,11 @@ async fn forward(
     }
     timed(stream.write_all(&b.header_frame)).await?;
     loop {
+        if b.silenced_for(&child.scope) {
+            // Silenced here: the child gets no more of it (the command
+            // itself stops what the child already has).
+            break;
+        }
         match cursor.next(&b, now_ms() * 1000) {
             Step::Send(frame) => timed(stream.write_all(&frame)).await?,
             Step::Wait(at_us) => {

@@ -201,13 +201,15 @@ impl DraftFields {
             "" => 60,
             v => match v.parse::<i64>() {
                 Ok(m) if (1..=MAX_VALID_MINUTES).contains(&m) => m,
-                _ => return Err(field_error(
-                    "valid_minutes",
-                    format!(
+                _ => {
+                    return Err(field_error(
+                        "valid_minutes",
+                        format!(
                         "{v:?}: a whole number of minutes from 1 to {MAX_VALID_MINUTES} (7 days)"
                     ),
-                    format!("有效时长应为 1 到 {MAX_VALID_MINUTES} 分钟的整数"),
-                )),
+                        format!("有效时长应为 1 到 {MAX_VALID_MINUTES} 分钟的整数"),
+                    ))
+                }
             },
         };
         let volume = match text("volume").as_str() {

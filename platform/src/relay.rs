@@ -423,6 +423,18 @@ impl Relay {
                 let _ = self.ingest_segment_reporting(Bytes::from(seg), false, false, now_ms);
             }
         }
+        for (id, areas) in self.store.silences()? {
+            let b = BroadcastId::from_u128(id)
+                .ok()
+                .and_then(|id| self.broadcasts.get(id));
+            if let Some(b) = b {
+                let areas: Vec<AreaCode> = areas
+                    .into_iter()
+                    .filter_map(|a| AreaCode::from_u64(a).ok())
+                    .collect();
+                b.silence(&areas);
+            }
+        }
         Ok(n)
     }
 
@@ -459,7 +471,22 @@ impl Relay {
             self.report(&r, None, offender, now_ms);
             return Err(r.into());
         }
+        if let protocol::Action::Silence(id) = cmd.command.action {
+            self.silence(id, &cmd.command.target_areas)?;
+        }
         let _ = self.commands.send((cmd, frame));
+        Ok(())
+    }
+
+    /// Local silence (R20) of `id` in `areas` at this relay: what it still
+    /// forwards of it to children inside them stops, and stays stopped
+    /// across restarts.
+    fn silence(&self, id: BroadcastId, areas: &[AreaCode]) -> Result<(), IngestError> {
+        if let Some(b) = self.broadcasts.get(id) {
+            b.silence(areas);
+            let all: Vec<u64> = b.silenced_areas().iter().map(|a| a.as_u64()).collect();
+            self.store.put_silence(id, &all)?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub struct Store {
     status: sled::Tree,
     events: sled::Tree,
     revocations: sled::Tree,
+    /// Broadcasts silenced here (R20): id → the areas, as u64s.
+    silences: sled::Tree,
     /// Next free broadcast sequence number per issue day (yyyymmdd).
     sequences: sled::Tree,
 }
@@ -62,6 +64,7 @@ impl Store {
             status: db.open_tree("status")?,
             events: db.open_tree("events")?,
             revocations: db.open_tree("revocations")?,
+            silences: db.open_tree("silences")?,
             sequences: db.open_tree("sequences")?,
             db,
         })
@@ -175,7 +178,34 @@ impl Store {
             let (sk, _) = s?;
             self.segments.remove(sk)?;
         }
+        self.silences.remove(k)?;
         Ok(())
+    }
+
+    /// Records that `id` is silenced here in `areas`, durably.
+    pub fn put_silence(&self, id: BroadcastId, areas: &[u64]) -> Result<(), StoreError> {
+        let v: Vec<u8> = areas.iter().flat_map(|a| a.to_be_bytes()).collect();
+        self.silences.insert(id.as_u128().to_be_bytes(), v)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every silence recorded: (broadcast, areas).
+    pub fn silences(&self) -> Result<Vec<(u128, Vec<u64>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.silences.iter() {
+            let (k, v) = item?;
+            let Ok(id) = <[u8; 16]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            let areas = v
+                .chunks_exact(8)
+                .filter_map(|c| <[u8; 8]>::try_from(c).ok())
+                .map(u64::from_be_bytes)
+                .collect();
+            out.push((u128::from_be_bytes(id), areas));
+        }
+        Ok(out)
     }
 
     /// Appends a security event frame body (keyed by arrival time and a

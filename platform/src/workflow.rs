@@ -237,7 +237,8 @@ impl Workflow {
                 None => None,
             };
             if let Some(a) = &new_audio {
-                self.drafts.put_frames(id, &a.info.frames_sha256, &a.frames)?;
+                self.drafts
+                    .put_frames(id, &a.info.frames_sha256, &a.frames)?;
             }
             let old_digest = current.audio.frames_sha256.clone();
             let now = (self.now)();
@@ -576,6 +577,70 @@ impl Workflow {
                 self.set_state(d.id, DraftState::Cancelled)?;
             }
             Ok(cancel_id)
+        })();
+        self.audited(record, result)
+    }
+
+    /// The local-silence procedure (R20): stops broadcast `target` in
+    /// `areas` (default: all the caller's), with a reason, by a signed
+    /// `Silence` command its terminals obey whoever issued it. Maintainers
+    /// and approvers may; an emergency from a tier above only an approver.
+    /// The terminals' receipts (`silenced`) tell the tiers above at once.
+    pub fn silence(
+        &self,
+        by: &Account,
+        target: BroadcastId,
+        areas: Option<Vec<AreaCode>>,
+        reason: &str,
+    ) -> Result<u64, WorkflowError> {
+        let areas = areas.unwrap_or_else(|| self.reach(by));
+        let record = Record::new(&by.name, "broadcast.silence", format!("broadcast {target}"))
+            .areas(&areas)
+            .detail(reason);
+        let result = (|| {
+            if reason.trim().is_empty() {
+                return Err(FieldError {
+                    field: "reason",
+                    message: "local silence needs a reason".into(),
+                    message_zh: "本地静音须填写原因".into(),
+                }
+                .into());
+            }
+            check_comment(reason, true)?;
+            let b = self
+                .relay
+                .broadcasts
+                .get(target)
+                .ok_or_else(|| WorkflowError::NotFound(format!("broadcast {target}")))?;
+            let h = b.header.header();
+            let from_above = b.header.signer().serial() != self.relay.identity.cert().serial();
+            let emergency = h.class == protocol::BroadcastClass::Emergency;
+            if emergency && from_above {
+                if !by.has(Role::Approver) {
+                    return Err(forbidden(
+                        "an emergency from a tier above can be silenced only by an approver",
+                    ));
+                }
+            } else if !by.has(Role::Maintainer) && !by.has(Role::Approver) {
+                return Err(forbidden(
+                    "local silence needs the maintainer or approver role",
+                ));
+            }
+            self.check_reach(by, &areas)?;
+            if !certs::area::any_overlap(&areas, &h.targets) {
+                return Err(FieldError {
+                    field: "areas",
+                    message: "the broadcast does not target these areas".into(),
+                    message_zh: "该广播未覆盖所选区域".into(),
+                }
+                .into());
+            }
+            Ok(issue::command(
+                &self.relay,
+                areas.clone(),
+                vec![],
+                protocol::Action::Silence(target),
+            )?)
         })();
         self.audited(record, result)
     }

@@ -323,6 +323,10 @@ coded_enum!(
         /// Played while the loudspeaker was muted or at volume 0: nothing
         /// was heard (`detail`: ms played silent).
         Muted = 10,
+        /// Stopped here by the local-silence procedure (R20): a signed
+        /// `Silence` command of a platform above this terminal (`detail`:
+        /// ms heard).
+        Silenced = 11,
     }
 );
 
@@ -433,8 +437,13 @@ pub enum Action {
     Volume(u8),
     Mute(bool),
     Restart,
-    ReportPeriod { seconds: u16 },
+    ReportPeriod {
+        seconds: u16,
+    },
     Amplifier(bool),
+    /// Local silence (R20): stop this broadcast here and never play it
+    /// again, whoever issued it.
+    Silence(BroadcastId),
 }
 
 impl Action {
@@ -445,6 +454,7 @@ impl Action {
             Action::Restart => w.u8(3).u16(0),
             Action::ReportPeriod { seconds } => w.u8(4).u16(seconds),
             Action::Amplifier(on) => w.u8(5).u16(on as u16),
+            Action::Silence(id) => w.u8(6).u16(0).u128(id.as_u128()),
         };
     }
 
@@ -458,6 +468,9 @@ impl Action {
             3 if arg == 0 => Action::Restart,
             4 if arg >= 5 => Action::ReportPeriod { seconds: arg },
             5 => Action::Amplifier(flag(arg)?),
+            6 if arg == 0 => {
+                Action::Silence(BroadcastId::from_u128(r.u128("silenced broadcast")?)?)
+            }
             _ => return Err(DecodeError::invalid("action", format!("{code}/{arg}"))),
         })
     }

@@ -441,6 +441,32 @@ impl<S: ReplayStore> Verifier<S> {
         Ok(HeaderVerdict::Cancel { target, was_active })
     }
 
+    /// Local silence (R20), after a `Silence` command was accepted: the
+    /// broadcast is closed here as a cancel would close it (its later
+    /// segments and a resend are refused as replays; a restart does not
+    /// take it again). True when it was held.
+    pub fn silence(&mut self, id: BroadcastId) -> Result<bool, Refusal> {
+        let Some(a) = self
+            .active
+            .remove(&id)
+            .or_else(|| self.completed.remove(&id))
+        else {
+            return Ok(false);
+        };
+        self.put(
+            id,
+            ReplayRecord {
+                digest: a.digest,
+                end_ms: a.end_ms,
+                next_seq: a.next_seq,
+                closed: true,
+                cancelled: true,
+                played: false,
+            },
+        )?;
+        Ok(true)
+    }
+
     /// Remembers a header seen for the first time (closed: it was cancelled
     /// before it arrived, and never plays).
     fn record_new(&mut self, signed: &SignedHeader, closed: bool) -> Result<(), Refusal> {

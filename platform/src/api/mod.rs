@@ -158,6 +158,7 @@ pub fn router(state: ApiState) -> Router {
             get(ops::list).post(drafts::issue).layer(uploads()),
         )
         .route("/api/broadcasts/{id}/cancel", post(ops::cancel))
+        .route("/api/broadcasts/{id}/silence", post(ops::silence))
         .route("/api/status", get(ops::status))
         .route("/api/terminals", get(ops::terminals))
         .route("/api/commands", post(ops::command))

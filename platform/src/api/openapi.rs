@@ -19,7 +19,7 @@ use super::{drafts, error, ops, people, trail};
         people::add_token, people::revoke_token,
         drafts::list, drafts::create, drafts::get, drafts::edit, drafts::audio, drafts::submit,
         drafts::approve, drafts::reject, drafts::withdraw, drafts::issue,
-        ops::list, ops::cancel, ops::status, ops::terminals, ops::command, ops::security_events,
+        ops::list, ops::cancel, ops::silence, ops::status, ops::terminals, ops::command, ops::security_events,
         ops::revocations, ops::revoke, ops::metrics,
         trail::entries, trail::export,
     ),

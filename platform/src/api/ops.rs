@@ -163,6 +163,8 @@ pub struct BroadcastRow {
     pub cancelled: bool,
     /// The draft it was published from here, if any.
     pub draft: Option<u64>,
+    /// Areas where this platform silenced it (R20).
+    pub silenced_here: Vec<String>,
     #[schema(value_type = Object)]
     pub coverage: Coverage,
 }
@@ -204,6 +206,7 @@ pub async fn list(State(s): State<ApiState>) -> Json<Vec<BroadcastRow>> {
                     total_segments: h.audio.total_segments,
                     cancelled: b.is_cancelled(),
                     draft,
+                    silenced_here: b.silenced_areas().iter().map(|a| a.to_string()).collect(),
                     coverage: book.coverage(b.id(), now, h.end_ms),
                 }
             })
@@ -241,6 +244,60 @@ pub async fn cancel(
     let cancel_id = blocking(move || wf.cancel(&c.account, target)).await?;
     Ok(Json(
         json!({ "cancelled": target.to_string(), "cancel_id": cancel_id.to_string() }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// Why (required; at most 1024 bytes). Shown in the audit trail.
+    #[serde(default)]
+    pub reason: String,
+    /// Area codes to silence it in; absent: all of yours.
+    #[serde(default)]
+    pub areas: Option<Vec<String>>,
+}
+
+/// Local silence (R20): stops a misbehaving broadcast in this platform's
+/// areas (or some of them), whoever issued it, with a reason. An emergency
+/// from a tier above needs an approver.
+#[utoipa::path(post, path = "/api/broadcasts/{id}/silence", params(("id" = String, Path, description = "35-digit broadcast id")),
+    request_body = SilenceRequest,
+    responses((status = 200, body = Object), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn silence(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let target: BroadcastId = id.parse().map_err(|_| {
+        ApiError::invalid(
+            "id",
+            format!("{id:?} is not a 35-digit broadcast id"),
+            "广播编号应为35位数字",
+        )
+    })?;
+    let req: SilenceRequest = super::optional_json(&body)?;
+    let areas = req
+        .areas
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    x.parse::<AreaCode>().map_err(|_| {
+                        ApiError::invalid(
+                            "areas",
+                            format!("{x:?} is not a 12-digit area code"),
+                            "区域编码格式错误",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let wf = s.workflow.clone();
+    let id = blocking(move || wf.silence(&c.account, target, areas, &req.reason)).await?;
+    Ok(Json(
+        json!({ "silenced": target.to_string(), "command_id": format!("{id:016x}") }),
     ))
 }
 

@@ -317,6 +317,7 @@ impl TerminalCore {
                 self.muted = m;
                 self.update_gain();
             }
+            Ok(protocol::Action::Silence(id)) => self.silence(id, now_us),
             Ok(other) => info!("command {other:?} accepted; not supported by this terminal yet"),
             Err(r) => {
                 let offender = cmd.chain().last().map_or(0, Certificate::serial);
@@ -607,7 +608,8 @@ impl TerminalCore {
             ReceiptKind::Finished
             | ReceiptKind::CutAtEnd
             | ReceiptKind::Preempted
-            | ReceiptKind::Cancelled => (kind, r.frames_heard * frame_ms),
+            | ReceiptKind::Cancelled
+            | ReceiptKind::Silenced => (kind, r.frames_heard * frame_ms),
             other => (other, 0),
         };
         let detail = detail.min(u32::MAX as u64) as u32;
@@ -670,12 +672,31 @@ impl TerminalCore {
 
     /// A broadcast stops everywhere here (cancel, revocation).
     fn stop(&mut self, id: BroadcastId, now_us: i64) {
+        self.stop_as(id, ReceiptKind::Cancelled, now_us);
+    }
+
+    fn stop_as(&mut self, id: BroadcastId, kind: ReceiptKind, now_us: i64) {
         let was_current = self.arbiter.current() == Some(id);
         self.arbiter.cancel(id);
         if was_current {
             self.cut();
         }
-        self.outcome(id, ReceiptKind::Cancelled, now_us);
+        self.outcome(id, kind, now_us);
+    }
+
+    /// The local-silence procedure (R20): the broadcast stops here and is
+    /// closed as if cancelled, emergency or not; the receipt says so.
+    fn silence(&mut self, id: BroadcastId, now_us: i64) {
+        let held = self.arbiter.has(id);
+        match self.verifier.silence(id) {
+            Ok(known) if known || held => {
+                self.stop_as(id, ReceiptKind::Silenced, now_us);
+                self.arbitrate(now_us);
+                self.decode_pending = true;
+            }
+            Ok(_) => info!(%id, "silence for a broadcast not held here"),
+            Err(r) => self.report(Some(id), &r, self.serial, false, now_us),
+        }
     }
 
     fn receipt(
