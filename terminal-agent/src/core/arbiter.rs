@@ -36,6 +36,8 @@ pub struct PlayRecord {
     pub muted: bool,
     pub preempted: u32,
     pub cancelled: bool,
+    /// Stopped by the local-silence procedure (R20).
+    pub silenced: bool,
     /// Unix ms at which the broadcast's validity ends.
     pub end_ms: i64,
 }

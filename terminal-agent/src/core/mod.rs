@@ -690,6 +690,7 @@ impl TerminalCore {
         let held = self.arbiter.has(id);
         match self.verifier.silence(id) {
             Ok(known) if known || held => {
+                self.arbiter.record_mut(id).silenced = true;
                 self.stop_as(id, ReceiptKind::Silenced, now_us);
                 self.arbitrate(now_us);
                 self.decode_pending = true;
