@@ -93,12 +93,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(r) => Err(ApiError::new(
-                r.status(),
-                "invalid",
-                r.body_text(),
-                "请求格式错误（应为 JSON）",
-            )),
+            Err(r) => Err(match r.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    r.status(),
+                    "too_large",
+                    format!("the body is too large: the limit is {} kB", JSON_BODY_LIMIT / 1024),
+                    format!("请求体过大：上限 {} kB", JSON_BODY_LIMIT / 1024),
+                ),
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                    r.status(),
+                    "unsupported_media_type",
+                    "expected a JSON body (Content-Type: application/json)",
+                    "请求体应为 JSON（Content-Type: application/json）",
+                ),
+                status => ApiError::new(status, "invalid", r.body_text(), "请求格式错误（应为 JSON）"),
+            }),
         }
     }
 }
