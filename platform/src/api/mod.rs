@@ -97,7 +97,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                     r.status(),
                     "too_large",
-                    format!("the body is too large: the limit is {} kB", JSON_BODY_LIMIT / 1024),
+                    format!(
+                        "the body is too large: the limit is {} kB",
+                        JSON_BODY_LIMIT / 1024
+                    ),
                     format!("请求体过大：上限 {} kB", JSON_BODY_LIMIT / 1024),
                 ),
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
@@ -106,7 +109,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                     "expected a JSON body (Content-Type: application/json)",
                     "请求体应为 JSON（Content-Type: application/json）",
                 ),
-                status => ApiError::new(status, "invalid", r.body_text(), "请求格式错误（应为 JSON）"),
+                status => ApiError::new(
+                    status,
+                    "invalid",
+                    r.body_text(),
+                    "请求格式错误（应为 JSON）",
+                ),
             }),
         }
     }
