@@ -48,6 +48,8 @@ pub enum SignContext {
     Status,
     SecurityEvent,
     AuditSeal,
+    PublishRequest,
+    RequestOutcome,
 }
 
 impl SignContext {
@@ -62,6 +64,8 @@ impl SignContext {
             SignContext::Status => b"EBS-v1 status\0",
             SignContext::SecurityEvent => b"EBS-v1 security event\0",
             SignContext::AuditSeal => b"EBS-v1 audit seal\0",
+            SignContext::PublishRequest => b"EBS-v1 publish request\0",
+            SignContext::RequestOutcome => b"EBS-v1 request outcome\0",
         }
     }
 }

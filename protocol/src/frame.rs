@@ -17,6 +17,7 @@ use crate::event::SignedEvent;
 use crate::header::{SignedHeader, MAX_HEADER_BYTES};
 use crate::ids::coded_enum;
 use crate::member::Member;
+use crate::request::{SignedOutcome, SignedRequest};
 use crate::segment::{Segment, MAX_SEGMENT_BYTES};
 
 pub const FRAME_VERSION: u8 = 1;
@@ -38,6 +39,10 @@ coded_enum!(
         TimeResponse = 23,
         SecurityEvent = 24,
         Member = 25,
+        /// A lower platform's publish request, up (PROTOCOL.md 6.8).
+        PublishRequest = 26,
+        /// The tier above's answer to one, down.
+        RequestOutcome = 27,
     }
 );
 
@@ -49,6 +54,8 @@ impl FrameKind {
             FrameKind::Segment => MAX_SEGMENT_BYTES,
             FrameKind::Revocation => MAX_CRL_BYTES,
             FrameKind::Command => 2 * MAX_CONTROL_BYTES,
+            FrameKind::PublishRequest => crate::request::MAX_REQUEST_BYTES,
+            FrameKind::RequestOutcome => crate::request::MAX_OUTCOME_BYTES,
             _ => MAX_CONTROL_BYTES,
         }
     }
@@ -69,6 +76,8 @@ pub enum Message {
     TimeResponse(TimeResponse),
     SecurityEvent(SignedEvent),
     Member(Member),
+    PublishRequest(SignedRequest),
+    RequestOutcome(SignedOutcome),
 }
 
 impl Message {
@@ -86,6 +95,8 @@ impl Message {
             Message::TimeResponse(_) => FrameKind::TimeResponse,
             Message::SecurityEvent(_) => FrameKind::SecurityEvent,
             Message::Member(_) => FrameKind::Member,
+            Message::PublishRequest(_) => FrameKind::PublishRequest,
+            Message::RequestOutcome(_) => FrameKind::RequestOutcome,
         }
     }
 
@@ -99,6 +110,8 @@ impl Message {
             Message::Receipt(r) => r.body(),
             Message::Command(c) => c.body(),
             Message::SecurityEvent(e) => e.body(),
+            Message::PublishRequest(r) => r.body(),
+            Message::RequestOutcome(o) => o.body(),
             other => {
                 owned = match other {
                     Message::Hello(h) => h.encode(),
@@ -137,6 +150,8 @@ impl Message {
             FrameKind::TimeResponse => Message::TimeResponse(TimeResponse::decode(body)?),
             FrameKind::SecurityEvent => Message::SecurityEvent(SignedEvent::decode(body)?),
             FrameKind::Member => Message::Member(Member::decode(body)?),
+            FrameKind::PublishRequest => Message::PublishRequest(SignedRequest::decode(body)?),
+            FrameKind::RequestOutcome => Message::RequestOutcome(SignedOutcome::decode(body)?),
         })
     }
 }
@@ -283,6 +298,8 @@ mod tests {
                 (FrameKind::TimeResponse, 16_384),
                 (FrameKind::SecurityEvent, 16_384),
                 (FrameKind::Member, 16_384),
+                (FrameKind::PublishRequest, 4_194_304),
+                (FrameKind::RequestOutcome, 16_384),
             ]
         );
         assert_eq!(certs::cert::MAX_CERT_BYTES, 797);

@@ -16,6 +16,7 @@ pub mod member;
 pub mod precedence;
 pub mod refusal;
 pub mod replay;
+pub mod request;
 pub mod segment;
 mod signer_chain;
 /// Fixtures for tests and benchmarks (feature `testing`).
@@ -36,5 +37,6 @@ pub use member::Member;
 pub use precedence::Precedence;
 pub use refusal::{Refusal, RefusalCounts, RefusalReason};
 pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
+pub use request::{OutcomeState, PublishRequest, RequestOutcome, SignedOutcome, SignedRequest};
 pub use segment::Segment;
 pub use verify::{Audience, HeaderVerdict, Policy, RevocationOutcome, SegmentVerdict, Verifier};
