@@ -23,6 +23,7 @@ use crate::relay::Relay;
 pub struct Child {
     pub tier: Tier,
     pub serial: u64,
+    pub name: String,
     pub scope: Vec<AreaCode>,
     pub key: PublicKey,
 }
@@ -93,6 +94,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     let child = Child {
         tier: leaf.tier(),
         serial: leaf.serial(),
+        name: leaf.body().name.clone(),
         scope: leaf.scope().to_vec(),
         key: *leaf.public_key(),
     };
@@ -144,6 +146,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     let mut forwarders = JoinSet::new();
     let mut announcements = relay.broadcasts.announcements();
     let mut commands = relay.command_feed();
+    let mut outcomes = relay.requests.outcomes();
     for b in relay.broadcasts.current(now_ms()) {
         let from = resume.get(&b.id()).copied().unwrap_or(0);
         // The child has all of a complete broadcast (or says so): resending
@@ -177,6 +180,13 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("child session missed {n} commands"),
                 Err(_) => break,
+            },
+            o = outcomes.recv() => match o {
+                Ok((serial, frame)) if serial == child.serial => timed(send.write_all(&frame)).await?,
+                Ok(_) => {}
+                // A lost outcome is sent again when the child sends its request again.
+                Err(RecvError::Lagged(n)) => warn!("child session missed {n} request outcomes"),
+                Err(RecvError::Closed) => break,
             },
             list = revocations.recv() => match list {
                 Ok(list) => {
@@ -285,10 +295,56 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
             }
             relay.record_event(e, crate::now_ms());
         }
+        Message::PublishRequest(r) => {
+            take_request(relay, child, r.clone());
+            // A request is for this platform's desk, not for the tier above.
+            return false;
+        }
         _ => return false,
     }
     relay.send_up(Bytes::from(raw.bytes));
     behind
+}
+
+/// A publish request (PROTOCOL.md 6.9): only from a direct child platform,
+/// signed by that child's own key, for areas in the child's scope.
+fn take_request(relay: &Relay, child: &Child, r: protocol::SignedRequest) {
+    let now = crate::now_ms();
+    let own_key = r
+        .chain()
+        .last()
+        .is_some_and(|c| *c.public_key() == child.key);
+    if child.tier == Tier::Terminal
+        || r.signer_serial() != child.serial
+        || !own_key
+        || !r.signature_valid()
+    {
+        relay.refuse(&Refusal::ForgedReport, None, child.serial, now);
+        return;
+    }
+    if let Some(out) = certs::area::first_outside(&r.request.targets, &child.scope) {
+        relay.refuse(&Refusal::TargetOutsideScope(out), None, child.serial, now);
+        return;
+    }
+    if crate::requests::approving_tier(child.tier) != Some(relay.tier) {
+        // A failover child of a tier further down: its own tier above decides.
+        debug!(
+            serial = format!("{:016x}", child.serial),
+            "publish request not for this tier: ignored"
+        );
+        return;
+    }
+    let taken = relay.requests.submit(crate::requests::Incoming {
+        child_serial: child.serial,
+        child_name: child.name.clone(),
+        request: r,
+    });
+    if !taken {
+        warn!(
+            serial = format!("{:016x}", child.serial),
+            "request desk full: the child sends it again at its next connection"
+        );
+    }
 }
 
 /// True when `held` lacks a list in force here, or holds an older one.

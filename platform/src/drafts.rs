@@ -23,6 +23,8 @@ pub enum DraftState {
     Approved,
     /// Signed and sent.
     Published,
+    /// Sent to the tier above as a publish request, waiting for its answer.
+    Requested,
     /// Sent back with a comment; may be edited and submitted again.
     Rejected,
     /// Withdrawn before publishing, or cancelled after.
@@ -36,6 +38,7 @@ impl DraftState {
             DraftState::Submitted => "submitted",
             DraftState::Approved => "approved",
             DraftState::Published => "published",
+            DraftState::Requested => "requested",
             DraftState::Rejected => "rejected",
             DraftState::Cancelled => "cancelled",
         }
@@ -362,9 +365,80 @@ pub struct Draft {
     pub rejection: Option<Decision>,
     pub plan: Option<Plan>,
     pub warnings: Vec<String>,
+    /// A request from a lower platform: where it came from.
+    #[serde(default)]
+    pub origin: Option<Origin>,
+    /// Sent to the tier above: the request and its answer.
+    #[serde(default)]
+    pub request: Option<SentRequest>,
+}
+
+/// Where a publish request came from (at the tier above).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Origin {
+    /// The requesting platform's certificate serial (hex) and name.
+    pub platform_serial: String,
+    pub platform_name: String,
+    pub request_id: u64,
+    /// Its drafter, at the requesting platform.
+    pub account: String,
+}
+
+/// A request this platform sent up (at the requesting platform). Its
+/// fields fix the request's bytes: signing it again gives the same frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SentRequest {
+    pub request_id: u64,
+    pub requested_at_ms: i64,
+    pub account: String,
+    /// The parent that filed it (serial, hex), once it said so.
+    pub held_by: Option<String>,
+    /// The broadcast the tier above issued, once approved.
+    pub broadcast: Option<String>,
+    pub decided_by: Option<String>,
 }
 
 impl Draft {
+    /// A new draft in state Draft, written by `created_by` at `now`.
+    pub fn new(
+        id: u64,
+        created_by: &str,
+        now: i64,
+        fields: &DraftFields,
+        audio: AudioInfo,
+        approvals_needed: u8,
+        warnings: Vec<String>,
+    ) -> Draft {
+        let mut d = Draft {
+            id,
+            state: DraftState::Draft,
+            targets: vec![],
+            class: 0,
+            severity: 0,
+            event_type: String::new(),
+            title: String::new(),
+            text: String::new(),
+            language: String::new(),
+            valid_minutes: 0,
+            volume: None,
+            start_at_ms: None,
+            created_by: created_by.to_string(),
+            created_ms: now,
+            updated_ms: now,
+            authors: [created_by.to_string()].into(),
+            audio,
+            approvals: vec![],
+            approvals_needed,
+            rejection: None,
+            plan: None,
+            warnings,
+            origin: None,
+            request: None,
+        };
+        d.set_fields(fields);
+        d
+    }
+
     pub fn fields(&self) -> DraftFields {
         DraftFields {
             targets: self
@@ -449,6 +523,10 @@ pub struct DraftStore {
     audio: sled::Tree,
     /// broadcast id → draft id
     published: sled::Tree,
+    /// (requester serial, request id) → draft id, at the tier above.
+    filed: sled::Tree,
+    /// request id → draft id, at the requesting platform.
+    sent: sled::Tree,
 }
 
 impl DraftStore {
@@ -458,7 +536,50 @@ impl DraftStore {
             drafts: db.open_tree("drafts")?,
             audio: db.open_tree("draft_audio")?,
             published: db.open_tree("published")?,
+            filed: db.open_tree("filed_requests")?,
+            sent: db.open_tree("sent_requests")?,
         })
+    }
+
+    fn filed_key(serial: u64, request_id: u64) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&serial.to_be_bytes());
+        k[8..].copy_from_slice(&request_id.to_be_bytes());
+        k
+    }
+
+    /// The draft filed for request `request_id` of platform `serial`.
+    pub fn filed(&self, serial: u64, request_id: u64) -> Result<Option<u64>, DraftStoreError> {
+        Ok(self
+            .filed
+            .get(Self::filed_key(serial, request_id))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Files request `request_id` of `serial` as draft `draft`, durably,
+    /// before the draft itself: a crash between the two leaves the id
+    /// reserved, never a second draft.
+    pub fn file(&self, serial: u64, request_id: u64, draft: u64) -> Result<(), DraftStoreError> {
+        self.filed
+            .insert(Self::filed_key(serial, request_id), &draft.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn note_sent(&self, request_id: u64, draft: u64) -> Result<(), DraftStoreError> {
+        self.sent
+            .insert(request_id.to_be_bytes(), &draft.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn sent_draft(&self, request_id: u64) -> Result<Option<u64>, DraftStoreError> {
+        Ok(self
+            .sent
+            .get(request_id.to_be_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
     }
 
     /// A fresh draft id (sled's monotonic id generator, durable).

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod relay;
 pub mod reporter;
+pub mod requests;
 pub mod revoke;
 pub mod store;
 pub mod upload;
@@ -205,10 +206,18 @@ impl Platform {
             lead_ms: config.lead_ms,
             now: crate::now_ms,
         });
-        // What a crash interrupted between approval and publishing.
+        anyhow::ensure!(
+            !(relay.tier == certs::Tier::District && config.review.any_above()),
+            "review: approver = \"above\" at the district, which has no tier above"
+        );
+        // What a crash interrupted between approval and publishing, and
+        // requests whose outbox entry it lost.
         let recovered = tokio::task::spawn_blocking({
             let w = workflow.clone();
-            move || w.publish_due()
+            move || {
+                w.recover_requests()?;
+                w.publish_due()
+            }
         })
         .await??;
         if recovered > 0 {
@@ -266,6 +275,7 @@ impl Platform {
                 up_rx,
                 stopping(),
             )),
+            tokio::spawn(request_desk(workflow.clone(), stopping())),
             tokio::spawn(housekeeping(
                 relay.clone(),
                 workflow.clone(),
@@ -305,6 +315,43 @@ impl Platform {
             endpoint: std::sync::Mutex::new(Some(endpoint)),
             tasks,
         })
+    }
+}
+
+/// Files publish requests from children and takes the parent's answers,
+/// each off the runtime (store flushes, signing).
+async fn request_desk(
+    workflow: Arc<workflow::Workflow>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let Some((mut incoming, mut answers)) = workflow.relay.requests.take_inputs() else {
+        return;
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            Some(r) = incoming.recv() => {
+                let w = workflow.clone();
+                let serial = r.child_serial;
+                match tokio::task::spawn_blocking(move || w.file_request(r)).await {
+                    Ok(Ok(outcome)) => {
+                        let frame = protocol::Message::RequestOutcome(outcome).encode();
+                        workflow.relay.requests.answer(serial, bytes::Bytes::from(frame));
+                    }
+                    Ok(Err(e)) => tracing::warn!("publish request of {serial:016x} not filed: {e}"),
+                    Err(e) => tracing::error!("filing a publish request: {e}"),
+                }
+            }
+            Some(a) = answers.recv() => {
+                let w = workflow.clone();
+                match tokio::task::spawn_blocking(move || w.apply_outcome(a)).await {
+                    Ok(Err(e)) => tracing::warn!("the parent's answer to a request: {e}"),
+                    Err(e) => tracing::error!("taking the parent's answer: {e}"),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 

@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Account, Role};
 
+/// Who approves.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Approver {
+    /// Approvers of this platform.
+    #[default]
+    Here,
+    /// The tier above: a submitted draft travels up as a signed publish
+    /// request, and the tier above signs and issues it (not at the district).
+    Above,
+}
+
 /// How one class of broadcast is reviewed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +26,8 @@ pub struct Rule {
     /// Approvals needed, each by an approver who did not draft it (0: the
     /// drafter publishes at submit).
     pub approvals: u8,
+    #[serde(default)]
+    pub approver: Approver,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,9 +41,18 @@ pub struct ReviewPolicy {
 impl Default for ReviewPolicy {
     fn default() -> Self {
         ReviewPolicy {
-            emergency: Rule { approvals: 1 },
-            drill: Rule { approvals: 1 },
-            daily: Rule { approvals: 0 },
+            emergency: Rule {
+                approvals: 1,
+                approver: Approver::Here,
+            },
+            drill: Rule {
+                approvals: 1,
+                approver: Approver::Here,
+            },
+            daily: Rule {
+                approvals: 0,
+                approver: Approver::Here,
+            },
         }
     }
 }
@@ -51,7 +74,7 @@ impl ReviewPolicy {
                 ));
             }
         }
-        if self.emergency.approvals == 0 {
+        if self.emergency.approvals == 0 && self.emergency.approver == Approver::Here {
             return Err(
                 "review.emergency.approvals: an emergency needs at least one approver (R10)".into(),
             );
@@ -67,9 +90,21 @@ impl ReviewPolicy {
         }
     }
 
-    /// Approvals a draft of `class` needs.
+    /// Approvals a draft of `class` needs here.
     pub fn approvals_needed(&self, class: BroadcastClass) -> u8 {
         self.rule(class).approvals
+    }
+
+    /// True when drafts of `class` go to the tier above for approval.
+    pub fn goes_above(&self, class: BroadcastClass) -> bool {
+        self.rule(class).approver == Approver::Above
+    }
+
+    /// True when some class goes above (a district has no tier above).
+    pub fn any_above(&self) -> bool {
+        [self.emergency, self.drill, self.daily]
+            .iter()
+            .any(|r| r.approver == Approver::Above)
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Relay {
     pub reporter: Reporter,
     /// Nodes below whose reports can be checked.
     pub members: Members,
+    /// Publish requests between this platform and the tiers next to it.
+    pub requests: crate::requests::RequestDesk,
 }
 
 impl Relay {
@@ -89,6 +91,7 @@ impl Relay {
             revocations: Revocations::new(revocations),
             reporter: Reporter::new(cert.serial(), cert.tier(), up),
             members: Members::default(),
+            requests: Default::default(),
         })
     }
 
@@ -180,6 +183,11 @@ impl Relay {
             tracing::warn!("storing a security event: {err}");
         }
         self.book().record_event(&e.event, now_ms);
+    }
+
+    /// The store (for the parts of the platform beside the relay).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Queues a frame for the parent (a child's report passed up unchanged).

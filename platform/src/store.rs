@@ -24,6 +24,9 @@ pub struct Store {
     revocations: sled::Tree,
     /// Broadcasts silenced here (R20): id → the areas, as u64s.
     silences: sled::Tree,
+    /// This platform's publish requests not yet decided above: request id
+    /// → the signed frame, sent again at each connection to a parent.
+    outbox: sled::Tree,
     /// Next free broadcast sequence number per issue day (yyyymmdd).
     sequences: sled::Tree,
 }
@@ -65,6 +68,7 @@ impl Store {
             events: db.open_tree("events")?,
             revocations: db.open_tree("revocations")?,
             silences: db.open_tree("silences")?,
+            outbox: db.open_tree("outbox")?,
             sequences: db.open_tree("sequences")?,
             db,
         })
@@ -188,6 +192,27 @@ impl Store {
         self.silences.insert(id.as_u128().to_be_bytes(), v)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Keeps a signed request frame until its outcome is final, durably.
+    pub fn put_outbox(&self, request_id: u64, frame: &[u8]) -> Result<(), StoreError> {
+        self.outbox.insert(request_id.to_be_bytes(), frame)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn remove_outbox(&self, request_id: u64) -> Result<(), StoreError> {
+        self.outbox.remove(request_id.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The request frames still waiting for a final outcome.
+    pub fn outbox(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|i| i.map(|(_, v)| v.to_vec()).map_err(StoreError::from))
+            .collect()
     }
 
     /// Every silence recorded: (broadcast, areas).

@@ -92,6 +92,15 @@ async fn session(
     for frame in relay.members.frames() {
         send.write_all(&frame).await?;
     }
+    // Publish requests still undecided go to the tier directly above only:
+    // it files each once and answers with where it stands.
+    let approves = parent_chain.last().map(certs::Certificate::tier)
+        == crate::requests::approving_tier(relay.tier);
+    if approves {
+        for frame in relay.store().outbox()? {
+            send.write_all(&frame).await?;
+        }
+    }
     loop {
         tokio::select! {
             stream = conn.accept_uni() => {
@@ -130,6 +139,11 @@ async fn session(
                     }
                 });
             }
+            _ = relay.requests.outbox_waiting(), if approves => {
+                for frame in relay.store().outbox()? {
+                    send.write_all(&frame).await?;
+                }
+            }
             frame = up.recv() => match frame {
                 Some(f) => send.write_all(&f).await?,
                 None => return Ok(SessionEnd::Lost("the platform is stopping".into())),
@@ -155,6 +169,23 @@ async fn session(
                             }
                         },
                         Ok(_) => {}
+                        Err(e) => {
+                            relay.refuse(&Refusal::from(e), None, parent, crate::now_ms());
+                            strikes.strike();
+                        }
+                    }
+                }
+                Ok(Some(raw)) if raw.kind == protocol::FrameKind::RequestOutcome => {
+                    match raw.message() {
+                        Ok(Message::RequestOutcome(o)) if o.signer_serial() == parent && o.signature_valid() => {
+                            if !relay.requests.answered(crate::requests::FromParent { parent_serial: parent, outcome: o }) {
+                                warn!("request desk full: an outcome waits for the next connection");
+                            }
+                        }
+                        Ok(_) => {
+                            relay.refuse(&Refusal::ForgedReport, None, parent, crate::now_ms());
+                            strikes.strike();
+                        }
                         Err(e) => {
                             relay.refuse(&Refusal::from(e), None, parent, crate::now_ms());
                             strikes.strike();

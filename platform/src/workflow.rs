@@ -14,7 +14,7 @@ use crate::accounts::{Account, Accounts, Role};
 use crate::audit::{AuditTrail, Outcome, Record};
 use crate::drafts::{
     frames_digest, AudioInfo, Decision, Draft, DraftFields, DraftState, DraftStore,
-    DraftStoreError, FieldError,
+    DraftStoreError, FieldError, Origin, SentRequest,
 };
 use crate::issue::{self, IdAllocator, IssueError};
 use crate::policy::{self, ReviewPolicy};
@@ -180,31 +180,15 @@ impl Workflow {
                 warnings,
             } = self.ingest_audio(&fields, &audio)?;
             let now = (self.now)();
-            let mut d = Draft {
-                id: self.drafts.next_id()?,
-                state: DraftState::Draft,
-                targets: vec![],
-                class: 0,
-                severity: 0,
-                event_type: String::new(),
-                title: String::new(),
-                text: String::new(),
-                language: String::new(),
-                valid_minutes: 0,
-                volume: None,
-                start_at_ms: None,
-                created_by: by.name.clone(),
-                created_ms: now,
-                updated_ms: now,
-                authors: [by.name.clone()].into(),
-                audio: info,
-                approvals: vec![],
-                approvals_needed: self.policy.approvals_needed(fields.class),
-                rejection: None,
-                plan: None,
+            let d = Draft::new(
+                self.drafts.next_id()?,
+                &by.name,
+                now,
+                &fields,
+                info,
+                self.policy.approvals_needed(fields.class),
                 warnings,
-            };
-            d.set_fields(&fields);
+            );
             self.drafts.insert(&d, &frames)?;
             Ok(d)
         })();
@@ -309,6 +293,8 @@ impl Workflow {
                 return Err(forbidden("only an author of a draft may submit it"));
             }
             let needed = self.policy.approvals_needed(current.class());
+            let above = self.policy.goes_above(current.class());
+            let now = (self.now)();
             let d = self.drafts.update(id, |d| {
                 if !matches!(d.state, DraftState::Draft | DraftState::Rejected) {
                     return Err(WorkflowError::WrongState {
@@ -320,7 +306,17 @@ impl Workflow {
                 d.approvals.clear();
                 d.rejection = None;
                 d.approvals_needed = needed;
-                d.state = if needed == 0 {
+                d.state = if above {
+                    d.request = Some(SentRequest {
+                        request_id: new_request_id(),
+                        requested_at_ms: now,
+                        account: by.name.clone(),
+                        held_by: None,
+                        broadcast: None,
+                        decided_by: None,
+                    });
+                    DraftState::Requested
+                } else if needed == 0 {
                     DraftState::Approved
                 } else {
                     DraftState::Submitted
@@ -330,7 +326,306 @@ impl Workflow {
             Ok(d)
         })();
         let d = self.audited(record, result)?;
+        if d.state == DraftState::Requested {
+            return self.send_request(&by.name, d);
+        }
         self.publish_if_due(&by.name, d)
+    }
+
+    /// The signed request frame of draft `d` (sent up): the same bytes
+    /// every time, from what the draft holds.
+    fn request_frame(&self, d: &Draft) -> Result<Vec<u8>, WorkflowError> {
+        let sent = d
+            .request
+            .as_ref()
+            .ok_or_else(|| WorkflowError::Store(format!("draft {} has no request", d.id)))?;
+        let f = d.fields();
+        let req = protocol::PublishRequest {
+            request_id: sent.request_id,
+            requested_at_ms: sent.requested_at_ms,
+            requester_account: sent.account.chars().take(10).collect(),
+            targets: f.targets.clone(),
+            class: f.class,
+            severity: f.severity,
+            event_type: f.event_type,
+            valid_minutes: f.valid_minutes as u32,
+            volume: f.volume,
+            language: f.language.clone(),
+            title: f.title.clone(),
+            text: f.text.clone(),
+            sample_rate: d.audio.sample_rate,
+            frames: self.drafts.frames(d)?,
+        };
+        Ok(protocol::Message::PublishRequest(req.sign(&self.relay.identity)).encode())
+    }
+
+    /// Keeps the request in the outbox (sent again at every connection to
+    /// a parent until its answer is final) and sends it now.
+    fn send_request(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
+        let Some(sent) = d.request.clone() else {
+            return Ok(d);
+        };
+        let record = Record::new(
+            actor,
+            "request.send",
+            format!("draft {} request {:016x}", d.id, sent.request_id),
+        )
+        .areas(&d.target_codes())
+        .detail(d.title.clone());
+        let result = (|| {
+            let frame = self.request_frame(&d)?;
+            self.drafts.note_sent(sent.request_id, d.id)?;
+            self.relay
+                .store()
+                .put_outbox(sent.request_id, &frame)
+                .map_err(|e| WorkflowError::Store(e.to_string()))?;
+            self.relay.requests.outbox_changed();
+            Ok(d)
+        })();
+        self.audited(record, result)
+    }
+
+    /// At the tier above: files a child's request once (across restarts)
+    /// as a draft waiting for approval here, and returns the answer to
+    /// send back (queued, or the decision if there is one).
+    pub fn file_request(
+        &self,
+        inc: crate::requests::Incoming,
+    ) -> Result<protocol::SignedOutcome, WorkflowError> {
+        let r = &inc.request.request;
+        let existing = self.drafts.filed(inc.child_serial, r.request_id)?;
+        if let Some(d) = existing
+            .map(|id| self.drafts.get(id))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(self.outcome_of(&d));
+        }
+        let author = format!("{}@{}", r.requester_account, inc.child_name);
+        let record = Record::new(
+            &author,
+            "request.receive",
+            format!("request {:016x} of {:016x}", r.request_id, inc.child_serial),
+        )
+        .areas(&r.targets)
+        .detail(r.title.clone());
+        let result = (|| {
+            let fields = DraftFields {
+                targets: r.targets.clone(),
+                class: r.class,
+                severity: r.severity,
+                event_type: r.event_type,
+                title: r.title.clone(),
+                text: r.text.clone(),
+                language: r.language.clone(),
+                valid_minutes: r.valid_minutes as i64,
+                volume: r.volume,
+                start_at_ms: None,
+            };
+            let audio_ms = r.frames.len() as i64 * 20;
+            if audio_ms + self.lead_ms > fields.valid_minutes * 60_000 {
+                return Err(IssueError::LongerThanValidity {
+                    audio_ms,
+                    lead_ms: self.lead_ms,
+                    valid_minutes: fields.valid_minutes,
+                }
+                .into());
+            }
+            let id = match existing {
+                Some(id) => id,
+                None => self.drafts.next_id()?,
+            };
+            self.drafts.file(inc.child_serial, r.request_id, id)?;
+            let info = AudioInfo {
+                file_name: format!("发布申请 {}", inc.child_name),
+                duration_ms: audio_ms,
+                frames: r.frames.len(),
+                sample_rate: r.sample_rate,
+                source_lufs: None,
+                gain_db: 0.0,
+                frames_sha256: frames_digest(&r.frames),
+            };
+            let needed = self.policy.approvals_needed(r.class).max(1);
+            let mut d = Draft::new(id, &author, (self.now)(), &fields, info, needed, vec![]);
+            d.state = DraftState::Submitted;
+            d.origin = Some(Origin {
+                platform_serial: format!("{:016x}", inc.child_serial),
+                platform_name: inc.child_name.clone(),
+                request_id: r.request_id,
+                account: r.requester_account.clone(),
+            });
+            self.drafts.insert(&d, &r.frames)?;
+            Ok(d)
+        })();
+        let d = self.audited(record, result)?;
+        Ok(self.outcome_of(&d))
+    }
+
+    /// The answer for a request filed as draft `d`, signed here.
+    fn outcome_of(&self, d: &Draft) -> protocol::SignedOutcome {
+        use protocol::OutcomeState;
+        let (serial, request_id) = d
+            .origin
+            .as_ref()
+            .map(|o| {
+                (
+                    u64::from_str_radix(&o.platform_serial, 16).unwrap_or(0),
+                    o.request_id,
+                )
+            })
+            .unwrap_or((0, 0));
+        let last = d.approvals.last();
+        let (state, broadcast, by, comment) = match (d.state, d.broadcast_id()) {
+            (_, Some(b)) => (
+                OutcomeState::Approved,
+                Some(b),
+                last.map(|a| a.by.clone()).unwrap_or_default(),
+                last.map(|a| a.comment.clone()).unwrap_or_default(),
+            ),
+            (DraftState::Rejected, None) => (
+                OutcomeState::Rejected,
+                None,
+                d.rejection
+                    .as_ref()
+                    .map(|r| r.by.clone())
+                    .unwrap_or_default(),
+                d.rejection
+                    .as_ref()
+                    .map(|r| r.comment.clone())
+                    .unwrap_or_default(),
+            ),
+            (DraftState::Cancelled, None) => (
+                OutcomeState::Rejected,
+                None,
+                String::new(),
+                "withdrawn".into(),
+            ),
+            _ => (OutcomeState::Queued, None, String::new(), String::new()),
+        };
+        let cut = |s: String, n: usize| -> String {
+            let mut s = s;
+            while s.len() > n {
+                s.pop();
+            }
+            s
+        };
+        protocol::RequestOutcome {
+            requester_serial: serial,
+            request_id,
+            state,
+            broadcast,
+            decided_by: cut(by, protocol::request::MAX_ACCOUNT_BYTES),
+            comment: cut(comment, protocol::request::MAX_DECISION_COMMENT_BYTES),
+            at_ms: (self.now)(),
+        }
+        .sign(&self.relay.identity)
+    }
+
+    /// Tells the requesting platform how its request stands, if `d` is one.
+    fn answer_origin(&self, d: &Draft) {
+        if let Some(o) = &d.origin {
+            if let Ok(serial) = u64::from_str_radix(&o.platform_serial, 16) {
+                let frame = protocol::Message::RequestOutcome(self.outcome_of(d)).encode();
+                self.relay
+                    .requests
+                    .answer(serial, bytes::Bytes::from(frame));
+            }
+        }
+    }
+
+    /// At the requesting platform: the parent's answer. A final one
+    /// (approved, rejected) settles the draft and empties its outbox entry.
+    pub fn apply_outcome(&self, from: crate::requests::FromParent) -> Result<(), WorkflowError> {
+        use protocol::OutcomeState;
+        let o = &from.outcome.outcome;
+        if o.requester_serial != self.relay.identity.cert().serial() {
+            return Ok(());
+        }
+        let Some(id) = self.drafts.sent_draft(o.request_id)? else {
+            return Ok(());
+        };
+        let parent = format!("{:016x}", from.parent_serial);
+        let now = (self.now)();
+        let before = self.drafts.get(id)?.map(|d| d.state);
+        let d = self.drafts.update(id, |d| {
+            let Some(sent) = d.request.as_mut() else {
+                return Err(());
+            };
+            if sent.request_id != o.request_id || d.state != DraftState::Requested {
+                return Err(());
+            }
+            sent.held_by = Some(parent.clone());
+            match o.state {
+                OutcomeState::Queued => {}
+                OutcomeState::Approved => {
+                    sent.broadcast = o.broadcast.map(|b| b.to_string());
+                    sent.decided_by = Some(o.decided_by.clone());
+                    d.state = DraftState::Published;
+                }
+                OutcomeState::Rejected => {
+                    sent.decided_by = Some(o.decided_by.clone());
+                    d.rejection = Some(Decision {
+                        by: format!("{}@{parent}", o.decided_by),
+                        at_ms: now,
+                        comment: o.comment.clone(),
+                    });
+                    d.state = DraftState::Rejected;
+                }
+            }
+            Ok(())
+        })?;
+        let Ok(d) = d else {
+            return Ok(());
+        };
+        if o.state != OutcomeState::Queued {
+            self.relay
+                .store()
+                .remove_outbox(o.request_id)
+                .map_err(|e| WorkflowError::Store(e.to_string()))?;
+        }
+        if before != Some(d.state) {
+            let action = match o.state {
+                OutcomeState::Queued => "request.queued",
+                OutcomeState::Approved => "request.approved",
+                OutcomeState::Rejected => "request.rejected",
+            };
+            let mut r = Record::new(
+                &format!("{}@{parent}", o.decided_by),
+                action,
+                format!("draft {id} request {:016x}", o.request_id),
+            )
+            .areas(&d.target_codes())
+            .detail(o.comment.clone());
+            if let Some(b) = o.broadcast {
+                r.object = format!("{} broadcast {b}", r.object);
+            }
+            self.record(r)?;
+        }
+        Ok(())
+    }
+
+    /// At start: requests whose outbox entry a crash lost are put back
+    /// (the same bytes: the draft fixes them).
+    pub fn recover_requests(&self) -> Result<usize, WorkflowError> {
+        let mut n = 0;
+        let held: Vec<Vec<u8>> = self
+            .relay
+            .store()
+            .outbox()
+            .map_err(|e| WorkflowError::Store(e.to_string()))?;
+        for d in self.drafts.list(Some(DraftState::Requested), usize::MAX)? {
+            let Some(sent) = &d.request else { continue };
+            let frame = self.request_frame(&d)?;
+            if !held.contains(&frame) {
+                self.drafts.note_sent(sent.request_id, d.id)?;
+                self.relay
+                    .store()
+                    .put_outbox(sent.request_id, &frame)
+                    .map_err(|e| WorkflowError::Store(e.to_string()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Approves with a comment: by an approver who wrote none of it, whose
@@ -411,7 +706,9 @@ impl Workflow {
                 Ok(())
             })?
         })();
-        self.audited(record, result)
+        let d = self.audited(record, result)?;
+        self.answer_origin(&d);
+        Ok(d)
     }
 
     /// Withdraws a draft that is not yet published: its authors or an approver.
@@ -436,7 +733,9 @@ impl Workflow {
                 Ok(())
             })?
         })();
-        self.audited(record, result)
+        let d = self.audited(record, result)?;
+        self.answer_origin(&d);
+        Ok(d)
     }
 
     fn set_state(&self, id: u64, state: DraftState) -> Result<Draft, WorkflowError> {
@@ -516,6 +815,7 @@ impl Workflow {
             Err(_) => record,
         };
         let (_, d) = self.audited(record, result)?;
+        self.answer_origin(&d);
         Ok(d)
     }
 
@@ -725,6 +1025,12 @@ impl Workflow {
         self.audit.record(r, (self.now)())?;
         Ok(())
     }
+}
+
+/// A request id: random, never 0.
+fn new_request_id() -> u64 {
+    use rand::RngCore;
+    rand::rngs::OsRng.next_u64().max(1)
 }
 
 pub enum Revoke {

@@ -83,7 +83,9 @@ impl PublishRequest {
     pub fn sign(&self, identity: &Identity) -> SignedRequest {
         let chain = identity.chain_below_root();
         let mut w = self.encode_unsigned(&chain);
-        let signature = identity.key.sign(SignContext::PublishRequest, &[w.as_slice()]);
+        let signature = identity
+            .key
+            .sign(SignContext::PublishRequest, &[w.as_slice()]);
         w.raw(&signature);
         SignedRequest {
             request: self.clone(),
@@ -155,7 +157,10 @@ impl SignedRequest {
         let event_type = EventType::from_bytes(r.array("request event type")?)?;
         let valid_minutes = r.u32("valid minutes")?;
         if valid_minutes == 0 || valid_minutes > 7 * 24 * 60 {
-            return Err(DecodeError::invalid("valid minutes", valid_minutes.to_string()));
+            return Err(DecodeError::invalid(
+                "valid minutes",
+                valid_minutes.to_string(),
+            ));
         }
         let volume = match r.u8("request volume")? {
             u8::MAX => None,
@@ -173,7 +178,10 @@ impl SignedRequest {
             .to_string();
         let sample_rate = r.u32("request sample rate")?;
         if ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&sample_rate) {
-            return Err(DecodeError::invalid("request sample rate", sample_rate.to_string()));
+            return Err(DecodeError::invalid(
+                "request sample rate",
+                sample_rate.to_string(),
+            ));
         }
         let n = r.u32("request frames")? as usize;
         if n == 0 || n > MAX_REQUEST_FRAMES {
@@ -259,7 +267,9 @@ impl RequestOutcome {
     pub fn sign(&self, identity: &Identity) -> SignedOutcome {
         let chain = identity.chain_below_root();
         let mut w = self.encode_unsigned(&chain);
-        let signature = identity.key.sign(SignContext::RequestOutcome, &[w.as_slice()]);
+        let signature = identity
+            .key
+            .sign(SignContext::RequestOutcome, &[w.as_slice()]);
         w.raw(&signature);
         SignedOutcome {
             outcome: self.clone(),

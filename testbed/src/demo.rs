@@ -118,6 +118,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         heartbeat: Duration::from_secs(5),
         api_everywhere: true,
         platform_runtime: opts.platform_runtime.clone(),
+        configure: Box::new(|_, _| {}),
         progress: Box::new(move |what, done, of| {
             if verbose {
                 eprint!("\rstarting {what}: {done}/{of}   ");

@@ -18,6 +18,9 @@ use crate::node::{platform_config, provision, start_platform};
 /// Reports start-up progress: (what, done, of).
 pub type ProgressFn = Box<dyn Fn(&str, usize, usize) + Send + Sync>;
 
+/// Changes a platform's configuration before it starts: (name, config).
+pub type ConfigureFn = Box<dyn Fn(&str, &mut platform::PlatformConfig) + Send + Sync>;
+
 /// Where a terminal's audio goes: (terminal index, its folder).
 pub type SinkFactory =
     Box<dyn Fn(usize, &Path) -> anyhow::Result<Box<dyn codec::Sink>> + Send + Sync>;
@@ -35,6 +38,9 @@ pub struct LocalOptions {
     /// Run the platforms on this runtime (a benchmark separates relay CPU
     /// from terminal CPU by thread); None: the current one.
     pub platform_runtime: Option<tokio::runtime::Handle>,
+    /// Changes each platform's configuration (by name: `district`,
+    /// `town-T`, `village-T-V`) before it starts.
+    pub configure: ConfigureFn,
 }
 
 impl LocalOptions {
@@ -54,6 +60,7 @@ impl LocalOptions {
             api_everywhere: true,
             progress: Box::new(|_, _, _| {}),
             platform_runtime: None,
+            configure: Box::new(|_, _| {}),
         }
     }
 
@@ -71,6 +78,7 @@ impl LocalOptions {
             api_everywhere: false,
             progress: Box::new(|_, _, _| {}),
             platform_runtime: None,
+            configure: Box::new(|_, _| {}),
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct LocalVillage {
     pub platform: PlatformHandle,
     pub area: AreaCode,
     pub town: usize,
+    /// Its platform's name (`village-T-V`).
+    pub name: String,
 }
 
 pub struct LocalDistrict {
@@ -115,6 +125,8 @@ pub struct LocalDistrict {
     pub root: certs::Certificate,
     /// The playout clock and store thread every terminal here shares.
     pub host: Host,
+    /// Each platform's configuration, by name, to restart it as it was.
+    configs: std::collections::HashMap<String, platform::PlatformConfig>,
 }
 
 const VALIDITY_DAYS: i64 = 365;
@@ -133,9 +145,15 @@ impl LocalDistrict {
         let host = Host::new().context("starting the terminals' host threads")?;
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
         let runtime = opts.platform_runtime.clone();
+        let configs = std::sync::Mutex::new(std::collections::HashMap::new());
         let start = |name: String, parents: Vec<SocketAddr>, bundle: Bundle, http: bool| {
             let runtime = runtime.clone();
-            let config = platform_config(&dir, &name, parents);
+            let mut config = platform_config(&dir, &name, parents);
+            (opts.configure)(&name, &mut config);
+            configs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), config.clone());
             let creds = creds.clone();
             async move {
                 let run = async move { start_platform(config, bundle, &creds, http).await };
@@ -167,9 +185,10 @@ impl LocalDistrict {
                 let b = provision(&pki_dir, &pki.root, &village.identity, &name, now)?;
                 let parents = vec![towns[t].quic_addr, district.quic_addr];
                 villages.push(LocalVillage {
-                    platform: start(name, parents, b, opts.api_everywhere).await?,
+                    platform: start(name.clone(), parents, b, opts.api_everywhere).await?,
                     area: village.area,
                     town: t,
+                    name,
                 });
                 (opts.progress)(
                     "platforms",
@@ -227,7 +246,98 @@ impl LocalDistrict {
             terminals,
             root: pki.root.cert().clone(),
             host,
+            configs: configs.into_inner().unwrap_or_else(|p| p.into_inner()),
         })
+    }
+
+    /// Stops town `t` at once, as a crash would; `restart_town` brings it
+    /// back.
+    pub fn kill_town(&self, t: usize) {
+        self.towns[t].kill();
+    }
+
+    /// Restarts town `t` on its store and addresses, as after a crash
+    /// (stopped at once: no goodbye, nothing flushed beyond what it had).
+    pub async fn restart_town(&mut self, t: usize) -> anyhow::Result<()> {
+        let old = self.towns.remove(t);
+        let new = self.restart_platform(old, &format!("town-{t}")).await;
+        match new {
+            Ok(p) => {
+                self.towns.insert(t, p);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Restarts village `v` on its store and addresses, as after a crash.
+    pub async fn restart_village(&mut self, v: usize) -> anyhow::Result<()> {
+        let name = self.villages[v].name.clone();
+        let placeholder = self.villages.remove(v);
+        let LocalVillage {
+            platform,
+            area,
+            town,
+            name: _,
+        } = placeholder;
+        let p = self.restart_platform(platform, &name).await?;
+        self.villages.insert(
+            v,
+            LocalVillage {
+                platform: p,
+                area,
+                town,
+                name,
+            },
+        );
+        Ok(())
+    }
+
+    async fn restart_platform(
+        &self,
+        old: PlatformHandle,
+        name: &str,
+    ) -> anyhow::Result<PlatformHandle> {
+        let (quic, http) = (old.quic_addr, old.http_addr);
+        old.kill();
+        drop(old);
+        let config = self
+            .configs
+            .get(name)
+            .cloned()
+            .with_context(|| format!("no platform {name}"))?;
+        let now = certs::time::unix_now();
+        let mut last = anyhow::anyhow!("{name} did not restart");
+        // The sockets and the store's lock go with the old tasks: retry a while.
+        for _ in 0..100 {
+            let bundle =
+                Bundle::read_file(&self.dir.join("pki").join(format!("{name}.bundle")), now)?;
+            let listeners = async {
+                Ok::<_, anyhow::Error>(platform::Listeners {
+                    quic: transport::bind_udp(quic)?,
+                    http: match http {
+                        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+                        None => None,
+                    },
+                })
+            };
+            match listeners.await {
+                Ok(l) => {
+                    let creds = self.creds.clone();
+                    let mut p = platform::Platform::new(config.clone(), bundle)?;
+                    if http.is_some() {
+                        p = p.with_accounts(Box::new(move |a| creds.provision(a)));
+                    }
+                    match p.start(l).await {
+                        Ok(p) => return Ok(p),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last)
     }
 
     /// Waits until every terminal is connected upstream; how many are.

@@ -80,9 +80,14 @@ pub struct DraftView {
     pub approvals: Vec<Decision>,
     pub approvals_needed: u8,
     pub rejection: Option<Decision>,
-    /// The broadcast's id once it is signed.
+    /// The broadcast's id once it is signed (here, or by the tier above
+    /// for a request sent up).
     pub broadcast: Option<String>,
     pub warnings: Vec<String>,
+    /// A request from a lower platform: where it came from.
+    pub origin: Option<crate::drafts::Origin>,
+    /// Sent to the tier above for approval: the request and its answer.
+    pub request: Option<crate::drafts::SentRequest>,
 }
 
 fn class_name(c: u8) -> &'static str {
@@ -103,7 +108,10 @@ impl From<Draft> for DraftView {
             drill: d.is_drill(),
             severity: d.severity,
             event_type: d.event_type.clone(),
-            broadcast: d.broadcast_id().map(|b| b.to_string()),
+            broadcast: d
+                .broadcast_id()
+                .map(|b| b.to_string())
+                .or_else(|| d.request.as_ref().and_then(|r| r.broadcast.clone())),
             title: d.title,
             text: d.text,
             language: d.language,
@@ -119,6 +127,8 @@ impl From<Draft> for DraftView {
             approvals_needed: d.approvals_needed,
             rejection: d.rejection,
             warnings: d.warnings,
+            origin: d.origin,
+            request: d.request,
         }
     }
 }
