@@ -265,6 +265,45 @@ pub fn cancel(
     Ok(id)
 }
 
+/// Cancels broadcast `target` of a lower tier, which this platform does
+/// not hold (broadcasts travel down): a cancel for `areas`, in this
+/// platform's scope, that the relays and terminals below accept because a
+/// higher tier whose scope covers the broadcast's targets may cancel it.
+pub fn cancel_below(
+    relay: &Relay,
+    ids: &IdAllocator,
+    target: BroadcastId,
+    areas: Vec<AreaCode>,
+) -> Result<BroadcastId, IssueError> {
+    check_scope(relay, &areas)?;
+    let now = now_ms();
+    let id = ids.next(now)?;
+    let header = BroadcastHeader {
+        id,
+        msg_type: MessageType::Cancel,
+        related: Some(target),
+        class: BroadcastClass::Emergency,
+        event_type: "10000"
+            .parse()
+            .map_err(|e: certs::encoding::DecodeError| IssueError::Invalid(e.to_string()))?,
+        severity: protocol::Severity::Unknown,
+        issued_at_ms: now,
+        start_ms: now,
+        // Long enough to outlive what it cancels (the verifier caps 7 days).
+        end_ms: now + 86_400_000,
+        targets: areas,
+        language: "zh-CN".into(),
+        title: format!("上级取消: {target}"),
+        text: String::new(),
+        audio: AudioParams::NONE,
+        volume_hint: None,
+    };
+    let signed = SignedHeader::sign(header, &relay.identity)
+        .map_err(|e| IssueError::Invalid(e.to_string()))?;
+    publish(relay, signed, std::iter::empty())?;
+    Ok(id)
+}
+
 fn publish(
     relay: &Relay,
     header: SignedHeader,

@@ -850,8 +850,19 @@ impl Workflow {
 
     /// The prepared cancel: one call, allowed to an author of the draft it
     /// came from and to any approver. No second approval is needed to stop
-    /// audio.
-    pub fn cancel(&self, by: &Account, target: BroadcastId) -> Result<BroadcastId, WorkflowError> {
+    /// audio. A broadcast of a lower tier (not held here) is cancelled from
+    /// above by an approver, for `areas` given.
+    pub fn cancel(
+        &self,
+        by: &Account,
+        target: BroadcastId,
+        areas: Option<Vec<AreaCode>>,
+    ) -> Result<BroadcastId, WorkflowError> {
+        if self.relay.broadcasts.get(target).is_none() {
+            if let Some(areas) = areas {
+                return self.cancel_below(by, target, areas);
+            }
+        }
         let record = Record::new(&by.name, "broadcast.cancel", format!("broadcast {target}"));
         let draft = self.drafts.by_broadcast(target)?;
         let record = match self.relay.broadcasts.get(target) {
@@ -877,6 +888,35 @@ impl Workflow {
                 self.set_state(d.id, DraftState::Cancelled)?;
             }
             Ok(cancel_id)
+        })();
+        self.audited(record, result)
+    }
+
+    fn cancel_below(
+        &self,
+        by: &Account,
+        target: BroadcastId,
+        areas: Vec<AreaCode>,
+    ) -> Result<BroadcastId, WorkflowError> {
+        let record = Record::new(
+            &by.name,
+            "broadcast.cancel",
+            format!("broadcast {target} (below)"),
+        )
+        .areas(&areas);
+        let result = (|| {
+            if !by.has(Role::Approver) {
+                return Err(forbidden(
+                    "cancelling a lower tier's broadcast needs the approver role",
+                ));
+            }
+            self.check_reach(by, &areas)?;
+            Ok(issue::cancel_below(
+                &self.relay,
+                &self.ids,
+                target,
+                areas.clone(),
+            )?)
         })();
         self.audited(record, result)
     }

@@ -550,3 +550,88 @@ async fn a_village_silences_an_alert_from_above_and_the_district_sees_it() {
         "{rows}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_above_cancels_a_village_broadcast_it_never_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 2,
+        },
+    )
+    .await;
+    let c = &district.creds;
+    let http = reqwest::Client::new();
+    let clip_path = dir.path().join("notice.wav");
+    clip("alert-zh.wav", 12.0, &clip_path);
+    let village = &district.villages[0];
+    let id = district
+        .api(&village.platform)
+        .issue(
+            &clip_path,
+            &[
+                ("areas", village.area.to_string()),
+                ("class", "daily".into()),
+                ("title", "村务通知".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let playing = eventually(Duration::from_secs(20), || {
+        district
+            .terminals
+            .iter()
+            .all(|t| t.handle().snapshot().playing == Some(id))
+    })
+    .await;
+    assert!(playing);
+    let base = format!("http://{}", district.district.http_addr.unwrap());
+    let url = format!("{base}/api/broadcasts/{id}/cancel");
+    // Not held at the district: without areas it cannot tell where.
+    let (status, e) = call(
+        &http,
+        reqwest::Method::POST,
+        url.clone(),
+        &c.approver.token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{e}");
+    // A drafter of the district may not cancel a lower tier's broadcast.
+    let areas = json!({"areas": [village.area.to_string()]});
+    let (status, _) = call(
+        &http,
+        reqwest::Method::POST,
+        url.clone(),
+        &c.drafter.token,
+        Some(areas.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, ok) = call(
+        &http,
+        reqwest::Method::POST,
+        url,
+        &c.approver.token,
+        Some(areas),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+    let stopped = eventually(Duration::from_secs(10), || {
+        district.terminals.iter().all(|t| {
+            let s = t.handle().snapshot();
+            s.playing != Some(id)
+                && s.records
+                    .get(&id)
+                    .is_some_and(|r| r.cancelled && !r.finished)
+        })
+    })
+    .await;
+    assert!(
+        stopped,
+        "the village's terminals stopped at the district's cancel"
+    );
+}

@@ -224,14 +224,26 @@ pub async fn terminals(State(s): State<ApiState>) -> Json<Vec<TerminalRow>> {
     )
 }
 
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// For a lower tier's broadcast (not held here): the areas to cancel
+    /// it in. Absent for a broadcast held here.
+    #[serde(default)]
+    pub areas: Option<Vec<String>>,
+}
+
 /// The prepared cancel: one call stops a broadcast everywhere. Allowed to
-/// its authors and to any approver; no second approval.
+/// its authors and to any approver; no second approval. A lower tier's
+/// broadcast is cancelled from above by an approver naming the areas.
 #[utoipa::path(post, path = "/api/broadcasts/{id}/cancel", params(("id" = String, Path, description = "35-digit broadcast id")),
+    request_body = CancelRequest,
     responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn cancel(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let target: BroadcastId = id.parse().map_err(|_| {
         ApiError::invalid(
@@ -240,8 +252,10 @@ pub async fn cancel(
             "广播编号应为35位数字",
         )
     })?;
+    let req: CancelRequest = super::optional_json(&body)?;
+    let areas = req.areas.map(|a| parse_areas(&a)).transpose()?;
     let wf = s.workflow.clone();
-    let cancel_id = blocking(move || wf.cancel(&c.account, target)).await?;
+    let cancel_id = blocking(move || wf.cancel(&c.account, target, areas)).await?;
     Ok(Json(
         json!({ "cancelled": target.to_string(), "cancel_id": cancel_id.to_string() }),
     ))
@@ -278,22 +292,7 @@ pub async fn silence(
         )
     })?;
     let req: SilenceRequest = super::optional_json(&body)?;
-    let areas = req
-        .areas
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    x.parse::<AreaCode>().map_err(|_| {
-                        ApiError::invalid(
-                            "areas",
-                            format!("{x:?} is not a 12-digit area code"),
-                            "区域编码格式错误",
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
+    let areas = req.areas.map(|a| parse_areas(&a)).transpose()?;
     let wf = s.workflow.clone();
     let id = blocking(move || wf.silence(&c.account, target, areas, &req.reason)).await?;
     Ok(Json(
@@ -389,6 +388,27 @@ pub async fn command(
     let wf = s.workflow.clone();
     let id = blocking(move || wf.command(&c.account, areas, terminals, action)).await?;
     Ok(Json(json!({ "command_id": format!("{id:016x}") })))
+}
+
+fn parse_areas(a: &[String]) -> Result<Vec<AreaCode>, ApiError> {
+    if a.len() > protocol::header::MAX_TARGETS {
+        return Err(ApiError::invalid(
+            "areas",
+            format!("at most {} areas", protocol::header::MAX_TARGETS),
+            "区域过多",
+        ));
+    }
+    a.iter()
+        .map(|x| {
+            x.parse::<AreaCode>().map_err(|_| {
+                ApiError::invalid(
+                    "areas",
+                    format!("{x:?} is not a 12-digit area code"),
+                    "区域编码格式错误",
+                )
+            })
+        })
+        .collect()
 }
 
 /// Health for load balancers: no detail, no authentication.
