@@ -294,6 +294,18 @@ impl Workflow {
             }
             let needed = self.policy.approvals_needed(current.class());
             let above = self.policy.goes_above(current.class());
+            if above && current.audio.frames > protocol::request::MAX_REQUEST_FRAMES {
+                return Err(FieldError {
+                    field: "audio",
+                    message: format!(
+                        "{} s of audio; a request to the tier above carries at most {} s",
+                        current.audio.duration_ms / 1000,
+                        protocol::request::MAX_REQUEST_FRAMES / 50
+                    ),
+                    message_zh: "上报申请的音频最长10分钟".into(),
+                }
+                .into());
+            }
             let now = (self.now)();
             let d = self.drafts.update(id, |d| {
                 if !matches!(d.state, DraftState::Draft | DraftState::Rejected) {
