@@ -1076,15 +1076,25 @@ mod tests {
         let (session, token) = {
             let db = sled::open(dir.path()).unwrap();
             let a = Accounts::open(&db, AccountPolicy::default()).unwrap();
-            a.add("zhou", "周", roles(&[Role::Auditor]), vec![], "a long enough pass", 0)
-                .unwrap();
+            a.add(
+                "zhou",
+                "周",
+                roles(&[Role::Auditor]),
+                vec![],
+                "a long enough pass",
+                0,
+            )
+            .unwrap();
             let (session, _) = a.start_session("zhou", 0).unwrap();
             let (_, token) = a.add_token("zhou", "", None, 0).unwrap();
             (session, token)
         };
         let db = sled::open(dir.path()).unwrap();
         let a = Accounts::open(&db, AccountPolicy::default()).unwrap();
-        assert_eq!(a.by_session(&session, 1).unwrap().unwrap().account.name, "zhou");
+        assert_eq!(
+            a.by_session(&session, 1).unwrap().unwrap().account.name,
+            "zhou"
+        );
         assert_eq!(a.by_token(&token, 1).unwrap().unwrap().account.name, "zhou");
         assert!(a.login("zhou", "a long enough pass", 2).unwrap().is_ok());
     }
