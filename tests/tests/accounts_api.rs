@@ -555,3 +555,63 @@ async fn bad_requests_get_a_json_error_naming_the_field_before_anything_is_read(
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_draft_with_a_start_time_is_published_at_that_time() {
+    let n = district(true, 10).await;
+    let c = &n.creds;
+    let clip = n._dir.path().join("tone.wav");
+    tests::clip("alert-zh.wav", 2.0, &clip);
+    let start = platform::now_ms() + 3_000;
+    let fields = vec![
+        ("areas", n.platform.relay.scope[0].to_string()),
+        ("class", "emergency".to_string()),
+        ("severity", "3".to_string()),
+        ("title", "定时预警".to_string()),
+        ("start_at_ms", start.to_string()),
+        ("submit", "true".to_string()),
+    ];
+    let http = client();
+    let form = testbed::client::form(&clip, &fields).unwrap();
+    let (status, d) = json_of(
+        http.post(format!("{}/api/drafts", n.base))
+            .bearer_auth(&c.drafter.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{d}");
+    let id = d["id"].as_u64().unwrap();
+    let (status, d) = json_of(
+        http.post(format!("{}/api/drafts/{id}/approve", n.base))
+            .bearer_auth(&c.approver.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, d["state"].as_str()),
+        (200, Some("approved")),
+        "{d}"
+    );
+    assert!(
+        n.platform.relay.broadcasts.all().is_empty(),
+        "not before its start"
+    );
+    let published = tests::eventually(Duration::from_secs(10), || {
+        !n.platform.relay.broadcasts.all().is_empty()
+    })
+    .await;
+    assert!(published, "published at its start time");
+    let b = n.platform.relay.broadcasts.all()[0].clone();
+    assert!(
+        b.header.header().issued_at_ms >= start,
+        "signed at its start, not before"
+    );
+    let d = n.platform.workflow.drafts.get(id).unwrap().unwrap();
+    assert_eq!(d.state, platform::drafts::DraftState::Published);
+    assert_eq!(d.broadcast_id(), Some(b.id()));
+}
