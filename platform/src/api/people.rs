@@ -16,6 +16,12 @@ use super::{blocking, ApiJson, ApiState};
 use crate::accounts::{sha256, AccountView, LoginRefused, Role, TokenView};
 use crate::audit::{china_time, Outcome, Record};
 
+/// Records in the audit trail off the runtime (each entry is flushed).
+async fn audit(s: &ApiState, r: Record) -> Result<(), ApiError> {
+    let wf = s.workflow.clone();
+    blocking(move || wf.record(r)).await
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
@@ -125,17 +131,23 @@ pub async fn login(
                     )
                 }
             };
-            wf.record(r)?;
+            audit(&s, r).await?;
             return Err(answer);
         }
     };
-    if let Some(old) = session_cookie(&headers) {
-        let _ = wf.accounts.end_session(&sha256(old.as_bytes()));
-    }
-    let (id, session) = wf.accounts.start_session(&account.name, now)?;
-    wf.record(
+    let (old, w, name) = (session_cookie(&headers), wf.clone(), account.name.clone());
+    let (id, session) = blocking(move || {
+        if let Some(old) = old {
+            let _ = w.accounts.end_session(&sha256(old.as_bytes()));
+        }
+        w.accounts.start_session(&name, now)
+    })
+    .await?;
+    audit(
+        &s,
         Record::new(&account.name, "login", format!("account {}", account.name)).detail(where_from),
-    )?;
+    )
+    .await?;
     let max_age = wf.accounts.policy.session_max_hours * 3600;
     let view = SessionView {
         name: account.name.clone(),
@@ -158,13 +170,14 @@ pub async fn logout(
     Extension(c): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     if let Some(k) = c.session {
-        s.workflow.accounts.end_session(&k)?;
+        let wf = s.workflow.clone();
+        blocking(move || wf.accounts.end_session(&k)).await?;
     }
-    s.workflow.record(Record::new(
-        c.name(),
-        "logout",
-        format!("account {}", c.name()),
-    ))?;
+    audit(
+        &s,
+        Record::new(c.name(), "logout", format!("account {}", c.name())),
+    )
+    .await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, cookie(&s, "", 0))],
@@ -238,14 +251,16 @@ pub async fn change_password(
     })
     .await?;
     let outcome = if r { Outcome::Ok } else { Outcome::Refused };
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "account.password",
             format!("account {}", c.name()),
         )
         .outcome(outcome),
-    )?;
+    )
+    .await?;
     if !r {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -281,9 +296,11 @@ pub async fn setup(
     use subtle::ConstantTimeEq;
     let good = expected.is_some_and(|h| bool::from(h.ct_eq(&sha256(req.code.trim().as_bytes()))));
     if !good || !s.workflow.accounts.is_empty() {
-        s.workflow.record(
+        audit(
+            &s,
             Record::new(&short(&req.name), "setup", "first admin").outcome(Outcome::Refused),
-        )?;
+        )
+        .await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -306,10 +323,12 @@ pub async fn setup(
     })
     .await?;
     *s.setup.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(&name, "account.create", format!("account {name}"))
             .detail("first admin, by setup code"),
-    )?;
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(s.workflow.accounts.view(&account, now)),
@@ -392,7 +411,8 @@ pub async fn create(
     } else {
         Outcome::Refused
     };
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "account.create",
@@ -400,7 +420,8 @@ pub async fn create(
         )
         .outcome(outcome)
         .detail(format!("roles {detail}")),
-    )?;
+    )
+    .await?;
     let a = result?;
     Ok((StatusCode::CREATED, Json(s.workflow.accounts.view(&a, now))))
 }
@@ -468,7 +489,8 @@ pub async fn update(
     } else {
         Outcome::Refused
     };
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "account.change",
@@ -476,7 +498,8 @@ pub async fn update(
         )
         .outcome(outcome)
         .detail(what.join(",")),
-    )?;
+    )
+    .await?;
     let a = result?;
     Ok(Json(s.workflow.accounts.view(&a, now)))
 }
@@ -497,14 +520,16 @@ pub async fn remove(
     } else {
         Outcome::Refused
     };
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "account.delete",
             format!("account {}", short(&name)),
         )
         .outcome(outcome),
-    )?;
+    )
+    .await?;
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -538,7 +563,8 @@ pub async fn add_token(
         c.require(&[Role::Admin])?;
     }
     let now = (s.workflow.now)();
-    let result = s.workflow.accounts.add_token(&name, &req.label, None, now);
+    let (wf, n) = (s.workflow.clone(), name.clone());
+    let result = blocking(move || wf.accounts.add_token(&n, &req.label, None, now)).await;
     let outcome = if result.is_ok() {
         Outcome::Ok
     } else {
@@ -548,14 +574,16 @@ pub async fn add_token(
         .as_ref()
         .map(|(v, _)| v.id.clone())
         .unwrap_or_default();
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "token.create",
             format!("account {} token {id}", short(&name)),
         )
         .outcome(outcome),
-    )?;
+    )
+    .await?;
     let (view, token) = result?;
     Ok((StatusCode::CREATED, Json(IssuedToken { view, token })))
 }
@@ -570,20 +598,23 @@ pub async fn revoke_token(
     if c.name() != name {
         c.require(&[Role::Admin])?;
     }
-    let result = s.workflow.accounts.revoke_token(&name, &id);
+    let (wf, n, t) = (s.workflow.clone(), name.clone(), id.clone());
+    let result = blocking(move || wf.accounts.revoke_token(&n, &t)).await;
     let outcome = if result.is_ok() {
         Outcome::Ok
     } else {
         Outcome::Refused
     };
-    s.workflow.record(
+    audit(
+        &s,
         Record::new(
             c.name(),
             "token.revoke",
             format!("account {} token {}", short(&name), short(&id)),
         )
         .outcome(outcome),
-    )?;
+    )
+    .await?;
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
