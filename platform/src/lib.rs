@@ -205,6 +205,7 @@ impl Platform {
             ingest: config.ingest(),
             lead_ms: config.lead_ms,
             now: crate::now_ms,
+            next_start_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         anyhow::ensure!(
             !(relay.tier == certs::Tier::District && config.review.any_above()),

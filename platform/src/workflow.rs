@@ -5,6 +5,7 @@
 //! flushes, ingest, signing): callers on a runtime use `spawn_blocking`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use certs::AreaCode;
@@ -96,6 +97,9 @@ pub struct Workflow {
     pub ingest: codec::IngestConfig,
     pub lead_ms: i64,
     pub now: fn() -> i64,
+    /// The earliest start of an approved draft waiting for it (i64::MIN:
+    /// not known yet, scan; i64::MAX: none).
+    pub next_start_ms: AtomicI64,
 }
 
 impl Workflow {
@@ -768,6 +772,9 @@ impl Workflow {
         if due {
             self.publish(actor, d.id)
         } else {
+            if let (DraftState::Approved, Some(t)) = (d.state, d.start_at_ms) {
+                self.next_start_ms.fetch_min(t, Ordering::AcqRel);
+            }
             Ok(d)
         }
     }
@@ -835,9 +842,19 @@ impl Workflow {
     /// stored but whose publishing was not recorded) and publishes
     /// approved drafts whose start has come. Returns how many it published.
     pub fn publish_due(&self) -> Result<usize, WorkflowError> {
-        let mut n = 0;
         let now = (self.now)();
+        // The scan reads every draft: only when a start may have come.
+        if now < self.next_start_ms.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        self.next_start_ms.store(i64::MAX, Ordering::Release);
+        let mut n = 0;
         for d in self.drafts.list(Some(DraftState::Approved), usize::MAX)? {
+            if let (None, Some(t)) = (d.plan, d.start_at_ms) {
+                if t > now {
+                    self.next_start_ms.fetch_min(t, Ordering::AcqRel);
+                }
+            }
             match d.plan {
                 Some(plan) => {
                     let held = BroadcastId::from_u128(plan.broadcast)
