@@ -137,6 +137,8 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
 
 pub fn router(state: ApiState) -> Router {
     use axum::extract::DefaultBodyLimit;
+    use axum::http::{header, HeaderValue};
+    use tower_http::set_header::SetResponseHeaderLayer as Set;
     let uploads = DefaultBodyLimit::disable;
     let public = Router::new()
         .route("/api/health", get(ops::health))
@@ -204,6 +206,24 @@ pub fn router(state: ApiState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(error::json_errors))
+        // On every answer: nothing is sniffed, framed, cached or sent
+        // elsewhere as a referrer; no script or resource loads from anywhere.
+        .layer(Set::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(Set::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(Set::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(Set::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .with_state(state)
 }
 
