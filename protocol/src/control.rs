@@ -540,13 +540,12 @@ impl SignedCommand {
     }
 
     pub fn signature_valid(&self) -> bool {
-        let Some(signer) = self.chain.last() else {
-            return false;
-        };
-        let signed = &self.body[..self.body.len() - self.signature.len()];
-        signer
-            .public_key()
-            .verify(SignContext::Command, &[signed], &self.signature)
+        crate::signer_chain::signed_by_last(
+            &self.chain,
+            &self.body,
+            &self.signature,
+            SignContext::Command,
+        )
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {

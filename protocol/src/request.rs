@@ -119,13 +119,12 @@ impl SignedRequest {
     }
 
     pub fn signature_valid(&self) -> bool {
-        let Some(signer) = self.chain.last() else {
-            return false;
-        };
-        let signed = &self.body[..self.body.len() - self.signature.len()];
-        signer
-            .public_key()
-            .verify(SignContext::PublishRequest, &[signed], &self.signature)
+        crate::signer_chain::signed_by_last(
+            &self.chain,
+            &self.body,
+            &self.signature,
+            SignContext::PublishRequest,
+        )
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
@@ -302,13 +301,12 @@ impl SignedOutcome {
     }
 
     pub fn signature_valid(&self) -> bool {
-        let Some(signer) = self.chain.last() else {
-            return false;
-        };
-        let signed = &self.body[..self.body.len() - self.signature.len()];
-        signer
-            .public_key()
-            .verify(SignContext::RequestOutcome, &[signed], &self.signature)
+        crate::signer_chain::signed_by_last(
+            &self.chain,
+            &self.body,
+            &self.signature,
+            SignContext::RequestOutcome,
+        )
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {

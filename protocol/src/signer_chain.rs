@@ -29,3 +29,18 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Result<Vec<Certificate>, DecodeError> 
     }
     Ok(chain)
 }
+
+/// True when `body` ends with `signature`, made under `context` over the
+/// bytes before it by the key of the chain's last certificate (the signer).
+pub(crate) fn signed_by_last(
+    chain: &[Certificate],
+    body: &[u8],
+    signature: &certs::Signature,
+    context: certs::SignContext,
+) -> bool {
+    let Some(signer) = chain.last() else {
+        return false;
+    };
+    let signed = &body[..body.len() - signature.len()];
+    signer.public_key().verify(context, &[signed], signature)
+}

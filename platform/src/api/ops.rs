@@ -245,13 +245,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let target: BroadcastId = id.parse().map_err(|_| {
-        ApiError::invalid(
-            "id",
-            format!("{id:?} is not a 35-digit broadcast id"),
-            "广播编号应为35位数字",
-        )
-    })?;
+    let target = broadcast_id(&id)?;
     let req: CancelRequest = super::optional_json(&body)?;
     let areas = req.areas.map(|a| parse_areas(&a)).transpose()?;
     let wf = s.workflow.clone();
@@ -284,13 +278,7 @@ pub async fn silence(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let target: BroadcastId = id.parse().map_err(|_| {
-        ApiError::invalid(
-            "id",
-            format!("{id:?} is not a 35-digit broadcast id"),
-            "广播编号应为35位数字",
-        )
-    })?;
+    let target = broadcast_id(&id)?;
     let req: SilenceRequest = super::optional_json(&body)?;
     let areas = req.areas.map(|a| parse_areas(&a)).transpose()?;
     let wf = s.workflow.clone();
@@ -388,6 +376,16 @@ pub async fn command(
     let wf = s.workflow.clone();
     let id = blocking(move || wf.command(&c.account, areas, terminals, action)).await?;
     Ok(Json(json!({ "command_id": format!("{id:016x}") })))
+}
+
+fn broadcast_id(id: &str) -> Result<BroadcastId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::invalid(
+            "id",
+            format!("{id:?} is not a 35-digit broadcast id"),
+            "广播编号应为35位数字",
+        )
+    })
 }
 
 fn parse_areas(a: &[String]) -> Result<Vec<AreaCode>, ApiError> {

@@ -16,6 +16,15 @@ use super::{blocking, ApiJson, ApiState};
 use crate::accounts::{sha256, AccountView, LoginRefused, Role, TokenView};
 use crate::audit::{china_time, Outcome, Record};
 
+/// How the trail names a result: done, or refused.
+fn outcome_of<T, E>(result: &Result<T, E>) -> Outcome {
+    if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    }
+}
+
 /// Records in the audit trail off the runtime (each entry is flushed).
 async fn audit(s: &ApiState, r: Record) -> Result<(), ApiError> {
     let wf = s.workflow.clone();
@@ -406,11 +415,7 @@ pub async fn create(
         )
     })
     .await;
-    let outcome = if result.is_ok() {
-        Outcome::Ok
-    } else {
-        Outcome::Refused
-    };
+    let outcome = outcome_of(&result);
     audit(
         &s,
         Record::new(
@@ -484,11 +489,7 @@ pub async fn update(
         Ok::<_, crate::accounts::AccountError>(a)
     })
     .await;
-    let outcome = if result.is_ok() {
-        Outcome::Ok
-    } else {
-        Outcome::Refused
-    };
+    let outcome = outcome_of(&result);
     audit(
         &s,
         Record::new(
@@ -515,11 +516,7 @@ pub async fn remove(
     let n = name.clone();
     let now = (wf.now)();
     let result = blocking(move || wf.accounts.remove(&n, now)).await;
-    let outcome = if result.is_ok() {
-        Outcome::Ok
-    } else {
-        Outcome::Refused
-    };
+    let outcome = outcome_of(&result);
     audit(
         &s,
         Record::new(
@@ -565,11 +562,7 @@ pub async fn add_token(
     let now = (s.workflow.now)();
     let (wf, n) = (s.workflow.clone(), name.clone());
     let result = blocking(move || wf.accounts.add_token(&n, &req.label, None, now)).await;
-    let outcome = if result.is_ok() {
-        Outcome::Ok
-    } else {
-        Outcome::Refused
-    };
+    let outcome = outcome_of(&result);
     let id = result
         .as_ref()
         .map(|(v, _)| v.id.clone())
@@ -600,11 +593,7 @@ pub async fn revoke_token(
     }
     let (wf, n, t) = (s.workflow.clone(), name.clone(), id.clone());
     let result = blocking(move || wf.accounts.revoke_token(&n, &t)).await;
-    let outcome = if result.is_ok() {
-        Outcome::Ok
-    } else {
-        Outcome::Refused
-    };
+    let outcome = outcome_of(&result);
     audit(
         &s,
         Record::new(
