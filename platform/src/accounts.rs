@@ -130,7 +130,7 @@ impl AccountPolicy {
 /// attacker's input size.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Account names: 1 to 32 of `a-z 0-9 . _ -`, starting with a letter or digit.
-pub const MAX_NAME_BYTES: usize = 32;
+pub const MAX_NAME_BYTES: usize = protocol::request::MAX_ACCOUNT_BYTES;
 /// Display names (e.g. 张三), in bytes (10 Chinese characters fit in 32).
 pub const MAX_DISPLAY_NAME_BYTES: usize = 96;
 /// Tokens per account.

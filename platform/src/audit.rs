@@ -191,12 +191,12 @@ pub struct AuditTrail {
 /// signer's certificate serial and the signature.
 pub type Sealer = Arc<dyn Fn(&[u8]) -> (u64, Signature) + Send + Sync>;
 
-/// A sealer with `identity`'s key.
-pub fn sealer_of<F>(sign: F) -> Sealer
-where
-    F: Fn(&[u8]) -> (u64, Signature) + Send + Sync + 'static,
-{
-    Arc::new(sign)
+/// A seal of `hash` by `identity`: its certificate's serial and signature.
+pub fn seal_with(identity: &certs::Identity, hash: &[u8]) -> (u64, Signature) {
+    (
+        identity.cert().serial(),
+        identity.key.sign(SignContext::AuditSeal, &[hash]),
+    )
 }
 
 fn key(seq: u64) -> [u8; 8] {
@@ -477,7 +477,7 @@ mod tests {
     use super::*;
 
     fn signer(key: certs::SecretKey) -> Sealer {
-        sealer_of(move |m| (7, key.sign(SignContext::AuditSeal, &[m])))
+        Arc::new(move |m| (7, key.sign(SignContext::AuditSeal, &[m])))
     }
 
     fn trail() -> (tempfile::TempDir, AuditTrail, PublicKey) {

@@ -150,12 +150,6 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<PlatformConfig> {
     Ok(c)
 }
 
-fn identity_of(c: &PlatformConfig) -> anyhow::Result<certs::Identity> {
-    let b = certs::Bundle::read_file(&c.bundle, certs::time::unix_now())
-        .with_context(|| format!("loading bundle {}", c.bundle.display()))?;
-    Ok(b.identity)
-}
-
 fn read_password(stdin: bool) -> anyhow::Result<String> {
     if stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
@@ -192,8 +186,7 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|a| a.parse().with_context(|| format!("area {a:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let identity = identity_of(&c)?;
-            let (accounts, audit) = crate::open_offline(&c, Some(identity))?;
+            let (accounts, audit) = crate::open_offline(&c)?;
             let password = read_password(password_stdin)?;
             let a = accounts.add(&name, &display_name, roles.clone(), areas, &password, now)?;
             audit.record(
@@ -213,7 +206,7 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
             name,
         } => {
             let c = load_config(&config)?;
-            let (accounts, audit) = crate::open_offline(&c, Some(identity_of(&c)?))?;
+            let (accounts, audit) = crate::open_offline(&c)?;
             let (view, token) = accounts.add_token(&name, &label, None, now)?;
             audit.record(
                 crate::audit::Record::new(
@@ -228,7 +221,7 @@ fn account(action: AccountCommand) -> anyhow::Result<()> {
         }
         AccountCommand::List { config } => {
             let c = load_config(&config)?;
-            let (accounts, _) = crate::open_offline(&c, None)?;
+            let (accounts, _) = crate::open_offline(&c)?;
             for a in accounts.list()? {
                 let roles: Vec<&str> = a.roles.iter().map(|r| r.name()).collect();
                 let locked = if a.is_locked(now) { " (locked)" } else { "" };
@@ -281,7 +274,7 @@ fn audit(action: AuditCommand) -> anyhow::Result<()> {
                 (None, Some(config)) => {
                     let c = load_config(config)?;
                     cert.push(c.bundle.clone());
-                    let (_, trail) = crate::open_offline(&c, None)?;
+                    let (_, trail) = crate::open_offline(&c)?;
                     trail.raw().collect::<Result<_, _>>()?
                 }
                 (None, None) => anyhow::bail!("give --config (a store) or --export (a file)"),
@@ -315,7 +308,7 @@ fn audit(action: AuditCommand) -> anyhow::Result<()> {
             out,
         } => {
             let c = load_config(&config)?;
-            let (_, trail) = crate::open_offline(&c, None)?;
+            let (_, trail) = crate::open_offline(&c)?;
             let bytes = match format.as_str() {
                 "jsonl" => {
                     let mut out = Vec::new();

@@ -172,15 +172,7 @@ impl Platform {
         let sealing = relay.clone();
         let audit = audit::AuditTrail::open(
             store.db(),
-            audit::sealer_of(move |m| {
-                (
-                    sealing.identity.cert().serial(),
-                    sealing
-                        .identity
-                        .key
-                        .sign(certs::SignContext::AuditSeal, &[m]),
-                )
-            }),
+            Arc::new(move |m: &[u8]| audit::seal_with(&sealing.identity, m)),
         )?;
         // Lists provisioned with the bundle, unless the store has newer ones.
         for list in bundle.revocations {
@@ -377,23 +369,19 @@ fn store_error(config: &PlatformConfig, e: store::StoreError) -> anyhow::Error {
 }
 
 /// Opens only the people's part of a stopped platform's store (accounts,
-/// the audit trail) for the command line.
+/// the audit trail, sealed with the key of `config`'s bundle) for the
+/// command line.
 pub fn open_offline(
     config: &PlatformConfig,
-    identity: Option<certs::Identity>,
 ) -> anyhow::Result<(accounts::Accounts, audit::AuditTrail)> {
+    let identity = Bundle::read_file(&config.bundle, certs::time::unix_now())
+        .with_context(|| format!("loading bundle {}", config.bundle.display()))?
+        .identity;
     let store = store::Store::open(&config.store).map_err(|e| store_error(config, e))?;
     let accounts = accounts::Accounts::open(store.db(), config.accounts.clone())?;
-    let identity = identity.map(Arc::new);
     let audit = audit::AuditTrail::open(
         store.db(),
-        audit::sealer_of(move |m| match &identity {
-            Some(i) => (
-                i.cert().serial(),
-                i.key.sign(certs::SignContext::AuditSeal, &[m]),
-            ),
-            None => (0, [0; 64]),
-        }),
+        Arc::new(move |m| audit::seal_with(&identity, m)),
     )?;
     Ok((accounts, audit))
 }

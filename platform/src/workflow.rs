@@ -21,8 +21,9 @@ use crate::issue::{self, IdAllocator, IssueError};
 use crate::policy::{self, ReviewPolicy};
 use crate::relay::Relay;
 
-/// Longest comment on an approval or rejection, in bytes.
-pub const MAX_COMMENT_BYTES: usize = 1024;
+/// Longest comment on an approval or rejection, in bytes: what an
+/// outcome sent down to a requester carries.
+pub const MAX_COMMENT_BYTES: usize = protocol::request::MAX_DECISION_COMMENT_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
@@ -359,7 +360,8 @@ impl Workflow {
         let req = protocol::PublishRequest {
             request_id: sent.request_id,
             requested_at_ms: sent.requested_at_ms,
-            requester_account: sent.account.chars().take(10).collect(),
+            // An account name: at most 32 bytes, as the request allows.
+            requester_account: sent.account.clone(),
             targets: f.targets.clone(),
             class: f.class,
             severity: f.severity,
@@ -518,20 +520,15 @@ impl Workflow {
             ),
             _ => (OutcomeState::Queued, None, String::new(), String::new()),
         };
-        let cut = |s: String, n: usize| -> String {
-            let mut s = s;
-            while s.len() > n {
-                s.pop();
-            }
-            s
-        };
         protocol::RequestOutcome {
             requester_serial: serial,
             request_id,
             state,
             broadcast,
-            decided_by: cut(by, protocol::request::MAX_ACCOUNT_BYTES),
-            comment: cut(comment, protocol::request::MAX_DECISION_COMMENT_BYTES),
+            // Account names and comments are bounded here as the outcome
+            // bounds them (`accounts::MAX_NAME_BYTES`, `MAX_COMMENT_BYTES`).
+            decided_by: by,
+            comment,
             at_ms: (self.now)(),
         }
         .sign(&self.relay.identity)
@@ -649,7 +646,7 @@ impl Workflow {
     pub fn approve(&self, by: &Account, id: u64, comment: &str) -> Result<Draft, WorkflowError> {
         let record = Record::new(&by.name, "draft.approve", format!("draft {id}")).detail(comment);
         let result = (|| {
-            check_comment(comment, false)?;
+            check_text("comment", comment, None)?;
             if !by.has(Role::Approver) {
                 return Err(forbidden("approving needs the approver role"));
             }
@@ -696,7 +693,11 @@ impl Workflow {
     pub fn reject(&self, by: &Account, id: u64, comment: &str) -> Result<Draft, WorkflowError> {
         let record = Record::new(&by.name, "draft.reject", format!("draft {id}")).detail(comment);
         let result = (|| {
-            check_comment(comment, true)?;
+            check_text(
+                "comment",
+                comment,
+                Some(("a rejection needs a comment saying why", "退回须填写原因")),
+            )?;
             if !by.has(Role::Approver) {
                 return Err(forbidden("rejecting needs the approver role"));
             }
@@ -967,15 +968,11 @@ impl Workflow {
             .areas(&areas)
             .detail(reason);
         let result = (|| {
-            if reason.trim().is_empty() {
-                return Err(FieldError {
-                    field: "reason",
-                    message: "local silence needs a reason".into(),
-                    message_zh: "本地静音须填写原因".into(),
-                }
-                .into());
-            }
-            check_comment(reason, true)?;
+            check_text(
+                "reason",
+                reason,
+                Some(("local silence needs a reason", "本地静音须填写原因")),
+            )?;
             let b = self
                 .relay
                 .broadcasts
@@ -1107,18 +1104,24 @@ pub enum Revoke {
     List(certs::RevocationList),
 }
 
-fn check_comment(comment: &str, required: bool) -> Result<(), WorkflowError> {
-    if required && comment.trim().is_empty() {
+/// A comment or reason: at most `MAX_COMMENT_BYTES`; `required` gives the
+/// message (English, Chinese) for one left empty.
+fn check_text(
+    field: &'static str,
+    comment: &str,
+    required: Option<(&str, &str)>,
+) -> Result<(), WorkflowError> {
+    if let (Some((en, zh)), true) = (required, comment.trim().is_empty()) {
         return Err(FieldError {
-            field: "comment",
-            message: "a rejection needs a comment saying why".into(),
-            message_zh: "退回须填写原因".into(),
+            field,
+            message: en.into(),
+            message_zh: zh.into(),
         }
         .into());
     }
     if comment.len() > MAX_COMMENT_BYTES {
         return Err(FieldError {
-            field: "comment",
+            field,
             message: format!(
                 "{} bytes; the limit is {MAX_COMMENT_BYTES} bytes ({} Chinese characters)",
                 comment.len(),

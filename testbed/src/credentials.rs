@@ -83,10 +83,4 @@ impl Credentials {
         }
         Ok(())
     }
-
-    /// Creates these accounts in the store of the stopped platform `config`.
-    pub fn provision_store(&self, config: &platform::PlatformConfig) -> anyhow::Result<()> {
-        let (accounts, _) = platform::open_offline(config, None)?;
-        self.provision(&accounts)
-    }
 }

@@ -260,34 +260,22 @@ impl LocalDistrict {
     /// (stopped at once: no goodbye, nothing flushed beyond what it had).
     pub async fn restart_town(&mut self, t: usize) -> anyhow::Result<()> {
         let old = self.towns.remove(t);
-        let new = self.restart_platform(old, &format!("town-{t}")).await;
-        match new {
-            Ok(p) => {
-                self.towns.insert(t, p);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        let p = self.restart_platform(old, &format!("town-{t}")).await?;
+        self.towns.insert(t, p);
+        Ok(())
     }
 
     /// Restarts village `v` on its store and addresses, as after a crash.
     pub async fn restart_village(&mut self, v: usize) -> anyhow::Result<()> {
-        let name = self.villages[v].name.clone();
-        let placeholder = self.villages.remove(v);
-        let LocalVillage {
-            platform,
-            area,
-            town,
-            name: _,
-        } = placeholder;
-        let p = self.restart_platform(platform, &name).await?;
+        let old = self.villages.remove(v);
+        let platform = self.restart_platform(old.platform, &old.name).await?;
         self.villages.insert(
             v,
             LocalVillage {
-                platform: p,
-                area,
-                town,
-                name,
+                platform,
+                area: old.area,
+                town: old.town,
+                name: old.name,
             },
         );
         Ok(())

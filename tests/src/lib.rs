@@ -94,6 +94,13 @@ pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
     d
 }
 
+/// Sends an API request: its status and JSON answer (null if not JSON).
+pub async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = r.send().await.expect("the API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Waits until `check` holds or the timeout passes.
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -106,12 +106,10 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
     assert_eq!(status, 200, "{who}");
     let session = session.expect("a session cookie");
     let csrf = who["csrf"].as_str().unwrap().to_string();
-    let (status, me) = json_of(
-        with_cookie(http.get(format!("{base}/api/session")), &session)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, me) = tests::answer(with_cookie(
+        http.get(format!("{base}/api/session")),
+        &session,
+    ))
     .await;
     assert_eq!(
         (status, me["name"].as_str()),
@@ -121,31 +119,16 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
     assert_eq!(me["csrf"], csrf.as_str());
     // A change without the CSRF token, or with a wrong one, is refused.
     let approve = format!("{base}/api/drafts/1/approve");
-    let (status, e) = json_of(
-        with_cookie(http.post(&approve), &session)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) = tests::answer(with_cookie(http.post(&approve), &session)).await;
     assert_eq!((status, e["error"].as_str()), (403, Some("csrf")), "{e}");
-    let (status, _) = json_of(
-        with_cookie(http.post(&approve), &session)
-            .header("x-csrf-token", "0".repeat(64))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = tests::answer(
+        with_cookie(http.post(&approve), &session).header("x-csrf-token", "0".repeat(64)),
     )
     .await;
     assert_eq!(status, 403);
-    let (status, e) = json_of(
-        with_cookie(http.post(&approve), &session)
-            .header("x-csrf-token", &csrf)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) =
+        tests::answer(with_cookie(http.post(&approve), &session).header("x-csrf-token", &csrf))
+            .await;
     assert_eq!(
         (status, e["error"].as_str()),
         (404, Some("not_found")),
@@ -158,31 +141,20 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
     assert_eq!(status, 200);
     let fresh = fresh.unwrap();
     assert_ne!(fresh, planted);
-    let (status, _) = json_of(
-        with_cookie(http.get(format!("{base}/api/session")), &planted)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, _) = tests::answer(with_cookie(
+        http.get(format!("{base}/api/session")),
+        &planted,
+    ))
     .await;
     assert_eq!(status, 401);
     // Logout ends the session at once.
-    let (status, _) = json_of(
+    let (status, _) = tests::answer(
         with_cookie(http.post(format!("{base}/api/logout")), &fresh)
-            .header("x-csrf-token", "wrong")
-            .send()
-            .await
-            .unwrap(),
+            .header("x-csrf-token", "wrong"),
     )
     .await;
     assert_eq!(status, 403, "logout needs CSRF too");
-    let (_, me) = json_of(
-        with_cookie(http.get(format!("{base}/api/session")), &fresh)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, me) = tests::answer(with_cookie(http.get(format!("{base}/api/session")), &fresh)).await;
     let fresh_csrf = me["csrf"].as_str().unwrap().to_string();
     let r = with_cookie(http.post(format!("{base}/api/logout")), &fresh)
         .header("x-csrf-token", &fresh_csrf)
@@ -190,13 +162,8 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let (status, _) = json_of(
-        with_cookie(http.get(format!("{base}/api/session")), &fresh)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) =
+        tests::answer(with_cookie(http.get(format!("{base}/api/session")), &fresh)).await;
     assert_eq!(status, 401, "a logged-out session is refused");
 
     // An admin locks the drafter: its session and its token fail at once.
@@ -209,32 +176,24 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
             .send()
     };
     assert_eq!(patch(true).await.unwrap().status(), 200);
-    let (status, _) = json_of(
-        with_cookie(http.get(format!("{base}/api/session")), &drafter_session)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, _) = tests::answer(with_cookie(
+        http.get(format!("{base}/api/session")),
+        &drafter_session,
+    ))
     .await;
     assert_eq!(status, 401, "a locked account's session is refused");
-    let (status, _) = json_of(
+    let (status, _) = tests::answer(
         http.get(format!("{base}/api/session"))
-            .bearer_auth(&c.drafter.token)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&c.drafter.token),
     )
     .await;
     assert_eq!(status, 401, "a locked account's token is refused");
     let (status, e, _) = login(base, "drafter", &c.drafter.password, None).await;
     assert_eq!((status, e["error"].as_str()), (423, Some("locked")), "{e}");
     assert_eq!(patch(false).await.unwrap().status(), 200);
-    let (status, _) = json_of(
+    let (status, _) = tests::answer(
         http.get(format!("{base}/api/session"))
-            .bearer_auth(&c.drafter.token)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&c.drafter.token),
     )
     .await;
     assert_eq!(status, 200, "unlocked, the token works again");
@@ -272,24 +231,18 @@ async fn sessions_csrf_locks_brute_force_and_foreign_accounts_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let (status, _) = json_of(
+    let (status, _) = tests::answer(
         http.get(format!("{base}/api/session"))
-            .bearer_auth(&c.auditor.token)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&c.auditor.token),
     )
     .await;
     assert_eq!(status, 401);
 
     // An account of another platform is refused here.
     let other = district(true, 10).await;
-    let (status, _) = json_of(
+    let (status, _) = tests::answer(
         http.get(format!("{base}/api/session"))
-            .bearer_auth(&other.creds.approver.token)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&other.creds.approver.token),
     )
     .await;
     assert_eq!(status, 401);
@@ -415,13 +368,10 @@ async fn bad_requests_get_a_json_error_naming_the_field_before_anything_is_read(
 
     // JSON too large, of the wrong type, malformed; an unknown path.
     let big = json!({"areas": ["x".repeat(100_000)], "action": "mute"});
-    let (status, e) = json_of(
+    let (status, e) = tests::answer(
         http.post(format!("{base}/api/commands"))
             .bearer_auth(&c.maintainer.token)
-            .json(&big)
-            .send()
-            .await
-            .unwrap(),
+            .json(&big),
     )
     .await;
     assert_eq!(
@@ -429,13 +379,10 @@ async fn bad_requests_get_a_json_error_naming_the_field_before_anything_is_read(
         (413, Some("too_large")),
         "{e}"
     );
-    let (status, e) = json_of(
+    let (status, e) = tests::answer(
         http.post(format!("{base}/api/commands"))
             .bearer_auth(&c.maintainer.token)
-            .body("mute")
-            .send()
-            .await
-            .unwrap(),
+            .body("mute"),
     )
     .await;
     assert_eq!(status, 415, "{e}");
@@ -443,24 +390,15 @@ async fn bad_requests_get_a_json_error_naming_the_field_before_anything_is_read(
         e["message"].is_string() && e["message_zh"].is_string(),
         "{e}"
     );
-    let (status, e) = json_of(
+    let (status, e) = tests::answer(
         http.post(format!("{base}/api/commands"))
             .bearer_auth(&c.maintainer.token)
             .header("content-type", "application/json")
-            .body("{\"action\": ")
-            .send()
-            .await
-            .unwrap(),
+            .body("{\"action\": "),
     )
     .await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid")), "{e}");
-    let (status, e) = json_of(
-        http.get(format!("{base}/api/nothing-here"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) = tests::answer(http.get(format!("{base}/api/nothing-here"))).await;
     assert_eq!(
         (status, e["error"].as_str()),
         (404, Some("not_found")),
@@ -573,23 +511,17 @@ async fn an_approved_draft_with_a_start_time_is_published_at_that_time() {
     ];
     let http = client();
     let form = testbed::client::form(&clip, &fields).unwrap();
-    let (status, d) = json_of(
+    let (status, d) = tests::answer(
         http.post(format!("{}/api/drafts", n.base))
             .bearer_auth(&c.drafter.token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
+            .multipart(form),
     )
     .await;
     assert_eq!(status, 201, "{d}");
     let id = d["id"].as_u64().unwrap();
-    let (status, d) = json_of(
+    let (status, d) = tests::answer(
         http.post(format!("{}/api/drafts/{id}/approve", n.base))
-            .bearer_auth(&c.approver.token)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&c.approver.token),
     )
     .await;
     assert_eq!(

@@ -12,25 +12,11 @@ use testbed::{LocalDistrict, LocalOptions};
 use tests::*;
 
 async fn get(http: &reqwest::Client, url: String, token: &str) -> Value {
-    http.get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
+    answer(http.get(url).bearer_auth(token)).await.1
 }
 
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> (u16, Value) {
-    let r = http
-        .post(url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    answer(http.post(url).bearer_auth(token).json(&body)).await
 }
 
 fn base(p: &platform::PlatformHandle) -> String {

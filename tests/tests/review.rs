@@ -22,9 +22,7 @@ async fn call(
     if let Some(b) = body {
         r = r.json(&b);
     }
-    let resp = r.send().await.expect("the API answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    answer(r).await
 }
 
 async fn draft(
@@ -35,15 +33,12 @@ async fn draft(
     fields: &[(&str, String)],
 ) -> (u16, Value) {
     let form = testbed::client::form(audio, fields).unwrap();
-    let resp = http
-        .post(format!("{base}/api/drafts"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    answer(
+        http.post(format!("{base}/api/drafts"))
+            .bearer_auth(token)
+            .multipart(form),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

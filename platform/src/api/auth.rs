@@ -21,6 +21,8 @@ pub struct Caller {
     pub account: Account,
     /// The session (hash of its id), if the caller came with one.
     pub session: Option<[u8; 32]>,
+    /// The session's CSRF token (None for a bearer token).
+    pub csrf: Option<String>,
 }
 
 impl Caller {
@@ -114,6 +116,7 @@ pub async fn authenticate(
     req.extensions_mut().insert(Caller {
         account: auth.account,
         session: auth.session,
+        csrf: auth.csrf,
     });
     Ok(next.run(req).await)
 }

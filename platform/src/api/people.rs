@@ -198,17 +198,8 @@ pub async fn logout(
 pub async fn session(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
-    headers: HeaderMap,
 ) -> Result<Json<SessionView>, ApiError> {
-    let now = (s.workflow.now)();
-    let csrf = match session_cookie(&headers) {
-        Some(id) if c.session.is_some() => s
-            .workflow
-            .accounts
-            .by_session(&id, now)?
-            .and_then(|a| a.csrf),
-        _ => None,
-    };
+    let csrf = c.csrf.clone();
     Ok(Json(SessionView {
         name: c.account.name.clone(),
         display_name: c.account.display_name.clone(),
@@ -301,10 +292,18 @@ pub async fn setup(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<SetupRequest>,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
-    let expected = *s.setup.lock().unwrap_or_else(|p| p.into_inner());
-    use subtle::ConstantTimeEq;
-    let good = expected.is_some_and(|h| bool::from(h.ct_eq(&sha256(req.code.trim().as_bytes()))));
-    if !good || !s.workflow.accounts.is_empty() {
+    // The code is taken as it is checked: two setups at once make one admin.
+    let taken = {
+        use subtle::ConstantTimeEq;
+        let mut slot = s.setup.lock().unwrap_or_else(|p| p.into_inner());
+        let good = slot.is_some_and(|h| bool::from(h.ct_eq(&sha256(req.code.trim().as_bytes()))));
+        if good {
+            slot.take()
+        } else {
+            None
+        }
+    };
+    if taken.is_none() || !s.workflow.accounts.is_empty() {
         audit(
             &s,
             Record::new(&short(&req.name), "setup", "first admin").outcome(Outcome::Refused),
@@ -320,7 +319,7 @@ pub async fn setup(
     let wf = s.workflow.clone();
     let now = (wf.now)();
     let name = req.name.clone();
-    let account = blocking(move || {
+    let added = blocking(move || {
         wf.accounts.add(
             &req.name,
             &req.display_name,
@@ -330,8 +329,15 @@ pub async fn setup(
             now,
         )
     })
-    .await?;
-    *s.setup.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    .await;
+    let account = match added {
+        Ok(a) => a,
+        Err(e) => {
+            // A refused name or password leaves the code usable.
+            *s.setup.lock().unwrap_or_else(|p| p.into_inner()) = taken;
+            return Err(e);
+        }
+    };
     audit(
         &s,
         Record::new(&name, "account.create", format!("account {name}"))
