@@ -101,6 +101,21 @@ impl AreaCode {
         self.0 / drop == other.0 / drop
     }
 
+    /// The area directly above (a village's town, a town's county), None
+    /// for the nation.
+    pub fn parent(self) -> Option<AreaCode> {
+        let up = match self.level() {
+            AreaLevel::Nation => return None,
+            AreaLevel::Province => AreaLevel::Nation,
+            AreaLevel::City => AreaLevel::Province,
+            AreaLevel::County => AreaLevel::City,
+            AreaLevel::Town => AreaLevel::County,
+            AreaLevel::Village => AreaLevel::Town,
+        };
+        let drop = 10u64.pow((12 - up.significant_digits()) as u32);
+        Some(AreaCode(self.0 / drop * drop))
+    }
+
     /// True when one of the two areas lies within the other: a broadcast
     /// to one concerns a node responsible for the other.
     pub fn overlaps(self, other: AreaCode) -> bool {

@@ -214,9 +214,24 @@ impl Book {
 
     /// Coverage of `id`, whose validity ends at `end_ms`, as of `now_ms`.
     pub fn coverage(&self, id: BroadcastId, now_ms: i64, end_ms: i64) -> Coverage {
-        let mut c = Coverage::default();
+        self.coverage_by(id, now_ms, end_ms, |_| ())
+            .remove(&())
+            .unwrap_or_default()
+    }
+
+    /// Coverage of `id` per group of terminals (`group` maps a terminal's
+    /// serial to its group: its village, say).
+    pub fn coverage_by<K: Ord>(
+        &self,
+        id: BroadcastId,
+        now_ms: i64,
+        end_ms: i64,
+        group: impl Fn(u64) -> K,
+    ) -> BTreeMap<K, Coverage> {
+        let mut out: BTreeMap<K, Coverage> = BTreeMap::new();
         let entries = self.progress.get(&id).into_iter().flat_map(|m| m.iter());
         for (serial, p) in entries {
+            let c = out.entry(group(*serial)).or_default();
             let seen = self
                 .status
                 .get(serial)
@@ -237,7 +252,7 @@ impl Book {
                 *c.refused_by_reason.entry(r.name().to_string()).or_default() += 1;
             }
         }
-        c
+        out
     }
 
     /// When each terminal first started `id` (unix ms), for activation latency.

@@ -32,7 +32,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: PlatformConfig,
+        settings: Box<PlatformConfig>,
+    },
+    /// Where a platform serves its console, and the fingerprint of its
+    /// HTTPS certificate (works while it runs).
+    Status {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Accounts of a stopped platform (the first admin; a running platform
     /// is managed over its API).
@@ -138,7 +144,29 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Account { action } => account(action),
         Command::Audit { action } => audit(action),
+        Command::Status { config } => status(&config),
     }
+}
+
+fn status(path: &std::path::Path) -> anyhow::Result<()> {
+    let c = load_config(path)?;
+    println!("name:     {}", c.name);
+    println!("quic:     {}", c.listen);
+    match c.http {
+        None => println!("console:  none (no http address configured)"),
+        Some(addr) => match crate::api::tls::configured_fingerprint(&c)? {
+            Some((cert, fp)) if c.tls_cert.is_some() || !addr.ip().is_loopback() => {
+                println!("console:  https://{addr}/");
+                println!("tls cert: {}", cert.display());
+                println!("sha-256:  {fp}");
+            }
+            _ if addr.ip().is_loopback() => println!("console:  http://{addr}/ (plain HTTP, loopback only)"),
+            _ => println!(
+                "console:  https://{addr}/ (a self-signed certificate is made at first start; run again after it)"
+            ),
+        },
+    }
+    Ok(())
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<PlatformConfig> {

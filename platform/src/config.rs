@@ -23,9 +23,20 @@ pub struct PlatformConfig {
     /// QUIC address lower platforms and terminals dial.
     #[arg(long, default_value = "0.0.0.0:4433")]
     pub listen: SocketAddr,
-    /// HTTP API address (none: no API).
+    /// Console and HTTP API address (none: neither). Plain HTTP only on a
+    /// loopback address; any other is served over HTTPS.
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// The console's TLS certificate chain (PEM), with `tls_key`. Without
+    /// them a non-loopback `http` gets a self-signed certificate made at
+    /// first start and kept in the store directory.
+    #[arg(long, value_parser = transport::config::path)]
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The console's TLS private key (PEM).
+    #[arg(long, value_parser = transport::config::path)]
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Parent platforms in failover order (none at the district).
     #[arg(long, value_delimiter = ',')]
     #[serde(default)]
@@ -60,6 +71,16 @@ pub struct PlatformConfig {
     #[arg(skip)]
     #[serde(default)]
     pub accounts: AccountPolicy,
+    /// Names of the areas (towns, villages) and where they lie on the
+    /// console's map (`[[areas]]`; file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub areas: Vec<crate::console::places::AreaEntry>,
+    /// Where terminals stand on the map, and their names (`[[sites]]`;
+    /// file only; a terminal without one is drawn beside its village).
+    #[arg(skip)]
+    #[serde(default)]
+    pub sites: Vec<crate::console::places::SiteEntry>,
 }
 
 fn default_max_upload_mb() -> u64 {
@@ -87,6 +108,8 @@ impl PlatformConfig {
             bundle,
             listen,
             http: None,
+            tls_cert: None,
+            tls_key: None,
             parents: Vec::new(),
             store,
             max_upload_mb: default_max_upload_mb(),
@@ -95,11 +118,18 @@ impl PlatformConfig {
             expiry_warning_days: default_expiry_warning_days(),
             review: ReviewPolicy::default(),
             accounts: AccountPolicy::default(),
+            areas: Vec::new(),
+            sites: Vec::new(),
         }
     }
 
     /// Names the first setting that cannot work.
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert, tls_key: give both or neither"
+        );
+        crate::console::places::Places::from_config(&self.areas, &self.sites)?;
         anyhow::ensure!(
             !self.name.trim().is_empty(),
             "name: the platform has no name"

@@ -10,6 +10,7 @@ pub mod book;
 pub mod broadcast;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod downstream;
 pub mod drafts;
 pub mod expiry;
@@ -277,8 +278,23 @@ impl Platform {
             )),
         ];
         let mut http_addr = None;
+        let mut tls_fingerprint = None;
         if let Some(listener) = listeners.http {
-            http_addr = Some(listener.local_addr()?);
+            let addr = listener.local_addr()?;
+            http_addr = Some(addr);
+            let mut served = config.clone();
+            served.http = Some(addr);
+            let tls = api::tls::for_config(&served)?;
+            if let Some(t) = &tls {
+                info!(
+                    "console and API over HTTPS at https://{addr}/ (certificate {}, SHA-256 fingerprint {})",
+                    t.cert_path.display(),
+                    t.fingerprint
+                );
+            } else {
+                info!("console and API over plain HTTP on loopback at http://{addr}/");
+            }
+            tls_fingerprint = tls.as_ref().map(|t| t.fingerprint.clone());
             let state = api::ApiState {
                 workflow: workflow.clone(),
                 name: Arc::new(config.name.clone()),
@@ -291,16 +307,27 @@ impl Platform {
                         .map(|c| accounts::sha256(c.as_bytes())),
                 )),
                 auth_failures: Default::default(),
-                secure_cookies: false,
+                secure_cookies: tls.is_some(),
+                places: Arc::new(console::places::Places::from_config(
+                    &config.areas,
+                    &config.sites,
+                )?),
+                tls_fingerprint: tls_fingerprint.clone(),
             };
             let app = api::router(state);
-            tasks.push(tokio::spawn(api::serve(listener, app, stopping())));
+            tasks.push(tokio::spawn(api::serve(
+                listener,
+                app,
+                tls.map(|t| t.config),
+                stopping(),
+            )));
         }
         info!(name = %config.name, tier = %relay.tier, %quic_addr, ?http_addr, restored, "platform started");
         Ok(PlatformHandle {
             name: config.name,
             quic_addr,
             http_addr,
+            tls_fingerprint,
             relay,
             workflow,
             setup_code,
@@ -440,6 +467,8 @@ pub struct PlatformHandle {
     pub name: String,
     pub quic_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    /// The console certificate's SHA-256 fingerprint, when over HTTPS.
+    pub tls_fingerprint: Option<String>,
     pub relay: Arc<Relay>,
     /// Accounts, drafts, the audit trail and every person's action.
     pub workflow: Arc<workflow::Workflow>,

@@ -57,6 +57,21 @@ impl Members {
             .map(|m| m.key)
     }
 
+    /// The terminals below: (serial, area) from each one's certificate.
+    pub fn terminals(&self) -> Vec<(u64, certs::AreaCode)> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(serial, m)| {
+                let leaf = m.chain.last()?;
+                (leaf.tier() == certs::Tier::Terminal)
+                    .then(|| leaf.scope().first().map(|a| (*serial, *a)))
+                    .flatten()
+            })
+            .collect()
+    }
+
     /// Every announcement, for a newly connected parent.
     pub fn frames(&self) -> Vec<Bytes> {
         self.map

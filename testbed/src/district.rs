@@ -146,9 +146,11 @@ impl LocalDistrict {
         let total_platforms = 1 + pki.towns.len() + pki.villages().count();
         let runtime = opts.platform_runtime.clone();
         let configs = std::sync::Mutex::new(std::collections::HashMap::new());
+        let areas = crate::places::district_areas(&pki);
         let start = |name: String, parents: Vec<SocketAddr>, bundle: Bundle, http: bool| {
             let runtime = runtime.clone();
             let mut config = platform_config(&dir, &name, parents);
+            config.areas = areas.clone();
             (opts.configure)(&name, &mut config);
             configs
                 .lock()

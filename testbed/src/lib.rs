@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod demo;
 pub mod district;
 pub mod node;
+pub mod places;
 
 pub use client::ApiClient;
 pub use credentials::{Credentials, Person};

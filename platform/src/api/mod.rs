@@ -9,6 +9,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod people;
+pub mod tls;
 pub mod trail;
 
 use std::sync::atomic::AtomicU64;
@@ -54,8 +55,12 @@ pub struct ApiState {
     /// SHA-256 of the one-time setup code, while no account exists.
     pub setup: Arc<Mutex<Option<[u8; 32]>>>,
     pub auth_failures: Arc<AtomicU64>,
-    /// Mark the session cookie Secure (behind HTTPS).
+    /// Served over HTTPS: cookies are Secure, answers carry HSTS.
     pub secure_cookies: bool,
+    /// Names and map places of areas and terminals (the console's).
+    pub places: Arc<crate::console::places::Places>,
+    /// The console certificate's fingerprint, when served over HTTPS.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Runs store, hashing and signing work off the runtime's threads.
@@ -195,8 +200,15 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::authenticate,
         ));
+    let hsts = state.secure_cookies.then(|| {
+        Set::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    });
     public
         .merge(signed_in)
+        .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             BODY_IDLE_TIMEOUT,
@@ -212,7 +224,8 @@ pub fn router(state: ApiState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(Set::overriding(
+        // The console's pages set their own (scripts and styles from here).
+        .layer(Set::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
@@ -224,17 +237,21 @@ pub fn router(state: ApiState) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
+        .layer(tower::util::option_layer(hsts))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1, at most
-/// `MAX_CONNECTIONS` at once, headers within `HEADER_TIMEOUT` and at most
+/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1 (over
+/// TLS when `tls` is given), at most `MAX_CONNECTIONS` at once, the TLS
+/// handshake and headers each within `HEADER_TIMEOUT`, headers of at most
 /// `MAX_HEADER_BYTES`; then lets the requests in hand finish (up to 10 s).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -266,14 +283,31 @@ pub async fn serve(
                     app.call(req.map(axum::body::Body::new)).await
                 }
             });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
+                b
+            };
+            match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
             drop(permit);
         });
     }

@@ -1,0 +1,234 @@
+//! The console's pages over HTTP against a running district: every page in
+//! both languages with no missing catalogue key, the page security policy
+//! (no inline script), HTML in a title shown as text, a drill marked as
+//! one, live figures over Server-Sent Events, the language switch staying
+//! on the site, and a browser without a session sent to the login page.
+
+use std::time::Duration;
+
+use certs::pki::Layout;
+use serde_json::json;
+use tests::*;
+
+async fn login(base: &str, name: &str, password: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/login"))
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let c = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    c.split(';').next().unwrap().to_string()
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Every `<script>` loads from this site or holds JSON data.
+fn assert_no_inline_script(path: &str, html: &str) {
+    for (i, _) in html.match_indices("<script") {
+        let tag = &html[i..i + html[i..].find('>').unwrap()];
+        assert!(
+            tag.contains("src=\"/assets/") || tag.contains("type=\"application/json\""),
+            "{path}: inline script {tag}"
+        );
+    }
+    assert!(!html.contains(" onclick="), "{path}: inline handler");
+    assert!(!html.contains(" style=\""), "{path}: inline style");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_in_both_languages_safely_and_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 2,
+            terminals: 2,
+        },
+    )
+    .await;
+    let c = &district.creds;
+    let base = format!("http://{}", district.district.http_addr.unwrap());
+    let http = no_redirects();
+
+    // One person with every role, made by the admin over the API.
+    let password = "every-role-password-1";
+    let (status, body) = answer(
+        http.post(format!("{base}/api/accounts"))
+            .bearer_auth(&c.admin.token)
+            .json(
+                &json!({"name": "everyone", "display_name": "全员", "password": password,
+                "roles": ["drafter", "approver", "clerk", "maintainer", "auditor", "admin"]}),
+            ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let cookie = login(&base, "everyone", password).await;
+
+    // A drill whose title holds HTML.
+    let clip_path = dir.path().join("drill.wav");
+    clip("alert-zh.wav", 6.0, &clip_path);
+    let hostile = "<script>alert(1)</script><b>演练</b>";
+    let id = district
+        .district_api()
+        .issue(
+            &clip_path,
+            &[
+                ("areas", district.district.relay.scope[0].to_string()),
+                ("class", "drill".into()),
+                ("severity", "4".into()),
+                ("title", hostile.into()),
+            ],
+        )
+        .await
+        .unwrap();
+
+    // No session: the pages send the browser to the login page.
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(r.headers()["location"], "/login");
+
+    let api = district.district_api();
+    let mut serial = String::new();
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            let rows = api.get("/api/terminals").await.unwrap_or_default();
+            rows.as_array().map_or(0, |r| r.len()) == 2
+        })
+        .await,
+        "both terminals report"
+    );
+    let rows = api.get("/api/terminals").await.unwrap();
+    serial.push_str(rows[0]["serial"].as_str().unwrap());
+    let pages = [
+        "/",
+        "/compose",
+        "/review",
+        "/terminals",
+        &format!("/terminals/{serial}"),
+        "/security",
+        "/audit",
+        "/accounts",
+        "/certificates",
+        "/login",
+    ];
+    for lang in ["zh-CN", "en"] {
+        for path in pages {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("cookie", format!("{cookie}; ebs_lang={lang}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path} in {lang}");
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+                "{path}: {csp}"
+            );
+            assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+            let html = r.text().await.unwrap();
+            assert!(
+                !html.contains('⟦'),
+                "{path} in {lang}: a catalogue key is missing"
+            );
+            assert!(
+                html.contains(&format!("<html lang=\"{lang}\">")),
+                "{path} in {lang}"
+            );
+            assert_no_inline_script(path, &html);
+            assert!(
+                !html.contains("<script>alert(1)"),
+                "{path}: the title's HTML ran"
+            );
+        }
+    }
+
+    let overview = http
+        .get(format!("{base}/"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = overview.find("alert(1)").expect("the title is shown");
+    assert!(
+        overview[at - 20..at].ends_with("&#60;script&#62;"),
+        "the title's HTML is not escaped: {}",
+        &overview[at - 40..at + 60]
+    );
+    let card = &overview[overview.find(&format!("data-broadcast=\"{id}\"")).unwrap() - 120..];
+    assert!(
+        card.contains(" drill\""),
+        "the drill's card is not marked: {}",
+        &card[..300]
+    );
+    assert!(card.contains("演练 · DRILL"), "no drill banner");
+    assert!(overview.contains("蛟桥镇"), "areas are not named");
+
+    // Live: the overview's fragment over SSE, with the broadcast and its
+    // coverage reaching the two terminals.
+    let mut sse = http
+        .get(format!("{base}/console/live/overview"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("data-playing=\"2\"") && !seen.contains("data-finished=\"2\"") {
+        let chunk = tokio::time::timeout_at(deadline, sse.chunk())
+            .await
+            .expect("coverage reaches 2 over SSE")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: overview"));
+    assert!(seen.contains(&id.to_string()));
+
+    // The language switch stays on this site.
+    for (back, to) in [
+        ("/terminals", "/terminals"),
+        ("//evil.example", "/"),
+        ("https://evil.example", "/"),
+    ] {
+        let r = http
+            .get(format!("{base}/lang"))
+            .query(&[("to", "en"), ("back", back)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], to, "back={back}");
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("ebs_lang=en;"));
+    }
+
+    // The script and style are served with a type and no sniffing.
+    let r = http
+        .get(format!("{base}/assets/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
