@@ -87,6 +87,22 @@ fn full(r: &terminal_agent::PlayRecord, frames_per_segment: u64) -> bool {
 
 /// Runs the demo: start, alert, notice, summary.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
+    let (summary, mut district) = run_district(opts).await?;
+    // Terminal 0's WAV file gets its header.
+    for t in district.terminals.iter_mut().take(1) {
+        t.stop().await;
+    }
+    Ok(summary)
+}
+
+/// The demo's district display names, as a county would configure them.
+fn display_name(name: &str) -> Option<&'static str> {
+    (name == "district").then_some("经开区应急广播平台")
+}
+
+/// Runs the demo and hands back the district, still running (the demo
+/// binary keeps serving its console).
+pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDistrict)> {
     let say = |s: String| {
         if opts.verbose {
             eprintln!("{s}");
@@ -118,7 +134,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         heartbeat: Duration::from_secs(5),
         api_everywhere: true,
         platform_runtime: opts.platform_runtime.clone(),
-        configure: Box::new(|_, _| {}),
+        configure: Box::new(|name, c| {
+            if let Some(n) = display_name(name) {
+                c.name = n.into();
+            }
+        }),
         progress: Box::new(move |what, done, of| {
             if verbose {
                 eprint!("\rstarting {what}: {done}/{of}   ");
@@ -223,11 +243,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
             notice_outside += 1;
         }
     }
-    let mut district = district;
-    for t in district.terminals.iter_mut().take(1) {
-        t.stop().await;
-    }
-    Ok(Summary {
+    let summary = Summary {
         terminals: district.terminals.len(),
         connected,
         played_full,
@@ -241,7 +257,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         alert_id: alert,
         notice_id: notice,
         startup_s,
-    })
+    };
+    Ok((summary, district))
 }
 
 fn in_village_count(d: &LocalDistrict, vi: usize) -> usize {

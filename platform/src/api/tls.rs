@@ -164,3 +164,119 @@ pub fn configured_fingerprint(
         .with_context(|| format!("{} is not PEM", path.display()))?;
     Ok(Some((path, fingerprint(&first))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, http: &str) -> PlatformConfig {
+        let mut c = PlatformConfig::new(
+            "测试平台",
+            dir.join("b"),
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("store"),
+        );
+        c.http = Some(http.parse().unwrap());
+        c
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_and_a_self_signed_certificate_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(for_config(&config(dir.path(), "127.0.0.1:8080"))
+            .unwrap()
+            .is_none());
+        assert!(for_config(&config(dir.path(), "[::1]:8080"))
+            .unwrap()
+            .is_none());
+        let open = config(dir.path(), "192.0.2.7:8443");
+        let first = for_config(&open).unwrap().expect("HTTPS off loopback");
+        let again = for_config(&open).unwrap().unwrap();
+        assert_eq!(first.fingerprint, again.fingerprint, "made once, then kept");
+        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+        let (_, key) = self_signed_paths(&open.store);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key is private");
+        }
+        assert_eq!(
+            configured_fingerprint(&open).unwrap().unwrap().1,
+            first.fingerprint
+        );
+        // A configured pair is used on loopback too.
+        let mut configured = config(dir.path(), "127.0.0.1:8443");
+        let (c, k) = self_signed_paths(&open.store);
+        configured.tls_cert = Some(c);
+        configured.tls_key = Some(k.clone());
+        assert!(for_config(&configured).unwrap().is_some());
+        // A key that is not PEM is named.
+        std::fs::write(&k, "not a key").unwrap();
+        let e = for_config(&configured).err().unwrap().to_string();
+        assert!(e.starts_with("tls_key"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_api_is_served_over_tls_and_refuses_plain_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let tls = for_config(&config(dir.path(), "192.0.2.7:8443"))
+            .unwrap()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(super::super::serve(
+            listener,
+            app,
+            Some(tls.config.clone()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // A client that trusts exactly this certificate.
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&tls.cert_path).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
+        s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.ok();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+        // Plain HTTP gets no answer (the handshake fails).
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            plain.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(
+            !String::from_utf8_lossy(&buf).contains("200"),
+            "plain HTTP answered"
+        );
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}

@@ -1,6 +1,9 @@
 //! `cargo run --release -p testbed --bin demo`: the whole seed district on
 //! this machine (1 district, 5 towns, 87 villages, 600 terminals), an alert,
-//! a village notice, a summary (`--json` prints it as one object).
+//! a village notice, a summary; then the district's console keeps serving
+//! until Ctrl-C, with demo accounts whose random passwords are printed
+//! once. `--json` prints the summary as one object and exits;
+//! `--exit-after SECONDS` bounds the serving (CI).
 
 use std::path::PathBuf;
 
@@ -30,6 +33,10 @@ struct Cli {
     /// Keep the PKI, stores and terminal 0's WAV in this folder.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Stop serving the console this many seconds after the summary
+    /// (default: serve until Ctrl-C; with --json: exit at once).
+    #[arg(long)]
+    exit_after: Option<u64>,
 }
 
 #[tokio::main]
@@ -44,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => temp.path().to_path_buf(),
     };
-    let summary = testbed::demo::run(testbed::demo::DemoOptions {
+    let (summary, mut district) = testbed::demo::run_district(testbed::demo::DemoOptions {
         layout: certs::pki::Layout {
             towns: cli.towns,
             villages: cli.villages,
@@ -62,8 +69,56 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     if cli.json {
         println!("{}", serde_json::to_string(&summary)?);
-        return Ok(());
+        if cli.exit_after.is_none() {
+            stop_terminal_0(&mut district).await;
+            return Ok(());
+        }
+    } else {
+        print_summary(&summary, cli.keep.as_deref());
     }
+    serve(&district, cli.exit_after, !cli.json).await;
+    stop_terminal_0(&mut district).await;
+    Ok(())
+}
+
+async fn stop_terminal_0(district: &mut testbed::LocalDistrict) {
+    for t in district.terminals.iter_mut().take(1) {
+        t.stop().await;
+    }
+}
+
+/// Prints the console's address and the demo accounts (their passwords
+/// are random, shown this once), then serves until Ctrl-C or `exit_after`.
+async fn serve(district: &testbed::LocalDistrict, exit_after: Option<u64>, verbose: bool) {
+    if verbose {
+        let url = format!(
+            "http://{}/",
+            district
+                .district
+                .http_addr
+                .expect("the district serves HTTP")
+        );
+        println!("\n== 控制台 / console ==");
+        println!("open {url} and log in as one of (passwords shown only now):");
+        for p in district.creds.people() {
+            let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
+            println!("  {:<11} {:<28} {}", p.name, p.password, roles.join(", "));
+        }
+        println!("drafter drafts and submits, approver approves; watch coverage on 总览.");
+        match exit_after {
+            Some(s) => println!("serving for {s} s (--exit-after)"),
+            None => println!("serving until Ctrl-C"),
+        }
+    }
+    match exit_after {
+        Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path>) {
     let a = &summary.activation_ms;
     println!("\n== 演示结果 / demo summary ==");
     println!(
@@ -83,11 +138,10 @@ async fn main() -> anyhow::Result<()> {
         "village notice played:  {} / {} in the village, {} outside it",
         summary.notice_played, summary.notice_village_terminals, summary.notice_outside_village
     );
-    if let Some(k) = cli.keep {
+    if let Some(k) = keep {
         println!(
             "kept in {} (terminal 0's audio: terminals/terminal-0-0-0/played.wav)",
             k.display()
         );
     }
-    Ok(())
 }
