@@ -16,6 +16,8 @@ const DRILL_VILLAGE = env("DRILL_VILLAGE");
 const TOTAL_TERMINALS = Number(env("TOTAL_TERMINALS"));
 const drafter = { name: env("DRAFTER_NAME"), password: env("DRAFTER_PASSWORD") };
 const approver = { name: env("APPROVER_NAME"), password: env("APPROVER_PASSWORD") };
+const maintainer = { name: env("MAINTAINER_NAME"), password: env("MAINTAINER_PASSWORD") };
+const admin = { name: env("ADMIN_NAME"), password: env("ADMIN_PASSWORD") };
 fs.mkdirSync(SHOTS, { recursive: true });
 
 const step = (s) => console.error("[browser] " + s);
@@ -36,7 +38,9 @@ async function context(lang) {
 
 async function login(page, who) {
   await page.goto(URL + "/login");
-  // Keyboard only: the name field has focus.
+  // Keyboard only: to the name field, then type.
+  await page.locator("#name").waitFor();
+  await tabTo(page, "#name");
   await page.keyboard.type(who.name);
   await page.keyboard.press("Tab");
   await page.keyboard.type(who.password);
@@ -230,6 +234,38 @@ try {
   await a.selectOption("#filter-state", "");
   await a.screenshot({ path: path.join(SHOTS, "terminals.png"), fullPage: true });
 
+  step("a maintainer sets a terminal's volume with a signed command");
+  const M = await context("zh-CN");
+  const m = await M.newPage();
+  await login(m, maintainer);
+  await m.goto(URL + "/terminals");
+  const serial = await m.locator("table.terminals tbody tr a").first().textContent();
+  await m.goto(URL + "/terminals/" + serial);
+  await m.fill("#volume", "40");
+  await m.click("#volume-form button");
+  await m.locator("#flash", { hasText: "指令已签发" }).waitFor();
+  await m.waitForFunction(async (s) => {
+    const r = await fetch("/api/terminals");
+    const rows = await r.json();
+    return rows.some((t) => t.serial === s && t.volume === 40);
+  }, serial.trim(), { timeout: 30000, polling: 500 });
+
+  step("an admin creates an account; a bad one is refused naming the field");
+  const D = await context("zh-CN");
+  const ad = await D.newPage();
+  await login(ad, admin);
+  await ad.goto(URL + "/accounts");
+  await ad.fill("#acc-name", "clerk-li");
+  await ad.fill("#acc-display", "李文书");
+  await ad.fill("#acc-password", "short");
+  await ad.check('input[name="roles"][value="clerk"]');
+  await ad.click("#new-account button[type=submit]");
+  await ad.locator('.field-error[data-field="password"]').waitFor({ state: "visible" });
+  await ad.fill("#acc-password", "a-long-enough-password");
+  await ad.click("#new-account button[type=submit]");
+  await ad.locator("tr[data-account=\"clerk-li\"]").waitFor({ timeout: 10000 });
+  assert.match(await ad.locator("tr[data-account=\"clerk-li\"]").textContent(), /李文书/);
+
   step("every page renders in zh-CN and en with every text found");
   for (const lang of ["zh-CN", "en"]) {
     await a.goto(`${URL}/lang?to=${lang}&back=/`);
@@ -242,7 +278,7 @@ try {
   }
   await a.goto(`${URL}/lang?to=zh-CN&back=/`);
 
-  for (const c of [A, B]) assert.deepEqual(c.errors, [], "no script error in the pages");
+  for (const c of [A, B, M, D]) assert.deepEqual(c.errors, [], "no script error in the pages");
   await browser.close();
   step("all passed");
 } catch (e) {

@@ -17,7 +17,9 @@ use tokio::io::AsyncBufReadExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_review_watch_and_cancel_in_a_real_browser() {
     if std::env::var("EBS_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set EBS_BROWSER_TESTS=1 (needs node, chromium, npm ci in tests/browser)");
+        eprintln!(
+            "skipped: set EBS_BROWSER_TESTS=1 (needs node, chromium, npm ci in tests/browser)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +36,11 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
     let reference = clip("alert-zh.wav", 5.0, &live_audio);
     let drill_audio = dir.path().join("drill.wav");
     clip("alert-zh.wav", 8.0, &drill_audio);
-    let villages: Vec<String> = district.villages.iter().map(|v| v.area.to_string()).collect();
+    let villages: Vec<String> = district
+        .villages
+        .iter()
+        .map(|v| v.area.to_string())
+        .collect();
     let live_villages = &villages[..2];
     let live_expect = district
         .terminals
@@ -46,7 +52,10 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
     let shots = root.join("../target/screenshots");
     let mut node = tokio::process::Command::new("node")
         .arg(root.join("browser/console.mjs"))
-        .env("CONSOLE_URL", format!("http://{}", district.district.http_addr.unwrap()))
+        .env(
+            "CONSOLE_URL",
+            format!("http://{}", district.district.http_addr.unwrap()),
+        )
         .env("SHOTS", &shots)
         .env("LIVE_VILLAGES", live_villages.join(","))
         .env("LIVE_EXPECT", live_expect.to_string())
@@ -56,6 +65,10 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
         .env("DRAFTER_PASSWORD", &c.drafter.password)
         .env("APPROVER_NAME", &c.approver.name)
         .env("APPROVER_PASSWORD", &c.approver.password)
+        .env("MAINTAINER_NAME", &c.maintainer.name)
+        .env("MAINTAINER_PASSWORD", &c.maintainer.password)
+        .env("ADMIN_NAME", &c.admin.name)
+        .env("ADMIN_PASSWORD", &c.admin.password)
         .env("AUDIO", &live_audio)
         .env("DRILL_AUDIO", &drill_audio)
         .stdout(Stdio::piped())
@@ -76,7 +89,10 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
     let status = tokio::time::timeout(Duration::from_secs(300), run)
         .await
         .expect("the browser test ends within 5 minutes");
-    assert!(status.success(), "the browser test failed (its log is above)");
+    assert!(
+        status.success(),
+        "the browser test failed (its log is above)"
+    );
     let live_id = live_id.expect("the browser reported the live broadcast");
 
     // What the two villages' loudspeakers played is what was uploaded.
@@ -87,10 +103,18 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
         let played = read_wav(&t.dir.join("played.wav"));
         if live_villages.contains(&t.area.to_string()) {
             let c = correlation(&reference, &played, 2000);
-            assert!(c > 0.9, "{}: correlation {c} with the uploaded audio ({live_id})", t.dir.display());
+            assert!(
+                c > 0.9,
+                "{}: correlation {c} with the uploaded audio ({live_id})",
+                t.dir.display()
+            );
         } else {
             let c = correlation(&reference, &played, 2000);
-            assert!(c < 0.9 || played.len() < reference.len(), "{}: played the live alert outside its villages", t.dir.display());
+            assert!(
+                c < 0.9 || played.len() < reference.len(),
+                "{}: played the live alert outside its villages",
+                t.dir.display()
+            );
         }
     }
 }

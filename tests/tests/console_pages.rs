@@ -232,3 +232,99 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+async fn page(http: &reqwest::Client, url: String, cookie: &str) -> String {
+    let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tier_shows_its_own_scope_and_requests_from_below_show_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = testbed::LocalOptions::wav(
+        Layout {
+            towns: 1,
+            villages: 2,
+            terminals: 4,
+        },
+        dir.path(),
+    );
+    opts.configure = Box::new(|name, c| {
+        if name.starts_with("village") {
+            c.review.emergency.approver = platform::policy::Approver::Above;
+        }
+    });
+    let district = testbed::LocalDistrict::start(opts).await.unwrap();
+    assert_eq!(district.wait_connected(Duration::from_secs(20)).await, 4);
+    let c = &district.creds;
+    let http = no_redirects();
+    let url = |p: &platform::PlatformHandle| format!("http://{}", p.http_addr.unwrap());
+    let village = &district.villages[0];
+    let (mine, other) = (
+        village.area.to_string(),
+        district.villages[1].area.to_string(),
+    );
+
+    // The village's console: its own terminals and areas only.
+    let vbase = url(&village.platform);
+    let vcookie = login(&vbase, &c.drafter.name, &c.drafter.password).await;
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            page(&http, format!("{vbase}/terminals"), &vcookie)
+                .await
+                .matches("<tr data-state=")
+                .count()
+                == 2
+        })
+        .await,
+        "the village lists its two terminals"
+    );
+    let compose = page(&http, format!("{vbase}/compose"), &vcookie).await;
+    assert!(compose.contains(&format!("value=\"{mine}\"")));
+    assert!(
+        !compose.contains(&format!("value=\"{other}\"")),
+        "another village on the tree"
+    );
+    let overview = page(&http, format!("{vbase}/"), &vcookie).await;
+    assert!(
+        overview.contains("data-count=\"total\">2<"),
+        "the village counts its own terminals"
+    );
+
+    // A request from the village shows in the town's review queue with
+    // where it came from.
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 3.0, &clip_path);
+    let form = testbed::client::form(
+        &clip_path,
+        &[
+            ("areas", mine.clone()),
+            ("class", "emergency".to_string()),
+            ("severity", "2".to_string()),
+            ("title", "山洪紧急转移（申请）".to_string()),
+            ("submit", "true".to_string()),
+        ],
+    )
+    .unwrap();
+    let (status, d) = answer(
+        http.post(format!("{vbase}/api/drafts"))
+            .bearer_auth(&c.drafter.token)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(status, 201, "{d}");
+    assert_eq!(d["state"], "requested");
+    let tbase = url(&district.towns[0]);
+    let tcookie = login(&tbase, &c.approver.name, &c.approver.password).await;
+    let village_cert = village.platform.relay.identity.cert().body().name.clone();
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            let html = page(&http, format!("{tbase}/review"), &tcookie).await;
+            html.contains("山洪紧急转移（申请）")
+                && html.contains(&format!("class=\"origin\">{village_cert}"))
+        })
+        .await,
+        "the town's review queue shows the request and its origin"
+    );
+}
