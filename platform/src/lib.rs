@@ -250,6 +250,7 @@ impl Platform {
         let endpoint = transport::platform_endpoint(&relay.identity, &crypto, listeners.quic)?;
         let quic_addr = endpoint.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stop_signal = shutdown_rx.clone();
         let stopping = move || {
             let mut rx = shutdown_rx.clone();
             async move {
@@ -313,6 +314,7 @@ impl Platform {
                     &config.sites,
                 )?),
                 tls_fingerprint: tls_fingerprint.clone(),
+                stopping: stop_signal.clone(),
             };
             let app = api::router(state);
             tasks.push(tokio::spawn(api::serve(

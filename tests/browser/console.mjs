@@ -233,6 +233,7 @@ try {
   assert.equal(await a.locator("table.terminals tbody tr:visible").count(), 0, "no terminal is offline");
   await a.selectOption("#filter-state", "");
   await a.screenshot({ path: path.join(SHOTS, "terminals.png"), fullPage: true });
+  await a.evaluate(() => { window.__terminalsLoaded = true; });
 
   step("a maintainer sets a terminal's volume with a signed command");
   const M = await context("zh-CN");
@@ -244,11 +245,12 @@ try {
   await m.fill("#volume", "40");
   await m.click("#volume-form button");
   await m.locator("#flash", { hasText: "指令已签发" }).waitFor();
-  await m.waitForFunction(async (s) => {
-    const r = await fetch("/api/terminals");
-    const rows = await r.json();
-    return rows.some((t) => t.serial === s && t.volume === 40);
-  }, serial.trim(), { timeout: 30000, polling: 500 });
+  // The approver's terminals page, open since before, shows it live.
+  await a.waitForFunction((s) => {
+    const v = document.querySelector('tr[data-serial="' + s + '"] .volume');
+    return v && v.textContent === "40";
+  }, serial.trim(), { timeout: 30000 });
+  assert.equal(await a.evaluate(() => window.__terminalsLoaded), true, "the terminals page was never reloaded");
 
   step("an admin creates an account; a bad one is refused naming the field");
   const D = await context("zh-CN");

@@ -231,6 +231,37 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         "text/javascript; charset=utf-8"
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
+    // Stopping the platform ends an open live stream cleanly: the orderly
+    // shutdown does not wait out its 10 s for it, and the browser sees an
+    // ended stream, not a broken one.
+    drop(sse);
+    let mut sse = http
+        .get(format!("{base}/console/live/terminals"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        sse.chunk().await.unwrap().is_some(),
+        "the first fragment comes at once"
+    );
+    let stop = tokio::spawn(district.district.shutdown());
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match sse.chunk().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream broke instead of ending: {end:?}"
+    );
+    stop.await.unwrap();
 }
 
 async fn page(http: &reqwest::Client, url: String, cookie: &str) -> String {

@@ -88,6 +88,29 @@
         el.dispatchEvent(new CustomEvent("live-update", { bubbles: true }));
         if (state) { state.textContent = state.dataset.ok; state.classList.add("ok"); }
       });
+      // The terminals page: only the rows that changed, as JSON.
+      es.addEventListener(el.dataset.event + "-delta", (e) => {
+        const d = JSON.parse(e.data);
+        for (const [serial, st, label, volume, since, faults] of d.rows) {
+          const tr = el.querySelector('tr[data-serial="' + serial + '"]');
+          if (tr) {
+            tr.dataset.state = st;
+            const pill = tr.querySelector(".state-pill");
+            pill.className = "state-pill " + st;
+            pill.textContent = label;
+            tr.querySelector(".volume").textContent = volume;
+            tr.querySelector(".since").textContent = since;
+            tr.querySelector(".faults").textContent = faults;
+          }
+          const dot = el.querySelector('circle[data-serial="' + serial + '"]');
+          if (dot) dot.setAttribute("class", "dot " + st);
+        }
+        for (const [k, n] of Object.entries(d.counts)) {
+          const b = el.querySelector('[data-count="' + k + '"]');
+          if (b) b.textContent = n;
+        }
+        el.dispatchEvent(new CustomEvent("live-update", { bubbles: true }));
+      });
       es.onerror = () => { if (state) { state.textContent = state.dataset.lost; state.classList.remove("ok"); } };
       es.onopen = () => { if (state) { state.textContent = state.dataset.ok; state.classList.add("ok"); } };
     });

@@ -61,6 +61,9 @@ pub struct ApiState {
     pub places: Arc<crate::console::places::Places>,
     /// The console certificate's fingerprint, when served over HTTPS.
     pub tls_fingerprint: Option<String>,
+    /// Turns true when the platform stops: live streams end, so the
+    /// orderly shutdown need not wait for them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs store, hashing and signing work off the runtime's threads.

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
 use super::i18n::Lang;
-use super::pages::{overview_live, terminals_live, CANCEL_ROLES};
+use super::pages::{
+    overview_live, terminal_delta, terminal_lines, terminals_live, TerminalLine, CANCEL_ROLES,
+};
 use super::Viewer;
 use crate::api::ApiState;
 
@@ -34,11 +36,70 @@ impl Part {
             Part::Terminals => "terminals",
         }
     }
+}
 
-    fn render(self, s: &ApiState, lang: Lang) -> Option<String> {
-        match self {
-            Part::Overview { can_cancel } => overview_live(s, lang, can_cancel).ok(),
-            Part::Terminals => terminals_live(s, lang).ok(),
+/// What one tick sends: nothing, the whole rendered part, or (terminals)
+/// only the rows that changed.
+enum Update {
+    Same,
+    Html(String),
+    Delta(String),
+}
+
+/// The terminals list as last sent: rows by serial.
+type Sent = std::collections::HashMap<String, TerminalLine>;
+
+fn tick(
+    s: &ApiState,
+    lang: Lang,
+    part: Part,
+    last: &mut Option<[u8; 32]>,
+    sent: &mut Option<Sent>,
+) -> Update {
+    match part {
+        Part::Overview { can_cancel } => {
+            let Ok(html) = overview_live(s, lang, can_cancel) else {
+                return Update::Same;
+            };
+            let digest = crate::accounts::sha256(html.as_bytes());
+            if *last == Some(digest) {
+                return Update::Same;
+            }
+            *last = Some(digest);
+            Update::Html(html)
+        }
+        Part::Terminals => {
+            let lines = terminal_lines(s);
+            let same_set = sent.as_ref().is_some_and(|m| {
+                m.len() == lines.len() && lines.iter().all(|l| m.contains_key(&l.serial))
+            });
+            if !same_set {
+                // New terminals (or the first tick): the whole part, map included.
+                let Ok(html) = terminals_live(s, lang) else {
+                    return Update::Same;
+                };
+                *sent = Some(lines.into_iter().map(|l| (l.serial.clone(), l)).collect());
+                return Update::Html(html);
+            }
+            let Some(m) = sent.as_mut() else {
+                return Update::Same;
+            };
+            let t = super::i18n::catalog(lang);
+            let mut changed = Vec::new();
+            for l in lines {
+                if m.get(&l.serial) != Some(&l) {
+                    changed.push(terminal_delta(&l, t));
+                    m.insert(l.serial.clone(), l);
+                }
+            }
+            if changed.is_empty() {
+                return Update::Same;
+            }
+            let mut counts = std::collections::BTreeMap::new();
+            for st in super::view::TermState::ALL {
+                counts.insert(st.name(), m.values().filter(|l| l.state == st).count());
+            }
+            Update::Delta(serde_json::json!({ "rows": changed, "counts": counts }).to_string())
         }
     }
 }
@@ -49,6 +110,7 @@ struct Feed {
     part: Part,
     session: String,
     last: Option<[u8; 32]>,
+    sent: Option<Sent>,
     checked: tokio::time::Instant,
     first: bool,
 }
@@ -65,13 +127,21 @@ fn feed(
         part,
         session,
         last: None,
+        sent: None,
         checked: tokio::time::Instant::now(),
         first: true,
     };
     stream::unfold(f, |mut f| async move {
         loop {
             if !f.first {
-                tokio::time::sleep(TICK).await;
+                let mut stopping = f.s.stopping.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = stopping.wait_for(|s| *s) => return None,
+                }
+            }
+            if *f.s.stopping.borrow() {
+                return None;
             }
             f.first = false;
             if f.checked.elapsed() >= SESSION_CHECK {
@@ -83,19 +153,26 @@ fn feed(
                 }
             }
             let (s, lang, part) = (f.s.clone(), f.lang, f.part);
+            let (mut last, mut sent) = (f.last.take(), f.sent.take());
             // Rendering reads the relay's book under its lock: off the
             // runtime's threads.
-            let html = tokio::task::spawn_blocking(move || part.render(&s, lang))
-                .await
-                .ok()
-                .flatten();
-            let Some(html) = html else { continue };
-            let digest = crate::accounts::sha256(html.as_bytes());
-            if f.last == Some(digest) {
+            let done = tokio::task::spawn_blocking(move || {
+                let u = tick(&s, lang, part, &mut last, &mut sent);
+                (u, last, sent)
+            })
+            .await;
+            let Ok((update, last, sent)) = done else {
                 continue;
-            }
-            f.last = Some(digest);
-            let event = Event::default().event(part.event()).data(html);
+            };
+            f.last = last;
+            f.sent = sent;
+            let event = match update {
+                Update::Same => continue,
+                Update::Html(html) => Event::default().event(part.event()).data(html),
+                Update::Delta(json) => Event::default()
+                    .event(format!("{}-delta", part.event()))
+                    .data(json),
+            };
             return Some((Ok(event), f));
         }
     })

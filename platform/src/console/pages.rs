@@ -384,6 +384,7 @@ pub async fn review(State(s): State<ApiState>, v: Viewer) -> Response {
     })
 }
 
+#[derive(Clone, PartialEq)]
 pub struct TerminalLine {
     pub serial: String,
     pub name: String,
@@ -393,6 +394,9 @@ pub struct TerminalLine {
     pub volume: String,
     pub muted: bool,
     pub last_seen: String,
+    /// The last heartbeat, shown only while offline (the live list then
+    /// changes only when a terminal's state does).
+    pub offline_since: String,
     pub faults: String,
     pub playing: String,
     pub software: String,
@@ -413,6 +417,10 @@ fn terminal_line(x: &view::TerminalInfo) -> TerminalLine {
         last_seen: r
             .map(|r| crate::audit::china_time(r.last_seen_ms))
             .unwrap_or_default(),
+        offline_since: match (x.state, r) {
+            (TermState::Offline, Some(r)) => crate::audit::china_time(r.last_seen_ms),
+            _ => String::new(),
+        },
         faults: r.map(|r| r.faults.join("; ")).unwrap_or_default(),
         playing: r.and_then(|r| r.playing.clone()).unwrap_or_default(),
         software: r.map(|r| r.software.clone()).unwrap_or_default(),
@@ -447,12 +455,34 @@ pub struct TerminalsLive {
     pub counts: Vec<(TermState, usize)>,
 }
 
+/// What the terminals page's live stream compares: each terminal's line
+/// as the list shows it.
+pub fn terminal_lines(s: &ApiState) -> Vec<TerminalLine> {
+    view::terminals(&s.workflow.relay, &s.places, now_ms())
+        .iter()
+        .map(terminal_line)
+        .collect()
+}
+
+/// One changed row of the terminals list, for the page's script:
+/// [serial, state, state label, volume, offline since, faults].
+pub fn terminal_delta(x: &TerminalLine, t: &Catalog) -> [String; 6] {
+    [
+        x.serial.clone(),
+        x.state.name().to_string(),
+        t.tstate(x.state).into_owned(),
+        x.volume.clone(),
+        x.offline_since.clone(),
+        x.faults.clone(),
+    ]
+}
+
 pub fn terminals_live(s: &ApiState, lang: Lang) -> Result<String, ApiError> {
     let t = catalog(lang);
     let terms = view::terminals(&s.workflow.relay, &s.places, now_ms());
     TerminalsLive {
         t,
-        map: view::map(&s.places, &terms, t),
+        map: view::map(&s.places, &terms),
         counts: TermState::ALL
             .iter()
             .map(|st| (*st, terms.iter().filter(|x| x.state == *st).count()))

@@ -435,7 +435,7 @@ const MARGIN: f64 = 40.0;
 /// The district drawn from configured coordinates: villages where
 /// `[[areas]]` puts them (on a grid by town when none are given),
 /// terminals at their `[[sites]]` or in a ring around their village.
-pub fn map(places: &Places, terms: &[TerminalInfo], t: &Catalog) -> Map {
+pub fn map(places: &Places, terms: &[TerminalInfo]) -> Map {
     let mut villages: Vec<AreaCode> = terms.iter().filter_map(|x| x.area).collect();
     villages.sort_unstable();
     villages.dedup();
@@ -505,7 +505,7 @@ pub fn map(places: &Places, terms: &[TerminalInfo], t: &Catalog) -> Map {
             y: (py * 10.0).round() / 10.0,
             serial: x.serial_hex.clone(),
             state: x.state.name(),
-            title: format!("{} · {} · {}", x.name, x.place, x.state.label(t)),
+            title: format!("{} · {}", x.name, x.place),
         });
     }
     Map {
