@@ -205,6 +205,8 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     for (back, to) in [
         ("/terminals", "/terminals"),
         ("//evil.example", "/"),
+        ("/x\nSet-Cookie: a=b", "/"),
+        ("/\\evil.example", "/"),
         ("https://evil.example", "/"),
     ] {
         let r = http
@@ -304,7 +306,7 @@ async fn each_tier_shows_its_own_scope_and_requests_from_below_show_their_origin
         eventually_async(Duration::from_secs(20), || async {
             page(&http, format!("{vbase}/terminals"), &vcookie)
                 .await
-                .matches("<tr data-state=")
+                .matches("<tr data-serial=")
                 .count()
                 == 2
         })

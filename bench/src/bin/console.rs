@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let base = api.base().to_string();
     let cookie = login(&base, &d.creds.drafter.name, &d.creds.drafter.password).await?;
     let http = reqwest::Client::new();
+    // Each page's bytes as sent plainly and gzipped.
     let mut pages = serde_json::Map::new();
     for p in [
         "/",
@@ -94,19 +95,25 @@ async fn main() -> anyhow::Result<()> {
         "/review",
         "/security",
         "/certificates",
+        "/assets/console.js",
+        "/assets/console.css",
     ] {
-        let body = http
-            .get(format!("{base}{p}"))
-            .header("cookie", &cookie)
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        pages.insert(p.to_string(), body.len().into());
-    }
-    for p in ["/assets/console.js", "/assets/console.css"] {
-        let body = http.get(format!("{base}{p}")).send().await?.bytes().await?;
-        pages.insert(p.to_string(), body.len().into());
+        let mut sizes = Vec::new();
+        for encoding in ["identity", "gzip"] {
+            let body = http
+                .get(format!("{base}{p}"))
+                .header("cookie", &cookie)
+                .header("accept-encoding", encoding)
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            sizes.push(body.len());
+        }
+        pages.insert(
+            p.to_string(),
+            serde_json::json!({"plain": sizes[0], "gzip": sizes[1]}),
+        );
     }
     let mut render_ms = Vec::new();
     for _ in 0..20 {

@@ -114,7 +114,10 @@ impl FromRequestParts<ApiState> for Viewer {
 
 pub fn router() -> Router<ApiState> {
     use tower_http::set_header::SetResponseHeaderLayer as Set;
-    Router::new()
+    // Pages and assets go gzipped to browsers that ask (the terminals page
+    // of a full district is 360 kB of HTML); the live streams are not
+    // compressed, so each event leaves at once.
+    let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login))
         .route("/compose", get(pages::compose))
@@ -125,11 +128,14 @@ pub fn router() -> Router<ApiState> {
         .route("/audit", get(pages::audit))
         .route("/accounts", get(pages::accounts))
         .route("/certificates", get(pages::certificates))
+        .route("/assets/console.js", get(script))
+        .route("/assets/console.css", get(style))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
+    Router::new()
+        .merge(pages)
         .route("/console/live/overview", get(live::overview))
         .route("/console/live/terminals", get(live::terminals))
         .route("/lang", get(switch_lang))
-        .route("/assets/console.js", get(script))
-        .route("/assets/console.css", get(style))
         .layer(Set::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_CSP),
@@ -168,11 +174,14 @@ async fn switch_lang(State(s): State<ApiState>, Query(q): Query<LangQuery>) -> R
     let Some(lang) = Lang::from_tag(&q.to) else {
         return (StatusCode::BAD_REQUEST, "to: zh-CN or en").into_response();
     };
-    let back = if q.back.starts_with('/') && !q.back.starts_with("//") && !q.back.contains('\\') {
-        q.back.as_str()
-    } else {
-        "/"
-    };
+    // A path of this site, in visible ASCII (a header value; what the
+    // pages link is percent-encoded), else the overview.
+    let local = q.back.starts_with('/')
+        && !q.back.starts_with("//")
+        && q.back
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'\\');
+    let back = if local { q.back.as_str() } else { "/" };
     let secure = if s.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(
         "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Strict{secure}",
