@@ -268,6 +268,21 @@ try {
   await ad.locator("tr[data-account=\"clerk-li\"]").waitFor({ timeout: 10000 });
   assert.match(await ad.locator("tr[data-account=\"clerk-li\"]").textContent(), /李文书/);
 
+  step("repeated wrong passwords lock the account, and the login page says so");
+  const L = await context("zh-CN");
+  const l = await L.newPage();
+  await l.goto(URL + "/login");
+  let said = "";
+  for (let i = 0; i < 6; i++) {
+    await l.fill("#name", "clerk-li");
+    await l.fill("#password", "wrong-password-" + i);
+    await l.press("#password", "Enter");
+    await l.locator("#login-error").waitFor({ state: "visible" });
+    said = await l.locator("#login-error").textContent();
+  }
+  assert.match(said, /锁定/, "the lock-out is named: " + said);
+  await L.close();
+
   step("every page renders in zh-CN and en with every text found");
   for (const lang of ["zh-CN", "en"]) {
     await a.goto(`${URL}/lang?to=${lang}&back=/`);

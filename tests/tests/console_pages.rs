@@ -155,6 +155,21 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         }
     }
 
+    // The audit page filters by action.
+    let audit = http
+        .get(format!("{base}/audit?action=login"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("<td>login</td>"), "the login is listed");
+    assert!(
+        !audit.contains("<td>draft.create</td>"),
+        "the filter let other actions through"
+    );
     let overview = http
         .get(format!("{base}/"))
         .header("cookie", cookie.clone())
