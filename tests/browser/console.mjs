@@ -222,6 +222,11 @@ try {
     return c && c.dataset.state === "cancelled";
   }, drillId, { timeout: 20000 });
   await d.waitForFunction((id) => document.querySelector(`article[data-broadcast="${id}"]`)?.dataset.state === "cancelled", drillId, { timeout: 20000 });
+  // Stopped at the terminals: each of the drill village's terminals says so.
+  await d.waitForFunction(({ id, n }) => {
+    const c = document.querySelector(`article[data-broadcast="${id}"] [data-cancelled]`);
+    return c && Number(c.dataset.cancelled) === n;
+  }, { id: drillId, n: Number(env("DRILL_EXPECT")) }, { timeout: 30000 });
   console.log(JSON.stringify({ drill: drillId }));
 
   step("the terminal map shows every terminal");

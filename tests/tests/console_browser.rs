@@ -60,6 +60,15 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
         .env("LIVE_VILLAGES", live_villages.join(","))
         .env("LIVE_EXPECT", live_expect.to_string())
         .env("DRILL_VILLAGE", &villages[2])
+        .env(
+            "DRILL_EXPECT",
+            district
+                .terminals
+                .iter()
+                .filter(|t| t.area.to_string() == villages[2])
+                .count()
+                .to_string(),
+        )
         .env("TOTAL_TERMINALS", district.terminals.len().to_string())
         .env("DRAFTER_NAME", &c.drafter.name)
         .env("DRAFTER_PASSWORD", &c.drafter.password)

@@ -250,7 +250,7 @@ pub async fn compose(State(s): State<ApiState>, v: Viewer) -> Response {
         .replace('&', "\\u0026");
     render(ComposePage {
         may_draft: v.has(&[Role::Drafter, Role::Clerk]),
-        tree: view::area_tree(relay, &s.places, &terms, &reach),
+        tree: view::area_tree(&s.places, &terms, &reach),
         templates,
         templates_json,
         event_types: EVENT_TYPES

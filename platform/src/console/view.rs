@@ -352,12 +352,7 @@ pub struct TreeRow {
 
 /// The areas the caller may address, as a tree: the scope, then every
 /// town and village below it that is named or has terminals.
-pub fn area_tree(
-    relay: &Relay,
-    places: &Places,
-    terms: &[TerminalInfo],
-    reach: &[AreaCode],
-) -> Vec<TreeRow> {
+pub fn area_tree(places: &Places, terms: &[TerminalInfo], reach: &[AreaCode]) -> Vec<TreeRow> {
     let mut known: std::collections::BTreeSet<AreaCode> = places.named().collect();
     for x in terms {
         if let Some(mut a) = x.area {
@@ -397,7 +392,6 @@ pub fn area_tree(
             },
         });
     }
-    let _ = relay;
     rows
 }
 
