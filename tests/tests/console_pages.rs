@@ -249,6 +249,50 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 
+    // The terminals page's stream starts from what the page shows: no
+    // second copy of the whole list, then only the rows that change.
+    let html = http
+        .get(format!("{base}/terminals"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = html.find("data-stream=\"").unwrap() + "data-stream=\"".len();
+    let stream = &html[at..at + html[at..].find('"').unwrap()];
+    assert!(stream.starts_with("/console/live/terminals?v="), "{stream}");
+    let mut live = http
+        .get(format!("{base}{stream}"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = answer(
+        http.post(format!("{base}/api/commands"))
+            .bearer_auth(&c.maintainer.token)
+            .json(&json!({"terminals": [serial], "action": "volume", "value": 35})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !got.contains("event: terminals-delta") {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .expect("the volume change arrives as a delta")
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !got.contains("event: terminals\n"),
+        "the whole list was sent again"
+    );
+    assert!(got.contains(&serial) && got.contains("\"35\""), "{got}");
+    drop(live);
+
     // Stopping the platform ends an open live stream cleanly: the orderly
     // shutdown does not wait out its 10 s for it, and the browser sees an
     // ended stream, not a broken one.

@@ -13,7 +13,8 @@ use futures_util::stream::{self, Stream};
 
 use super::i18n::Lang;
 use super::pages::{
-    overview_live, terminal_delta, terminal_lines, terminals_live, TerminalLine, CANCEL_ROLES,
+    lines_digest, overview_live, terminal_delta, terminal_lines, terminals_live, TerminalLine,
+    CANCEL_ROLES,
 };
 use super::Viewer;
 use crate::api::ApiState;
@@ -25,15 +26,20 @@ pub const SESSION_CHECK: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy)]
 enum Part {
-    Overview { can_cancel: bool },
-    Terminals,
+    Overview {
+        can_cancel: bool,
+    },
+    /// `shown`: the digest of the list the page was rendered with.
+    Terminals {
+        shown: Option<[u8; 32]>,
+    },
 }
 
 impl Part {
     fn event(self) -> &'static str {
         match self {
             Part::Overview { .. } => "overview",
-            Part::Terminals => "terminals",
+            Part::Terminals { .. } => "terminals",
         }
     }
 }
@@ -68,14 +74,19 @@ fn tick(
             *last = Some(digest);
             Update::Html(html)
         }
-        Part::Terminals => {
+        Part::Terminals { shown } => {
             let lines = terminal_lines(s);
+            if sent.is_none() && shown == Some(lines_digest(&lines)) {
+                // The page shows this already: from here on, changes only.
+                *sent = Some(lines.into_iter().map(|l| (l.serial.clone(), l)).collect());
+                return Update::Same;
+            }
             let same_set = sent.as_ref().is_some_and(|m| {
                 m.len() == lines.len() && lines.iter().all(|l| m.contains_key(&l.serial))
             });
             if !same_set {
                 // New terminals (or the first tick): the whole part, map included.
-                let Ok(html) = terminals_live(s, lang) else {
+                let Ok((html, _)) = terminals_live(s, lang) else {
                     return Update::Same;
                 };
                 *sent = Some(lines.into_iter().map(|l| (l.serial.clone(), l)).collect());
@@ -198,10 +209,21 @@ pub async fn overview(
     sse(s, v, part, &headers)
 }
 
+#[derive(serde::Deserialize)]
+pub struct TerminalsQuery {
+    /// The digest of the list the page shows (hex).
+    #[serde(default)]
+    v: String,
+}
+
 pub async fn terminals(
     State(s): State<ApiState>,
     headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<TerminalsQuery>,
     v: Viewer,
 ) -> Response {
-    sse(s, v, Part::Terminals, &headers)
+    let shown = hex::decode(&q.v)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    sse(s, v, Part::Terminals { shown }, &headers)
 }

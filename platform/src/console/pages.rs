@@ -477,20 +477,43 @@ pub fn terminal_delta(x: &TerminalLine, t: &Catalog) -> [String; 6] {
     ]
 }
 
-pub fn terminals_live(s: &ApiState, lang: Lang) -> Result<String, ApiError> {
+/// A digest of the list as shown: the page passes it to its live stream,
+/// which then starts with changes only instead of the whole part again.
+pub fn lines_digest(lines: &[TerminalLine]) -> [u8; 32] {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            l.serial,
+            l.name,
+            l.place,
+            l.state.name(),
+            l.volume,
+            l.offline_since,
+            l.faults
+        ));
+    }
+    crate::accounts::sha256(text.as_bytes())
+}
+
+/// The terminals page's live part, and the digest of its list.
+pub fn terminals_live(s: &ApiState, lang: Lang) -> Result<(String, [u8; 32]), ApiError> {
     let t = catalog(lang);
     let terms = view::terminals(&s.workflow.relay, &s.places, now_ms());
-    TerminalsLive {
+    let rows: Vec<TerminalLine> = terms.iter().map(terminal_line).collect();
+    let digest = lines_digest(&rows);
+    let html = TerminalsLive {
         t,
         map: view::map(&s.places, &terms),
         counts: TermState::ALL
             .iter()
             .map(|st| (*st, terms.iter().filter(|x| x.state == *st).count()))
             .collect(),
-        rows: terms.iter().map(terminal_line).collect(),
+        rows,
     }
     .render()
-    .map_err(|e| ApiError::internal(format!("rendering the terminals: {e}")))
+    .map_err(|e| ApiError::internal(format!("rendering the terminals: {e}")))?;
+    Ok((html, digest))
 }
 
 #[derive(Template)]
@@ -498,6 +521,8 @@ pub fn terminals_live(s: &ApiState, lang: Lang) -> Result<String, ApiError> {
 pub struct TerminalsPage {
     pub c: Chrome,
     pub live: String,
+    /// The list's digest, for the live stream.
+    pub version: String,
     pub states: [TermState; 5],
     pub state_filter: String,
 }
@@ -513,13 +538,14 @@ pub async fn terminals(
     v: Viewer,
     Query(q): Query<TerminalsQuery>,
 ) -> Response {
-    let live = match terminals_live(&s, v.lang) {
+    let (live, digest) = match terminals_live(&s, v.lang) {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
     render(TerminalsPage {
         c: chrome(&s, &v, "terminals"),
         live,
+        version: hex::encode(digest),
         states: TermState::ALL,
         state_filter: q.state,
     })
