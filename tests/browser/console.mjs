@@ -300,7 +300,26 @@ try {
   }
   await a.goto(`${URL}/lang?to=zh-CN&back=/`);
 
-  for (const c of [A, B, M, D]) assert.deepEqual(c.errors, [], "no script error in the pages");
+  step("a platform with no account: the first admin is made on the login page with the setup code");
+  const S = await context("zh-CN");
+  const su = await S.newPage();
+  const SETUP_URL = env("SETUP_URL");
+  await su.goto(SETUP_URL + "/");
+  await su.waitForURL(SETUP_URL + "/login");
+  await su.fill("#setup-code", "000000000000");
+  await su.fill("#setup-name", "chief");
+  await su.fill("#setup-display", "王主任");
+  await su.fill("#setup-password", "the-first-admin-password");
+  await su.click("#setup-form button[type=submit]");
+  await su.locator("#flash.error").waitFor({ state: "visible" });
+  await su.fill("#setup-code", env("SETUP_CODE"));
+  await su.click("#setup-form button[type=submit]");
+  await su.waitForURL(SETUP_URL + "/");
+  assert.match(await su.locator(".me .who").textContent(), /王主任/);
+  await su.goto(SETUP_URL + "/login");
+  assert.equal(await su.locator("#setup-form").count(), 0, "the setup form is gone once an account exists");
+
+  for (const c of [A, B, M, D, S]) assert.deepEqual(c.errors, [], "no script error in the pages");
   await browser.close();
   step("all passed");
 } catch (e) {

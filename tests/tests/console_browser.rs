@@ -48,6 +48,21 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
         .filter(|t| live_villages.contains(&t.area.to_string()))
         .count();
     let c = &district.creds;
+    // A second platform with no account yet: its first admin is made in
+    // the browser with the one-time setup code.
+    let fresh_dir = dir.path().join("fresh");
+    let now = certs::time::unix_now();
+    let pki = certs::pki::DistrictPki::generate(Layout::ONE_OF_EACH, (now - 60, now + 86_400), now)
+        .unwrap();
+    std::fs::create_dir_all(&fresh_dir).unwrap();
+    let fresh = platform::Platform::new(
+        testbed::node::platform_config(&fresh_dir, "fresh", vec![]),
+        testbed::node::provision(&fresh_dir, &pki.root, &pki.district, "fresh", now).unwrap(),
+    )
+    .unwrap()
+    .start(platform::Listeners::loopback(true).await.unwrap())
+    .await
+    .unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shots = root.join("../target/screenshots");
     let mut node = tokio::process::Command::new("node")
@@ -78,6 +93,8 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
         .env("MAINTAINER_PASSWORD", &c.maintainer.password)
         .env("ADMIN_NAME", &c.admin.name)
         .env("ADMIN_PASSWORD", &c.admin.password)
+        .env("SETUP_URL", format!("http://{}", fresh.http_addr.unwrap()))
+        .env("SETUP_CODE", fresh.setup_code.clone().unwrap())
         .env("AUDIO", &live_audio)
         .env("DRILL_AUDIO", &drill_audio)
         .stdout(Stdio::piped())

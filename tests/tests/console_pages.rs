@@ -420,3 +420,40 @@ async fn each_tier_shows_its_own_scope_and_requests_from_below_show_their_origin
         "the town's review queue shows the request and its origin"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_offers_the_first_admin_setup_only_while_no_account_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = certs::time::unix_now();
+    let pki = certs::pki::DistrictPki::generate(Layout::ONE_OF_EACH, (now - 60, now + 86_400), now)
+        .unwrap();
+    let fresh = platform::Platform::new(
+        testbed::node::platform_config(dir.path(), "fresh", vec![]),
+        testbed::node::provision(dir.path(), &pki.root, &pki.district, "fresh", now).unwrap(),
+    )
+    .unwrap()
+    .start(platform::Listeners::loopback(true).await.unwrap())
+    .await
+    .unwrap();
+    let base = format!("http://{}", fresh.http_addr.unwrap());
+    let http = no_redirects();
+    let login_page = || async {
+        http.get(format!("{base}/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(login_page().await.contains("id=\"setup-form\""));
+    let (status, body) = answer(http.post(format!("{base}/api/setup")).json(&json!({
+        "code": fresh.setup_code.clone().unwrap(), "name": "chief",
+        "password": "the-first-admin-password"})))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !login_page().await.contains("setup-form"),
+        "setup offered after it was used"
+    );
+}

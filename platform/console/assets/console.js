@@ -186,6 +186,21 @@
     });
   }
 
+  function setupForm() {
+    const f = $("#setup-form");
+    if (!f) return;
+    f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearErrors(f);
+      const name = f.elements.name.value, password = f.elements.password.value;
+      try {
+        await api("POST", "/api/setup", { code: f.elements.code.value.trim(), name, display_name: f.elements.display_name.value, password });
+        await api("POST", "/api/login", { name, password });
+        location.href = "/";
+      } catch (e) { showError(e, f); }
+    });
+  }
+
   function terminalFilters() {
     const state = $("#filter-state"), text = $("#filter-text");
     if (!state) return;
@@ -349,6 +364,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    loginPage(); live(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage();
+    loginPage(); setupForm(); live(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage();
   });
 })();

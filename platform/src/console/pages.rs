@@ -119,6 +119,9 @@ fn render(t: impl Template) -> Response {
 #[template(path = "login.html")]
 pub struct LoginPage {
     pub t: &'static Catalog,
+    /// No account exists yet: the first admin is made here with the
+    /// one-time setup code.
+    pub setup_open: bool,
     pub lang: Lang,
     pub platform: String,
     pub version: &'static str,
@@ -128,8 +131,10 @@ pub struct LoginPage {
 pub async fn login(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     let lang = super::lang_of(&headers);
     let t = catalog(lang);
+    let setup_open = s.setup.lock().map(|g| g.is_some()).unwrap_or(false);
     render(LoginPage {
         t,
+        setup_open,
         lang,
         platform: s.name.to_string(),
         version: super::ASSET_VERSION.as_str(),
