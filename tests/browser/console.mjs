@@ -167,6 +167,9 @@ try {
   await d.click("#save");
   await d.locator("#preview").waitFor({ state: "visible", timeout: 60000 });
   await d.screenshot({ path: path.join(SHOTS, "compose-drill.png"), fullPage: true });
+  // The approver's queue is open before the drill is submitted.
+  await a.goto(URL + "/review");
+  await a.evaluate(() => { window.__reviewLoaded = true; });
   await d.click("#submit-draft");
   const drillConfirm = await d.locator("#confirm-text").textContent();
   assert.match(drillConfirm, /演练/);
@@ -174,9 +177,9 @@ try {
   await d.click("#confirm-ok");
   await d.locator("#submitted").waitFor({ state: "visible" });
 
-  await a.goto(URL + "/review");
   const drillArt = a.locator("article.draft.drill");
-  await drillArt.waitFor();
+  await drillArt.waitFor({ timeout: 15000 });
+  assert.equal(await a.evaluate(() => window.__reviewLoaded), true, "the drill arrived in the open queue without a reload");
   assert.equal(await drillArt.locator(".drill-banner").isVisible(), true);
   assert.match(await drillArt.locator("h2.title").textContent(), /<script>window.__xss=1<\/script>/);
   await drillArt.locator("button[data-approve]").click();
@@ -184,6 +187,8 @@ try {
   assert.equal(await a.locator("#confirm-typed").isVisible(), false, "a drill needs no typed word");
   await a.locator("#confirm-ok").click();
   await a.locator("#flash", { hasText: "已发布" }).waitFor();
+  await drillArt.waitFor({ state: "detached", timeout: 15000 });
+  assert.equal(await a.locator("#queue-empty").isVisible(), true, "the decided draft left the queue");
 
   await d.goto(URL + "/");
   const drill = d.locator("article.bc.drill");

@@ -116,6 +116,26 @@
     });
   }
 
+  // The review queue: drafts arrive and leave (decided elsewhere) live;
+  // the cards already shown, with any comment being typed, stay as they are.
+  function queue() {
+    const q = $("[data-queue-stream]");
+    if (!q) return;
+    const es = new EventSource(q.dataset.queueStream);
+    es.addEventListener("review", (e) => {
+      const d = JSON.parse(e.data);
+      const ids = new Set(d.ids.map(String));
+      $$("article[data-draft]", q).forEach((a) => { if (!ids.has(a.dataset.draft)) a.remove(); });
+      for (const [id, html] of Object.entries(d.cards)) {
+        if ($('article[data-draft="' + id + '"]', q)) continue;
+        const t = document.createElement("template");
+        t.innerHTML = html;
+        q.prepend(t.content);
+      }
+      $("#queue-empty").hidden = ids.size > 0;
+    });
+  }
+
   // Buttons anywhere on a page (also inside live fragments).
   document.addEventListener("click", async (ev) => {
     const b = ev.target.closest("button");
@@ -137,13 +157,12 @@
         const d = await api("POST", "/api/drafts/" + b.dataset.approve + "/approve", { comment });
         flash(d.state === "published" ? T("published") : T("approved"));
         b.closest("article").classList.add("decided");
-        setTimeout(() => location.reload(), 1200);
       } else if (b.dataset.reject) {
         const c = $("#comment-" + b.dataset.reject);
         if (!c || !c.value.trim()) { flash(T("reject_comment"), "error"); if (c) c.focus(); return; }
         await api("POST", "/api/drafts/" + b.dataset.reject + "/reject", { comment: c.value });
         flash(T("rejected"));
-        setTimeout(() => location.reload(), 1200);
+        b.closest("article").classList.add("decided");
       } else if (b.dataset.submit) {
         await api("POST", "/api/drafts/" + b.dataset.submit + "/submit");
         flash(T("submitted"));
@@ -364,6 +383,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    loginPage(); setupForm(); live(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage();
+    loginPage(); setupForm(); live(); queue(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage();
   });
 })();

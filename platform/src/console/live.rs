@@ -1,7 +1,7 @@
 //! Server-Sent Events: the overview's and the terminals page's live parts,
 //! rendered by the same templates as the page and sent when they change
-//! (checked every second), so a page never needs reloading. A stream ends
-//! when its session does.
+//! (checked every second), and the review queue's arrivals and departures,
+//! so a page never needs reloading. A stream ends when its session does.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -33,6 +33,8 @@ enum Part {
     Terminals {
         shown: Option<[u8; 32]>,
     },
+    /// The drafts waiting for review that the viewer may see.
+    Review,
 }
 
 impl Part {
@@ -40,6 +42,7 @@ impl Part {
         match self {
             Part::Overview { .. } => "overview",
             Part::Terminals { .. } => "terminals",
+            Part::Review => "review",
         }
     }
 }
@@ -55,14 +58,44 @@ enum Update {
 /// The terminals list as last sent: rows by serial.
 type Sent = std::collections::HashMap<String, TerminalLine>;
 
+/// What a stream remembers of what it sent.
+#[derive(Default)]
+struct Memory {
+    /// Digest of the last fragment sent.
+    last: Option<[u8; 32]>,
+    /// The terminals list as last sent.
+    sent: Option<Sent>,
+    /// The review queue's drafts as last sent.
+    queue: Option<std::collections::BTreeSet<u64>>,
+}
+
 fn tick(
     s: &ApiState,
     lang: Lang,
     part: Part,
-    last: &mut Option<[u8; 32]>,
-    sent: &mut Option<Sent>,
+    viewer: &crate::accounts::Account,
+    memory: &mut Memory,
 ) -> Update {
+    let Memory { last, sent, queue } = memory;
     match part {
+        Part::Review => {
+            let Ok(cards) = super::pages::review_queue(s, viewer, lang) else {
+                return Update::Same;
+            };
+            let ids: std::collections::BTreeSet<u64> = cards.iter().map(|(id, _)| *id).collect();
+            if queue.as_ref() == Some(&ids) {
+                return Update::Same;
+            }
+            // The cards of drafts not sent before (all of them at first:
+            // the page keeps those it has).
+            let new: serde_json::Map<String, serde_json::Value> = cards
+                .into_iter()
+                .filter(|(id, _)| !queue.as_ref().is_some_and(|q| q.contains(id)))
+                .map(|(id, html)| (id.to_string(), html.into()))
+                .collect();
+            *queue = Some(ids.clone());
+            Update::Delta(serde_json::json!({ "ids": ids, "cards": new }).to_string())
+        }
         Part::Overview { can_cancel } => {
             let Ok(html) = overview_live(s, lang, can_cancel) else {
                 return Update::Same;
@@ -120,8 +153,8 @@ struct Feed {
     lang: Lang,
     part: Part,
     session: String,
-    last: Option<[u8; 32]>,
-    sent: Option<Sent>,
+    viewer: crate::accounts::Account,
+    memory: Memory,
     checked: tokio::time::Instant,
     first: bool,
 }
@@ -137,8 +170,8 @@ fn feed(
         lang: v.lang,
         part,
         session,
-        last: None,
-        sent: None,
+        viewer: v.caller.account.clone(),
+        memory: Memory::default(),
         checked: tokio::time::Instant::now(),
         first: true,
     };
@@ -164,22 +197,25 @@ fn feed(
                 }
             }
             let (s, lang, part) = (f.s.clone(), f.lang, f.part);
-            let (mut last, mut sent) = (f.last.take(), f.sent.take());
-            // Rendering reads the relay's book under its lock: off the
-            // runtime's threads.
+            let viewer = f.viewer.clone();
+            let mut memory = std::mem::take(&mut f.memory);
+            // Rendering reads the relay's book under its lock and the
+            // draft store: off the runtime's threads.
             let done = tokio::task::spawn_blocking(move || {
-                let u = tick(&s, lang, part, &mut last, &mut sent);
-                (u, last, sent)
+                let u = tick(&s, lang, part, &viewer, &mut memory);
+                (u, memory)
             })
             .await;
-            let Ok((update, last, sent)) = done else {
+            let Ok((update, memory)) = done else {
                 continue;
             };
-            f.last = last;
-            f.sent = sent;
+            f.memory = memory;
             let event = match update {
                 Update::Same => continue,
                 Update::Html(html) => Event::default().event(part.event()).data(html),
+                Update::Delta(json) if matches!(part, Part::Review) => {
+                    Event::default().event(part.event()).data(json)
+                }
                 Update::Delta(json) => Event::default()
                     .event(format!("{}-delta", part.event()))
                     .data(json),
@@ -226,4 +262,12 @@ pub async fn terminals(
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok());
     sse(s, v, Part::Terminals { shown }, &headers)
+}
+
+pub async fn review(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    v: Viewer,
+) -> Response {
+    sse(s, v, Part::Review, &headers)
 }

@@ -135,6 +135,7 @@ pub fn router() -> Router<ApiState> {
         .merge(pages)
         .route("/console/live/overview", get(live::overview))
         .route("/console/live/terminals", get(live::terminals))
+        .route("/console/live/review", get(live::review))
         .route("/lang", get(switch_lang))
         .layer(Set::overriding(
             header::CONTENT_SECURITY_POLICY,

@@ -352,6 +352,49 @@ fn draft_card(s: &ApiState, t: &Catalog, d: &Draft, me: &str) -> DraftCard {
     }
 }
 
+/// What a draft card needs around it when rendered on its own.
+pub struct CardChrome {
+    pub t: &'static Catalog,
+}
+
+#[derive(Template)]
+#[template(path = "review_card.html")]
+pub struct ReviewCard {
+    pub c: CardChrome,
+    pub d: DraftCard,
+    pub may_approve: bool,
+}
+
+/// The review queue's cards as `account` sees them: (draft id, HTML).
+/// Blocking (the draft store).
+pub fn review_queue(
+    s: &ApiState,
+    account: &crate::accounts::Account,
+    lang: Lang,
+) -> Result<Vec<(u64, String)>, ApiError> {
+    let t = catalog(lang);
+    let drafts = s
+        .workflow
+        .list(account, Some(DraftState::Submitted), QUEUE_MAX)?;
+    let may_approve = account.has(Role::Approver);
+    drafts
+        .iter()
+        .map(|d| {
+            let html = ReviewCard {
+                c: CardChrome { t },
+                d: draft_card(s, t, d, &account.name),
+                may_approve,
+            }
+            .render()
+            .map_err(|e| ApiError::internal(format!("rendering a draft: {e}")))?;
+            Ok((d.id, html))
+        })
+        .collect()
+}
+
+/// Most drafts the review page lists.
+pub const QUEUE_MAX: usize = 500;
+
 #[derive(Template)]
 #[template(path = "review.html")]
 pub struct ReviewPage {
@@ -364,7 +407,7 @@ pub struct ReviewPage {
 pub async fn review(State(s): State<ApiState>, v: Viewer) -> Response {
     let wf = s.workflow.clone();
     let account = v.caller.account.clone();
-    let drafts = match blocking(move || wf.list(&account, None, 500)).await {
+    let drafts = match blocking(move || wf.list(&account, None, QUEUE_MAX)).await {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
