@@ -67,7 +67,14 @@ struct Memory {
     sent: Option<Sent>,
     /// The review queue's drafts as last sent.
     queue: Option<std::collections::BTreeSet<u64>>,
+    /// The audit trail's length when the queue was last read, and when:
+    /// every change of a draft is audited, so the draft store is read
+    /// again only after a new entry (or every `QUEUE_RECHECK` anyway).
+    queue_read: Option<(u64, std::time::Instant)>,
 }
+
+/// The review queue is read again at least this often.
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(10);
 
 fn tick(
     s: &ApiState,
@@ -76,9 +83,19 @@ fn tick(
     viewer: &crate::accounts::Account,
     memory: &mut Memory,
 ) -> Update {
-    let Memory { last, sent, queue } = memory;
+    let Memory {
+        last,
+        sent,
+        queue,
+        queue_read,
+    } = memory;
     match part {
         Part::Review => {
+            let entries = s.workflow.audit.len();
+            if queue_read.is_some_and(|(n, at)| n == entries && at.elapsed() < QUEUE_RECHECK) {
+                return Update::Same;
+            }
+            *queue_read = Some((entries, std::time::Instant::now()));
             let Ok(cards) = super::pages::review_queue(s, viewer, lang) else {
                 return Update::Same;
             };
