@@ -83,6 +83,20 @@ impl Catalog {
         }
     }
 
+    /// The text for `key`, if the catalogue has one.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    /// An event type's code with its name when the catalogue knows it
+    /// (11B03 暴雨).
+    pub fn event(&self, code: &str) -> String {
+        match self.get(&format!("event.{code}")) {
+            Some(name) => format!("{code} {name}"),
+            None => code.to_string(),
+        }
+    }
+
     /// 特别重大 (I) … 一般 (IV); 0 (unknown) too.
     pub fn sev(&self, n: impl std::fmt::Display) -> Cow<'_, str> {
         self.t(&format!("sev.{n}"))

@@ -319,7 +319,7 @@ fn draft_card(s: &ApiState, t: &Catalog, d: &Draft, me: &str) -> DraftCard {
         drill,
         severity: d.severity,
         state: d.state.name(),
-        event_type: d.event_type.clone(),
+        event_type: t.event(&d.event_type),
         valid_minutes: d.valid_minutes,
         area_codes: d.target_codes().join(" "),
         confirm: t
