@@ -156,29 +156,13 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     }
 
     // The audit page filters by action.
-    let audit = http
-        .get(format!("{base}/audit?action=login"))
-        .header("cookie", cookie.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = page(&http, format!("{base}/audit?action=login"), &cookie).await;
     assert!(audit.contains("<td>login</td>"), "the login is listed");
     assert!(
         !audit.contains("<td>draft.create</td>"),
         "the filter let other actions through"
     );
-    let overview = http
-        .get(format!("{base}/"))
-        .header("cookie", cookie.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let overview = page(&http, format!("{base}/"), &cookie).await;
     let at = overview.find("alert(1)").expect("the title is shown");
     assert!(
         overview[at - 20..at].ends_with("&#60;script&#62;"),
@@ -251,15 +235,7 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
 
     // The terminals page's stream starts from what the page shows: no
     // second copy of the whole list, then only the rows that change.
-    let html = http
-        .get(format!("{base}/terminals"))
-        .header("cookie", cookie.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&http, format!("{base}/terminals"), &cookie).await;
     let at = html.find("data-stream=\"").unwrap() + "data-stream=\"".len();
     let stream = &html[at..at + html[at..].find('"').unwrap()];
     assert!(stream.starts_with("/console/live/terminals?v="), "{stream}");

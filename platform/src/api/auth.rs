@@ -50,11 +50,16 @@ impl Caller {
 pub struct ClientAddr(pub std::net::SocketAddr);
 
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     for v in headers.get_all(header::COOKIE) {
         let Ok(v) = v.to_str() else { continue };
         for part in v.split(';') {
             if let Some((k, val)) = part.trim().split_once('=') {
-                if k == SESSION_COOKIE {
+                if k == name {
                     return Some(val.to_string());
                 }
             }

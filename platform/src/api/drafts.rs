@@ -90,7 +90,8 @@ pub struct DraftView {
     pub request: Option<crate::drafts::SentRequest>,
 }
 
-fn class_name(c: u8) -> &'static str {
+/// A class's name by its code: emergency, daily, drill.
+pub fn class_name(c: u8) -> &'static str {
     match c {
         1 => "emergency",
         2 => "daily",

@@ -148,7 +148,7 @@ fn tick(
             let t = super::i18n::catalog(lang);
             let mut changed = Vec::new();
             for l in lines {
-                if m.get(&l.serial) != Some(&l) {
+                if m.get(&l.serial).map(TerminalLine::listed) != Some(l.listed()) {
                     changed.push(terminal_delta(&l, t));
                     m.insert(l.serial.clone(), l);
                 }
@@ -242,24 +242,18 @@ fn feed(
     })
 }
 
-fn sse(s: ApiState, v: Viewer, part: Part, headers: &axum::http::HeaderMap) -> Response {
-    let Some(session) = crate::api::auth::session_cookie(headers) else {
-        return super::pages::to_login();
-    };
+fn sse(s: ApiState, v: Viewer, part: Part) -> Response {
+    let session = v.session_id.clone();
     Sse::new(feed(s, v, session, part))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-pub async fn overview(
-    State(s): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    v: Viewer,
-) -> Response {
+pub async fn overview(State(s): State<ApiState>, v: Viewer) -> Response {
     let part = Part::Overview {
         can_cancel: v.has(CANCEL_ROLES),
     };
-    sse(s, v, part, &headers)
+    sse(s, v, part)
 }
 
 #[derive(serde::Deserialize)]
@@ -271,20 +265,15 @@ pub struct TerminalsQuery {
 
 pub async fn terminals(
     State(s): State<ApiState>,
-    headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<TerminalsQuery>,
     v: Viewer,
 ) -> Response {
     let shown = hex::decode(&q.v)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok());
-    sse(s, v, Part::Terminals { shown }, &headers)
+    sse(s, v, Part::Terminals { shown })
 }
 
-pub async fn review(
-    State(s): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    v: Viewer,
-) -> Response {
-    sse(s, v, Part::Review, &headers)
+pub async fn review(State(s): State<ApiState>, v: Viewer) -> Response {
+    sse(s, v, Part::Review)
 }

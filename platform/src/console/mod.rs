@@ -43,29 +43,17 @@ pub static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
 
 /// The language the browser chose (cookie), Chinese by default.
 pub fn lang_of(headers: &HeaderMap) -> Lang {
-    cookie(headers, LANG_COOKIE)
+    auth::cookie(headers, LANG_COOKIE)
         .and_then(|v| Lang::from_tag(&v))
         .unwrap_or(Lang::Zh)
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    for v in headers.get_all(header::COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        for part in v.split(';') {
-            if let Some((k, val)) = part.trim().split_once('=') {
-                if k == name {
-                    return Some(val.to_string());
-                }
-            }
-        }
-    }
-    None
 }
 
 /// The person looking at a page: signed in with a browser session (the
 /// pages never take a bearer token), or sent to the login page.
 pub struct Viewer {
     pub caller: Caller,
+    /// The session's id (from its cookie): live streams check it again.
+    pub session_id: String,
     pub csrf: String,
     pub lang: Lang,
     pub path: String,
@@ -98,6 +86,7 @@ impl FromRequestParts<ApiState> for Viewer {
             .map_err(|e| crate::api::ApiError::from(e).into_response())?;
         match found {
             Some(a) if a.csrf.is_some() => Ok(Viewer {
+                session_id: id,
                 csrf: a.csrf.clone().unwrap_or_default(),
                 caller: Caller {
                     account: a.account,

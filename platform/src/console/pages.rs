@@ -42,12 +42,19 @@ pub struct Chrome {
     pub script_texts: String,
 }
 
-/// The catalogue section the script uses, as JSON safe inside <script>.
-pub fn script_texts(t: &Catalog) -> String {
-    let json = serde_json::to_string(&t.section("js")).unwrap_or_else(|_| "{}".into());
-    json.replace('<', "\\u003c")
+/// `value` as JSON that is safe inside a `<script type="application/json">`
+/// element (no `<`, `>` or `&` that could end it).
+pub fn json_in_script(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
+}
+
+/// The catalogue section the script uses.
+pub fn script_texts(t: &Catalog) -> String {
+    json_in_script(&t.section("js"))
 }
 
 const PAGES: [(&str, &str, &str, &[Role]); 8] = [
@@ -90,7 +97,7 @@ fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
             .iter()
             .map(|r| t.role(r).into_owned())
             .collect::<Vec<_>>()
-            .join("、"),
+            .join(&t.t("list.sep")),
         csrf: v.csrf.clone(),
         nav: PAGES
             .iter()
@@ -248,11 +255,7 @@ pub async fn compose(State(s): State<ApiState>, v: Viewer) -> Response {
             },
         )
         .collect();
-    let templates_json = serde_json::to_string(&templates)
-        .unwrap_or_else(|_| "[]".into())
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
+    let templates_json = json_in_script(&templates);
     render(ComposePage {
         may_draft: v.has(&[Role::Drafter, Role::Clerk]),
         tree: view::area_tree(&s.places, &terms, &reach),
@@ -299,11 +302,7 @@ fn draft_card(s: &ApiState, t: &Catalog, d: &Draft, me: &str) -> DraftCard {
         .iter()
         .filter_map(|a| AreaCode::from_u64(*a).ok())
         .collect();
-    let class = match d.class {
-        1 => "emergency",
-        2 => "daily",
-        _ => "drill",
-    };
+    let class = crate::api::drafts::class_name(d.class);
     let drill = d.is_drill();
     let areas = view::named_areas(&s.places, &targets, &s.workflow.relay.scope);
     let key = if drill {
@@ -448,8 +447,27 @@ pub struct TerminalLine {
     pub faults: String,
     pub playing: String,
     pub software: String,
-    pub audio: String,
-    pub refusals: String,
+    /// Audio frames since the terminal started.
+    pub audio: crate::book::AudioRow,
+    pub refusals: u64,
+    /// Refusals by reason name.
+    pub refusals_by: Vec<(String, u32)>,
+}
+
+impl TerminalLine {
+    /// What the terminals list shows of it (its counters are on its own
+    /// page): the live stream sends a row again only when this changes.
+    pub fn listed(&self) -> (&str, &str, &str, TermState, &str, &str, &str) {
+        (
+            &self.serial,
+            &self.name,
+            &self.place,
+            self.state,
+            &self.volume,
+            &self.offline_since,
+            &self.faults,
+        )
+    }
 }
 
 fn terminal_line(x: &view::TerminalInfo) -> TerminalLine {
@@ -472,22 +490,14 @@ fn terminal_line(x: &view::TerminalInfo) -> TerminalLine {
         faults: r.map(|r| r.faults.join("; ")).unwrap_or_default(),
         playing: r.and_then(|r| r.playing.clone()).unwrap_or_default(),
         software: r.map(|r| r.software.clone()).unwrap_or_default(),
-        audio: r
+        audio: r.map(|r| r.audio).unwrap_or_default(),
+        refusals: r.map_or(0, |r| r.refusals),
+        refusals_by: r
             .map(|r| {
-                let a = &r.audio;
-                format!(
-                    "played {} · recovered {} · concealed {} · late {} · heard {}",
-                    a.played, a.recovered, a.concealed, a.late, a.heard
-                )
-            })
-            .unwrap_or_default(),
-        refusals: r
-            .map(|r| {
-                let mut s = r.refusals.to_string();
-                for (k, n) in &r.refusals_by_reason {
-                    s.push_str(&format!(" · {k} {n}"));
-                }
-                s
+                r.refusals_by_reason
+                    .iter()
+                    .map(|(k, n)| (k.clone(), *n))
+                    .collect()
             })
             .unwrap_or_default(),
     }
@@ -530,15 +540,10 @@ pub fn terminal_delta(x: &TerminalLine, t: &Catalog) -> [String; 6] {
 pub fn lines_digest(lines: &[TerminalLine]) -> [u8; 32] {
     let mut text = String::new();
     for l in lines {
+        let (serial, name, place, state, volume, since, faults) = l.listed();
         text.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            l.serial,
-            l.name,
-            l.place,
-            l.state.name(),
-            l.volume,
-            l.offline_since,
-            l.faults
+            "{serial}\t{name}\t{place}\t{}\t{volume}\t{since}\t{faults}\n",
+            state.name()
         ));
     }
     crate::accounts::sha256(text.as_bytes())
@@ -798,7 +803,7 @@ pub async fn accounts(State(s): State<ApiState>, v: Viewer) -> Response {
                     .iter()
                     .map(|r| t.role(r).into_owned())
                     .collect::<Vec<_>>()
-                    .join("、"),
+                    .join(&t.t("list.sep")),
                 areas: if a.areas.is_empty() {
                     t.t("accounts.all_areas").into_owned()
                 } else {

@@ -162,14 +162,6 @@ pub const RECENT_MS: i64 = 30 * 60 * 1000;
 /// Most broadcasts the overview lists.
 pub const MAX_CARDS: usize = 50;
 
-pub fn class_name(class: protocol::BroadcastClass) -> &'static str {
-    match class {
-        protocol::BroadcastClass::Emergency => "emergency",
-        protocol::BroadcastClass::Daily => "daily",
-        _ => "drill",
-    }
-}
-
 pub fn named_areas(places: &Places, codes: &[AreaCode], scope: &[AreaCode]) -> String {
     codes
         .iter()
@@ -269,7 +261,7 @@ pub fn broadcasts(
             id: b.id().to_string(),
             title: h.title.clone(),
             drill,
-            class: class_name(h.class),
+            class: crate::api::drafts::class_name(h.class.code()),
             severity: h.severity.code(),
             state,
             area_codes: h
