@@ -78,6 +78,15 @@ const PAGES: [(&str, &str, &str, &[Role]); 8] = [
     ("certificates", "/certificates", "nav.certificates", &[]),
 ];
 
+/// An account's roles by name, in the page's language.
+fn roles_text(t: &Catalog, roles: &std::collections::BTreeSet<Role>) -> String {
+    roles
+        .iter()
+        .map(|r| t.role(r).into_owned())
+        .collect::<Vec<_>>()
+        .join(&t.t("list.sep"))
+}
+
 fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
     let t = catalog(v.lang);
     let a = &v.caller.account;
@@ -92,12 +101,7 @@ fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
         } else {
             a.display_name.clone()
         },
-        roles: a
-            .roles
-            .iter()
-            .map(|r| t.role(r).into_owned())
-            .collect::<Vec<_>>()
-            .join(&t.t("list.sep")),
+        roles: roles_text(t, &a.roles),
         csrf: v.csrf.clone(),
         nav: PAGES
             .iter()
@@ -431,7 +435,7 @@ pub async fn review(State(s): State<ApiState>, v: Viewer) -> Response {
     })
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct TerminalLine {
     pub serial: String,
     pub name: String,
@@ -798,12 +802,7 @@ pub async fn accounts(State(s): State<ApiState>, v: Viewer) -> Response {
                 confirm: t.t("accounts.confirm_remove").replace("{name}", &a.name),
                 name: a.name.clone(),
                 display: a.display_name.clone(),
-                roles: a
-                    .roles
-                    .iter()
-                    .map(|r| t.role(r).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(&t.t("list.sep")),
+                roles: roles_text(t, &a.roles),
                 areas: if a.areas.is_empty() {
                     t.t("accounts.all_areas").into_owned()
                 } else {
@@ -875,9 +874,4 @@ pub async fn certificates(State(s): State<ApiState>, v: Viewer) -> Response {
         may_revoke: v.has(&[Role::Maintainer]),
         c: chrome(&s, &v, "certificates"),
     })
-}
-
-/// Where a browser without a session goes.
-pub fn to_login() -> Response {
-    axum::response::Redirect::to("/login").into_response()
 }
