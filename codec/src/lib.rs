@@ -8,6 +8,8 @@
 //! [`opus::FrameDecoder`] decodes with FEC recovery and concealment, and a
 //! [`sink::Sink`] plays (loudspeaker with the `cpal` feature, WAV, null).
 
+pub mod align;
+pub mod card;
 pub mod error;
 pub mod ingest;
 pub mod limiter;

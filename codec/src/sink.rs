@@ -18,7 +18,7 @@ pub enum SinkError {
     Device(String),
     #[error("cannot write {path}: {detail}")]
     File { path: String, detail: String },
-    #[error("unknown sink {0:?} (speaker, wav:PATH, timeline:PATH, null)")]
+    #[error("unknown sink {0:?} (speaker, wav:PATH, timeline:PATH, card:PPB:PATH with |PPB| ≤ 1000000, null)")]
     Unknown(String),
     #[error("this build has no loudspeaker support (build with the cpal feature)")]
     NoSpeakerSupport,
@@ -36,6 +36,13 @@ pub trait Sink: Send {
     fn write_at(&mut self, play_at_us: i64, pcm: &[f32]) -> Result<(), SinkError> {
         let _ = play_at_us;
         self.write(pcm)
+    }
+    /// For a sink that plays on its own clock (a sound card): how long
+    /// until a sample written now is heard, µs. The player then writes a
+    /// continuous stream aligned to the tree's clock (`align::Aligner`).
+    /// None (files, memory, null): each chunk is written when it is due.
+    fn delay_us(&self) -> Option<i64> {
+        None
     }
     /// Plays out what is queued and releases the device or file.
     fn stop(&mut self) -> Result<(), SinkError>;
@@ -200,7 +207,9 @@ impl Drop for WavSink {
 }
 
 /// Opens a sink from its configuration name: `speaker`, `wav:PATH`,
-/// `timeline:PATH` or `null`.
+/// `timeline:PATH`, `card:PPB:PATH` (a modelled sound card running PPB
+/// parts per billion fast, recording true times: tests and benchmarks) or
+/// `null`.
 pub fn open_sink(spec: &str, rate: u32) -> Result<Box<dyn Sink>, SinkError> {
     let file = |prefix: &str| spec.strip_prefix(prefix).filter(|p| !p.is_empty());
     match spec {
@@ -209,6 +218,17 @@ pub fn open_sink(spec: &str, rate: u32) -> Result<Box<dyn Sink>, SinkError> {
         _ => {
             if let Some(path) = file("wav:") {
                 Ok(Box::new(WavSink::create(Path::new(path), rate)?))
+            } else if let Some(rest) = file("card:") {
+                let (ppb, path) = rest
+                    .split_once(':')
+                    .and_then(|(p, path)| Some((p.parse::<i64>().ok()?, path)))
+                    .filter(|(p, path)| p.abs() <= 1_000_000 && !path.is_empty())
+                    .ok_or_else(|| SinkError::Unknown(spec.to_string()))?;
+                Ok(Box::new(crate::card::CardSink::create(
+                    Path::new(path),
+                    rate,
+                    ppb,
+                )?))
             } else if let Some(path) = file("timeline:") {
                 Ok(Box::new(crate::timeline::TimelineSink::create(
                     Path::new(path),

@@ -184,6 +184,82 @@ impl Timeline {
         holes
     }
 
+    /// The audio on a grid of samples from `from_us` to `to_us` (each
+    /// record placed at its time to the nearest sample; silence where
+    /// nothing played).
+    pub fn render(&self, from_us: i64, to_us: i64) -> Vec<f32> {
+        let rate = self.rate as i64;
+        let len = ((to_us - from_us).max(0) * rate / 1_000_000) as usize;
+        let mut grid = vec![0f32; len];
+        for (at, pcm) in &self.records {
+            let first = ((at - from_us) as f64 * rate as f64 / 1e6).round() as i64;
+            for (i, s) in pcm.iter().enumerate() {
+                let k = first + i as i64;
+                if (0..len as i64).contains(&k) {
+                    grid[k as usize] = *s as f32 / 32768.0;
+                }
+            }
+        }
+        grid
+    }
+
+    /// How much later than `other` this timeline played the same audio,
+    /// window by window (`window_us` long, every `step_us`, within
+    /// `[from_us, to_us]`), searching ±`max_us`: µs per window whose audio
+    /// correlates (windows of near silence are left out). The lag is
+    /// refined between samples by a parabola through the peak.
+    pub fn skew_against(
+        &self,
+        other: &Timeline,
+        (from_us, to_us): (i64, i64),
+        window_us: i64,
+        step_us: i64,
+        max_us: i64,
+    ) -> Vec<f64> {
+        let rate = self.rate as f64;
+        let a = self.render(from_us - max_us, to_us + max_us);
+        let b = other.render(from_us - max_us, to_us + max_us);
+        let n = (window_us as f64 * rate / 1e6) as usize;
+        let max_lag = (max_us as f64 * rate / 1e6) as i64;
+        let mut out = Vec::new();
+        let mut start = from_us;
+        while start + window_us <= to_us {
+            let b0 = ((start - from_us + max_us) as f64 * rate / 1e6) as i64;
+            let w = &b[b0 as usize..(b0 as usize + n).min(b.len())];
+            let energy: f64 = w.iter().map(|x| (*x as f64).powi(2)).sum();
+            if w.len() == n && energy / n as f64 > 1e-5 {
+                let corr = |lag: i64| -> f64 {
+                    let a0 = b0 + lag;
+                    if a0 < 0 || (a0 as usize + n) > a.len() {
+                        return f64::MIN;
+                    }
+                    let x = &a[a0 as usize..a0 as usize + n];
+                    let (mut ab, mut aa) = (0f64, 0f64);
+                    for (p, q) in x.iter().zip(w) {
+                        ab += *p as f64 * *q as f64;
+                        aa += (*p as f64).powi(2);
+                    }
+                    ab / (aa * energy).sqrt().max(1e-12)
+                };
+                let (best, c) = (-max_lag..=max_lag)
+                    .map(|l| (l, corr(l)))
+                    .fold((0, f64::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
+                if c > 0.5 {
+                    let (l, r) = (corr(best - 1), corr(best + 1));
+                    let denom = l - 2.0 * c + r;
+                    let frac = if denom.abs() > 1e-12 && l > f64::MIN && r > f64::MIN {
+                        (0.5 * (l - r) / denom).clamp(-0.5, 0.5)
+                    } else {
+                        0.0
+                    };
+                    out.push((best as f64 + frac) * 1e6 / rate);
+                }
+            }
+            start += step_us;
+        }
+        out
+    }
+
     /// Audio played twice: the total overlap between spans, µs.
     pub fn overlap_us(&self) -> i64 {
         let mut total = 0;
@@ -201,6 +277,35 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skew_is_found_between_samples() {
+        // Noise-like audio in 5 ms records; the second copy 437 µs later.
+        let mut x: u32 = 12345;
+        let pcm: Vec<i16> = (0..32_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((x >> 16) as i16) / 4
+            })
+            .collect();
+        let at = |shift: i64| Timeline {
+            rate: 16_000,
+            records: pcm
+                .chunks(80)
+                .enumerate()
+                .map(|(i, c)| (1_000_000 + shift + i as i64 * 5_000, c.to_vec()))
+                .collect(),
+        };
+        for shift in [0, 437, -1_250] {
+            let skew =
+                at(shift).skew_against(&at(0), (1_100_000, 2_900_000), 200_000, 100_000, 5_000);
+            assert!(skew.len() >= 15, "{}", skew.len());
+            assert!(
+                skew.iter().all(|s| (s - shift as f64).abs() < 40.0),
+                "{shift}: {skew:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_timeline_survives_a_torn_record_and_shows_holes_and_replays() {

@@ -74,6 +74,17 @@ pub struct TerminalRow {
     pub audio: AudioRow,
     /// The status's sequence (rises with each heartbeat, across restarts).
     pub status_seq: u32,
+    /// The terminal's clock against the tree's (None: not measured yet).
+    pub clock: Option<ClockRow>,
+}
+
+/// How far a terminal's own clock is from the tree's, and how well it knows.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ClockRow {
+    /// Tree − local, µs.
+    pub offset_us: i64,
+    /// Standard error of the offset, µs.
+    pub uncertainty_us: u32,
 }
 
 /// A terminal's audio counters (frames of 20 ms), as the API shows them.
@@ -290,6 +301,10 @@ impl Book {
                     .collect(),
                 audio: s.audio.into(),
                 status_seq: s.seq,
+                clock: (s.clock_uncertainty_us != u32::MAX).then_some(ClockRow {
+                    offset_us: s.clock_offset_us,
+                    uncertainty_us: s.clock_uncertainty_us,
+                }),
             })
             .collect();
         rows.sort_by(|a, b| a.serial.cmp(&b.serial));

@@ -88,6 +88,11 @@ fn no_certificate(e: &quinn::ConnectionError) -> bool {
 
 async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     let chain = transport::peer_chain(&conn)?;
+    // The child measures the tree's time against this platform's.
+    let _clock = transport::AbortOnDrop::new(tokio::spawn(transport::clock::serve(
+        conn.clone(),
+        relay.clock.clone(),
+    )));
     let leaf = chain
         .last()
         .ok_or_else(|| anyhow::anyhow!("empty peer chain"))?;

@@ -168,6 +168,11 @@ impl Platform {
             store.clone(),
             revocations.clone(),
             up_tx,
+            if config.parents.is_empty() {
+                transport::clock::TreeClock::root()
+            } else {
+                transport::clock::TreeClock::follower(Default::default())
+            },
         );
         let restored = relay.restore(crate::now_ms())?;
         let sealing = relay.clone();

@@ -57,6 +57,10 @@ pub struct Relay {
     pub members: Members,
     /// Publish requests between this platform and the tiers next to it.
     pub requests: crate::requests::RequestDesk,
+    /// The tree's time as this platform knows it: its own clock at the
+    /// top, else corrected by what its parent link measured. Children are
+    /// answered with it.
+    pub clock: Arc<transport::clock::TreeClock>,
 }
 
 impl Relay {
@@ -66,6 +70,7 @@ impl Relay {
         store: Store,
         revocations: Arc<RwLock<RevocationState>>,
         up: mpsc::Sender<Bytes>,
+        clock: Arc<transport::clock::TreeClock>,
     ) -> Arc<Self> {
         let cert = identity.cert().clone();
         let scope = cert.scope().to_vec();
@@ -92,6 +97,7 @@ impl Relay {
             reporter: Reporter::new(cert.serial(), cert.tier(), up),
             members: Members::default(),
             requests: Default::default(),
+            clock,
         })
     }
 

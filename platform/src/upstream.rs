@@ -36,11 +36,13 @@ pub async fn run(
         }
     }
     let (state, _) = tokio::sync::watch::channel(UplinkState::default());
+    let clock = relay.clock.clone();
     let link = ParentLink { relay, up };
     uplink::run(
         endpoint,
         parents,
         link,
+        clock,
         state,
         Duration::from_millis(200),
         shutdown,

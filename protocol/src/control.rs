@@ -136,8 +136,12 @@ pub struct Status {
     pub muted: bool,
     pub playing: Option<BroadcastId>,
     pub state: PlayState,
-    /// Estimated offset of the terminal's clock from its upstream's, microseconds.
+    /// Estimated offset of the tree's clock from the terminal's own
+    /// (tree − local), microseconds.
     pub clock_offset_us: i64,
+    /// Standard error of that estimate, µs; `u32::MAX` while the terminal
+    /// has not measured its upstream yet (it plays on its own clock).
+    pub clock_uncertainty_us: u32,
     pub software: String,
     pub faults: Vec<Fault>,
     /// (signer serial, list number) of each revocation list in force.
@@ -175,6 +179,7 @@ impl Status {
             .u128(self.playing.map_or(0, BroadcastId::as_u128))
             .u8(self.state.code())
             .i64(self.clock_offset_us)
+            .u32(self.clock_uncertainty_us)
             .str16(&self.software)
             .u8(self.faults.len() as u8);
         for f in &self.faults {
@@ -237,6 +242,7 @@ impl SignedStatus {
         let playing = opt_id(r.u128("playing")?)?;
         let state = PlayState::from_code(r.u8("play state")?)?;
         let clock_offset_us = r.i64("clock offset")?;
+        let clock_uncertainty_us = r.u32("clock uncertainty")?;
         let software = r.str16(MAX_VERSION_STRING, "software")?.to_string();
         let n = r.u8("fault count")? as usize;
         if n > MAX_FAULTS {
@@ -292,6 +298,7 @@ impl SignedStatus {
                 playing,
                 state,
                 clock_offset_us,
+                clock_uncertainty_us,
                 software,
                 faults,
                 revocation_numbers,
@@ -594,12 +601,17 @@ pub struct TimeRequest {
 }
 
 /// Time sync response: the request's t0, the server's receive (t1) and send
-/// (t2) times. Offset = ((t1 − t0) + (t2 − t3)) / 2, t3 the client's receive time.
+/// (t2) times on the tree's clock. Offset = ((t1 − t0) + (t2 − t3)) / 2, t3
+/// the client's receive time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeResponse {
     pub t0_us: i64,
     pub t1_us: i64,
     pub t2_us: i64,
+    /// Changes whenever the server's own estimate of the tree's time
+    /// stepped (its first fit, a new upstream): samples taken before
+    /// describe a clock that is gone.
+    pub epoch: u32,
 }
 
 impl TimeRequest {
@@ -626,7 +638,8 @@ impl TimeResponse {
         w.u8(CONTROL_VERSION)
             .i64(self.t0_us)
             .i64(self.t1_us)
-            .i64(self.t2_us);
+            .i64(self.t2_us)
+            .u32(self.epoch);
         w.into_vec()
     }
 
@@ -637,6 +650,7 @@ impl TimeResponse {
             t0_us: r.i64("t0")?,
             t1_us: r.i64("t1")?,
             t2_us: r.i64("t2")?,
+            epoch: r.u32("clock epoch")?,
         };
         r.finish()?;
         Ok(t)

@@ -61,6 +61,7 @@ fn sample_messages() -> Vec<Message> {
         playing: Some(h.id()),
         state: PlayState::Playing,
         clock_offset_us: -1234,
+        clock_uncertainty_us: 250,
         software: "terminal-agent 0.1.0".into(),
         faults: vec![Fault {
             code: 3,
@@ -115,6 +116,7 @@ fn sample_messages() -> Vec<Message> {
             t0_us: 5,
             t1_us: 9,
             t2_us: 10,
+            epoch: 3,
         }),
     ]
 }

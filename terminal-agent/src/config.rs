@@ -37,6 +37,15 @@ pub struct TerminalConfig {
     #[arg(long, default_value_t = 70)]
     #[serde(default = "default_emergency_volume")]
     pub emergency_min_volume: u8,
+    /// Tests and benchmarks only: run on a clock this far off the system's
+    /// (µs) and this many parts per billion fast, to show the terminal
+    /// finds the tree's time whatever its own clock says.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub emulated_clock_offset_us: i64,
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub emulated_clock_drift_ppb: i64,
 }
 
 fn default_sink() -> String {
@@ -64,6 +73,8 @@ impl TerminalConfig {
             heartbeat_ms: default_heartbeat(),
             playout_delay_ms: default_delay(),
             emergency_min_volume: default_emergency_volume(),
+            emulated_clock_offset_us: 0,
+            emulated_clock_drift_ppb: 0,
         }
     }
 
@@ -93,7 +104,25 @@ impl TerminalConfig {
             "emergency_min_volume: {} is outside 1..=100 (0 would let a mute swallow emergencies)",
             self.emergency_min_volume
         );
+        anyhow::ensure!(
+            self.emulated_clock_offset_us.abs() <= 3_600_000_000,
+            "emulated_clock_offset_us: {} is beyond ±3600000000 (an hour)",
+            self.emulated_clock_offset_us
+        );
+        anyhow::ensure!(
+            self.emulated_clock_drift_ppb.abs() <= 500_000,
+            "emulated_clock_drift_ppb: {} is beyond ±500000 (500 ppm)",
+            self.emulated_clock_drift_ppb
+        );
         Ok(())
+    }
+
+    /// The clock this terminal runs on.
+    pub fn local_clock(&self) -> transport::clock::LocalClock {
+        transport::clock::LocalClock::emulated(
+            self.emulated_clock_offset_us,
+            self.emulated_clock_drift_ppb,
+        )
     }
 }
 

@@ -11,6 +11,8 @@ use protocol::{Message, RawFrame, Refusal, Subscribe};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use transport::clock::TreeClock;
+
 use crate::core::{ControlVerdict, CoreSnapshot, Output, TerminalCore};
 use crate::host::{Offer, PlayerHandle, StoreHandle};
 
@@ -57,10 +59,12 @@ pub(crate) struct Driver {
     pub snapshot: watch::Sender<Arc<CoreSnapshot>>,
     /// The player's fault epoch last told to the core.
     pub fault_epoch: u64,
+    /// The tree's time: everything the core is told happens on it.
+    pub clock: Arc<TreeClock>,
 }
 
-fn instant_at(unix_us: i64) -> Instant {
-    let delta = unix_us - crate::now_us();
+fn instant_at(clock: &TreeClock, tree_us: i64) -> Instant {
+    let delta = tree_us - clock.now();
     let now = Instant::now();
     if delta <= 0 {
         now
@@ -79,7 +83,8 @@ impl Driver {
         let mut snapshot_due: Option<Instant> = None;
         let mut player_retry: Option<Instant> = None;
         loop {
-            let mut wake = self.core.poll_timeout().map(instant_at);
+            self.core.handle_clock(self.clock.estimate());
+            let mut wake = self.core.poll_timeout().map(|t| instant_at(&self.clock, t));
             for t in [snapshot_due, player_retry].into_iter().flatten() {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
@@ -92,7 +97,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                _ = sleep => self.core.handle_timeout(crate::now_us()),
+                _ = sleep => self.core.handle_timeout(self.clock.now()),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -103,8 +108,9 @@ impl Driver {
                         }
                     }
                     // Timers that fell due while inputs were handled.
-                    if self.core.poll_timeout().is_some_and(|t| t <= crate::now_us()) {
-                        self.core.handle_timeout(crate::now_us());
+                    let now = self.clock.now();
+                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                        self.core.handle_timeout(now);
                     }
                 }
             }
@@ -126,7 +132,7 @@ impl Driver {
     }
 
     fn handle(&mut self, input: Input) {
-        let now = crate::now_us();
+        let now = self.clock.now();
         match input {
             Input::Broadcast {
                 raw,
@@ -179,7 +185,7 @@ impl Driver {
 
     /// Hands the player what it has room for; true when audio is left over.
     fn feed_player(&mut self) -> bool {
-        let now = crate::now_us();
+        let now = self.clock.now();
         loop {
             match self.player.offer(|| self.core.poll_chunk(now)) {
                 Offer::Sent => {}

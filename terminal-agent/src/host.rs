@@ -16,14 +16,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use codec::align::{AlignConfig, Aligner};
 use codec::Sink;
 use tokio::sync::{mpsc, oneshot};
+use transport::clock::TreeClock;
 
 use crate::core::Chunk;
 use crate::journal::{Persist, TerminalStore};
 
 /// The playout clock's tick: the longest a due chunk waits for its sink.
 const TICK: Duration = Duration::from_millis(5);
+/// A sink on its own clock is kept this far ahead (ticks may come late on a
+/// busy machine).
+const SINK_LEAD_US: i64 = 40_000;
 /// Chunks (20 ms each) a player may hold ahead: more than the core's
 /// decode look-ahead.
 const PLAYER_QUEUE: usize = 64;
@@ -138,6 +143,10 @@ impl PlayerMeter {
 struct Player {
     rx: mpsc::Receiver<PlayerMsg>,
     sink: Box<dyn Sink>,
+    /// The terminal's tree time (chunks are due on it).
+    clock: Arc<TreeClock>,
+    /// For a sink on its own clock (a sound card): the stream in step.
+    aligner: Option<Aligner>,
     queue: VecDeque<Chunk>,
     flushed_below: u64,
     shared: Arc<PlayerShared>,
@@ -159,12 +168,18 @@ impl Player {
             match self.rx.try_recv() {
                 Ok(PlayerMsg::Chunk(c)) => {
                     if c.gen >= self.flushed_below {
-                        self.queue.push_back(c);
+                        match self.aligner.as_mut() {
+                            Some(a) => a.push(c.gen, c.play_at_us, c.pcm),
+                            None => self.queue.push_back(c),
+                        }
                     }
                 }
                 Ok(PlayerMsg::Flush(gen)) => {
                     self.flushed_below = self.flushed_below.max(gen);
                     self.queue.retain(|c| c.gen >= gen);
+                    if let Some(a) = self.aligner.as_mut() {
+                        a.retain_from(gen);
+                    }
                 }
                 Ok(PlayerMsg::Stop(done)) => {
                     self.close();
@@ -180,8 +195,13 @@ impl Player {
         }
     }
 
-    /// Writes every chunk due by `now_us`.
-    fn play(&mut self, now_us: i64) {
+    /// Writes what is due: every chunk due by now, or, for a sink on its
+    /// own clock, the stream up to a little ahead.
+    fn play(&mut self) {
+        if self.aligner.is_some() {
+            return self.play_aligned();
+        }
+        let now_us = self.clock.now();
         while self.queue.front().is_some_and(|c| c.play_at_us <= now_us) {
             let Some(c) = self.queue.pop_front() else {
                 break;
@@ -211,8 +231,51 @@ impl Player {
         }
     }
 
-    fn next_due(&self) -> Option<i64> {
-        self.queue.front().map(|c| c.play_at_us)
+    /// The stream in step: the sink says how soon a sample written now is
+    /// heard, the aligner writes what belongs there.
+    fn play_aligned(&mut self) {
+        let Some(delay) = self.sink.delay_us() else {
+            return;
+        };
+        let local = self.clock.local_now();
+        let heard_at = self.clock.tree_at(local + delay);
+        let until = self.clock.tree_at(local) + SINK_LEAD_US;
+        self.scratch.clear();
+        let Some(a) = self.aligner.as_mut() else {
+            return;
+        };
+        a.fill(heard_at, until, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return;
+        }
+        let gain = f32::from_bits(self.shared.gain.load(Ordering::Relaxed));
+        if gain != 1.0 {
+            self.scratch.iter_mut().for_each(|s| *s *= gain);
+        }
+        let written = self.scratch.len() as u64;
+        match self.sink.write(&self.scratch) {
+            Ok(()) => {
+                self.shared.samples.fetch_add(written, Ordering::Relaxed);
+                if self.failing {
+                    self.set_fault(None);
+                }
+            }
+            Err(e) => {
+                if !self.failing {
+                    self.set_fault(Some(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// How soon this player next has something to do, µs.
+    fn next_due_in(&self) -> Option<i64> {
+        let due = match &self.aligner {
+            // Streaming: the sink is kept `SINK_LEAD_US` ahead.
+            Some(a) => a.next_due().map(|t| t - SINK_LEAD_US),
+            None => self.queue.front().map(|c| c.play_at_us),
+        };
+        due.map(|t| t - self.clock.now())
     }
 
     fn close(&mut self) {
@@ -274,14 +337,20 @@ impl Host {
         Ok(Host { players, stores })
     }
 
-    /// A player for `sink`, driven by this host's playout clock.
-    pub fn player(&self, sink: Box<dyn Sink>) -> PlayerHandle {
+    /// A player for `sink`, driven by this host's playout clock, playing
+    /// on `clock` (the terminal's tree time).
+    pub fn player(&self, sink: Box<dyn Sink>, clock: Arc<TreeClock>) -> PlayerHandle {
         let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
         let shared = Arc::new(PlayerShared::default());
         shared.gain.store(1.0f32.to_bits(), Ordering::Relaxed);
+        let aligner = sink
+            .delay_us()
+            .map(|_| Aligner::new(sink.sample_rate(), AlignConfig::default()));
         let player = Player {
             rx,
             sink,
+            clock,
+            aligner,
             queue: VecDeque::new(),
             flushed_below: 0,
             shared: shared.clone(),
@@ -303,10 +372,6 @@ impl Host {
     }
 }
 
-fn now_us() -> i64 {
-    crate::now_us()
-}
-
 fn playout_clock(new_players: std_mpsc::Receiver<Player>) {
     let mut players: Vec<Player> = Vec::new();
     let mut accepting = true;
@@ -321,17 +386,16 @@ fn playout_clock(new_players: std_mpsc::Receiver<Player>) {
         if !accepting && players.is_empty() {
             return;
         }
-        let now = now_us();
         players.retain_mut(|p| {
             let alive = p.receive();
             if alive {
-                p.play(now);
+                p.play();
             }
             alive
         });
         // Sleep to the next due chunk or the next tick, whichever is first.
-        let next = players.iter().filter_map(Player::next_due).min();
-        let until_due = next.map(|t| Duration::from_micros((t - now_us()).max(0) as u64));
+        let next = players.iter().filter_map(Player::next_due_in).min();
+        let until_due = next.map(|t| Duration::from_micros(t.max(0) as u64));
         std::thread::sleep(until_due.map_or(TICK, |d| d.min(TICK)));
     }
 }

@@ -35,9 +35,10 @@ pub use crate::host::Host;
 use crate::host::{PlayerMeter, StoreHandle};
 use crate::journal::TerminalStore;
 
-/// Unix µs from the system clock: the programs' one clock.
+/// Unix µs from the system clock (the terminal itself plays on the tree's
+/// clock: `transport::clock::TreeClock`).
 pub fn now_us() -> i64 {
-    certs::time::unix_now_ms() * 1000
+    transport::clock::system_now_us()
 }
 
 /// What the terminal has done, for its status and for tests.
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub revocation_numbers: Vec<(u64, u64)>,
     /// Upstreams dropped for sending what fails verification.
     pub hostile_upstreams: u32,
+    /// What the terminal knows of the tree's time.
+    pub clock: transport::clock::Estimate,
 }
 
 /// A terminal ready to start: its configuration, its provisioning and,
@@ -165,7 +168,10 @@ impl Terminal {
             ..Default::default()
         };
         let software = core_config.software.clone();
-        let now = now_us();
+        // Until the first answer from an upstream, the tree's time is the
+        // terminal's own.
+        let clock = transport::clock::TreeClock::follower(config.local_clock());
+        let now = clock.now();
         let mut core = core::TerminalCore::new(
             bundle.identity,
             bundle.anchor,
@@ -196,7 +202,7 @@ impl Terminal {
         }
 
         let store = host.store(store);
-        let player = host.player(sink);
+        let player = host.player(sink, clock.clone());
         let meter = player.meter();
         let (up_tx, up_rx) = mpsc::channel(1024);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(core.snapshot()));
@@ -213,6 +219,7 @@ impl Terminal {
             up: up_tx,
             snapshot: snapshot_tx,
             fault_epoch: 0,
+            clock: clock.clone(),
         };
         let link = link::TerminalLink {
             serial,
@@ -226,6 +233,7 @@ impl Terminal {
                 endpoint.clone(),
                 config.upstreams.clone(),
                 link,
+                clock.clone(),
                 uplink_tx,
                 std::time::Duration::from_millis(100),
                 stopping(shutdown_rx),
@@ -238,6 +246,7 @@ impl Terminal {
         );
         Ok(TerminalHandle {
             serial,
+            clock,
             core: snapshot_rx,
             uplink: uplink_rx,
             meter,
@@ -252,6 +261,7 @@ impl Terminal {
 /// A running terminal.
 pub struct TerminalHandle {
     pub serial: u64,
+    clock: Arc<transport::clock::TreeClock>,
     core: watch::Receiver<Arc<CoreSnapshot>>,
     uplink: watch::Receiver<UplinkState>,
     meter: PlayerMeter,
@@ -277,6 +287,7 @@ impl TerminalHandle {
             sessions: link.sessions,
             revocation_numbers: core.revocation_numbers.clone(),
             hostile_upstreams: link.hostile,
+            clock: self.clock.estimate(),
         }
     }
 

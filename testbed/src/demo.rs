@@ -139,6 +139,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
                 c.name = n.into();
             }
         }),
+        configure_terminal: Box::new(|_, _| {}),
         progress: Box::new(move |what, done, of| {
             if verbose {
                 eprint!("\rstarting {what}: {done}/{of}   ");

@@ -21,6 +21,9 @@ pub type ProgressFn = Box<dyn Fn(&str, usize, usize) + Send + Sync>;
 /// Changes a platform's configuration before it starts: (name, config).
 pub type ConfigureFn = Box<dyn Fn(&str, &mut platform::PlatformConfig) + Send + Sync>;
 
+/// Changes a terminal's configuration before it starts: (terminal index, config).
+pub type ConfigureTerminalFn = Box<dyn Fn(usize, &mut TerminalConfig) + Send + Sync>;
+
 /// Where a terminal's audio goes: (terminal index, its folder).
 pub type SinkFactory =
     Box<dyn Fn(usize, &Path) -> anyhow::Result<Box<dyn codec::Sink>> + Send + Sync>;
@@ -41,6 +44,8 @@ pub struct LocalOptions {
     /// Changes each platform's configuration (by name: `district`,
     /// `town-T`, `village-T-V`) before it starts.
     pub configure: ConfigureFn,
+    /// Changes each terminal's configuration (by index) before it starts.
+    pub configure_terminal: ConfigureTerminalFn,
 }
 
 impl LocalOptions {
@@ -61,6 +66,7 @@ impl LocalOptions {
             progress: Box::new(|_, _, _| {}),
             platform_runtime: None,
             configure: Box::new(|_, _| {}),
+            configure_terminal: Box::new(|_, _| {}),
         }
     }
 
@@ -79,6 +85,7 @@ impl LocalOptions {
             progress: Box::new(|_, _, _| {}),
             platform_runtime: None,
             configure: Box::new(|_, _| {}),
+            configure_terminal: Box::new(|_, _| {}),
         }
     }
 }
@@ -219,6 +226,7 @@ impl LocalDistrict {
                         tdir.join("store"),
                     );
                     config.heartbeat_ms = opts.heartbeat.as_millis() as u64;
+                    (opts.configure_terminal)(terminals.len(), &mut config);
                     let sink = (opts.sink)(terminals.len(), &tdir)?;
                     let handle = Terminal::new(config.clone(), bundle)?
                         .with_sink(sink)

@@ -185,6 +185,7 @@ fn status_of(serial: u64, muted: bool) -> protocol::Status {
         playing: None,
         state: protocol::control::PlayState::Waiting,
         clock_offset_us: 0,
+        clock_uncertainty_us: u32::MAX,
         software: "terminal-agent 0.1.0".into(),
         faults: vec![],
         revocation_numbers: vec![],

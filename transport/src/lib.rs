@@ -6,6 +6,7 @@
 //! frames (`protocol::frame`) on QUIC streams: one bidirectional control
 //! stream per connection, one unidirectional stream per broadcast.
 
+pub mod clock;
 pub mod config;
 pub mod guard;
 pub mod uplink;
@@ -255,6 +256,12 @@ impl FrameStream {
 
 /// Aborts a task when dropped.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        AbortOnDrop(task)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

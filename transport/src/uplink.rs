@@ -186,11 +186,13 @@ impl DialPlan {
 }
 
 /// Keeps `handler` linked to the best reachable upstream until `shutdown`
-/// resolves. The state is published on `state`.
+/// resolves, and `clock` on the upstream's tree time while linked. The
+/// state is published on `state`.
 pub async fn run<H: Handler>(
     endpoint: Endpoint,
     upstreams: Vec<SocketAddr>,
     mut handler: H,
+    clock: Arc<crate::clock::TreeClock>,
     state: watch::Sender<UplinkState>,
     min_backoff: Duration,
     shutdown: impl Future<Output = ()>,
@@ -226,6 +228,10 @@ pub async fn run<H: Handler>(
                     info!(%addr, rank = plan.rank(addr), "connected upstream");
                     let strikes = Arc::new(Strikes::default());
                     let back = Arc::new(Notify::new());
+                    let _clock = crate::AbortOnDrop::new(tokio::spawn(crate::clock::follow(
+                        conn.clone(),
+                        clock.clone(),
+                    )));
                     let _probe = crate::probe_preferred(
                         &endpoint,
                         &plan.preferred_over(addr, Instant::now()),

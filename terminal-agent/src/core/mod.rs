@@ -157,6 +157,9 @@ pub struct TerminalCore {
     /// Audio arrived: decode at the next timeout, so frames arriving
     /// together are all in before anything missing is concealed.
     decode_pending: bool,
+    /// The tree's time against the terminal's clock (offset, standard
+    /// error), once measured.
+    clock: Option<(i64, u32)>,
 }
 
 impl TerminalCore {
@@ -207,6 +210,7 @@ impl TerminalCore {
             faults: Vec::new(),
             now_us,
             decode_pending: false,
+            clock: None,
         })
     }
 
@@ -427,6 +431,17 @@ impl TerminalCore {
             })
             .into_iter()
             .collect();
+    }
+
+    /// What the link measured of the tree's time (reported in the status).
+    pub fn handle_clock(&mut self, e: transport::clock::Estimate) {
+        self.clock = e.synced.then(|| {
+            let offset = e.offset_at(e.at_local_us);
+            (
+                offset,
+                e.uncertainty_us.clamp(0, u32::MAX as i64 - 1) as u32,
+            )
+        });
     }
 
     pub fn handle_timeout(&mut self, now_us: i64) {
@@ -788,7 +803,8 @@ impl TerminalCore {
             } else {
                 PlayState::Waiting
             },
-            clock_offset_us: 0,
+            clock_offset_us: self.clock.map_or(0, |c| c.0),
+            clock_uncertainty_us: self.clock.map_or(u32::MAX, |c| c.1),
             software: self.config.software.clone(),
             faults: self.faults.clone(),
             revocation_numbers: self

@@ -1,0 +1,252 @@
+//! The estimator in simulated time: a client whose clock is off by seconds
+//! and tens of ppm, a path with jitter (and asymmetry), lost probes.
+
+use super::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+struct Path {
+    /// One-way base delays (µs).
+    up_us: i64,
+    down_us: i64,
+    /// Uniform jitter added to each direction (0..jitter).
+    jitter_us: i64,
+    loss: f64,
+}
+
+struct Client {
+    offset_us: i64,
+    drift_ppb: i64,
+}
+
+impl Client {
+    fn local(&self, true_us: i64) -> i64 {
+        true_us + self.offset_us + (true_us as i128 * self.drift_ppb as i128 / 1_000_000_000) as i64
+    }
+}
+
+/// Runs `secs` of probing; returns the estimator's worst error of tree
+/// time over the last `check_secs`, checked every 100 ms (µs).
+fn simulate(
+    client: &Client,
+    path: &Path,
+    secs: i64,
+    check_secs: i64,
+    seed: u64,
+) -> (i64, ClockSync) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sync = ClockSync::new(SyncConfig::default());
+    let mut in_flight: Vec<(i64, TimeResponse)> = Vec::new();
+    let step = 1_000; // 1 ms of simulated time per step
+    sync.restart(client.local(0));
+    let mut worst = 0i64;
+    let mut t = 0i64;
+    while t < secs * 1_000_000 {
+        if let Some(req) = sync.poll_request(client.local(t)) {
+            if !rng.gen_bool(path.loss) {
+                let at_server = t + path.up_us + rng.gen_range(0..=path.jitter_us);
+                let back = at_server + 20 + path.down_us + rng.gen_range(0..=path.jitter_us);
+                if !rng.gen_bool(path.loss) {
+                    in_flight.push((
+                        back,
+                        TimeResponse {
+                            t0_us: req.t0_us,
+                            t1_us: at_server,
+                            t2_us: at_server + 20,
+                            epoch: 0,
+                        },
+                    ));
+                }
+            }
+        }
+        in_flight.retain(|(arrive, r)| {
+            if *arrive <= t {
+                let _ = sync.handle_response(r, client.local(*arrive));
+                false
+            } else {
+                true
+            }
+        });
+        if t >= (secs - check_secs) * 1_000_000 && t % 100_000 == 0 {
+            let e = sync.estimate().expect("an estimate");
+            let local = client.local(t);
+            let err = local + e.offset_at(local) - t;
+            worst = worst.max(err.abs());
+        }
+        t += step;
+    }
+    (worst, sync)
+}
+
+#[test]
+fn offset_and_drift_are_found_through_symmetric_jitter() {
+    // ±2 s, ±50 ppm, 40–200 ms round trips with a fifth of them as jitter.
+    // The bound grows with the jitter: at 20 ms each way, a sample's
+    // error is up to 10 ms and only the quickest few are near the truth.
+    let cases = [
+        (2_000_000, 50_000, 20_000, 4_000, 500),
+        (-2_000_000, -50_000, 100_000, 20_000, 1_500),
+        (1_234_567, 31_000, 50_000, 10_000, 1_000),
+    ];
+    for (i, (offset_us, drift_ppb, one_way, jitter, bound)) in cases.into_iter().enumerate() {
+        let client = Client {
+            offset_us,
+            drift_ppb,
+        };
+        let path = Path {
+            up_us: one_way,
+            down_us: one_way,
+            jitter_us: jitter,
+            loss: 0.02,
+        };
+        let (worst, sync) = simulate(&client, &path, 600, 300, i as u64);
+        let e = sync.estimate().unwrap();
+        assert!(
+            (e.drift_ppb + drift_ppb).abs() < 5_000,
+            "case {i}: drift {} ppb fitted for {} ppb",
+            e.drift_ppb,
+            -drift_ppb
+        );
+        assert!(worst < bound, "case {i}: worst error {worst} µs");
+        assert!(
+            e.uncertainty_us < bound,
+            "case {i}: uncertainty {}",
+            e.uncertainty_us
+        );
+    }
+}
+
+#[test]
+fn the_first_burst_gives_an_estimate_within_the_jitter() {
+    let client = Client {
+        offset_us: -1_500_000,
+        drift_ppb: 20_000,
+    };
+    let path = Path {
+        up_us: 30_000,
+        down_us: 30_000,
+        jitter_us: 6_000,
+        loss: 0.0,
+    };
+    let (worst, sync) = simulate(&client, &path, 1, 0, 7);
+    assert!(sync.samples() >= 15, "{}", sync.samples());
+    assert!(worst < 3_000, "worst error after one burst {worst} µs");
+}
+
+#[test]
+fn an_asymmetric_path_errs_by_half_its_asymmetry_and_no_more() {
+    let client = Client {
+        offset_us: 700_000,
+        drift_ppb: -40_000,
+    };
+    let path = Path {
+        up_us: 60_000,
+        down_us: 20_000,
+        jitter_us: 5_000,
+        loss: 0.0,
+    };
+    let (worst, _) = simulate(&client, &path, 300, 100, 3);
+    // Half the asymmetry (20 ms) is invisible to any two-way exchange.
+    assert!((19_000..21_500).contains(&worst), "worst error {worst} µs");
+}
+
+#[test]
+fn answers_to_nothing_asked_and_impossible_round_trips_are_refused() {
+    let mut sync = ClockSync::new(SyncConfig::default());
+    sync.restart(1_000);
+    let req = sync.poll_request(1_000).unwrap();
+    let forged = TimeResponse {
+        t0_us: 999,
+        t1_us: 5,
+        t2_us: 5,
+        epoch: 0,
+    };
+    assert_eq!(
+        sync.handle_response(&forged, 2_000),
+        Err(SampleRefused::Unasked)
+    );
+    let backwards = TimeResponse {
+        t0_us: req.t0_us,
+        t1_us: 10_000,
+        t2_us: 20_000,
+        epoch: 0,
+    };
+    assert!(matches!(
+        sync.handle_response(&backwards, 1_500),
+        Err(SampleRefused::RoundTrip(_))
+    ));
+    // An answer is used once.
+    assert_eq!(
+        sync.handle_response(&backwards, 1_500),
+        Err(SampleRefused::Unasked)
+    );
+    assert!(sync.estimate().is_none());
+}
+
+#[test]
+fn a_new_upstream_epoch_drops_the_old_samples() {
+    let mut sync = ClockSync::new(SyncConfig::default());
+    sync.restart(0);
+    for i in 0..5 {
+        let now = i * 40_000;
+        let req = sync.poll_request(now).unwrap();
+        let r = TimeResponse {
+            t0_us: req.t0_us,
+            t1_us: now + 1_000_000 + 500,
+            t2_us: now + 1_000_000 + 500,
+            epoch: 1,
+        };
+        sync.handle_response(&r, now + 1_000).unwrap();
+    }
+    assert_eq!(sync.samples(), 5);
+    assert!((sync.estimate().unwrap().offset_us - 1_000_000).abs() < 10);
+    let req = sync.poll_request(200_000).unwrap();
+    let r = TimeResponse {
+        t0_us: req.t0_us,
+        t1_us: 200_000 + 3_000_000 + 500,
+        t2_us: 200_000 + 3_000_000 + 500,
+        epoch: 2,
+    };
+    sync.handle_response(&r, 201_000).unwrap();
+    assert_eq!(sync.samples(), 1);
+    assert!((sync.estimate().unwrap().offset_us - 3_000_000).abs() < 10);
+}
+
+#[test]
+fn the_root_keeps_its_own_time_and_followers_step_their_epoch() {
+    let root = TreeClock::root();
+    root.set(
+        Estimate {
+            offset_us: 5_000_000,
+            synced: true,
+            ..Estimate::default()
+        },
+        true,
+    );
+    assert_eq!(root.estimate().offset_us, 0);
+    assert_eq!(root.epoch(), 0);
+    let f = TreeClock::follower(LocalClock::emulated(2_000_000, 30_000));
+    assert!((f.local_now() - system_now_us() - 2_000_000).abs() < 100_000);
+    f.set(
+        Estimate {
+            offset_us: -2_000_000,
+            synced: true,
+            ..Estimate::default()
+        },
+        true,
+    );
+    assert!((f.now() - system_now_us()).abs() < 100_000);
+    assert_eq!(f.epoch(), 1);
+}
+
+#[test]
+fn datagrams_carry_only_time_frames() {
+    let req = Message::TimeRequest(TimeRequest { t0_us: 42 });
+    assert_eq!(parse_datagram(&datagram(&req)), Some(req.clone()));
+    let mut long = datagram(&req).to_vec();
+    long.push(0);
+    assert_eq!(parse_datagram(&long), None);
+    let other = Message::Subscribe(protocol::Subscribe { resume: vec![] });
+    assert_eq!(parse_datagram(&other.encode()), None);
+    assert_eq!(parse_datagram(&[1, 2]), None);
+}
