@@ -47,6 +47,37 @@ pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) ->
             reason.name()
         );
     }
+    // The tree's time as this platform serves it to its children.
+    let clock = relay.clock.estimate();
+    family(
+        &mut out,
+        "ebs_clock_synced",
+        "gauge",
+        "1 when this platform serves the tree's time (the top of the tree, or measured against its parent).",
+    );
+    let _ = writeln!(out, "ebs_clock_synced {}", clock.synced as u8);
+    family(
+        &mut out,
+        "ebs_clock_offset_microseconds",
+        "gauge",
+        "The tree's time minus this platform's own clock, as measured against its parent.",
+    );
+    let _ = writeln!(
+        out,
+        "ebs_clock_offset_microseconds {}",
+        clock.offset_at(clock.at_local_us)
+    );
+    family(
+        &mut out,
+        "ebs_clock_uncertainty_microseconds",
+        "gauge",
+        "Standard error of that offset.",
+    );
+    let _ = writeln!(
+        out,
+        "ebs_clock_uncertainty_microseconds {}",
+        clock.uncertainty_us
+    );
     family(
         &mut out,
         "ebs_certificate_expiry_seconds",

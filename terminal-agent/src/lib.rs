@@ -291,6 +291,11 @@ impl TerminalHandle {
         }
     }
 
+    /// The clock the terminal plays on (the tree's time as it measured it).
+    pub fn tree_clock(&self) -> &Arc<transport::clock::TreeClock> {
+        &self.clock
+    }
+
     /// Moves to a new local UDP port, as a 4G re-attach gives the terminal a
     /// new address: the QUIC connection migrates, nothing reconnects.
     pub fn rebind(&self) -> std::io::Result<()> {

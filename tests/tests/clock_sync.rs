@@ -74,6 +74,9 @@ async fn terminals_on_wrong_clocks_play_in_step() {
     })
     .await;
     assert!(shown, "the village's terminal list carries each clock");
+    // The village itself measured its parent, and says so.
+    let metrics = api.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("ebs_clock_synced 1"), "{metrics}");
 
     let clip_path = dir.path().join("alert.wav");
     clip("alert-zh.wav", 6.0, &clip_path);

@@ -120,6 +120,21 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         "/certificates",
         "/login",
     ];
+    // A terminal's page shows its clock against the tree's once measured.
+    let clock_shown = eventually_async(Duration::from_secs(10), || async {
+        let page = http
+            .get(format!("{base}/terminals/{serial}"))
+            .header("cookie", format!("{cookie}; ebs_lang=zh-CN"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.contains("终端时钟偏差") && page.contains(" ms ± ")
+    })
+    .await;
+    assert!(clock_shown, "the terminal page shows the clock's error");
     for lang in ["zh-CN", "en"] {
         for path in pages {
             let r = http

@@ -451,6 +451,9 @@ pub struct TerminalLine {
     pub faults: String,
     pub playing: String,
     pub software: String,
+    /// How far the terminal's own clock is from the tree's and how well it
+    /// knows ("+1500.0 ms ± 0.3 ms"); empty until it measured.
+    pub clock: String,
     /// Audio frames since the terminal started.
     pub audio: crate::book::AudioRow,
     pub refusals: u64,
@@ -474,6 +477,16 @@ impl TerminalLine {
     }
 }
 
+/// A terminal's clock against the tree's: its own error (local − tree),
+/// in ms, with the estimate's standard error.
+fn clock_text(c: crate::book::ClockRow) -> String {
+    format!(
+        "{:+.1} ms ± {:.1} ms",
+        -c.offset_us as f64 / 1000.0,
+        c.uncertainty_us as f64 / 1000.0
+    )
+}
+
 fn terminal_line(x: &view::TerminalInfo) -> TerminalLine {
     let r = x.row.as_ref();
     TerminalLine {
@@ -494,6 +507,7 @@ fn terminal_line(x: &view::TerminalInfo) -> TerminalLine {
         faults: r.map(|r| r.faults.join("; ")).unwrap_or_default(),
         playing: r.and_then(|r| r.playing.clone()).unwrap_or_default(),
         software: r.map(|r| r.software.clone()).unwrap_or_default(),
+        clock: r.and_then(|r| r.clock).map(clock_text).unwrap_or_default(),
         audio: r.map(|r| r.audio).unwrap_or_default(),
         refusals: r.map_or(0, |r| r.refusals),
         refusals_by: r
