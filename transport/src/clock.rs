@@ -179,8 +179,6 @@ pub struct SyncConfig {
     pub period_us: i64,
     /// Samples kept (the newest).
     pub window: usize,
-    /// Drift is fitted only over samples spanning at least this.
-    pub drift_span_us: i64,
     /// An answer later than this is dropped (it says nothing useful).
     pub max_rtt_us: i64,
 }
@@ -190,9 +188,8 @@ impl Default for SyncConfig {
         SyncConfig {
             burst: 16,
             burst_gap_us: 40_000,
-            period_us: 2_000_000,
-            window: 256,
-            drift_span_us: 20_000_000,
+            period_us: 1_000_000,
+            window: 512,
             max_rtt_us: 5_000_000,
         }
     }
@@ -207,6 +204,8 @@ struct Sample {
     rtt_us: i64,
 }
 
+/// How far a clock's drift is expected to be from zero (the slope's prior).
+const PRIOR_PPB: i64 = 50_000;
 /// Drift beyond this is no crystal: the samples are wrong.
 const MAX_DRIFT_PPB: i64 = 500_000;
 /// Requests in flight remembered (answers to others are dropped).
@@ -341,17 +340,17 @@ impl ClockSync {
         };
         let mut chosen: Vec<Sample> = by_rtt[..keep].to_vec();
         // A sample whose round trip is e over the quickest may be off by
-        // up to e/2: weight 1/(e + c)², c a fraction of the spread chosen.
-        let widest = chosen.last().map_or(0, |s| s.rtt_us - min_rtt);
-        let c = (widest as f64 / 8.0).max(50.0);
+        // up to e/2: weight 1/(e + c)², c the typical excess of the chosen.
+        let mut excesses: Vec<i64> = chosen.iter().map(|s| s.rtt_us - min_rtt).collect();
+        excesses.sort_unstable();
+        let c = (excesses[excesses.len() / 2] as f64).max(50.0);
         let weight = |s: &Sample| 1.0 / ((s.rtt_us - min_rtt) as f64 + c).powi(2);
-        let hint = self.drift_hint();
-        let mut line = Line::fit(&chosen, &weight, self.cfg.drift_span_us, hint);
+        let mut line = Line::fit(&chosen, &weight);
         if chosen.len() >= 8 {
             let spread = line.rms.max(50.0);
             chosen.retain(|s| line.residual(s).abs() <= 3.0 * spread);
             if chosen.len() >= 4 {
-                line = Line::fit(&chosen, &weight, self.cfg.drift_span_us, hint);
+                line = Line::fit(&chosen, &weight);
             }
         }
         // Half the round-trip excess over the quickest is how far queueing
@@ -375,12 +374,6 @@ impl ClockSync {
             synced: true,
         })
     }
-
-    /// The drift of the last fit, used while the samples span too little
-    /// time to fit one (after a new link).
-    fn drift_hint(&self) -> i64 {
-        self.fitted.map_or(0, |f| f.drift_ppb)
-    }
 }
 
 struct Line {
@@ -391,14 +384,8 @@ struct Line {
 }
 
 impl Line {
-    /// Weighted least squares; the slope only when the samples span
-    /// `min_span_us`, else `drift_hint_ppb`.
-    fn fit(
-        s: &[Sample],
-        weight: &dyn Fn(&Sample) -> f64,
-        min_span_us: i64,
-        drift_hint_ppb: i64,
-    ) -> Line {
+    /// Weighted least squares, the slope shrunk towards zero by a prior.
+    fn fit(s: &[Sample], weight: &dyn Fn(&Sample) -> f64) -> Line {
         let t_ref = s.iter().map(|x| x.mid_us).max().unwrap_or(0);
         let w: Vec<f64> = s.iter().map(weight).collect();
         let sw: f64 = w.iter().sum::<f64>().max(f64::MIN_POSITIVE);
@@ -412,13 +399,13 @@ impl Line {
             sxx += w * (x - mx) * (x - mx);
             sxy += w * (x - mx) * (y - my);
         }
-        let span = s.iter().map(|x| x.mid_us).max().unwrap_or(0)
-            - s.iter().map(|x| x.mid_us).min().unwrap_or(0);
-        let b = if span >= min_span_us && sxx > 0.0 {
-            (sxy / sxx).clamp(-MAX_DRIFT_PPB as f64 / 1e9, MAX_DRIFT_PPB as f64 / 1e9)
-        } else {
-            drift_hint_ppb as f64 / 1e9
-        };
+        // The slope is shrunk towards zero by a prior of ±PRIOR_PPB (what
+        // crystals do): over a short span the data cannot tell drift from
+        // jitter, over a long one they outweigh the prior. The weights are
+        // 1/(4σ²) for σ = (e + c)/2 µs, hence the quarter.
+        let lambda = 1.0 / (PRIOR_PPB as f64 / 1e9).powi(2) / 4.0;
+        let b =
+            (sxy / (sxx + lambda)).clamp(-MAX_DRIFT_PPB as f64 / 1e9, MAX_DRIFT_PPB as f64 / 1e9);
         let a = my - b * mx;
         let rms = (xs
             .iter()

@@ -235,6 +235,15 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("terminal 0 played nothing"))?;
     let mut all = Vec::new();
     let mut per_terminal = Vec::new();
+    per_terminal.push(serde_json::json!({
+        "terminal": 0,
+        "rtt_ms": rtt_ms(0),
+        "clock_offset_us": clocks[0].0,
+        "clock_drift_ppb": clocks[0].1,
+        "card_drift_ppb": clocks[0].2,
+        "tree_time_error_us": estimates[0].0,
+        "uncertainty_us": estimates[0].1,
+    }));
     for (i, l) in lines.iter().enumerate().skip(1) {
         let skew = l.skew_against(
             &lines[0],
