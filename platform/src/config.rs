@@ -57,6 +57,13 @@ pub struct PlatformConfig {
     #[arg(long, default_value_t = default_lead())]
     #[serde(default = "default_lead")]
     pub lead_ms: i64,
+    /// How long after its presentation time every terminal plays a live
+    /// frame, ms (the jitter buffer of live voice, named in its header so
+    /// every terminal plays in step): the links' jitter and one lost
+    /// packet's worth, far below recorded audio's 400 ms.
+    #[arg(long, default_value_t = default_live_delay())]
+    #[serde(default = "default_live_delay")]
+    pub live_playout_delay_ms: u16,
     /// Warn (log, metric, API) this many days before any certificate of the
     /// chain expires.
     #[arg(long, default_value_t = default_expiry_warning_days())]
@@ -91,6 +98,9 @@ fn default_expiry_warning_days() -> u64 {
     crate::expiry::DEFAULT_WARNING.as_secs() / 86_400
 }
 
+fn default_live_delay() -> u16 {
+    150
+}
 fn default_lead() -> i64 {
     crate::issue::DEFAULT_LEAD_MS
 }
@@ -115,6 +125,7 @@ impl PlatformConfig {
             max_upload_mb: default_max_upload_mb(),
             bitrate_bps: default_bitrate(),
             lead_ms: default_lead(),
+            live_playout_delay_ms: default_live_delay(),
             expiry_warning_days: default_expiry_warning_days(),
             review: ReviewPolicy::default(),
             accounts: AccountPolicy::default(),
@@ -142,6 +153,11 @@ impl PlatformConfig {
             (16_000..=32_000).contains(&self.bitrate_bps),
             "bitrate_bps: {} is outside 16000..=32000",
             self.bitrate_bps
+        );
+        anyhow::ensure!(
+            (20..=2_000).contains(&self.live_playout_delay_ms),
+            "live_playout_delay_ms: {} is outside 20..=2000",
+            self.live_playout_delay_ms
         );
         anyhow::ensure!(
             (0..=60_000).contains(&self.lead_ms),

@@ -178,6 +178,7 @@ pub fn sign_and_publish(
             frames_per_segment: FRAMES_PER_SEGMENT,
             live: false,
             total_segments: segments_needed(frames.len(), FRAMES_PER_SEGMENT),
+            playout_delay_ms: 0,
         },
         volume_hint: fields.volume,
     };
@@ -188,6 +189,51 @@ pub fn sign_and_publish(
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
     Ok(id)
+}
+
+/// Signs and publishes the header of a live broadcast of `fields` opening
+/// at `now` (its validity bounds how long it may last), whose terminals
+/// play each frame `delay_ms` after it presents. Its id and the header's
+/// digest (the segments bind to it). Blocking (fsync).
+pub fn open_live(
+    relay: &Relay,
+    ids: &IdAllocator,
+    fields: &DraftFields,
+    now: i64,
+    delay_ms: u16,
+) -> Result<(BroadcastId, [u8; 32]), IssueError> {
+    let id = ids.next(now)?;
+    let header = BroadcastHeader {
+        id,
+        msg_type: fields.msg_type(),
+        related: None,
+        class: fields.class,
+        event_type: fields.event_type,
+        severity: fields.severity,
+        issued_at_ms: now,
+        start_ms: now,
+        end_ms: now + fields.valid_minutes.max(1) * 60_000,
+        targets: fields.targets.clone(),
+        language: fields.language.clone(),
+        title: fields.title.clone(),
+        text: fields.text.clone(),
+        audio: AudioParams {
+            codec: Codec::Opus,
+            sample_rate: 16_000,
+            frame_ms: 20,
+            channels: 1,
+            frames_per_segment: crate::live::LIVE_FRAMES_PER_SEGMENT,
+            live: true,
+            total_segments: 0,
+            playout_delay_ms: delay_ms,
+        },
+        volume_hint: fields.volume,
+    };
+    let signed = SignedHeader::sign(header, &relay.identity)
+        .map_err(|e| IssueError::Invalid(e.to_string()))?;
+    let digest = *signed.digest();
+    publish(relay, signed, std::iter::empty())?;
+    Ok((id, digest))
 }
 
 /// What the ingested audio must be for this request: it fits in its

@@ -15,6 +15,7 @@ pub mod downstream;
 pub mod drafts;
 pub mod expiry;
 pub mod issue;
+pub mod live;
 pub mod members;
 pub mod metrics;
 pub mod policy;
@@ -202,6 +203,7 @@ impl Platform {
             policy: config.review.clone(),
             ingest: config.ingest(),
             lead_ms: config.lead_ms,
+            live_delay_ms: config.live_playout_delay_ms,
             now: crate::now_ms,
             next_start_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         });

@@ -36,6 +36,29 @@ pub struct ReviewPolicy {
     pub emergency: Rule,
     pub drill: Rule,
     pub daily: Rule,
+    /// Who may go live alone: a class listed true needs an approver
+    /// present (their name and password given as the live broadcast
+    /// opens; another person than the speaker).
+    pub live: LiveRule,
+}
+
+/// Which live broadcasts need a second person present to open.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveRule {
+    pub emergency: bool,
+    pub drill: bool,
+    pub daily: bool,
+}
+
+impl Default for LiveRule {
+    fn default() -> Self {
+        LiveRule {
+            emergency: true,
+            drill: true,
+            daily: false,
+        }
+    }
 }
 
 impl Default for ReviewPolicy {
@@ -53,6 +76,7 @@ impl Default for ReviewPolicy {
                 approvals: 0,
                 approver: Approver::Here,
             },
+            live: LiveRule::default(),
         }
     }
 }
@@ -74,6 +98,11 @@ impl ReviewPolicy {
                 ));
             }
         }
+        if !self.live.emergency {
+            return Err(
+                "review.live.emergency: a live emergency needs an approver present (R10)".into(),
+            );
+        }
         if self.emergency.approvals == 0 && self.emergency.approver == Approver::Here {
             return Err(
                 "review.emergency.approvals: an emergency needs at least one approver (R10)".into(),
@@ -87,6 +116,15 @@ impl ReviewPolicy {
             BroadcastClass::Emergency => self.emergency,
             BroadcastClass::Drill => self.drill,
             BroadcastClass::Daily => self.daily,
+        }
+    }
+
+    /// True when a live broadcast of `class` needs an approver present.
+    pub fn live_needs_approver(&self, class: BroadcastClass) -> bool {
+        match class {
+            BroadcastClass::Emergency => self.live.emergency,
+            BroadcastClass::Drill => self.live.drill,
+            BroadcastClass::Daily => self.live.daily,
         }
     }
 

@@ -97,6 +97,8 @@ pub struct Workflow {
     pub policy: ReviewPolicy,
     pub ingest: codec::IngestConfig,
     pub lead_ms: i64,
+    /// The playout delay live broadcasts name in their header.
+    pub live_delay_ms: u16,
     pub now: fn() -> i64,
     /// The earliest start of an approved draft waiting for it (i64::MIN:
     /// not known yet, scan; i64::MAX: none).
@@ -918,6 +920,74 @@ impl Workflow {
                 self.set_state(d.id, DraftState::Cancelled)?;
             }
             Ok(cancel_id)
+        })();
+        self.audited(record, result)
+    }
+
+    /// Opens a live broadcast of `fields` spoken by `by`, with `present`
+    /// the approver at the microphone when the policy asks for one for
+    /// its class (another person, holding the approver role for those
+    /// areas; the caller checked their password). Signs and publishes the
+    /// header; the audio follows through the returned broadcast. Audited,
+    /// with who was present.
+    pub fn open_live(
+        &self,
+        by: &Account,
+        fields: &DraftFields,
+        present: Option<&Account>,
+    ) -> Result<crate::live::LiveBroadcast, WorkflowError> {
+        let mut record = Record::new(&by.name, "live.open", fields.title.clone())
+            .areas(&fields.targets)
+            .detail(format!(
+                "class {}",
+                crate::api::drafts::class_name(fields.class.code())
+            ));
+        if let Some(a) = present {
+            record = record.detail(format!(
+                "class {}, approver present: {}",
+                crate::api::drafts::class_name(fields.class.code()),
+                a.name
+            ));
+        }
+        let result = (|| {
+            if !policy::may_draft(by, fields.class) {
+                return Err(forbidden("going live needs the drafter or clerk role"));
+            }
+            self.check_reach(by, &fields.targets)?;
+            if self.policy.live_needs_approver(fields.class) {
+                let Some(a) = present else {
+                    return Err(forbidden(
+                        "a live broadcast of this class needs an approver present: their account name and password",
+                    ));
+                };
+                if a.name == by.name {
+                    return Err(forbidden(
+                        "the approver present must be another person than the speaker",
+                    ));
+                }
+                if !a.has(Role::Approver) {
+                    return Err(forbidden(format!(
+                        "{} does not hold the approver role",
+                        a.name
+                    )));
+                }
+                if !self.within_reach(a, &fields.targets) {
+                    return Err(forbidden(format!(
+                        "{} may not approve broadcasts to these areas",
+                        a.name
+                    )));
+                }
+            }
+            issue::check_scope(&self.relay, &fields.targets)?;
+            let (id, digest) = issue::open_live(
+                &self.relay,
+                &self.ids,
+                fields,
+                (self.now)(),
+                self.live_delay_ms,
+            )?;
+            crate::live::LiveBroadcast::new(self.relay.clone(), id, digest)
+                .map_err(|e| WorkflowError::Issue(IssueError::Invalid(e.to_string())))
         })();
         self.audited(record, result)
     }

@@ -30,7 +30,7 @@ pub const MAX_HEADER_BYTES: usize = 1
     + MAX_LANGUAGE_BYTES
     + MAX_TITLE_BYTES
     + MAX_TEXT_BYTES
-    + 13
+    + 15
     + 1
     + 1
     + MAX_CHAIN_LEN * (4 + MAX_CERT_BYTES)
@@ -49,7 +49,14 @@ pub struct AudioParams {
     pub live: bool,
     /// Number of segments of recorded audio; 0 when live or without audio.
     pub total_segments: u32,
+    /// How long after its presentation time every terminal plays a frame
+    /// (ms): the issuer's choice, the same for all so they stay in step;
+    /// 0 leaves it to each terminal's configured delay.
+    pub playout_delay_ms: u16,
 }
+
+/// Longest playout delay an issuer may ask for.
+pub const MAX_PLAYOUT_DELAY_MS: u16 = 10_000;
 
 impl AudioParams {
     /// No audio: cancels and text-only messages.
@@ -61,6 +68,7 @@ impl AudioParams {
         frames_per_segment: 0,
         live: false,
         total_segments: 0,
+        playout_delay_ms: 0,
     };
 
     fn check(&self) -> Result<(), &'static str> {
@@ -85,6 +93,9 @@ impl AudioParams {
                 }
                 if self.live != (self.total_segments == 0) {
                     return Err("recorded audio has a segment count, live audio has none");
+                }
+                if self.playout_delay_ms > MAX_PLAYOUT_DELAY_MS {
+                    return Err("playout delay above 10000 ms");
                 }
             }
         }
@@ -181,6 +192,7 @@ impl BroadcastHeader {
             .u8(a.frames_per_segment)
             .u8(a.live as u8)
             .u32(a.total_segments)
+            .u16(a.playout_delay_ms)
             .u8(self.volume_hint.unwrap_or(u8::MAX));
     }
 
@@ -224,6 +236,7 @@ impl BroadcastHeader {
                 v => return Err(DecodeError::invalid("live", v.to_string())),
             },
             total_segments: r.u32("total segments")?,
+            playout_delay_ms: r.u16("playout delay")?,
         };
         let volume_hint = match r.u8("volume hint")? {
             u8::MAX => None,

@@ -44,6 +44,7 @@ pub fn alert_header(
             frames_per_segment: 10,
             live: segments == 0,
             total_segments: segments,
+            playout_delay_ms: 0,
         },
         volume_hint: Some(80),
     }

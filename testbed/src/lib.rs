@@ -7,6 +7,7 @@ pub mod client;
 pub mod credentials;
 pub mod demo;
 pub mod district;
+pub mod live;
 pub mod node;
 pub mod places;
 

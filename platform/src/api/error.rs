@@ -51,6 +51,13 @@ impl ApiError {
         }
     }
 
+    /// The body with its status, for answers outside HTTP (a WebSocket).
+    pub fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.body).unwrap_or_default();
+        v["status"] = self.status.as_u16().into();
+        v
+    }
+
     pub fn field(mut self, field: &'static str) -> Self {
         self.body.field = Some(field);
         self

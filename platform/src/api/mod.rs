@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod drafts;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod people;
@@ -189,6 +190,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/status", get(ops::status))
         .route("/api/terminals", get(ops::terminals))
         .route("/api/commands", post(ops::command))
+        .route("/api/live", get(live::upgrade))
         .route("/api/security-events", get(ops::security_events))
         .route(
             "/api/revocations",
@@ -258,8 +260,12 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections (upgradeable: live voice is a WebSocket) are told to
+    // finish when `stop` turns true, and waited for through `conns`.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = &mut shutdown => break,
@@ -286,9 +292,9 @@ pub async fn serve(
                     app.call(req.map(axum::body::Body::new)).await
                 }
             });
-        let watcher = graceful.watcher();
+        let mut stopping = stop.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new())
@@ -298,8 +304,17 @@ pub async fn serve(
             };
             match acceptor {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn).await;
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
@@ -307,18 +322,29 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn).await;
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .with_upgrades();
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                 }
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
         tracing::warn!("HTTP requests still running after 10 s at shutdown: dropped");
+        conns.abort_all();
     }
 }

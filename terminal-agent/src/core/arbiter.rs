@@ -49,12 +49,25 @@ struct Entry {
     started: bool,
     /// Play time of the last frame handed out (decoded ahead).
     last_at_us: i64,
+    /// When the latest segment (or the header) arrived.
+    heard_us: i64,
 }
 
+/// A live broadcast whose source has been silent this long is over (its
+/// issuer vanished without the signed end marker).
+pub const LIVE_SOURCE_TIMEOUT_US: i64 = 5_000_000;
+
 impl Entry {
-    /// Every frame handed out has played, or the validity ended.
+    /// Every frame handed out has played, the validity ended, or a live
+    /// source went silent.
     fn done(&self, now_us: i64) -> bool {
-        (self.playout.finished() && self.last_at_us <= now_us) || self.header.end_ms * 1000 < now_us
+        (self.playout.finished() && self.last_at_us <= now_us)
+            || self.header.end_ms * 1000 < now_us
+            || self.source_lost(now_us)
+    }
+
+    fn source_lost(&self, now_us: i64) -> bool {
+        self.header.audio.live && now_us - self.heard_us > LIVE_SOURCE_TIMEOUT_US
     }
 }
 
@@ -113,7 +126,13 @@ impl Arbiter {
     /// A verified header with audio: it competes for the loudspeaker. A
     /// broadcast this terminal took before it restarted (`rejoin_at`, the
     /// time it came back) plays from then on, as a resumed one.
-    pub fn add(&mut self, header: BroadcastHeader, signer_tier: Tier, rejoin_at: Option<i64>) {
+    pub fn add(
+        &mut self,
+        header: BroadcastHeader,
+        signer_tier: Tier,
+        rejoin_at: Option<i64>,
+        now_us: i64,
+    ) {
         let id = header.id;
         let frames = header.audio.total_segments as u64 * header.audio.frames_per_segment as u64;
         self.records.entry(id).or_insert_with(|| PlayRecord {
@@ -123,7 +142,13 @@ impl Arbiter {
             ..Default::default()
         });
         let precedence = Precedence::of(&header, signer_tier);
-        let config = self.config;
+        let mut config = self.config;
+        // The issuer's delay, when it names one, so every terminal plays
+        // the broadcast in step (live audio asks for far less than the
+        // configured default).
+        if header.audio.playout_delay_ms > 0 {
+            config.delay_us = header.audio.playout_delay_ms as i64 * 1000;
+        }
         self.entries.entry(id).or_insert_with(|| {
             let mut playout = Playout::new(config, Join::InStep);
             if let Some(t) = rejoin_at {
@@ -135,6 +160,7 @@ impl Arbiter {
                 playout,
                 started: rejoin_at.is_some(),
                 last_at_us: i64::MIN,
+                heard_us: now_us,
             }
         });
     }
@@ -142,6 +168,7 @@ impl Arbiter {
     /// A verified segment.
     pub fn push(&mut self, segment: Segment, now_us: i64) {
         if let Some(e) = self.entries.get_mut(&segment.id) {
+            e.heard_us = e.heard_us.max(now_us);
             e.playout
                 .push_segment(segment.pts_us, segment.frames, segment.last, now_us);
         }
@@ -246,7 +273,17 @@ impl Arbiter {
             .flat_map(|e| {
                 let start = (e.header.start_ms > now_ms).then_some(e.header.start_ms * 1000);
                 let played_out = e.playout.finished().then_some(e.last_at_us.max(now_us));
-                [start, Some((e.header.end_ms + 1) * 1000), played_out]
+                let silent = e
+                    .header
+                    .audio
+                    .live
+                    .then_some(e.heard_us + LIVE_SOURCE_TIMEOUT_US + 1);
+                [
+                    start,
+                    Some((e.header.end_ms + 1) * 1000),
+                    played_out,
+                    silent,
+                ]
             })
             .flatten()
             .min()

@@ -246,7 +246,7 @@ impl TerminalCore {
                     // record survived, the audio did not). It rejoins now.
                     let rejoin = matches!(v, HeaderVerdict::Resumed { .. }).then_some(now_us);
                     self.arbiter
-                        .add(h.header().clone(), h.signer().tier(), rejoin);
+                        .add(h.header().clone(), h.signer().tier(), rejoin, now_us);
                     self.receipt(Some(h.id()), ReceiptKind::Verified, None, now_us);
                 }
                 false
