@@ -51,6 +51,43 @@ enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Speak live (实时喊话) through a running platform's API: from the
+    /// microphone (builds with the `microphone` feature) or a recording.
+    /// Ctrl-C ends the broadcast with its signed end marker.
+    Live(LiveArgs),
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// The platform's console, e.g. http://127.0.0.1:8080 (loopback).
+    #[arg(long)]
+    api: String,
+    /// A file holding the speaker's API token (or set EBS_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Target area codes, comma-separated.
+    #[arg(long)]
+    areas: String,
+    /// emergency, drill or daily.
+    #[arg(long, default_value = "emergency")]
+    class: String,
+    /// 1 (I) to 4 (IV).
+    #[arg(long, default_value = "2")]
+    severity: String,
+    #[arg(long)]
+    title: String,
+    /// How long the broadcast may last at most, minutes.
+    #[arg(long, default_value_t = 30)]
+    valid_minutes: u32,
+    /// The approver present (their password is asked without echo).
+    #[arg(long)]
+    approver: Option<String>,
+    /// Speak this recording instead of the microphone.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// End after this many seconds.
+    #[arg(long)]
+    seconds: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -145,7 +182,54 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Account { action } => account(action),
         Command::Audit { action } => audit(action),
         Command::Status { config } => status(&config),
+        Command::Live(args) => live(args).await,
     }
+}
+
+async fn live(a: LiveArgs) -> anyhow::Result<()> {
+    use crate::live_client::{stream, LiveClient, LiveSource};
+    let token = match &a.token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("token_file: cannot read {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("EBS_TOKEN")
+            .map_err(|_| anyhow::anyhow!("token_file: give --token-file or set EBS_TOKEN"))?,
+    };
+    let mut open = serde_json::json!({
+        "areas": a.areas,
+        "class": a.class,
+        "severity": a.severity,
+        "title": a.title,
+        "valid_minutes": a.valid_minutes.to_string(),
+        "format": "pcm16",
+    });
+    if let Some(name) = &a.approver {
+        let password = rpassword::prompt_password(format!("{name}'s password (在场审核人密码): "))?;
+        open["approver"] = serde_json::json!({"name": name, "password": password});
+    }
+    let (client, answer) = LiveClient::open(&a.api, &token, open).await?;
+    if answer["state"] != "on_air" {
+        anyhow::bail!(
+            "the platform refused: {} ({})",
+            answer["message"].as_str().unwrap_or("?"),
+            answer["message_zh"].as_str().unwrap_or("")
+        );
+    }
+    eprintln!(
+        "on air: broadcast {} (Ctrl-C ends it)",
+        answer["id"].as_str().unwrap_or("?")
+    );
+    let source = match a.input {
+        Some(p) => LiveSource::File(p),
+        None => LiveSource::Microphone,
+    };
+    let summary = stream(client, source, a.seconds, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    println!("{summary}");
+    Ok(())
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ pub mod drafts;
 pub mod expiry;
 pub mod issue;
 pub mod live;
+pub mod live_client;
 pub mod members;
 pub mod metrics;
 pub mod policy;
