@@ -152,3 +152,24 @@ impl ReviewPolicy {
 pub fn may_draft(account: &Account, _class: BroadcastClass) -> bool {
     account.has(Role::Drafter) || account.has(Role::Clerk)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_emergency_always_needs_an_approver_present() {
+        let p = ReviewPolicy::default();
+        assert!(p.live_needs_approver(BroadcastClass::Emergency));
+        assert!(p.live_needs_approver(BroadcastClass::Drill));
+        assert!(!p.live_needs_approver(BroadcastClass::Daily));
+        let alone = ReviewPolicy {
+            live: LiveRule {
+                emergency: false,
+                ..LiveRule::default()
+            },
+            ..ReviewPolicy::default()
+        };
+        assert!(alone.check().unwrap_err().contains("review.live.emergency"));
+    }
+}

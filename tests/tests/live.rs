@@ -34,6 +34,14 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
         })
     };
 
+    // No one speaks without an account; bad fields are named.
+    let refused = LiveClient::open(&base, "ebs1.not-a-token", fields("daily")).await;
+    assert!(refused.err().is_some_and(|e| format!("{e:#}").contains("401")));
+    let mut bad = fields("daily");
+    bad["areas"] = json!("");
+    let (_, answer) = LiveClient::open(&base, &creds.drafter.token, bad).await.unwrap();
+    assert_eq!(answer["field"], "areas", "{answer}");
+
     // An emergency needs an approver present, with the right password.
     let (_, answer) = LiveClient::open(&base, &creds.drafter.token, fields("emergency"))
         .await
