@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(
             limits,
             vec![
-                (FrameKind::Header, 15_916),
+                (FrameKind::Header, 15_918),
                 (FrameKind::Segment, 63_945),
                 (FrameKind::Hello, 16_384),
                 (FrameKind::Subscribe, 16_384),
