@@ -165,7 +165,11 @@ impl LiveBroadcast {
         }
         self.sign_pending(true)?;
         self.ended = true;
-        let _ = self.relay.flush();
+        // Live audio need not survive a crash (no one can hear it again),
+        // but its end goes to disk with the store's other writes.
+        if let Err(e) = self.relay.flush() {
+            tracing::warn!("flushing after a live broadcast: {e}");
+        }
         Ok(self.summary)
     }
 

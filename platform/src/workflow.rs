@@ -936,19 +936,13 @@ impl Workflow {
         fields: &DraftFields,
         present: Option<&Account>,
     ) -> Result<crate::live::LiveBroadcast, WorkflowError> {
-        let mut record = Record::new(&by.name, "live.open", fields.title.clone())
+        let class = crate::api::drafts::class_name(fields.class.code());
+        let record = Record::new(&by.name, "live.open", fields.title.clone())
             .areas(&fields.targets)
-            .detail(format!(
-                "class {}",
-                crate::api::drafts::class_name(fields.class.code())
-            ));
-        if let Some(a) = present {
-            record = record.detail(format!(
-                "class {}, approver present: {}",
-                crate::api::drafts::class_name(fields.class.code()),
-                a.name
-            ));
-        }
+            .detail(match present {
+                Some(a) => format!("class {class}, approver present: {}", a.name),
+                None => format!("class {class}"),
+            });
         let result = (|| {
             if !policy::may_draft(by, fields.class) {
                 return Err(forbidden("going live needs the drafter or clerk role"));

@@ -237,9 +237,13 @@ impl Player {
         let Some(delay) = self.sink.delay_us() else {
             return;
         };
+        // One read of the estimate for both times (this runs per player
+        // per tick).
+        let estimate = self.clock.estimate();
         let local = self.clock.local_now();
-        let heard_at = self.clock.tree_at(local + delay);
-        let until = self.clock.tree_at(local) + SINK_LEAD_US;
+        let heard = local + delay;
+        let heard_at = heard + estimate.offset_at(heard);
+        let until = local + estimate.offset_at(local) + SINK_LEAD_US;
         self.scratch.clear();
         let Some(a) = self.aligner.as_mut() else {
             return;

@@ -354,6 +354,35 @@ impl LocalDistrict {
         }
     }
 
+    /// Waits until every terminal's play record of `id` satisfies `done`;
+    /// false if `timeout` passes first.
+    pub async fn all_terminals(
+        &self,
+        id: protocol::BroadcastId,
+        timeout: Duration,
+        done: impl Fn(&terminal_agent::PlayRecord) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self
+                .terminals
+                .iter()
+                .all(|t| t.handle().snapshot().records.get(&id).is_some_and(&done));
+            if all {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every terminal played `id` to its end.
+    pub async fn all_finished(&self, id: protocol::BroadcastId, timeout: Duration) -> bool {
+        self.all_terminals(id, timeout, |r| r.finished).await
+    }
+
     /// Restarts terminal `i` on the same bundle file and store, as after a
     /// power cut: the old one stops first and lets go of its store.
     pub async fn restart_terminal(

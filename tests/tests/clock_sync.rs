@@ -94,16 +94,7 @@ async fn terminals_on_wrong_clocks_play_in_step() {
         )
         .await
         .unwrap();
-    let finished = eventually(Duration::from_secs(30), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&id)
-                .is_some_and(|r| r.finished)
-        })
-    })
-    .await;
+    let finished = district.all_finished(id, Duration::from_secs(30)).await;
     assert!(finished, "every terminal played the alert to its end");
     let mut district = district;
     for t in &mut district.terminals {

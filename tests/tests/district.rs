@@ -34,16 +34,7 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
         )
         .await
         .unwrap();
-    let all_finished = eventually(Duration::from_secs(30), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&id)
-                .is_some_and(|r| r.finished)
-        })
-    })
-    .await;
+    let all_finished = district.all_finished(id, Duration::from_secs(30)).await;
     let reference = normalised(&clip_path);
     for t in &district.terminals {
         let r = t.handle().snapshot().records.get(&id).cloned();

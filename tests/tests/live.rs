@@ -36,10 +36,14 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
 
     // No one speaks without an account; bad fields are named.
     let refused = LiveClient::open(&base, "ebs1.not-a-token", fields("daily")).await;
-    assert!(refused.err().is_some_and(|e| format!("{e:#}").contains("401")));
+    assert!(refused
+        .err()
+        .is_some_and(|e| format!("{e:#}").contains("401")));
     let mut bad = fields("daily");
     bad["areas"] = json!("");
-    let (_, answer) = LiveClient::open(&base, &creds.drafter.token, bad).await.unwrap();
+    let (_, answer) = LiveClient::open(&base, &creds.drafter.token, bad)
+        .await
+        .unwrap();
     assert_eq!(answer["field"], "areas", "{answer}");
 
     // An emergency needs an approver present, with the right password.
@@ -77,16 +81,7 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
     assert_eq!(summary["frames"], 201, "{summary}");
     assert_eq!(summary["dropped"], 0, "{summary}");
 
-    let finished = eventually(Duration::from_secs(15), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&id)
-                .is_some_and(|r| r.finished)
-        })
-    })
-    .await;
+    let finished = district.all_finished(id, Duration::from_secs(15)).await;
     assert!(
         finished,
         "every terminal played the live broadcast to its end marker"
@@ -104,16 +99,11 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
         live.send_pcm(chunk).await.unwrap();
     }
     live.abandon();
-    let ended = eventually(Duration::from_secs(15), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&notice)
-                .is_some_and(|r| r.finished || r.cut_at_end)
+    let ended = district
+        .all_terminals(notice, Duration::from_secs(15), |r| {
+            r.finished || r.cut_at_end
         })
-    })
-    .await;
+        .await;
     assert!(ended, "an abandoned live broadcast ends everywhere");
 
     // The trail says who spoke, who was present, and how it ended.

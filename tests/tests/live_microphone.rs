@@ -67,16 +67,7 @@ async fn the_microphone_is_heard_on_every_terminal() {
     assert_eq!(summary["state"], "ended", "{summary}");
     assert!(summary["frames"].as_u64().unwrap() >= 200, "{summary}");
 
-    let finished = eventually(Duration::from_secs(15), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&id)
-                .is_some_and(|r| r.finished)
-        })
-    })
-    .await;
+    let finished = district.all_finished(id, Duration::from_secs(15)).await;
     assert!(finished, "every terminal played to the end marker");
     let mut district = district;
     let paths: Vec<_> = district

@@ -209,16 +209,9 @@ async fn an_emergency_needs_a_second_person_then_plays_and_the_trail_shows_it_al
         "{d}"
     );
     let broadcast: BroadcastId = d["broadcast"].as_str().unwrap().parse().unwrap();
-    let finished = eventually(Duration::from_secs(30), || {
-        district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&broadcast)
-                .is_some_and(|r| r.finished)
-        })
-    })
-    .await;
+    let finished = district
+        .all_finished(broadcast, Duration::from_secs(30))
+        .await;
     assert!(finished, "every terminal played the approved alert");
 
     // A scheduled, approved draft that is edited goes back to review.

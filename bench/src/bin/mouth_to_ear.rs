@@ -103,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let connected = district.wait_connected(Duration::from_secs(60)).await;
-    anyhow::ensure!(connected == terminals, "{connected} of {terminals} connected");
+    anyhow::ensure!(
+        connected == terminals,
+        "{connected} of {terminals} connected"
+    );
     // Let the clocks settle through the impaired links.
     tokio::time::sleep(Duration::from_secs(20)).await;
 
@@ -144,7 +147,14 @@ async fn main() -> anyhow::Result<()> {
     let records: Vec<_> = district
         .terminals
         .iter()
-        .map(|t| t.handle().snapshot().records.get(&id).cloned().unwrap_or_default())
+        .map(|t| {
+            t.handle()
+                .snapshot()
+                .records
+                .get(&id)
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect();
     let mut district = district;
     for t in &mut district.terminals {

@@ -196,19 +196,11 @@ async fn main() -> anyhow::Result<()> {
             ],
         )
         .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.secs + 30);
-    while tokio::time::Instant::now() < deadline {
-        let done = district.terminals.iter().all(|t| {
-            t.handle()
-                .snapshot()
-                .records
-                .get(&id)
-                .is_some_and(|r| r.finished)
-        });
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if !district
+        .all_finished(id, Duration::from_secs(a.secs + 30))
+        .await
+    {
+        eprintln!("not every terminal finished the chirps; measuring what played");
     }
     // How wrong each terminal's idea of the tree's time is (the district
     // runs on the system clock, so the truth is the system clock).
