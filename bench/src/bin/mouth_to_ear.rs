@@ -8,6 +8,7 @@
 //! it, by cross-correlation in 200 ms windows, one a second. Prints one JSON line.
 //!
 //! `cargo run --release -p bench --bin mouth_to_ear -- [--terminals 4] [--secs 30]`
+//! (`M2E_DEBUG=1` prints every window's lag, per terminal, on stderr)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
         };
         let lags = shifted.skew_against(&spoken, (from, to), 200_000, 1_000_000, 250_000);
+        if std::env::var("M2E_DEBUG").is_ok() {
+            eprintln!(
+                "{:?}",
+                lags.iter()
+                    .map(|l| ((l + 250_000.0) / 1000.0).round())
+                    .collect::<Vec<_>>()
+            );
+        }
         all.extend(lags.into_iter().map(|l| (l + 250_000.0) / 1000.0));
     }
     all.sort_by(f64::total_cmp);
