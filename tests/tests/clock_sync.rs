@@ -77,6 +77,9 @@ async fn terminals_on_wrong_clocks_play_in_step() {
     // The village itself measured its parent, and says so.
     let metrics = api.get_text("/metrics").await.unwrap();
     assert!(metrics.contains("ebs_clock_synced 1"), "{metrics}");
+    let status = api.get("/api/status").await.unwrap();
+    assert_eq!(status["clock"]["synced"], true, "{status}");
+    assert_eq!(status["clock"]["top_of_tree"], false, "{status}");
 
     let clip_path = dir.path().join("alert.wav");
     clip("alert-zh.wav", 6.0, &clip_path);

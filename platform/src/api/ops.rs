@@ -28,6 +28,7 @@ pub const OFFLINE_AFTER_MS: i64 = 30_000;
 pub async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let relay = &s.workflow.relay;
     let cert = relay.identity.cert();
+    let clock = relay.clock.estimate();
     Json(json!({
         "name": *s.name,
         "tier": cert.tier().name(),
@@ -37,6 +38,15 @@ pub async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "refusals": relay.refusals().iter().map(|(r, n)| (r.name().to_string(), n)).collect::<BTreeMap<_, _>>(),
         "certificates": crate::expiry::chain_expiry(relay, certs::time::unix_now(), s.expiry_warning),
         "revocations": relay.revocations.numbers().iter().map(|(signer, n)| json!({"signer": format!("{signer:016x}"), "number": n})).collect::<Vec<_>>(),
+        // The tree's time as this platform serves it: its own at the top,
+        // else measured against its parent (tree − local, µs).
+        "clock": {
+            "top_of_tree": relay.clock.is_root(),
+            "synced": clock.synced,
+            "offset_us": clock.offset_at(clock.at_local_us),
+            "uncertainty_us": clock.uncertainty_us,
+            "min_rtt_us": clock.min_rtt_us,
+        },
     }))
 }
 
