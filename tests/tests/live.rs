@@ -148,3 +148,82 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
         assert!(c > 0.85, "{}: correlation {c}", p.display());
     }
 }
+
+/// A live emergency pre-empts a recorded daily programme at once; the
+/// programme resumes when the speaker ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_emergency_preempts_a_programme_which_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(
+        dir.path(),
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+    )
+    .await;
+    let creds = &district.creds;
+    let county = district.district.relay.scope[0].to_string();
+    let programme_clip = dir.path().join("programme.wav");
+    clip("programme-jingle-44k-stereo.mp3", 12.0, &programme_clip);
+    let programme = district
+        .district_api()
+        .issue(
+            &programme_clip,
+            &[
+                ("areas", county.clone()),
+                ("class", "daily".into()),
+                ("title", "日常节目".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let t = district.terminals[0].handle();
+    assert!(
+        eventually(Duration::from_secs(10), || t.snapshot().playing
+            == Some(programme))
+        .await,
+        "the programme plays"
+    );
+
+    let base = format!("http://{}", district.district.http_addr.unwrap());
+    let open = json!({
+        "areas": county,
+        "class": "emergency",
+        "severity": "1",
+        "title": "紧急喊话",
+        "approver": {"name": creds.approver.name, "password": creds.approver.password},
+    });
+    let (mut live, answer) = LiveClient::open(&base, &creds.drafter.token, open)
+        .await
+        .unwrap();
+    let id: protocol::BroadcastId = answer["id"].as_str().unwrap().parse().unwrap();
+    let speech = clip("alert-zh.wav", 2.0, &dir.path().join("speech.wav"));
+    let pcm: Vec<i16> = speech.iter().map(|s| codec::sink::to_i16(*s)).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut preempted = false;
+    for chunk in pcm.chunks(320) {
+        tick.tick().await;
+        live.send_pcm(chunk).await.unwrap();
+        preempted |= t.snapshot().playing == Some(id);
+    }
+    assert!(
+        preempted,
+        "the live emergency took the loudspeaker while spoken"
+    );
+    live.end().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || t.snapshot().playing
+            == Some(programme))
+        .await,
+        "the programme resumes after the live broadcast"
+    );
+    let s = t.snapshot();
+    assert!(
+        s.records[&programme].preempted >= 1,
+        "{:?}",
+        s.records[&programme]
+    );
+    assert!(s.records[&id].finished, "{:?}", s.records[&id]);
+}
