@@ -156,21 +156,11 @@ pub fn sign_and_publish(
     let id =
         BroadcastId::from_u128(plan.broadcast).map_err(|e| IssueError::Invalid(e.to_string()))?;
     let identity = &relay.identity;
-    let header = BroadcastHeader {
+    let header = header_of(
+        fields,
         id,
-        msg_type: fields.msg_type(),
-        related: None,
-        class: fields.class,
-        event_type: fields.event_type,
-        severity: fields.severity,
-        issued_at_ms: plan.issued_at_ms,
-        start_ms: plan.issued_at_ms,
-        end_ms: plan.end_ms,
-        targets: fields.targets.clone(),
-        language: fields.language.clone(),
-        title: fields.title.clone(),
-        text: fields.text.clone(),
-        audio: AudioParams {
+        (plan.issued_at_ms, plan.end_ms),
+        AudioParams {
             codec: Codec::Opus,
             sample_rate,
             frame_ms: 20,
@@ -180,8 +170,7 @@ pub fn sign_and_publish(
             total_segments: segments_needed(frames.len(), FRAMES_PER_SEGMENT),
             playout_delay_ms: 0,
         },
-        volume_hint: fields.volume,
-    };
+    );
     let signed =
         SignedHeader::sign(header, identity).map_err(|e| IssueError::Invalid(e.to_string()))?;
     let segments = SegmentSigner::new(&signed, &identity.key, plan.play_at_us)
@@ -189,6 +178,33 @@ pub fn sign_and_publish(
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
     Ok(id)
+}
+
+/// The header of a broadcast of `fields` issued (and starting) at
+/// `issued_ms`, valid until `end_ms`, with `audio`.
+fn header_of(
+    fields: &DraftFields,
+    id: BroadcastId,
+    (issued_ms, end_ms): (i64, i64),
+    audio: AudioParams,
+) -> BroadcastHeader {
+    BroadcastHeader {
+        id,
+        msg_type: fields.msg_type(),
+        related: None,
+        class: fields.class,
+        event_type: fields.event_type,
+        severity: fields.severity,
+        issued_at_ms: issued_ms,
+        start_ms: issued_ms,
+        end_ms,
+        targets: fields.targets.clone(),
+        language: fields.language.clone(),
+        title: fields.title.clone(),
+        text: fields.text.clone(),
+        audio,
+        volume_hint: fields.volume,
+    }
 }
 
 /// Signs and publishes the header of a live broadcast of `fields` opening
@@ -203,21 +219,11 @@ pub fn open_live(
     delay_ms: u16,
 ) -> Result<(BroadcastId, [u8; 32]), IssueError> {
     let id = ids.next(now)?;
-    let header = BroadcastHeader {
+    let header = header_of(
+        fields,
         id,
-        msg_type: fields.msg_type(),
-        related: None,
-        class: fields.class,
-        event_type: fields.event_type,
-        severity: fields.severity,
-        issued_at_ms: now,
-        start_ms: now,
-        end_ms: now + fields.valid_minutes.max(1) * 60_000,
-        targets: fields.targets.clone(),
-        language: fields.language.clone(),
-        title: fields.title.clone(),
-        text: fields.text.clone(),
-        audio: AudioParams {
+        (now, now + fields.valid_minutes.max(1) * 60_000),
+        AudioParams {
             codec: Codec::Opus,
             sample_rate: 16_000,
             frame_ms: 20,
@@ -227,8 +233,7 @@ pub fn open_live(
             total_segments: 0,
             playout_delay_ms: delay_ms,
         },
-        volume_hint: fields.volume,
-    };
+    );
     let signed = SignedHeader::sign(header, &relay.identity)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     let digest = *signed.digest();

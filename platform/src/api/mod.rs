@@ -246,6 +246,33 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// One HTTP/1.1 connection (upgradeable: live voice is a WebSocket), bounded
+/// as `serve` says, until it ends or `stop` turns true (then it finishes
+/// what it is answering).
+async fn serve_connection<I, S>(io: I, service: S, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1 (over
 /// TLS when `tls` is given), at most `MAX_CONNECTIONS` at once, the TLS
 /// handshake and headers each within `HEADER_TIMEOUT`, headers of at most
@@ -257,7 +284,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Connections (upgradeable: live voice is a WebSocket) are told to
@@ -292,47 +319,18 @@ pub async fn serve(
                     app.call(req.map(axum::body::Body::new)).await
                 }
             });
-        let mut stopping = stop.clone();
+        let stopping = stop.clone();
         let acceptor = acceptor.clone();
         conns.spawn(async move {
-            let builder = {
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
-                b
-            };
             match acceptor {
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                }
+                None => serve_connection(TokioIo::new(stream), service, stopping).await,
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
                         tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
                     else {
                         return;
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
+                    serve_connection(TokioIo::new(tls), service, stopping).await
                 }
             }
             drop(permit);
