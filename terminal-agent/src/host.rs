@@ -215,19 +215,8 @@ impl Player {
                 &self.scratch
             };
             let written = pcm.len() as u64;
-            match self.sink.write_at(c.play_at_us, pcm) {
-                Ok(()) => {
-                    self.shared.samples.fetch_add(written, Ordering::Relaxed);
-                    if self.failing {
-                        self.set_fault(None);
-                    }
-                }
-                Err(e) => {
-                    if !self.failing {
-                        self.set_fault(Some(e.to_string()));
-                    }
-                }
-            }
+            let result = self.sink.write_at(c.play_at_us, pcm);
+            self.wrote(result, written);
         }
     }
 
@@ -257,9 +246,15 @@ impl Player {
             self.scratch.iter_mut().for_each(|s| *s *= gain);
         }
         let written = self.scratch.len() as u64;
-        match self.sink.write(&self.scratch) {
+        let result = self.sink.write(&self.scratch);
+        self.wrote(result, written);
+    }
+
+    /// Counts what the sink took, and notes when it starts or stops failing.
+    fn wrote(&mut self, result: Result<(), codec::SinkError>, samples: u64) {
+        match result {
             Ok(()) => {
-                self.shared.samples.fetch_add(written, Ordering::Relaxed);
+                self.shared.samples.fetch_add(samples, Ordering::Relaxed);
                 if self.failing {
                     self.set_fault(None);
                 }

@@ -354,6 +354,17 @@ impl LocalDistrict {
         }
     }
 
+    /// Stops every terminal in order (sinks closed, WAV headers written);
+    /// each one's folder, where its sink wrote.
+    pub async fn stop_terminals(&mut self) -> Vec<PathBuf> {
+        let mut dirs = Vec::with_capacity(self.terminals.len());
+        for t in &mut self.terminals {
+            t.stop().await;
+            dirs.push(t.dir.clone());
+        }
+        dirs
+    }
+
     /// Waits until every terminal's play record of `id` satisfies `done`;
     /// false if `timeout` passes first.
     pub async fn all_terminals(

@@ -100,14 +100,11 @@ async fn terminals_on_wrong_clocks_play_in_step() {
     let finished = district.all_finished(id, Duration::from_secs(30)).await;
     assert!(finished, "every terminal played the alert to its end");
     let mut district = district;
-    for t in &mut district.terminals {
-        t.stop().await;
-    }
-
     let lines: Vec<Timeline> = district
-        .terminals
+        .stop_terminals()
+        .await
         .iter()
-        .map(|t| Timeline::read(&t.dir.join("card.tl")).unwrap())
+        .map(|d| Timeline::read(&d.join("card.tl")).unwrap())
         .collect();
     // Each played the whole alert, as issued (compared over its first
     // two seconds: a card 50 ppm fast is in step with the tree's clock, so

@@ -83,13 +83,11 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
     assert!(played >= 190 * district.terminals.len() as u64, "{metrics}");
     let mut district = district;
     let paths: Vec<_> = district
-        .terminals
-        .iter()
-        .map(|t| t.dir.join("played.wav"))
+        .stop_terminals()
+        .await
+        .into_iter()
+        .map(|d| d.join("played.wav"))
         .collect();
-    for t in district.terminals.iter_mut() {
-        t.stop().await;
-    }
     for p in paths {
         let played = read_wav(&p);
         let c = correlation(&reference, &played, 2000);

@@ -130,13 +130,11 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
     // What the terminals played is what was said.
     let mut district = district;
     let paths: Vec<_> = district
-        .terminals
-        .iter()
-        .map(|t| t.dir.join("played.wav"))
+        .stop_terminals()
+        .await
+        .into_iter()
+        .map(|d| d.join("played.wav"))
         .collect();
-    for t in district.terminals.iter_mut() {
-        t.stop().await;
-    }
     for p in paths {
         let played = read_wav(&p);
         let c = correlation(&source[..48_000], &played, 4_000);

@@ -71,13 +71,11 @@ async fn the_microphone_is_heard_on_every_terminal() {
     assert!(finished, "every terminal played to the end marker");
     let mut district = district;
     let paths: Vec<_> = district
-        .terminals
-        .iter()
-        .map(|t| t.dir.join("played.wav"))
+        .stop_terminals()
+        .await
+        .into_iter()
+        .map(|d| d.join("played.wav"))
         .collect();
-    for t in district.terminals.iter_mut() {
-        t.stop().await;
-    }
     let from = source.iter().position(|s| s.abs() > 1e-3).unwrap();
     for p in paths {
         let played = read_wav(&p);

@@ -158,15 +158,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut district = district;
-    for t in &mut district.terminals {
-        t.stop().await;
-    }
+    let dirs = district.stop_terminals().await;
     let (from, to) = spoken
         .extent()
         .ok_or_else(|| anyhow::anyhow!("nothing spoken"))?;
     let mut all = Vec::new();
-    for t in &district.terminals {
-        let heard = Timeline::read(&t.dir.join("card.tl"))?;
+    for dir in &dirs {
+        let heard = Timeline::read(&dir.join("card.tl"))?;
         // Shift the search: the lag is positive, up to 500 ms.
         let shifted = Timeline {
             rate: heard.rate,

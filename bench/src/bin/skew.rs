@@ -214,13 +214,11 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut district = district;
-    for t in &mut district.terminals {
-        t.stop().await;
-    }
     let lines: Vec<Timeline> = district
-        .terminals
+        .stop_terminals()
+        .await
         .iter()
-        .map(|t| Timeline::read(&t.dir.join("card.tl")))
+        .map(|d| Timeline::read(&d.join("card.tl")))
         .collect::<Result<_, _>>()?;
     let (from, to) = lines[0]
         .extent()

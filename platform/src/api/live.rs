@@ -309,21 +309,7 @@ async fn open_live(
 /// The approver present proves it with their password (a failure counts
 /// towards their lock-out and is audited, like a login).
 async fn check_approver(s: &ApiState, a: Approver) -> Result<crate::accounts::Account, ApiError> {
-    let permit = s
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
-    let wf = s.workflow.clone();
-    let now = (wf.now)();
-    let name = a.name.clone();
-    let checked = super::blocking(move || {
-        let _permit = permit;
-        wf.accounts.login(&name, &a.password, now)
-    })
-    .await?;
-    match checked {
+    match super::people::check_password(s, a.name.clone(), a.password).await? {
         Ok(account) => Ok(account),
         Err(refused) => {
             let tried: String = a.name.chars().take(64).collect();

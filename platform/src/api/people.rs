@@ -68,6 +68,29 @@ fn from(addr: &Option<Extension<ClientAddr>>) -> String {
         .unwrap_or_default()
 }
 
+/// Checks `name`'s password off the runtime, with at most as many Argon2id
+/// checks at once as the platform allows; a failure counts towards the
+/// account's lock-out (`Accounts::login`).
+pub async fn check_password(
+    s: &ApiState,
+    name: String,
+    password: String,
+) -> Result<Result<crate::accounts::Account, LoginRefused>, ApiError> {
+    let permit = s
+        .hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("shutting down"))?;
+    let wf = s.workflow.clone();
+    let now = (wf.now)();
+    blocking(move || {
+        let _permit = permit;
+        wf.accounts.login(&name, &password, now)
+    })
+    .await
+}
+
 /// Logs in: a fresh session (any session the browser had is ended, so a
 /// planted session id is never taken over), its id in an HttpOnly,
 /// SameSite=Strict cookie. Repeated failures lock the account.
@@ -79,21 +102,9 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let wf = s.workflow.clone();
     let where_from = from(&addr);
-    let permit = s
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
-    let (name, password) = (req.name.clone(), req.password);
-    let now = (wf.now)();
-    let checked = blocking(move || {
-        let _permit = permit;
-        wf.accounts.login(&name, &password, now)
-    })
-    .await?;
+    let now = (s.workflow.now)();
+    let checked = check_password(&s, req.name.clone(), req.password).await?;
     let wf = &s.workflow;
     let account = match checked {
         Ok(a) => a,
