@@ -32,7 +32,7 @@ const SINK_LEAD_US: i64 = 40_000;
 /// Chunks (20 ms each) a player may hold ahead: more than the core's
 /// decode look-ahead.
 const PLAYER_QUEUE: usize = 64;
-/// Segment progress reaches the disk within this.
+/// What need not be on disk at once (forgetting ended records) reaches it within this.
 const STORE_FLUSH: Duration = Duration::from_millis(200);
 
 enum PlayerMsg {
@@ -196,8 +196,10 @@ impl Player {
     }
 
     /// Writes what is due: every chunk due by now, or, for a sink on its
-    /// own clock, the stream up to a little ahead.
-    fn play(&mut self) {
+    /// own clock, the stream up to a little ahead. Returns how soon it next
+    /// has something to do (µs), from the same reading of the clock (this
+    /// runs per player per tick).
+    fn play(&mut self) -> Option<i64> {
         if self.aligner.is_some() {
             return self.play_aligned();
         }
@@ -218,14 +220,13 @@ impl Player {
             let result = self.sink.write_at(c.play_at_us, pcm);
             self.wrote(result, written);
         }
+        self.queue.front().map(|c| c.play_at_us - now_us)
     }
 
     /// The stream in step: the sink says how soon a sample written now is
     /// heard, the aligner writes what belongs there.
-    fn play_aligned(&mut self) {
-        let Some(delay) = self.sink.delay_us() else {
-            return;
-        };
+    fn play_aligned(&mut self) -> Option<i64> {
+        let delay = self.sink.delay_us()?;
         // One read of the estimate for both times (this runs per player
         // per tick).
         let estimate = self.clock.estimate();
@@ -234,20 +235,20 @@ impl Player {
         let heard_at = heard + estimate.offset_at(heard);
         let until = local + estimate.offset_at(local) + SINK_LEAD_US;
         self.scratch.clear();
-        let Some(a) = self.aligner.as_mut() else {
-            return;
-        };
+        let a = self.aligner.as_mut()?;
         a.fill(heard_at, until, &mut self.scratch);
-        if self.scratch.is_empty() {
-            return;
+        // Streaming: the sink is kept `SINK_LEAD_US` ahead.
+        let due_in = a.next_due().map(|t| t - until);
+        if !self.scratch.is_empty() {
+            let gain = f32::from_bits(self.shared.gain.load(Ordering::Relaxed));
+            if gain != 1.0 {
+                self.scratch.iter_mut().for_each(|s| *s *= gain);
+            }
+            let written = self.scratch.len() as u64;
+            let result = self.sink.write(&self.scratch);
+            self.wrote(result, written);
         }
-        let gain = f32::from_bits(self.shared.gain.load(Ordering::Relaxed));
-        if gain != 1.0 {
-            self.scratch.iter_mut().for_each(|s| *s *= gain);
-        }
-        let written = self.scratch.len() as u64;
-        let result = self.sink.write(&self.scratch);
-        self.wrote(result, written);
+        due_in
     }
 
     /// Counts what the sink took, and notes when it starts or stops failing.
@@ -265,16 +266,6 @@ impl Player {
                 }
             }
         }
-    }
-
-    /// How soon this player next has something to do, µs.
-    fn next_due_in(&self) -> Option<i64> {
-        let due = match &self.aligner {
-            // Streaming: the sink is kept `SINK_LEAD_US` ahead.
-            Some(a) => a.next_due().map(|t| t - SINK_LEAD_US),
-            None => self.queue.front().map(|c| c.play_at_us),
-        };
-        due.map(|t| t - self.clock.now())
     }
 
     fn close(&mut self) {
@@ -385,15 +376,17 @@ fn playout_clock(new_players: std_mpsc::Receiver<Player>) {
         if !accepting && players.is_empty() {
             return;
         }
+        // Sleep to the next due chunk or the next tick, whichever is first.
+        let mut next: Option<i64> = None;
         players.retain_mut(|p| {
             let alive = p.receive();
             if alive {
-                p.play();
+                if let Some(due_in) = p.play() {
+                    next = Some(next.map_or(due_in, |n| n.min(due_in)));
+                }
             }
             alive
         });
-        // Sleep to the next due chunk or the next tick, whichever is first.
-        let next = players.iter().filter_map(Player::next_due_in).min();
         let until_due = next.map(|t| Duration::from_micros(t.max(0) as u64));
         std::thread::sleep(until_due.map_or(TICK, |d| d.min(TICK)));
     }

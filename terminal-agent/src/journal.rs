@@ -7,7 +7,9 @@
 //! [`Persist`]; the host's store thread writes it to sled ([`TerminalStore`])
 //! behind the terminal's back, flushing at once what must survive a crash
 //! (a broadcast seen for the first time, a closed one, a command, a
-//! revocation list) and segment progress within 200 ms.
+//! revocation list), the rest (forgetting what ended) within 200 ms.
+//! Segment progress is not written: after a restart an open broadcast is
+//! taken again from its first segment ([`ReplayRecord::rejoin`]).
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -99,8 +101,24 @@ impl ReplayStore for Journal {
     }
 
     fn put(&mut self, id: BroadcastId, record: &ReplayRecord) -> Result<(), Infallible> {
-        let first = self.records.get(id)?.is_none();
+        let before = self.records.get(id)?;
         self.records.put(id, record)?;
+        let first = before.is_none();
+        // Progress alone is kept in memory only: a restarted terminal has
+        // lost the audio and takes an open broadcast again from its first
+        // segment (`ReplayRecord::rejoin`), so a stored sequence would be
+        // reset on load anyway. Writing it cost every terminal a store write
+        // and a flush per segment.
+        let progress_only = before.is_some_and(|b| {
+            !record.closed
+                && ReplayRecord {
+                    next_seq: record.next_seq,
+                    ..b
+                } == *record
+        });
+        if progress_only {
+            return Ok(());
+        }
         self.pending.push_back(Persist {
             op: JournalOp::Broadcast {
                 id,
@@ -353,9 +371,10 @@ mod tests {
         );
         j.persist_revocation(4, vec![1, 2, 3]);
         let urgent: Vec<bool> = j.pending.iter().map(|p| p.urgent).collect();
-        // First sight, progress, cancelled, complete, complete, played,
-        // command, revocation.
-        assert_eq!(urgent, [true, false, true, true, true, true, true, true]);
+        // First sight (its progress stays in memory), cancelled, complete,
+        // complete, played, command, revocation.
+        assert_eq!(urgent, [true, true, true, true, true, true, true]);
+        assert_eq!(j.records.get(id(1)).unwrap().unwrap().next_seq, 5);
         {
             let store = TerminalStore::open(&path).unwrap();
             for p in j.drain() {
