@@ -137,6 +137,8 @@ pub struct Book {
     /// Refusals reported as security events, by reason (sum of counts).
     pub refusals: BTreeMap<RefusalReason, u64>,
     events: VecDeque<EventRow>,
+    /// How fast the tree takes this platform's broadcasts (their next lead).
+    pub lead: crate::lead::LeadMeter,
 }
 
 impl Book {
@@ -193,7 +195,8 @@ impl Book {
             p.heard_ms = r.detail;
         }
         match r.kind {
-            ReceiptKind::Received | ReceiptKind::Verified => {}
+            ReceiptKind::Received => {}
+            ReceiptKind::Verified => self.lead.acknowledged(id, r.terminal_serial, r.at_ms),
             ReceiptKind::Started | ReceiptKind::Resumed => {
                 p.playing = true;
                 p.preempted = false;
@@ -273,6 +276,14 @@ impl Book {
             .into_iter()
             .flat_map(|m| m.values().filter_map(|p| p.first_started_ms))
             .collect()
+    }
+
+    /// Terminals heard from within `offline_after_ms`.
+    pub fn online_terminals(&self, now_ms: i64, offline_after_ms: i64) -> usize {
+        self.status
+            .values()
+            .filter(|(_, seen)| now_ms - seen <= offline_after_ms)
+            .count()
     }
 
     /// Terminals whose last heartbeat is newer than `offline_after_ms` count as online.

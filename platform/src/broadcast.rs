@@ -233,7 +233,10 @@ pub const SEND_AHEAD_US: i64 = 100_000_000;
 /// child gets its first segments before any child gets its later ones (the
 /// first seconds of an alert are what the whole district must verify at
 /// once), and a few seconds in, every child holds many seconds more.
-pub const START_AHEAD_US: i64 = 1_500_000;
+/// Enough for the first segment of recorded audio (500 ms) presenting
+/// after a short measured lead: the more each child is sent at once, the
+/// longer the last child waits for its first segment.
+pub const START_AHEAD_US: i64 = 600_000;
 pub const AHEAD_GAIN: i64 = 3;
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
@@ -341,13 +344,13 @@ mod tests {
     #[test]
     fn a_forwarder_sends_the_start_first_then_earns_its_way_ahead() {
         let began = 0;
-        // The alert's first frame presents a second from now: what
-        // presents in the next 1.5 s goes at once, not the next 5 s.
-        assert!(send_at(1_000_000, began) <= 0);
-        assert!(send_at(1_500_000, began) <= 0);
-        assert!(send_at(1_520_000, began) > 0);
-        // Two seconds in, it is 7.5 s ahead; eventually 100 s, no more.
-        assert_eq!(send_at(9_500_000, began), 2_000_000);
+        // The alert's first frame presents 300 ms from now: what presents
+        // in the next 0.6 s goes at once, not the next 5 s.
+        assert!(send_at(300_000, began) <= 0);
+        assert!(send_at(600_000, began) <= 0);
+        assert!(send_at(620_000, began) > 0);
+        // Two seconds in, it is 6.6 s ahead; eventually 100 s, no more.
+        assert_eq!(send_at(8_600_000, began), 2_000_000);
         assert_eq!(send_at(200_000_000, began), 100_000_000);
         // What is already due (a late joiner, a failover) goes at once.
         assert!(send_at(-10_000_000, began) < 0);
@@ -386,12 +389,15 @@ mod tests {
         }
         let mut c = Cursor::new(0, 0);
         let mut sent = Vec::new();
-        while let Step::Send(f) = c.next(&b, 0) {
+        // Only what presents within 0.6 s goes at once: segment 0 presents
+        // at 1 s, allowed at (1 − 0.6) / 4 = 100 ms.
+        assert_eq!(c.next(&b, 0), Step::Wait(100_000));
+        while let Step::Send(f) = c.next(&b, 100_000) {
             sent.push(f[0]);
         }
-        assert_eq!(sent, vec![0, 1, 2], "only what presents within 1.5 s");
-        // Segment 3 presents at 1.6 s: allowed at (1.6 − 1.5) / 4 = 25 ms.
-        assert_eq!(c.next(&b, 0), Step::Wait(25_000));
+        assert_eq!(sent, vec![0]);
+        // Segment 1 presents at 1.2 s: allowed at (1.2 − 0.6) / 4 = 150 ms.
+        assert_eq!(c.next(&b, 100_000), Step::Wait(150_000));
         // The rest follows as time allows, each when it may; then the end.
         let mut t = 0;
         loop {

@@ -337,6 +337,9 @@ pub struct Plan {
     pub issued_at_ms: i64,
     pub end_ms: i64,
     pub play_at_us: i64,
+    /// The header's playout delay (0: the terminals' own).
+    #[serde(default)]
+    pub playout_delay_ms: u16,
 }
 
 /// A stored draft.

@@ -12,12 +12,17 @@ use protocol::{
 };
 
 use crate::drafts::{DraftFields, Plan};
+use crate::lead::Lead;
 use crate::now_ms;
 use crate::relay::Relay;
 use crate::store::Store;
 
-/// Frames per segment of recorded audio (200 ms; PROTOCOL.md section 5).
-const FRAMES_PER_SEGMENT: u8 = 10;
+/// Frames per segment of recorded audio (500 ms; PROTOCOL.md section 5).
+/// Recorded audio exists whole before it is signed, so a longer segment
+/// adds no latency; it saves what every terminal pays per segment
+/// (a signature check, a journal entry, a stream frame), which adds up when
+/// an alert's first seconds reach the whole district at once.
+pub const FRAMES_PER_SEGMENT: u8 = 25;
 /// Default time between accepting a broadcast and its first frame's
 /// presentation: room for it to reach and be verified by every terminal
 /// through three tiers, so all start in step.
@@ -124,19 +129,26 @@ pub fn ingest(
 }
 
 /// Fixes the header's id and times for a broadcast of `fields` signed at
-/// `now`: its audio plays from `now + lead_ms`.
+/// `now`: its audio presents from `now + lead`. A measured lead also names
+/// a short playout delay in the header (the first segment is known to
+/// arrive in time); a configured one leaves the terminals' own.
 pub fn plan(
     ids: &IdAllocator,
     fields: &DraftFields,
     now: i64,
-    lead_ms: i64,
+    lead: Lead,
 ) -> Result<Plan, IssueError> {
     let id = ids.next(now)?;
     Ok(Plan {
         broadcast: id.as_u128(),
         issued_at_ms: now,
         end_ms: now + fields.valid_minutes.max(1) * 60_000,
-        play_at_us: (now + lead_ms) * 1000,
+        play_at_us: (now + lead.lead_ms) * 1000,
+        playout_delay_ms: if lead.measured_ms.is_some() {
+            crate::lead::MEASURED_PLAYOUT_DELAY_MS
+        } else {
+            0
+        },
     })
 }
 
@@ -168,7 +180,7 @@ pub fn sign_and_publish(
             frames_per_segment: FRAMES_PER_SEGMENT,
             live: false,
             total_segments: segments_needed(frames.len(), FRAMES_PER_SEGMENT),
-            playout_delay_ms: 0,
+            playout_delay_ms: plan.playout_delay_ms,
         },
     );
     let signed =
@@ -177,6 +189,9 @@ pub fn sign_and_publish(
         .sign_all(frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
+    let mut book = relay.book();
+    let online = book.online_terminals(crate::now_ms(), crate::api::OFFLINE_AFTER_MS);
+    book.lead.issued(id, plan.issued_at_ms, online);
     Ok(id)
 }
 

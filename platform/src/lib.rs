@@ -15,6 +15,7 @@ pub mod downstream;
 pub mod drafts;
 pub mod expiry;
 pub mod issue;
+pub mod lead;
 pub mod live;
 pub mod live_client;
 pub mod members;

@@ -792,7 +792,14 @@ impl Workflow {
             .get(id)?
             .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")))?
             .fields();
-        let plan = issue::plan(&self.ids, &fields, now, self.lead_ms)?;
+        let lead = self.relay.book().lead.lead(self.lead_ms);
+        let plan = issue::plan(&self.ids, &fields, now, lead)?;
+        tracing::info!(
+            "draft {id}: presents {} ms after signing (slowest arrival measured: {})",
+            lead.lead_ms,
+            lead.measured_ms
+                .map_or("none yet".to_string(), |m| format!("{m} ms"))
+        );
         let claimed = self.drafts.update(id, |d| {
             if d.state != DraftState::Approved || d.plan.is_some() {
                 return Err(());

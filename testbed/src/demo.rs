@@ -18,8 +18,15 @@ pub struct Summary {
     pub played_full: usize,
     /// Refusals counted by all terminals (0 in a clean run).
     pub refused: u64,
-    /// From the API accepting the alert to the first sample at each terminal.
+    /// From the operator's publish (the approval leaving the client) to the
+    /// first sample at each terminal (P1).
     pub activation_ms: Percentiles,
+    /// The alert's lead (from signing to its first presentation) and the
+    /// slowest arrival it was made from (the daily check's).
+    pub lead: LeadStats,
+    /// The daily check that went before the alert: the district's first
+    /// broadcast, so its lead is the configured one, nothing measured yet.
+    pub check_activation_ms: Percentiles,
     /// Terminals of the notice's village that played it.
     pub notice_played: usize,
     pub notice_village_terminals: usize,
@@ -29,6 +36,9 @@ pub struct Summary {
     pub alert_frames: FrameStats,
     /// Frames of the alert skipped as too late, summed over all terminals.
     pub late_frames: u64,
+    /// The terminals' clocks at the end. Every node of the demo runs on
+    /// this machine's one clock, so any offset is an error of the estimate.
+    pub clock: ClockStats,
     pub alert_id: String,
     pub notice_id: String,
     pub startup_s: f64,
@@ -41,6 +51,23 @@ pub struct FrameStats {
     pub concealed_max: u64,
     pub recovered_max: u64,
     pub unfinished: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LeadStats {
+    pub lead_ms: i64,
+    pub measured_from_ms: Option<i64>,
+    /// The alert's own slowest acknowledged arrival, and how many
+    /// terminals acknowledged it in time.
+    pub alert_slowest_arrival_ms: i64,
+    pub alert_acknowledged: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClockStats {
+    pub unsynced: usize,
+    pub offset_abs_max_us: i64,
+    pub uncertainty_max_us: i64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -78,6 +105,8 @@ pub struct DemoOptions {
     pub platform_runtime: Option<tokio::runtime::Handle>,
 }
 
+/// Whether `r` is the whole broadcast, every frame (its total is counted
+/// in whole segments; the last may be shorter).
 fn full(r: &terminal_agent::PlayRecord, frames_per_segment: u64) -> bool {
     r.finished
         && r.frames_concealed == 0
@@ -158,9 +187,47 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
         district.district_api().base()
     ));
 
-    // 1. The district-wide emergency alert, through the district's API.
+    // 1. The daily check: a short chime to the whole district, which also
+    //    shows the district how fast its tree takes a broadcast.
     let api = district.district_api();
     let county = district.district.relay.scope[0].to_string();
+    let chime = opts.dir.join("daily-check.wav");
+    write_chime(&chime)?;
+    let check_fields = [
+        ("areas", county.clone()),
+        ("class", "daily".to_string()),
+        ("title", "每日设备自检".to_string()),
+        ("valid_minutes", "5".to_string()),
+    ];
+    let (check_id, check_published) = api.issue_timed(&chime, &check_fields).await?;
+    watch(&district, check_id, "daily check", verbose).await;
+    wait_acknowledged(&district, check_id).await;
+    let check_activation = percentiles(
+        district
+            .terminals
+            .iter()
+            .filter_map(|t| {
+                t.handle()
+                    .snapshot()
+                    .records
+                    .get(&check_id)?
+                    .first_sample_ms
+            })
+            .map(|first| first - check_published)
+            .collect(),
+    );
+    let lead = district
+        .district
+        .relay
+        .book()
+        .lead
+        .lead(platform::issue::DEFAULT_LEAD_MS);
+    say(format!(
+        "daily check {check_id}: first audio {} ms after the API's answer (p50); the tree's slowest arrival was {:?} ms, so the next lead is {} ms",
+        check_activation.p50, lead.measured_ms, lead.lead_ms
+    ));
+
+    // 2. The district-wide emergency alert, through the district's API.
     let fields = [
         ("areas", county),
         ("class", "emergency".to_string()),
@@ -170,7 +237,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
         ("valid_minutes", "30".to_string()),
     ];
     let requested = certs::time::unix_now_ms();
-    let alert_id = api.issue(&opts.alert, &fields).await?;
+    let (alert_id, published) = api.issue_timed(&opts.alert, &fields).await?;
     let accepted = certs::time::unix_now_ms();
     let alert = alert_id.to_string();
     say(format!(
@@ -179,7 +246,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     ));
     watch(&district, alert_id, "alert", verbose).await;
 
-    // 2. A notice from one village, to that village only.
+    // 3. A notice from one village, to that village only.
     let village = &district.villages[district.villages.len() / 2];
     let village_api = district.api(&village.platform);
     let nfields = [
@@ -214,7 +281,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 3. Summary from the terminals themselves.
+    // 4. Summary from the terminals themselves.
     let mut activation = Vec::new();
     let mut frames = FrameStats {
         played_min: u64::MAX,
@@ -222,19 +289,26 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     };
     let (mut played_full, mut refused, mut notice_played, mut notice_outside) = (0, 0, 0, 0);
     let mut late_frames = 0;
+    let mut clock = ClockStats::default();
     for t in &district.terminals {
         let s = t.handle().snapshot();
         if let Some(r) = s.records.get(&alert_id) {
             if let Some(first) = r.first_sample_ms {
-                activation.push(first - accepted);
+                activation.push(first - published);
             }
-            played_full += full(r, 10) as usize;
+            played_full += full(r, platform::issue::FRAMES_PER_SEGMENT as u64) as usize;
             frames.total = r.total_frames;
             frames.played_min = frames.played_min.min(r.frames_played);
             frames.concealed_max = frames.concealed_max.max(r.frames_concealed);
             frames.recovered_max = frames.recovered_max.max(r.frames_recovered);
             frames.unfinished += (!r.finished) as usize;
             late_frames += r.frames_late;
+        }
+        if s.clock.synced {
+            clock.offset_abs_max_us = clock.offset_abs_max_us.max(s.clock.offset_us.abs());
+            clock.uncertainty_max_us = clock.uncertainty_max_us.max(s.clock.uncertainty_us);
+        } else {
+            clock.unsynced += 1;
         }
         refused += s.refusals.iter().map(|(_, n)| n).sum::<u64>();
         let got_notice = s.records.get(&notice_id);
@@ -250,11 +324,28 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
         played_full,
         refused,
         activation_ms: percentiles(activation),
+        lead: {
+            let (slowest, acknowledged) = district
+                .district
+                .relay
+                .book()
+                .lead
+                .arrival(alert_id)
+                .unwrap_or_default();
+            LeadStats {
+                lead_ms: lead.lead_ms,
+                measured_from_ms: lead.measured_ms,
+                alert_slowest_arrival_ms: slowest,
+                alert_acknowledged: acknowledged,
+            }
+        },
+        check_activation_ms: check_activation,
         notice_played,
         notice_village_terminals: in_village_count(&district, vi),
         notice_outside_village: notice_outside,
         alert_frames: frames,
         late_frames,
+        clock,
         alert_id: alert,
         notice_id: notice,
         startup_s,
@@ -268,6 +359,35 @@ fn in_village_count(d: &LocalDistrict, vi: usize) -> usize {
 
 /// Prints coverage once a second (from the district's receipts) until every
 /// terminal finished or a minute passed.
+/// Two seconds of two-tone chime, 16 kHz, into `path`.
+fn write_chime(path: &std::path::Path) -> anyhow::Result<()> {
+    use codec::Sink;
+    let rate = 16_000;
+    let mut wav = codec::WavSink::create(path, rate)?;
+    let pcm: Vec<f32> = (0..2 * rate)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            let f = if t < 1.0 { 880.0 } else { 660.0 };
+            let fade = (t % 1.0 * 8.0).min(1.0) * (1.0 - t % 1.0).min(0.2) * 5.0;
+            0.3 * fade * (std::f32::consts::TAU * f * t).sin()
+        })
+        .collect();
+    wav.write(&pcm)?;
+    wav.stop()?;
+    Ok(())
+}
+
+/// Waits until the district has every terminal's acknowledgement of `id`
+/// (receipts come up in batches), or ten seconds.
+async fn wait_acknowledged(d: &LocalDistrict, id: protocol::BroadcastId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && d.district.relay.book().lead.arrival(id).map(|(_, n)| n) < Some(d.terminals.len())
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn watch(d: &LocalDistrict, id: protocol::BroadcastId, what: &str, verbose: bool) {
     let total = d.terminals.len() as u32;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -133,6 +133,25 @@ fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path
         "activation (API → first sample): p50 {} ms, p95 {} ms, max {} ms",
         a.p50, a.p95, a.max
     );
+    let l = &summary.lead;
+    println!(
+        "lead:                   {} ms, from the daily check's slowest arrival ({}); the alert's slowest: {} ms ({} acknowledged)",
+        l.lead_ms,
+        l.measured_from_ms
+            .map_or("nothing measured".to_string(), |m| format!("{m} ms")),
+        l.alert_slowest_arrival_ms,
+        l.alert_acknowledged
+    );
+    println!(
+        "daily check (first broadcast, configured lead): activation p50 {} ms",
+        summary.check_activation_ms.p50
+    );
+    println!(
+        "terminal clocks:        largest error {:.1} ms (± {:.1} ms), {} unsynced",
+        summary.clock.offset_abs_max_us as f64 / 1000.0,
+        summary.clock.uncertainty_max_us as f64 / 1000.0,
+        summary.clock.unsynced
+    );
     println!("refusals:               {}", summary.refused);
     println!(
         "village notice played:  {} / {} in the village, {} outside it",
