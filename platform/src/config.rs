@@ -52,8 +52,11 @@ pub struct PlatformConfig {
     #[arg(long, default_value_t = default_bitrate())]
     #[serde(default = "default_bitrate")]
     pub bitrate_bps: u32,
-    /// Time from accepting a broadcast to its first frame's presentation, ms:
-    /// long enough to reach and be verified by every terminal below.
+    /// Time from signing a broadcast to its first frame's presentation, ms,
+    /// until the platform has measured how fast its tree takes one (then
+    /// twice the slowest terminal's acknowledged arrival plus 100 ms, never
+    /// more than this): long enough to reach and be verified by every
+    /// terminal below.
     #[arg(long, default_value_t = default_lead())]
     #[serde(default = "default_lead")]
     pub lead_ms: i64,

@@ -542,3 +542,75 @@ async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection()
         "the connection migrated; no reconnect"
     );
 }
+
+/// P1's mechanism: the district's first broadcast starts after the
+/// configured lead (nothing measured yet); its terminals' acknowledgements
+/// show how fast the tree is, and the next broadcast starts sooner, still
+/// whole and in step at every terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_tree_is_measured_a_broadcast_starts_sooner_and_still_plays_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let district = small_district(dir.path(), LAYOUT).await;
+    let clip_path = dir.path().join("alert.wav");
+    clip("alert-zh.wav", 2.0, &clip_path);
+    let county = district.district.relay.scope[0].to_string();
+    let api = district.district_api();
+    let fields = |class: &str| {
+        vec![
+            ("areas", county.clone()),
+            ("class", class.to_string()),
+            ("severity", "1".to_string()),
+            ("title", "防汛紧急转移".to_string()),
+        ]
+    };
+    let configured = platform::issue::DEFAULT_LEAD_MS;
+    assert_eq!(
+        district
+            .district
+            .relay
+            .book()
+            .lead
+            .lead(configured)
+            .measured_ms,
+        None
+    );
+    let mut activations = Vec::new();
+    for class in ["daily", "emergency"] {
+        let (id, published) = api.issue_timed(&clip_path, &fields(class)).await.unwrap();
+        assert!(district.all_finished(id, Duration::from_secs(30)).await);
+        let mut starts = Vec::new();
+        for t in &district.terminals {
+            let r = t.handle().snapshot().records[&id].clone();
+            assert!(
+                r.frames_played + 25 > r.total_frames && r.frames_concealed == 0,
+                "{class}: {r:?}"
+            );
+            starts.push(r.first_sample_ms.expect("played"));
+        }
+        starts.dedup();
+        assert_eq!(starts.len(), 1, "{class}: every terminal starts in step");
+        activations.push(starts[0] - published);
+        // Every terminal's acknowledgement reached the district.
+        let acknowledged = eventually(Duration::from_secs(10), || {
+            district.district.relay.book().lead.arrival(id).map(|a| a.1)
+                == Some(district.terminals.len())
+        })
+        .await;
+        assert!(
+            acknowledged,
+            "{:?}",
+            district.district.relay.book().lead.arrival(id)
+        );
+    }
+    let lead = district.district.relay.book().lead.lead(configured);
+    println!("activations {activations:?} ms; lead now {lead:?}");
+    let measured = lead.measured_ms.expect("measured");
+    assert!(measured * 2 + 100 < configured, "{lead:?}");
+    // The first: the configured lead and the terminals' own 400 ms; the
+    // second: at most the configured lead and the header's 150 ms.
+    assert!(activations[0] >= configured + 400, "{activations:?}");
+    assert!(
+        activations[1] < configured + platform::lead::MEASURED_PLAYOUT_DELAY_MS as i64 + 100,
+        "{activations:?}"
+    );
+}
