@@ -130,7 +130,7 @@ fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path
         summary.played_full, summary.terminals
     );
     println!(
-        "activation (API → first sample): p50 {} ms, p95 {} ms, max {} ms",
+        "activation (publish → first sample): p50 {} ms, p95 {} ms, max {} ms",
         a.p50, a.p95, a.max
     );
     let l = &summary.lead;
