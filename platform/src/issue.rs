@@ -188,10 +188,14 @@ pub fn sign_and_publish(
     let segments = SegmentSigner::new(&signed, &identity.key, plan.play_at_us)
         .sign_all(frames, FRAMES_PER_SEGMENT)
         .map_err(|e| IssueError::Invalid(e.to_string()))?;
+    // Before it goes out: on a quick tree the first acknowledgements come
+    // back before publishing returns.
+    {
+        let mut book = relay.book();
+        let online = book.online_terminals(crate::now_ms(), crate::api::OFFLINE_AFTER_MS);
+        book.lead.issued(id, plan.issued_at_ms, online);
+    }
     publish(relay, signed, segments.into_iter().map(Message::Segment))?;
-    let mut book = relay.book();
-    let online = book.online_terminals(crate::now_ms(), crate::api::OFFLINE_AFTER_MS);
-    book.lead.issued(id, plan.issued_at_ms, online);
     Ok(id)
 }
 

@@ -18,6 +18,9 @@ const KEPT: usize = 8;
 /// An acknowledgement later than this after the issue is a terminal that
 /// came online later, not the tree's speed.
 pub const ARRIVAL_WINDOW_MS: i64 = 10_000;
+/// How far before the issue an acknowledgement may be stamped and still
+/// count (the terminal's and the issuer's clocks differ by their errors).
+const CLOCK_SLACK_MS: i64 = 1_000;
 /// The slowest arrival is scaled by this (per mille) and `MARGIN_MS` added.
 /// The acknowledgement is of the header; the first segment's check and
 /// decode come after it, and on the 600-terminal demo beside a CPU hog
@@ -89,10 +92,14 @@ impl LeadMeter {
             return;
         };
         let arrival = at_ms - i.issued_ms;
-        if !(0..=ARRIVAL_WINDOW_MS).contains(&arrival) || !i.acknowledged.insert(serial) {
+        // A quick arrival stamped by a terminal whose clock runs a little
+        // behind the issuer's reads as slightly negative: it still arrived.
+        if !(-CLOCK_SLACK_MS..=ARRIVAL_WINDOW_MS).contains(&arrival)
+            || !i.acknowledged.insert(serial)
+        {
             return;
         }
-        i.slowest_ms = i.slowest_ms.max(arrival);
+        i.slowest_ms = i.slowest_ms.max(arrival.max(0));
     }
 
     /// The lead of the next broadcast, at most `configured_ms`.
@@ -153,10 +160,15 @@ mod tests {
         // One terminal is not yet half.
         assert_eq!(m.lead(1000).measured_ms, None);
         m.acknowledged(id(1), 2, 10_120);
-        // Repeated, and one that came online a minute later: neither counts.
+        // Repeated, one that came online a minute later, one stamped long
+        // before the issue: none counts.
         m.acknowledged(id(1), 2, 10_300);
         m.acknowledged(id(1), 3, 70_000);
+        m.acknowledged(id(1), 4, 8_000);
         assert_eq!(m.arrival(id(1)), Some((120, 2)));
+        // A clock a little behind: it arrived, at once.
+        m.acknowledged(id(1), 5, 9_998);
+        assert_eq!(m.arrival(id(1)), Some((120, 3)));
         assert_eq!(
             m.lead(1000),
             Lead {

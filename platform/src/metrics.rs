@@ -12,7 +12,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) -> String {
+pub fn render(
+    relay: &Relay,
+    expiry_warning: Duration,
+    offline_after_ms: i64,
+    lead_ms: i64,
+) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -47,6 +52,25 @@ pub fn render(relay: &Relay, expiry_warning: Duration, offline_after_ms: i64) ->
             reason.name()
         );
     }
+    let lead = relay.book().lead.lead(lead_ms);
+    family(
+        &mut out,
+        "ebs_lead_milliseconds",
+        "gauge",
+        "From signing the next broadcast to its first presentation (measured from the tree, at most lead_ms).",
+    );
+    let _ = writeln!(out, "ebs_lead_milliseconds {}", lead.lead_ms);
+    family(
+        &mut out,
+        "ebs_slowest_arrival_milliseconds",
+        "gauge",
+        "The slowest terminal's acknowledged arrival of this platform's recent broadcasts (-1: nothing measured yet).",
+    );
+    let _ = writeln!(
+        out,
+        "ebs_slowest_arrival_milliseconds {}",
+        lead.measured_ms.unwrap_or(-1)
+    );
     // The tree's time as this platform serves it to its children.
     let clock = relay.clock.estimate();
     family(

@@ -604,6 +604,12 @@ async fn once_the_tree_is_measured_a_broadcast_starts_sooner_and_still_plays_who
     }
     let lead = district.district.relay.book().lead.lead(configured);
     println!("activations {activations:?} ms; lead now {lead:?}");
+    // A maintainer sees it in /metrics.
+    let metrics = api.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(&format!("ebs_lead_milliseconds {}", lead.lead_ms)),
+        "{metrics}"
+    );
     let measured = lead.measured_ms.expect("measured");
     assert!(measured * 2 + 100 < configured, "{lead:?}");
     // The first: the configured lead and the terminals' own 400 ms; the

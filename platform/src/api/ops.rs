@@ -148,7 +148,12 @@ pub async fn revoke(
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    let mut text = crate::metrics::render(&s.workflow.relay, s.expiry_warning, OFFLINE_AFTER_MS);
+    let mut text = crate::metrics::render(
+        &s.workflow.relay,
+        s.expiry_warning,
+        OFFLINE_AFTER_MS,
+        s.workflow.lead_ms,
+    );
     text.push_str(&format!(
         "# HELP ebs_api_auth_failures_total API requests refused for want of a valid session or token.\n# TYPE ebs_api_auth_failures_total counter\nebs_api_auth_failures_total {}\n",
         s.auth_failures.load(std::sync::atomic::Ordering::Relaxed)
