@@ -81,6 +81,22 @@ pub fn read_wav(path: &Path) -> Vec<f32> {
     }
 }
 
+/// Stops every terminal of a district started with `LocalOptions::wav`
+/// (each WAV file gets its header) and reads what each played: (the file,
+/// its samples).
+pub async fn played_wavs(district: &mut LocalDistrict) -> Vec<(PathBuf, Vec<f32>)> {
+    district
+        .stop_terminals()
+        .await
+        .into_iter()
+        .map(|d| {
+            let p = d.join("played.wav");
+            let pcm = read_wav(&p);
+            (p, pcm)
+        })
+        .collect()
+}
+
 /// A small district on loopback: every terminal writes a WAV file.
 pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
     let d = LocalDistrict::start(LocalOptions::wav(layout, dir))

@@ -82,14 +82,8 @@ async fn a_district_alert_plays_on_every_terminal_and_matches_the_source() {
         .unwrap_or(0);
     assert!(played >= 190 * district.terminals.len() as u64, "{metrics}");
     let mut district = district;
-    let paths: Vec<_> = district
-        .stop_terminals()
-        .await
-        .into_iter()
-        .map(|d| d.join("played.wav"))
-        .collect();
-    for p in paths {
-        let played = read_wav(&p);
+    let played_wavs = played_wavs(&mut district).await;
+    for (p, played) in played_wavs {
         let c = correlation(&reference, &played, 2000);
         println!(
             "{}: {} samples, correlation {c:.4}",

@@ -129,14 +129,8 @@ async fn live_voice_reaches_every_terminal_through_three_tiers() {
 
     // What the terminals played is what was said.
     let mut district = district;
-    let paths: Vec<_> = district
-        .stop_terminals()
-        .await
-        .into_iter()
-        .map(|d| d.join("played.wav"))
-        .collect();
-    for p in paths {
-        let played = read_wav(&p);
+    let played_wavs = played_wavs(&mut district).await;
+    for (p, played) in played_wavs {
         let c = correlation(&source[..48_000], &played, 4_000);
         println!(
             "{}: {} samples, correlation {c:.3}",

@@ -70,15 +70,9 @@ async fn the_microphone_is_heard_on_every_terminal() {
     let finished = district.all_finished(id, Duration::from_secs(15)).await;
     assert!(finished, "every terminal played to the end marker");
     let mut district = district;
-    let paths: Vec<_> = district
-        .stop_terminals()
-        .await
-        .into_iter()
-        .map(|d| d.join("played.wav"))
-        .collect();
+    let played_wavs = played_wavs(&mut district).await;
     let from = source.iter().position(|s| s.abs() > 1e-3).unwrap();
-    for p in paths {
-        let played = read_wav(&p);
+    for (p, played) in played_wavs {
         let start = played
             .iter()
             .position(|s| s.abs() > 1e-3)

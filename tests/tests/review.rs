@@ -383,14 +383,9 @@ async fn an_emergency_needs_a_second_person_then_plays_and_the_trail_shows_it_al
 
     // The terminals played what the approver heard.
     let mut district = district;
-    let paths: Vec<_> = district
-        .stop_terminals()
-        .await
-        .into_iter()
-        .map(|d| d.join("played.wav"))
-        .collect();
-    for p in paths {
-        let c = correlation(&preview, &read_wav(&p), 2000);
+    let played_wavs = played_wavs(&mut district).await;
+    for (p, played) in played_wavs {
+        let c = correlation(&preview, &played, 2000);
         assert!(c > 0.9, "{}: correlation {c}", p.display());
     }
 }

@@ -68,6 +68,16 @@ fn from(addr: &Option<Extension<ClientAddr>>) -> String {
         .unwrap_or_default()
 }
 
+/// One of the platform's Argon2id slots (they bound the CPU and memory
+/// that password checks and hashes may take at once).
+async fn hashing_slot(s: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    s.hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("shutting down"))
+}
+
 /// Checks `name`'s password off the runtime, with at most as many Argon2id
 /// checks at once as the platform allows; a failure counts towards the
 /// account's lock-out (`Accounts::login`).
@@ -76,12 +86,7 @@ pub async fn check_password(
     name: String,
     password: String,
 ) -> Result<Result<crate::accounts::Account, LoginRefused>, ApiError> {
-    let permit = s
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
+    let permit = hashing_slot(s).await?;
     let wf = s.workflow.clone();
     let now = (wf.now)();
     blocking(move || {
@@ -243,12 +248,7 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     let wf = s.workflow.clone();
     let name = c.name().to_string();
-    let permit = s
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
+    let permit = hashing_slot(&s).await?;
     let now = (wf.now)();
     let r = blocking(move || {
         let _permit = permit;
