@@ -197,17 +197,32 @@ impl Default for SyncConfig {
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    /// Local time halfway through the exchange.
-    mid_us: i64,
-    /// Tree minus local.
-    offset_us: i64,
-    rtt_us: i64,
+    /// Local time the request left (t0) and its answer came (t3).
+    t0_us: i64,
+    t3_us: i64,
+    /// t1 − t0: tree − local plus the way up.
+    fwd_us: i64,
+    /// t2 − t3: tree − local minus the way down.
+    bwd_us: i64,
+}
+
+impl Sample {
+    fn rtt_us(&self) -> i64 {
+        self.fwd_us - self.bwd_us
+    }
 }
 
 /// How far a clock's drift is expected to be from zero (the slope's prior).
 const PRIOR_PPB: i64 = 50_000;
 /// Drift beyond this is no crystal: the samples are wrong.
 const MAX_DRIFT_PPB: i64 = 500_000;
+/// What a drift of PRIOR_PPB must buy in band width (µs) to be believed:
+/// over a short span the samples cannot tell drift from jitter.
+const PRIOR_COST_US: f64 = 300.0;
+/// How far from the last fit's slope the next is looked for first, and
+/// how near that range's ends a peak is taken to lie beyond them.
+const NEAR: f64 = 5e-6;
+const EDGE: f64 = 1e-8;
 /// Requests in flight remembered (answers to others are dropped).
 const PENDING: usize = 32;
 
@@ -304,12 +319,24 @@ impl ClockSync {
         if self.samples.len() >= self.cfg.window {
             self.samples.pop_front();
         }
+        debug_assert_eq!(offset, ((r.t1_us - r.t0_us) + (r.t2_us - t3_us)) / 2);
         self.samples.push_back(Sample {
-            mid_us: r.t0_us + (t3_us - r.t0_us) / 2,
-            offset_us: offset,
-            rtt_us: rtt,
+            t0_us: r.t0_us,
+            t3_us,
+            fwd_us: r.t1_us - r.t0_us,
+            bwd_us: r.t2_us - t3_us,
         });
-        let fit = self.fit();
+        let mut fit = self.fit();
+        if fit.is_some_and(|(_, width)| width < 0.0) {
+            // No line leaves every answer outside a band of positive
+            // delays: a clock jumped (ours, or the upstream's without a new
+            // epoch). What came before describes a clock that is gone.
+            let newest = self.samples.pop_back();
+            self.samples.clear();
+            self.samples.extend(newest);
+            fit = self.fit();
+        }
+        let fit = fit.map(|(e, _)| e);
         let changed = fit != self.fitted;
         self.fitted = fit;
         Ok(changed)
@@ -325,110 +352,234 @@ impl ClockSync {
         self.samples.len()
     }
 
-    /// Fits tree − local = a + b·(t − t_ref) to the quickest quarter of the
-    /// samples (all of them while there are fewer than 16), each weighted
-    /// by how little queueing its round trip shows, then once more without
-    /// those more than three spreads off.
-    fn fit(&self) -> Option<Estimate> {
-        let min_rtt = self.samples.iter().map(|s| s.rtt_us).min()?;
-        let mut by_rtt: Vec<Sample> = self.samples.iter().copied().collect();
-        by_rtt.sort_by_key(|s| s.rtt_us);
-        let keep = if by_rtt.len() < 16 {
-            by_rtt.len()
-        } else {
-            by_rtt.len() / 4
-        };
-        let mut chosen: Vec<Sample> = by_rtt[..keep].to_vec();
-        // A sample whose round trip is e over the quickest may be off by
-        // up to e/2: weight 1/(e + c)², c the typical excess of the chosen.
-        let mut excesses: Vec<i64> = chosen.iter().map(|s| s.rtt_us - min_rtt).collect();
-        excesses.sort_unstable();
-        let c = (excesses[excesses.len() / 2] as f64).max(50.0);
-        let weight = |s: &Sample| 1.0 / ((s.rtt_us - min_rtt) as f64 + c).powi(2);
-        let mut line = Line::fit(&chosen, &weight);
-        if chosen.len() >= 8 {
-            let spread = line.rms.max(50.0);
-            chosen.retain(|s| line.residual(s).abs() <= 3.0 * spread);
-            if chosen.len() >= 4 {
-                line = Line::fit(&chosen, &weight);
-            }
-        }
-        // Half the round-trip excess over the quickest is how far queueing
-        // can have moved a sample; their weighted mean, with the residual
-        // spread, over √n is the standard error.
-        let n = chosen.len() as f64;
-        let wsum: f64 = chosen.iter().map(weight).sum();
-        let excess = chosen
+    /// Fits tree − local = a + b·(t − t_ref) between the two envelopes
+    /// of the samples. Each way's delay is at least its minimum, so every
+    /// t1 − t0 lies above the line by at least the way up and every
+    /// t2 − t3 below it by at least the way down: the line is the middle of
+    /// the widest band with all answers outside it. Each envelope is set by
+    /// its direction's quickest trip alone, which over jittery paths is far
+    /// nearer the minimum than the quickest round trip (both ways quick at
+    /// once) is; delays in either host only push samples outwards.
+    /// Also returns the widest band's width (negative: no line fits them
+    /// all).
+    fn fit(&self) -> Option<(Estimate, f64)> {
+        let newest = self.samples.back()?;
+        let t_ref = newest.t0_us + (newest.t3_us - newest.t0_us) / 2;
+        let span = self
+            .samples
             .iter()
-            .map(|s| weight(s) * (s.rtt_us - min_rtt) as f64 / 2.0)
-            .sum::<f64>()
-            / wsum;
-        let uncertainty = ((line.rms * line.rms + excess * excess) / n).sqrt() + 1.0;
-        Some(Estimate {
-            at_local_us: line.t_ref,
-            offset_us: line.a.round() as i64,
-            drift_ppb: line.b_ppb,
+            .map(|s| t_ref - s.t0_us)
+            .max()
+            .unwrap_or(0);
+        let band = Band::new(&self.samples, t_ref);
+        let max_b = MAX_DRIFT_PPB as f64 / 1e9;
+        // The width is concave in the slope (a minimum of lines less a
+        // maximum of lines), and so is it less the prior's cost: a golden
+        // section search finds its peak. Below a second of span the samples
+        // cannot see drift at all.
+        let objective = |b: f64| band.width(b) - PRIOR_COST_US * b.abs() / (PRIOR_PPB as f64 / 1e9);
+        let b = if span < 1_000_000 {
+            0.0
+        } else {
+            // The slope moves little from one sample to the next: look near
+            // the last one first, everywhere if the peak is not inside.
+            let near = self.fitted.map(|e| e.drift_ppb as f64 / 1e9);
+            near.and_then(|c| {
+                let (lo, hi) = ((c - NEAR).max(-max_b), (c + NEAR).min(max_b));
+                let b = golden_max(lo, hi, objective);
+                (b - lo > EDGE && hi - b > EDGE).then_some(b)
+            })
+            .unwrap_or_else(|| golden_max(-max_b, max_b, objective))
+        };
+        let (upper, upper_gap) = band.upper(b);
+        let (lower, lower_gap) = band.lower(b);
+        let offset = (upper + lower) / 2.0;
+        // The quickest of n trips errs by about the gap to the next one;
+        // and every slope whose band is narrower by no more than those gaps
+        // fits the samples as well, moving the offset at t_ref with it.
+        let slack = upper_gap + lower_gap;
+        let peak = band.width(b);
+        let mut tilt: f64 = 0.0;
+        for end in [-max_b, max_b] {
+            let mut inside = b;
+            let mut outside = end;
+            if band.width(outside) >= peak - slack {
+                inside = outside;
+            } else {
+                for _ in 0..24 {
+                    let mid = (inside + outside) / 2.0;
+                    if band.width(mid) >= peak - slack {
+                        inside = mid;
+                    } else {
+                        outside = mid;
+                    }
+                }
+            }
+            tilt = tilt.max((band.offset(inside) - offset).abs());
+        }
+        let uncertainty = ((upper_gap * upper_gap + lower_gap * lower_gap) / 4.0 + tilt * tilt)
+            .sqrt()
+            .max(1.0);
+        let estimate = Estimate {
+            at_local_us: t_ref,
+            offset_us: offset.round() as i64,
+            drift_ppb: (b * 1e9).round() as i64,
             uncertainty_us: uncertainty.round() as i64,
-            min_rtt_us: min_rtt,
+            min_rtt_us: self.samples.iter().map(Sample::rtt_us).min()?,
             samples: self.samples.len() as u32,
             synced: true,
-        })
+        };
+        // The prior may have chosen a slope whose band is empty where a
+        // steeper one is not: only the widest band at any slope says
+        // whether the samples agree.
+        let mut width = upper - lower;
+        if width < 0.0 {
+            width = band.width(golden_max(-max_b, max_b, |b| band.width(b)));
+        }
+        Some((estimate, width))
     }
 }
 
-struct Line {
+/// The samples seen through a slope `b` (tree − local drifting by b).
+struct Band<'a> {
+    samples: &'a VecDeque<Sample>,
     t_ref: i64,
-    a: f64,
-    b_ppb: i64,
-    rms: f64,
+    /// The points that can be the lowest t1 − t0 at some slope (the lower
+    /// convex hull), and those that can be the highest t2 − t3 (the upper
+    /// one, negated): a search over slopes looks at these few only.
+    fwd_hull: Vec<(f64, f64)>,
+    bwd_hull: Vec<(f64, f64)>,
 }
 
-impl Line {
-    /// Weighted least squares, the slope shrunk towards zero by a prior.
-    fn fit(s: &[Sample], weight: &dyn Fn(&Sample) -> f64) -> Line {
-        let t_ref = s.iter().map(|x| x.mid_us).max().unwrap_or(0);
-        let w: Vec<f64> = s.iter().map(weight).collect();
-        let sw: f64 = w.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-        let xs: Vec<f64> = s.iter().map(|x| (x.mid_us - t_ref) as f64).collect();
-        let ys: Vec<f64> = s.iter().map(|x| x.offset_us as f64).collect();
-        let mx = xs.iter().zip(&w).map(|(x, w)| x * w).sum::<f64>() / sw;
-        let my = ys.iter().zip(&w).map(|(y, w)| y * w).sum::<f64>() / sw;
-        let mut sxx = 0.0;
-        let mut sxy = 0.0;
-        for ((x, y), w) in xs.iter().zip(&ys).zip(&w) {
-            sxx += w * (x - mx) * (x - mx);
-            sxy += w * (x - mx) * (y - my);
-        }
-        // The slope is shrunk towards zero by a prior of ±PRIOR_PPB (what
-        // crystals do): over a short span the data cannot tell drift from
-        // jitter, over a long one they outweigh the prior. The weights are
-        // 1/(4σ²) for σ = (e + c)/2 µs, hence the quarter.
-        let lambda = 1.0 / (PRIOR_PPB as f64 / 1e9).powi(2) / 4.0;
-        let b =
-            (sxy / (sxx + lambda)).clamp(-MAX_DRIFT_PPB as f64 / 1e9, MAX_DRIFT_PPB as f64 / 1e9);
-        let a = my - b * mx;
-        let rms = (xs
+impl<'a> Band<'a> {
+    fn new(samples: &'a VecDeque<Sample>, t_ref: i64) -> Self {
+        let fwd = samples
             .iter()
-            .zip(&ys)
-            .zip(&w)
-            .map(|((x, y), w)| {
-                let r = y - (a + b * x);
-                w * r * r
-            })
-            .sum::<f64>()
-            / sw)
-            .sqrt();
-        Line {
+            .map(|s| ((s.t0_us - t_ref) as f64, s.fwd_us as f64));
+        let bwd = samples
+            .iter()
+            .map(|s| ((s.t3_us - t_ref) as f64, -(s.bwd_us as f64)));
+        Band {
+            samples,
             t_ref,
-            a,
-            b_ppb: (b * 1e9).round() as i64,
-            rms,
+            fwd_hull: lower_hull(fwd.collect()),
+            bwd_hull: lower_hull(bwd.collect()),
         }
     }
 
-    fn residual(&self, s: &Sample) -> f64 {
-        s.offset_us as f64 - (self.a + self.b_ppb as f64 / 1e9 * (s.mid_us - self.t_ref) as f64)
+    /// The lowest t1 − t0 once the slope is taken out, and how far above
+    /// it the next lowest lies.
+    fn upper(&self, b: f64) -> (f64, f64) {
+        let mut first = f64::INFINITY;
+        let mut second = f64::INFINITY;
+        for s in self.samples {
+            let v = s.fwd_us as f64 - b * (s.t0_us - self.t_ref) as f64;
+            if v < first {
+                second = first;
+                first = v;
+            } else if v < second {
+                second = v;
+            }
+        }
+        (
+            first,
+            if second.is_finite() {
+                second - first
+            } else {
+                0.0
+            },
+        )
     }
+
+    /// The highest t2 − t3 once the slope is taken out, and how far below
+    /// it the next highest lies.
+    fn lower(&self, b: f64) -> (f64, f64) {
+        let mut first = f64::NEG_INFINITY;
+        let mut second = f64::NEG_INFINITY;
+        for s in self.samples {
+            let v = s.bwd_us as f64 - b * (s.t3_us - self.t_ref) as f64;
+            if v > first {
+                second = first;
+                first = v;
+            } else if v > second {
+                second = v;
+            }
+        }
+        (
+            first,
+            if second.is_finite() {
+                first - second
+            } else {
+                0.0
+            },
+        )
+    }
+
+    /// `upper(b).0` and `lower(b).0`, from the hulls.
+    fn edges(&self, b: f64) -> (f64, f64) {
+        let low = |hull: &[(f64, f64)], b: f64| {
+            hull.iter()
+                .map(|(x, y)| y - b * x)
+                .fold(f64::INFINITY, f64::min)
+        };
+        // max(bwd − b·x) = −min(−bwd − (−b)·x)
+        (low(&self.fwd_hull, b), -low(&self.bwd_hull, -b))
+    }
+
+    fn width(&self, b: f64) -> f64 {
+        let (upper, lower) = self.edges(b);
+        upper - lower
+    }
+
+    /// The middle of the band at t_ref.
+    fn offset(&self, b: f64) -> f64 {
+        let (upper, lower) = self.edges(b);
+        (upper + lower) / 2.0
+    }
+}
+
+/// The lower convex hull of points (x, y): every point that is the lowest
+/// y − b·x for some b.
+fn lower_hull(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    points.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.total_cmp(&q.1)));
+    let mut hull: Vec<(f64, f64)> = Vec::new();
+    for p in points {
+        while let [.., o, a] = hull[..] {
+            // Drop a when it lies on or above the segment from o to p.
+            if (a.0 - o.0) * (p.1 - o.1) - (a.1 - o.1) * (p.0 - o.0) <= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(p);
+    }
+    hull
+}
+
+/// The peak of a concave function on [lo, hi] (to a part in 10⁸ of the
+/// interval).
+fn golden_max(mut lo: f64, mut hi: f64, f: impl Fn(f64) -> f64) -> f64 {
+    const R: f64 = 0.618_033_988_749_894_8;
+    let mut x1 = hi - R * (hi - lo);
+    let mut x2 = lo + R * (hi - lo);
+    let (mut f1, mut f2) = (f(x1), f(x2));
+    for _ in 0..40 {
+        if f1 < f2 {
+            lo = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = lo + R * (hi - lo);
+            f2 = f(x2);
+        } else {
+            hi = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = hi - R * (hi - lo);
+            f1 = f(x1);
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 /// The time protocol's datagrams: a frame each, only these two kinds.

@@ -81,12 +81,15 @@ fn simulate(
 #[test]
 fn offset_and_drift_are_found_through_symmetric_jitter() {
     // ±2 s, ±50 ppm, 40–200 ms round trips with a fifth of them as jitter.
-    // The bound grows with the jitter: at 20 ms each way, a sample's
-    // error is up to 10 ms and only the quickest few are near the truth.
+    // The bound grows with the jitter: at 20 ms each way a sample's offset
+    // is off by up to 10 ms, and the quickest round trip of 600 (both ways
+    // quick at once) still by about 1 ms; the quickest trip each way alone
+    // is within tens of µs of its minimum. (Fitting the quickest round
+    // trips, as before, erred by 300, 1500 and 1000 µs here.)
     let cases = [
-        (2_000_000, 50_000, 20_000, 4_000, 500),
-        (-2_000_000, -50_000, 100_000, 20_000, 1_500),
-        (1_234_567, 31_000, 50_000, 10_000, 1_000),
+        (2_000_000, 50_000, 20_000, 4_000, 100),
+        (-2_000_000, -50_000, 100_000, 20_000, 400),
+        (1_234_567, 31_000, 50_000, 10_000, 250),
     ];
     for (i, (offset_us, drift_ppb, one_way, jitter, bound)) in cases.into_iter().enumerate() {
         let client = Client {
@@ -101,6 +104,7 @@ fn offset_and_drift_are_found_through_symmetric_jitter() {
         };
         let (worst, sync) = simulate(&client, &path, 600, 300, i as u64);
         let e = sync.estimate().unwrap();
+        eprintln!("case {i}: worst {worst} µs, {e:?}");
         assert!(
             (e.drift_ppb + drift_ppb).abs() < 5_000,
             "case {i}: drift {} ppb fitted for {} ppb",
@@ -249,4 +253,59 @@ fn datagrams_carry_only_time_frames() {
     let other = Message::Subscribe(protocol::Subscribe { resume: vec![] });
     assert_eq!(parse_datagram(&other.encode()), None);
     assert_eq!(parse_datagram(&[1, 2]), None);
+}
+
+#[test]
+fn a_quick_steady_path_is_followed_to_the_microsecond() {
+    // Loopback-like: 50 µs each way. A drift of 50 ppm moves the offset
+    // more across a few seconds than the band is wide, so the prior must
+    // give way to the samples (an empty band at the prior's slope is no
+    // reason to drop them).
+    let client = Client {
+        offset_us: -300_000,
+        drift_ppb: 50_000,
+    };
+    let path = Path {
+        up_us: 50,
+        down_us: 50,
+        jitter_us: 20,
+        loss: 0.0,
+    };
+    let (worst, sync) = simulate(&client, &path, 60, 50, 11);
+    assert!(worst <= 10, "worst error {worst} µs");
+    assert!(
+        sync.samples() > 60,
+        "samples were dropped: {}",
+        sync.samples()
+    );
+}
+
+#[test]
+fn samples_no_line_can_fit_are_dropped_and_the_clock_found_again() {
+    // The upstream's clock jumps 5 ms without a new epoch: the old samples
+    // and the new cannot lie on one line with positive delays.
+    let mut sync = ClockSync::new(SyncConfig::default());
+    sync.restart(0);
+    let mut t = 0i64;
+    let answer = |sync: &mut ClockSync, t: i64, tree_offset: i64| {
+        let req = sync.poll_request(t).expect("a probe due");
+        let t1 = t + 1_000 + tree_offset;
+        let r = TimeResponse {
+            t0_us: req.t0_us,
+            t1_us: t1,
+            t2_us: t1 + 10,
+            epoch: 0,
+        };
+        sync.handle_response(&r, t + 2_010).expect("a sample");
+    };
+    for _ in 0..40 {
+        answer(&mut sync, t, 0);
+        t = sync.next_probe_at();
+    }
+    assert!(sync.estimate().unwrap().offset_us.abs() < 10);
+    assert_eq!(sync.samples(), 40);
+    answer(&mut sync, t, 5_000);
+    let e = sync.estimate().unwrap();
+    assert_eq!(sync.samples(), 1);
+    assert!((e.offset_us - 5_000).abs() < 10, "{e:?}");
 }
