@@ -175,6 +175,10 @@ pub struct SyncConfig {
     /// Probes sent at connect, `burst_gap_us` apart.
     pub burst: u32,
     pub burst_gap_us: i64,
+    /// Then, for `settle_us` after connecting, one probe this often (the
+    /// envelopes sharpen with the number of samples).
+    pub settle_period_us: i64,
+    pub settle_us: i64,
     /// Then one probe this often.
     pub period_us: i64,
     /// Samples kept (the newest).
@@ -188,6 +192,8 @@ impl Default for SyncConfig {
         SyncConfig {
             burst: 16,
             burst_gap_us: 40_000,
+            settle_period_us: 250_000,
+            settle_us: 120_000_000,
             period_us: 1_000_000,
             window: 512,
             max_rtt_us: 5_000_000,
@@ -237,6 +243,8 @@ pub struct ClockSync {
     /// The upstream's clock epoch the samples were taken against.
     epoch: Option<u32>,
     fitted: Option<Estimate>,
+    /// Local time of the last restart (a new link).
+    connected_us: i64,
 }
 
 /// Why an answer was not used.
@@ -258,6 +266,7 @@ impl ClockSync {
             burst_left: cfg.burst,
             epoch: None,
             fitted: None,
+            connected_us: i64::MIN,
         }
     }
 
@@ -269,6 +278,7 @@ impl ClockSync {
         self.pending.clear();
         self.burst_left = self.cfg.burst;
         self.next_probe_us = now_local_us;
+        self.connected_us = now_local_us;
         self.epoch = None;
     }
 
@@ -285,6 +295,8 @@ impl ClockSync {
         let gap = if self.burst_left > 0 {
             self.burst_left -= 1;
             self.cfg.burst_gap_us
+        } else if now_local_us - self.connected_us < self.cfg.settle_us {
+            self.cfg.settle_period_us
         } else {
             self.cfg.period_us
         };
@@ -393,14 +405,16 @@ impl ClockSync {
         };
         let (upper, upper_gap) = band.upper(b);
         let (lower, lower_gap) = band.lower(b);
-        let offset = (upper + lower) / 2.0;
-        // The quickest of n trips errs by about the gap to the next one;
-        // and every slope whose band is narrower by no more than those gaps
-        // fits the samples as well, moving the offset at t_ref with it.
-        let slack = upper_gap + lower_gap;
+        // The quickest of n trips errs by about the gap to the next one, so
+        // every slope whose band is narrower than the widest by no more
+        // than those gaps fits the samples as well. The estimate is the
+        // middle of those slopes (the peak alone sits at one end of them
+        // whenever the band's top is flat), and the offsets they give at
+        // t_ref are its uncertainty.
+        let slack = (upper_gap + lower_gap);
         let peak = band.width(b);
-        let mut tilt: f64 = 0.0;
-        for end in [-max_b, max_b] {
+        let mut ends = [b, b];
+        for (k, end) in [-max_b, max_b].into_iter().enumerate() {
             let mut inside = b;
             let mut outside = end;
             if band.width(outside) >= peak - slack {
@@ -415,8 +429,26 @@ impl ClockSync {
                     }
                 }
             }
-            tilt = tilt.max((band.offset(inside) - offset).abs());
+            ends[k] = inside;
         }
+        // Crystals stay within about twice the prior: a flat band whose
+        // slopes reach further says nothing about the far ones.
+        let likely = 2.0 * PRIOR_PPB as f64 / 1e9;
+        let (lo, hi) = (ends[0].max(-likely), ends[1].min(likely));
+        let b = if span < 1_000_000 {
+            0.0
+        } else if lo <= hi {
+            (lo + hi) / 2.0
+        } else {
+            b
+        };
+        let (upper, upper_gap) = band.upper(b);
+        let (lower, lower_gap) = band.lower(b);
+        let offset = (upper + lower) / 2.0;
+        let tilt = ends
+            .iter()
+            .map(|e| (band.offset(*e) - offset).abs())
+            .fold(0.0, f64::max);
         let uncertainty = ((upper_gap * upper_gap + lower_gap * lower_gap) / 4.0 + tilt * tilt)
             .sqrt()
             .max(1.0);
