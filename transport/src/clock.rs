@@ -403,15 +403,15 @@ impl ClockSync {
             })
             .unwrap_or_else(|| golden_max(-max_b, max_b, objective))
         };
-        let (upper, upper_gap) = band.upper(b);
-        let (lower, lower_gap) = band.lower(b);
+        let (_, upper_gap) = band.upper(b);
+        let (_, lower_gap) = band.lower(b);
         // The quickest of n trips errs by about the gap to the next one, so
         // every slope whose band is narrower than the widest by no more
         // than those gaps fits the samples as well. The estimate is the
         // middle of those slopes (the peak alone sits at one end of them
         // whenever the band's top is flat), and the offsets they give at
         // t_ref are its uncertainty.
-        let slack = (upper_gap + lower_gap);
+        let slack = upper_gap + lower_gap;
         let peak = band.width(b);
         let mut ends = [b, b];
         for (k, end) in [-max_b, max_b].into_iter().enumerate() {
