@@ -8,6 +8,7 @@
 //! [`opus::FrameDecoder`] decodes with FEC recovery and concealment, and a
 //! [`sink::Sink`] plays (loudspeaker with the `cpal` feature, WAV, null).
 
+pub mod adapt;
 pub mod align;
 pub mod card;
 pub mod error;

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::adapt::DelayTarget;
+
 /// What to do for the frame that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
@@ -44,6 +46,10 @@ pub struct PlayoutConfig {
     /// after its time (a player that was held up catches up); past it, it
     /// is skipped and counted, so playout stays near the timeline.
     pub max_lag_us: i64,
+    /// Live audio: at most this much is added to `delay_us` when this
+    /// terminal's frames arrive too late to play in step (0: never).
+    /// Recorded audio is sent far ahead and never needs it.
+    pub adapt_max_us: i64,
 }
 
 impl Default for PlayoutConfig {
@@ -54,6 +60,7 @@ impl Default for PlayoutConfig {
             max_ahead_us: 120_000_000,
             max_conceal: 5,
             max_lag_us: 500_000,
+            adapt_max_us: 0,
         }
     }
 }
@@ -70,6 +77,10 @@ pub struct PlayoutStats {
     pub late: u64,
     /// Frames refused (duplicate, too far ahead) or skipped to stay in step.
     pub dropped: u64,
+    /// Live: frames of concealment played to wait for late audio (the
+    /// terminal's own delay grew), and frames left out to catch up again.
+    pub stretched: u64,
+    pub squeezed: u64,
 }
 
 /// What happened to a pushed frame.
@@ -98,8 +109,17 @@ pub struct Playout {
     /// that restarted rejoins at the present, never replaying what it may
     /// have played before.
     floor_us: i64,
+    /// Live: this terminal's own delay on top of the issuer's (whole
+    /// frames), and what it is set from.
+    extra_us: i64,
+    target: DelayTarget,
+    last_adapt_us: i64,
     stats: PlayoutStats,
 }
+
+/// Live: the terminal's own delay shrinks by at most a frame this often,
+/// so a short calm spell does not undo what a burst of lateness taught.
+const SQUEEZE_GAP_US: i64 = 1_000_000;
 
 impl Playout {
     pub fn new(cfg: PlayoutConfig, join: Join) -> Self {
@@ -113,6 +133,9 @@ impl Playout {
             conceal_run: 0,
             started: false,
             floor_us: i64::MIN,
+            extra_us: 0,
+            target: DelayTarget::default(),
+            last_adapt_us: i64::MIN,
             stats: PlayoutStats::default(),
         }
     }
@@ -134,7 +157,16 @@ impl Playout {
 
     /// When the frame at `pts_us` plays, on the issuer's clock.
     pub fn play_time(&self, pts_us: i64) -> i64 {
-        pts_us + self.shift_us + self.cfg.delay_us
+        pts_us + self.shift_us + self.cfg.delay_us + self.extra_us
+    }
+
+    /// Live: what this terminal adds to the issuer's delay now.
+    pub fn extra_delay_us(&self) -> i64 {
+        self.extra_us
+    }
+
+    fn adapts(&self) -> bool {
+        self.cfg.adapt_max_us > 0
     }
 
     /// True once the last frame has been played.
@@ -189,6 +221,12 @@ impl Playout {
         now_us: i64,
     ) -> Vec<Pushed> {
         let n = frames.len() as i64;
+        if self.adapts() {
+            // A frame must be here a frame before it plays (it is decoded
+            // then); how late the segment's first frame is for that.
+            let in_step = pts_us + self.shift_us + self.cfg.delay_us;
+            self.target.arrived(now_us - (in_step - self.cfg.frame_us));
+        }
         let out = frames
             .into_iter()
             .enumerate()
@@ -284,9 +322,39 @@ impl Playout {
                 }
             }
         }
-        let at = self.play_time(next);
-        if !self.frames.contains_key(&next) && !self.lost(next, at, now_us) {
+        let mut at = self.play_time(next);
+        let mut present = self.frames.contains_key(&next);
+        if !present && !self.lost(next, at, now_us) {
             return None;
+        }
+        if self.adapts() && self.started {
+            let f = self.cfg.frame_us;
+            let target = self.target.target(f, self.cfg.adapt_max_us);
+            if !present && target > self.extra_us {
+                // Audio is arriving late: wait a frame for this one
+                // (concealment fills the frame) rather than lose it.
+                self.extra_us += f;
+                self.last_adapt_us = now_us;
+                self.stats.stretched += 1;
+                return Some((at, Slot::Conceal));
+            }
+            if present
+                && target + f <= self.extra_us
+                && now_us - self.last_adapt_us >= SQUEEZE_GAP_US
+                && self.frames.contains_key(&(next + f))
+            {
+                // Audio comes sooner again: leave a frame out to play
+                // nearer the issuer's time (and the other terminals).
+                self.frames.remove(&next);
+                self.extra_us -= f;
+                self.last_adapt_us = now_us;
+                self.stats.squeezed += 1;
+                next += f;
+                self.next_pts = Some(next);
+                at = self.play_time(next);
+                present = true;
+            }
+            self.target.due(!present);
         }
         self.started = true;
         self.next_pts = Some(next + self.cfg.frame_us);
@@ -500,5 +568,104 @@ mod tests {
             "from start: waits the delay from now"
         );
         assert_eq!(drain(&mut p, now + 400_000), vec![Slot::Packet(pkt(0))]);
+    }
+
+    /// Live voice: 2-frame segments spoken from t = 0, each arriving
+    /// `lateness(k)` after it exists (None: lost), played against a
+    /// 150 ms issuer delay by a caller polling every millisecond. Returns
+    /// every slot with its play time.
+    fn live(
+        secs: i64,
+        adapt_max_us: i64,
+        lateness: impl Fn(i64) -> Option<i64>,
+    ) -> (Playout, Vec<(i64, Slot)>) {
+        let cfg = PlayoutConfig {
+            delay_us: 150_000,
+            adapt_max_us,
+            ..PlayoutConfig::default()
+        };
+        let mut p = Playout::new(cfg, Join::InStep);
+        let segments = secs * 25;
+        let mut arrivals: Vec<(i64, i64)> = (0..segments)
+            .filter_map(|k| lateness(k).map(|l| (k * 2 * F + 2 * F + l, k)))
+            .collect();
+        arrivals.sort();
+        let mut out = Vec::new();
+        let mut next = 0;
+        for now in (0..secs * 1_000_000 + 1_000_000).step_by(1_000) {
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let k = arrivals[next].1;
+                p.push_segment(
+                    k * 2 * F,
+                    vec![pkt(2 * k), pkt(2 * k + 1)],
+                    k == segments - 1,
+                    now,
+                );
+                next += 1;
+            }
+            while let Some(slot) = p.poll_until(now + F, now) {
+                out.push(slot);
+            }
+        }
+        (p, out)
+    }
+
+    #[test]
+    fn live_audio_on_a_slow_path_waits_for_it_then_catches_up() {
+        // 10 s arriving 150 ms after it exists (60 ms past the issuer's
+        // 150 ms, less the 40 ms of gathering, a frame before playing),
+        // then 10 s on time again.
+        let late = |k: i64| Some(if k < 250 { 150_000 } else { 10_000 });
+        let (fixed, fixed_slots) = live(20, 0, late);
+        let (p, slots) = live(20, 200_000, late);
+        let packets = |s: &[(i64, Slot)]| {
+            s.iter()
+                .filter(|(_, s)| matches!(s, Slot::Packet(_)))
+                .count()
+        };
+        // Without adapting, the first 10 s are lost (arrived too late).
+        assert!(packets(&fixed_slots) < 520, "{}", packets(&fixed_slots));
+        assert!(fixed.stats().late > 450);
+        // Adapting: a few frames of concealment, then every frame plays.
+        assert!(
+            packets(&slots) >= 990,
+            "{} packets played ({:?})",
+            packets(&slots),
+            p.stats()
+        );
+        assert!(p.stats().stretched <= 5, "{:?}", p.stats());
+        // The slots are one continuous timeline: each plays a frame after
+        // the one before it.
+        for w in slots.windows(2) {
+            assert_eq!(w[1].0 - w[0].0, F, "{w:?}");
+        }
+        // And once audio is on time again, the terminal is back at the
+        // issuer's delay, a frame a second at most.
+        assert_eq!(p.extra_delay_us(), 0, "{:?}", p.stats());
+        assert_eq!(p.stats().squeezed, p.stats().stretched);
+        let (_, last) = slots.last().unwrap();
+        assert_eq!(*last, Slot::Packet(pkt(999)));
+        assert_eq!(slots.last().unwrap().0, 999 * F + 150_000);
+    }
+
+    #[test]
+    fn live_audio_with_losses_keeps_a_frame_for_the_fec() {
+        // Just in time (85 ms after it exists: 5 ms to spare), but one
+        // segment in 20 lost: its second frame comes back from the next
+        // packet's FEC once the terminal waits a frame more.
+        let lossy = |k: i64| (k % 20 != 7).then_some(85_000);
+        let (fixed, _) = live(20, 0, lossy);
+        let (p, _) = live(20, 200_000, lossy);
+        assert_eq!(fixed.stats().recovered, 0, "{:?}", fixed.stats());
+        assert!(p.stats().recovered >= 20, "{:?}", p.stats());
+        assert_eq!(p.extra_delay_us(), F);
+    }
+
+    #[test]
+    fn recorded_audio_never_adapts() {
+        let (p, slots) = live(4, 0, |k| Some(if k % 3 == 0 { 200_000 } else { 0 }));
+        assert_eq!(p.stats().stretched, 0);
+        assert_eq!(p.extra_delay_us(), 0);
+        assert!(!slots.is_empty());
     }
 }

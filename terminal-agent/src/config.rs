@@ -31,6 +31,13 @@ pub struct TerminalConfig {
     #[arg(long, default_value_t = 400)]
     #[serde(default = "default_delay")]
     pub playout_delay_ms: u64,
+    /// Live voice: the most this terminal adds to the issuer's playout
+    /// delay when its own link brings audio too late to play in step, ms
+    /// (it plays a little behind the others rather than lose words, and
+    /// catches up when the link recovers). 0: never.
+    #[arg(long, default_value_t = 100)]
+    #[serde(default = "default_live_adapt")]
+    pub live_adapt_max_ms: u64,
     /// Severity I–II emergencies play at no less than this volume (0–100),
     /// whatever the terminal's mute or volume (R21): a standing mute, by
     /// mistake or from a stolen maintainer account, cannot swallow them.
@@ -57,6 +64,10 @@ fn default_heartbeat() -> u64 {
 fn default_delay() -> u64 {
     400
 }
+fn default_live_adapt() -> u64 {
+    100
+}
+
 fn default_emergency_volume() -> u8 {
     70
 }
@@ -72,6 +83,7 @@ impl TerminalConfig {
             store,
             heartbeat_ms: default_heartbeat(),
             playout_delay_ms: default_delay(),
+            live_adapt_max_ms: default_live_adapt(),
             emergency_min_volume: default_emergency_volume(),
             emulated_clock_offset_us: 0,
             emulated_clock_drift_ppb: 0,
@@ -98,6 +110,11 @@ impl TerminalConfig {
             self.playout_delay_ms <= 10_000,
             "playout_delay_ms: {} is above 10000",
             self.playout_delay_ms
+        );
+        anyhow::ensure!(
+            self.live_adapt_max_ms <= 1_000,
+            "live_adapt_max_ms: {} is above 1000 (a second behind the other loudspeakers is an echo, not a buffer)",
+            self.live_adapt_max_ms
         );
         anyhow::ensure!(
             (1..=100).contains(&self.emergency_min_volume),

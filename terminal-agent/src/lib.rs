@@ -161,6 +161,7 @@ impl Terminal {
         let core_config = CoreConfig {
             playout: codec::PlayoutConfig {
                 delay_us: config.playout_delay_ms as i64 * 1000,
+                adapt_max_us: config.live_adapt_max_ms as i64 * 1000,
                 ..Default::default()
             },
             heartbeat_us: config.heartbeat_ms as i64 * 1000,

@@ -149,6 +149,12 @@ impl Arbiter {
         if header.audio.playout_delay_ms > 0 {
             config.delay_us = header.audio.playout_delay_ms as i64 * 1000;
         }
+        // Only live audio comes just in time; recorded audio is sent far
+        // ahead, and a terminal that cannot get it in time has no cure in
+        // waiting longer.
+        if !header.audio.live {
+            config.adapt_max_us = 0;
+        }
         self.entries.entry(id).or_insert_with(|| {
             let mut playout = Playout::new(config, Join::InStep);
             if let Some(t) = rejoin_at {
