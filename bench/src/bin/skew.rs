@@ -6,7 +6,10 @@
 //! of each as jitter, both ways alike; `--asymmetric` makes the way up
 //! slower than the way down by a tenth of the round trip). A train of
 //! chirps plays; the recordings are cross-correlated against terminal 0's
-//! in half-second windows. Prints one JSON line.
+//! in half-second windows. Prints one JSON line; with it, each
+//! terminal's error of tree time sampled while the audio played (and
+//! that error less terminal 0's: the part of the skew the clocks explain).
+//! `SKEW_DEBUG=1` prints every estimate (and the village's) each second.
 //!
 //! `cargo run --release -p bench --bin skew -- [--terminals 8] [--warmup 30] [--secs 60] [--asymmetric]`
 
@@ -119,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let cards = clocks.clone();
+    let emulated_drifts: Vec<i64> = clocks.iter().map(|c| c.1).collect();
     let emulated = clocks.clone();
     let district = LocalDistrict::start(LocalOptions {
         sink: Box::new(move |i, dir| {
@@ -179,8 +183,70 @@ async fn main() -> anyhow::Result<()> {
         "{n} terminals linked; letting their clocks settle for {} s",
         a.warmup_s
     );
+    if std::env::var_os("SKEW_DEBUG").is_some() {
+        // Every terminal's estimate, once a second, to stderr.
+        let clocks: Vec<_> = district
+            .terminals
+            .iter()
+            .map(|t| t.handle().tree_clock().clone())
+            .collect();
+        let drifts: Vec<i64> = emulated_drifts.clone();
+        let village = district.villages[0].platform.relay.clock.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let truth = transport::clock::system_now_us();
+                let e = village.estimate();
+                eprintln!(
+                    "village err {} µs drift {} unc {} min_rtt {} n {}",
+                    village.now() - truth,
+                    e.drift_ppb,
+                    e.uncertainty_us,
+                    e.min_rtt_us,
+                    e.samples
+                );
+                for (i, c) in clocks.iter().enumerate() {
+                    let truth = transport::clock::system_now_us();
+                    let err = c.now() - truth;
+                    let e = c.estimate();
+                    eprintln!(
+                        "t{i} err {err} µs drift_err {} ppb unc {} min_rtt {} n {}",
+                        e.drift_ppb + drifts[i],
+                        e.uncertainty_us,
+                        e.min_rtt_us,
+                        e.samples
+                    );
+                }
+            }
+        });
+    }
     tokio::time::sleep(Duration::from_secs(a.warmup_s)).await;
 
+    // Each terminal's error of tree time, sampled while the audio plays:
+    // the part of the skew the clock estimates explain.
+    let tree_clocks: Vec<_> = district
+        .terminals
+        .iter()
+        .map(|t| t.handle().tree_clock().clone())
+        .collect();
+    let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampling = tokio::spawn(async move {
+        let mut errors: Vec<Vec<i64>> = vec![Vec::new(); tree_clocks.len()];
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => return errors,
+            }
+            for (c, e) in tree_clocks.iter().zip(&mut errors) {
+                // Read together, so a pause of this task between the two
+                // reads does not show as an error.
+                let truth = transport::clock::system_now_us();
+                e.push(c.now() - truth);
+            }
+        }
+    });
     let audio = dir.path().join("chirps.wav");
     chirp_train(&audio, a.secs)?;
     let area = district.villages[0].area.to_string();
@@ -202,6 +268,28 @@ async fn main() -> anyhow::Result<()> {
     {
         eprintln!("not every terminal finished the chirps; measuring what played");
     }
+    let _ = stop_sampling.send(());
+    let errors = sampling.await?;
+    // Per terminal: the spread of its error, and of its error less
+    // terminal 0's (what the skew against terminal 0 would be from the
+    // clocks alone).
+    let spread = |v: &[i64]| -> serde_json::Value {
+        let mut abs: Vec<f64> = v.iter().map(|e| e.abs() as f64).collect();
+        abs.sort_by(f64::total_cmp);
+        serde_json::json!({
+            "p50": percentile(&abs, 0.5).round(),
+            "p99": percentile(&abs, 0.99).round(),
+            "max": abs.last().copied().unwrap_or(f64::NAN),
+        })
+    };
+    let tree_error: Vec<serde_json::Value> = errors.iter().map(|e| spread(e)).collect();
+    let tree_skew: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|e| {
+            let d: Vec<i64> = e.iter().zip(&errors[0]).map(|(a, b)| a - b).collect();
+            spread(&d)
+        })
+        .collect();
     // How wrong each terminal's idea of the tree's time is (the district
     // runs on the system clock, so the truth is the system clock).
     let estimates: Vec<(i64, i64)> = district
@@ -233,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
         "card_drift_ppb": clocks[0].2,
         "tree_time_error_us": estimates[0].0,
         "uncertainty_us": estimates[0].1,
+        "tree_error_while_playing_us": tree_error[0],
     }));
     for (i, l) in lines.iter().enumerate().skip(1) {
         let skew = l.skew_against(
@@ -252,6 +341,8 @@ async fn main() -> anyhow::Result<()> {
             "card_drift_ppb": clocks[i].2,
             "tree_time_error_us": estimates[i].0,
             "uncertainty_us": estimates[i].1,
+            "tree_error_while_playing_us": tree_error[i],
+            "tree_skew_while_playing_us": tree_skew[i],
             "windows": abs.len(),
             "p50_us": percentile(&abs, 0.5).round(),
             "max_us": abs.last().copied().unwrap_or(f64::NAN).round(),
