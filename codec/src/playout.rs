@@ -225,7 +225,9 @@ impl Playout {
             // A frame must be here a frame before it plays (it is decoded
             // then); how late the segment's first frame is for that.
             let in_step = pts_us + self.shift_us + self.cfg.delay_us;
-            self.target.arrived(now_us - (in_step - self.cfg.frame_us));
+            let lateness = now_us - (in_step - self.cfg.frame_us);
+            self.target
+                .arrived(pts_us, lateness, now_us, self.cfg.frame_us);
         }
         let out = frames
             .into_iter()
@@ -354,7 +356,7 @@ impl Playout {
                 at = self.play_time(next);
                 present = true;
             }
-            self.target.due(!present);
+            self.target.due(next, at, !present, f);
         }
         self.started = true;
         self.next_pts = Some(next + self.cfg.frame_us);

@@ -136,6 +136,8 @@ struct Sim {
     receipts: Vec<(Option<BroadcastId>, ReceiptKind)>,
     /// Each receipt's detail (ms heard on the ones that end a play).
     details: Vec<(Option<BroadcastId>, ReceiptKind, u32)>,
+    /// Each receipt's kind, when it went up and the time it carries (µs).
+    sent: Vec<(ReceiptKind, i64, i64)>,
     flushes: Vec<u64>,
     /// The player's gain as the core last set it.
     gain: f32,
@@ -152,6 +154,7 @@ impl Sim {
             chunks: Vec::new(),
             receipts: Vec::new(),
             details: Vec::new(),
+            sent: Vec::new(),
             flushes: Vec::new(),
             gain: 1.0,
             persisted: Vec::new(),
@@ -167,6 +170,7 @@ impl Sim {
                         let r = r.receipt;
                         self.receipts.push((r.broadcast, r.kind));
                         self.details.push((r.broadcast, r.kind, r.detail));
+                        self.sent.push((r.kind, self.now, r.at_ms * 1000));
                     }
                 }
                 Output::Persist(p) => self.persisted.push(p),
@@ -281,6 +285,22 @@ fn a_broadcast_plays_whole_on_its_timeline_and_is_reported() {
     // Its first sight and its end were journalled for a restart, urgently.
     assert!(sim.persisted.first().is_some_and(|p| p.urgent));
     assert!(sim.persisted.last().is_some_and(|p| p.urgent));
+}
+
+#[test]
+fn receipts_wait_out_the_fan_out_but_carry_the_time_of_what_they_report() {
+    let w = World::new();
+    let (_, frames) = tone(440.0, 1.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    let at = T0 + 10_000;
+    sim.deliver_all(at, &c);
+    assert!(sim.sent.is_empty(), "held at first: {:?}", sim.sent);
+    let hold = terminal_agent::core::RECEIPT_HOLD_US;
+    sim.run_until(at + hold);
+    let kinds: Vec<ReceiptKind> = sim.sent.iter().map(|s| s.0).collect();
+    assert_eq!(kinds, [ReceiptKind::Verified, ReceiptKind::Started]);
+    assert!(sim.sent.iter().all(|s| s.1 == at + hold && s.2 == at), "{:?}", sim.sent);
 }
 
 #[test]

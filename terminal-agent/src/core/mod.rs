@@ -160,7 +160,18 @@ pub struct TerminalCore {
     /// The tree's time against the terminal's clock (offset, standard
     /// error), once measured.
     clock: Option<(i64, u32)>,
+    /// Receipts not yet signed, with when they go (see
+    /// [`RECEIPT_HOLD_US`]).
+    held: VecDeque<(i64, Receipt)>,
 }
+
+/// A receipt is signed and sent this long after what it reports. At the
+/// start of a district-wide alert every terminal verifies and starts it at
+/// once, and every tier checks every terminal's two receipts on the same
+/// cores that are passing the alert down; held, that work comes after the
+/// fan-out instead of slowing it. A receipt still carries the time of what
+/// it reports (the lead is measured from it), and receipts go up in order.
+pub const RECEIPT_HOLD_US: i64 = 300_000;
 
 impl TerminalCore {
     /// A core for the terminal `identity` trusting `anchor`, with the
@@ -211,6 +222,7 @@ impl TerminalCore {
             now_us,
             decode_pending: false,
             clock: None,
+            held: VecDeque::new(),
         })
     }
 
@@ -445,6 +457,11 @@ impl TerminalCore {
     }
 
     pub fn handle_timeout(&mut self, now_us: i64) {
+        while self.held.front().is_some_and(|(at, _)| *at <= now_us) {
+            if let Some((_, r)) = self.held.pop_front() {
+                self.send_receipt(r);
+            }
+        }
         if now_us >= self.next_prune_us {
             self.next_prune_us = now_us + PRUNE_EVERY_US;
             let _ = self.verifier.prune(now_us / 1000);
@@ -551,6 +568,7 @@ impl TerminalCore {
             }
         });
         let events = self.reporter.next_due_ms().map(|ms| ms * 1000);
+        let held = self.held.front().map(|(at, _)| *at);
         let status = (self.linked).then_some(self.next_status_us);
         let change = self.arbiter.next_change_us(self.now_us);
         let pending = self.decode_pending.then_some(self.now_us);
@@ -558,6 +576,7 @@ impl TerminalCore {
             pending,
             decode,
             events,
+            held,
             status,
             Some(self.next_prune_us),
             change,
@@ -741,6 +760,10 @@ impl TerminalCore {
             at_ms: now_us / 1000,
             detail,
         };
+        self.held.push_back((now_us + RECEIPT_HOLD_US, r));
+    }
+
+    fn send_receipt(&mut self, r: Receipt) {
         self.outputs
             .push_back(Output::Up(Box::new(Message::Receipt(r.sign(&self.key)))));
     }
