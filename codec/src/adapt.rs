@@ -140,7 +140,8 @@ mod tests {
     fn feed(t: &mut DelayTarget, segments: i64, lateness: impl Fn(i64) -> Option<i64>) {
         // (time, arrival of segment k) or (time, frame due), in time order;
         // a frame is decided a frame before it plays.
-        let mut events: Vec<(i64, Option<i64>, Option<(i64, bool)>)> = Vec::new();
+        type Due = Option<(i64, bool)>;
+        let mut events: Vec<(i64, Option<i64>, Due)> = Vec::new();
         for k in 0..segments {
             let pts = 2 * k * F;
             let deadline = pts + 150_000 - F;
@@ -184,13 +185,17 @@ mod tests {
         // next packet, on time again, carries its FEC).
         let mut t = DelayTarget::default();
         let burst = [150_000, 110_000, 70_000, 30_000];
-        feed(&mut t, 200, |k| Some(burst.get(k as usize % 25).copied().unwrap_or(-10_000)));
+        feed(&mut t, 200, |k| {
+            Some(burst.get(k as usize % 25).copied().unwrap_or(-10_000))
+        });
         assert_eq!(t.target(F, 200_000), F);
         // One in four 50 ms late: then the path is that slow (3 frames),
         // and while nothing is added those frames are missing with the
         // next packet on time, so one more for FEC.
         let mut t = DelayTarget::default();
-        feed(&mut t, 200, |k| Some(if k % 4 == 0 { 50_000 } else { -10_000 }));
+        feed(&mut t, 200, |k| {
+            Some(if k % 4 == 0 { 50_000 } else { -10_000 })
+        });
         assert!(t.lossy());
         assert_eq!(t.target(F, 200_000), 80_000);
     }

@@ -1089,7 +1089,16 @@ mod tests {
             let (_, token) = a.add_token("zhou", "", None, 0).unwrap();
             (session, token)
         };
-        let db = sled::open(dir.path()).unwrap();
+        // sled lets go of its file lock from a thread of its own, a moment
+        // after the last handle is dropped.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("the store opens again");
         let a = Accounts::open(&db, AccountPolicy::default()).unwrap();
         assert_eq!(
             a.by_session(&session, 1).unwrap().unwrap().account.name,

@@ -300,7 +300,11 @@ fn receipts_wait_out_the_fan_out_but_carry_the_time_of_what_they_report() {
     sim.run_until(at + hold);
     let kinds: Vec<ReceiptKind> = sim.sent.iter().map(|s| s.0).collect();
     assert_eq!(kinds, [ReceiptKind::Verified, ReceiptKind::Started]);
-    assert!(sim.sent.iter().all(|s| s.1 == at + hold && s.2 == at), "{:?}", sim.sent);
+    assert!(
+        sim.sent.iter().all(|s| s.1 == at + hold && s.2 == at),
+        "{:?}",
+        sim.sent
+    );
 }
 
 #[test]

@@ -219,3 +219,108 @@ async fn a_live_emergency_preempts_a_programme_which_then_resumes() {
     );
     assert!(s.records[&id].finished, "{:?}", s.records[&id]);
 }
+
+/// A terminal whose own link is too slow for the issuer's live delay
+/// (120 ms each way: every segment's first frame comes after it should
+/// have played) plays later than its neighbour, but plays what was said.
+/// With a fixed delay (`live_adapt_max_ms = 0`) it played 128 of 250
+/// frames and concealed the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_on_a_slow_link_plays_live_voice_a_little_late_but_whole() {
+    use std::sync::{Arc, Mutex};
+    use testbed::{LocalDistrict, LocalOptions};
+    use tests::impair::{Impairment, Proxy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let proxies: Arc<Mutex<Vec<Proxy>>> = Arc::default();
+    let kept = proxies.clone();
+    let slow = Impairment {
+        delay: Duration::from_millis(120),
+        ..Impairment::NONE
+    };
+    let district = LocalDistrict::start(LocalOptions {
+        configure_terminal: Box::new(move |i, c| {
+            if i != 1 {
+                return;
+            }
+            let village = c.upstreams[0];
+            let proxy = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(Proxy::start(village, slow, slow, 5))
+            })
+            .expect("the proxy starts");
+            c.upstreams = vec![proxy.addr()];
+            kept.lock().unwrap().push(proxy);
+        }),
+        ..LocalOptions::wav(
+            Layout {
+                towns: 1,
+                villages: 1,
+                terminals: 2,
+            },
+            dir.path(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(district.wait_connected(Duration::from_secs(20)).await, 2);
+    let base = format!("http://{}", district.district.http_addr.unwrap());
+    let open = json!({
+        "areas": district.villages[0].area.to_string(),
+        "class": "daily",
+        "title": "村务喊话",
+        "format": "pcm16",
+    });
+    let (mut live, answer) = LiveClient::open(&base, &district.creds.drafter.token, open)
+        .await
+        .unwrap();
+    assert_eq!(answer["state"], "on_air", "{answer}");
+    let id: protocol::BroadcastId = answer["id"].as_str().unwrap().parse().unwrap();
+    let source = clip("alert-zh.wav", 5.0, &dir.path().join("speech.wav"));
+    let pcm: Vec<i16> = source.iter().map(|s| codec::sink::to_i16(*s)).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for chunk in pcm.chunks(320) {
+        tick.tick().await;
+        live.send_pcm(chunk).await.unwrap();
+    }
+    live.end().await.unwrap();
+    assert!(district.all_finished(id, Duration::from_secs(15)).await);
+    let slow_record = district.terminals[1].handle().snapshot().records[&id].clone();
+    println!("slow terminal: {slow_record:?}");
+    // A few frames of concealment while it learns the path, no more.
+    assert!(
+        slow_record.frames_played >= 230,
+        "the slow terminal played {} of 250 frames",
+        slow_record.frames_played
+    );
+    // Second by second, once the slow terminal has learnt its path (its
+    // delay grows and settles in the first second or two, so one lag does
+    // not fit the whole), every piece of speech is there, at one lag.
+    let mut district = district;
+    let mut lags = Vec::new();
+    for (p, played) in played_wavs(&mut district).await {
+        let mut found = Vec::new();
+        for start in (32_000..=56_000).step_by(8_000) {
+            let window = &source[start..start + 16_000];
+            let from = start.min(played.len());
+            let to = (start + 16_000 + 8_000).min(played.len());
+            found.push(codec::measure::best_correlation(
+                window,
+                &played[from..to],
+                8_000,
+            ));
+        }
+        println!("{}: (correlation, lag) per second {found:.3?}", p.display());
+        assert!(
+            found.iter().all(|(c, _)| *c > 0.9),
+            "{}: {found:.3?}",
+            p.display()
+        );
+        assert!(found.iter().all(|f| f.1 == found[0].1), "{found:?}");
+        lags.push(found[0].1 as i64);
+    }
+    // It plays behind its neighbour by what its link needs, within the
+    // configured 100 ms.
+    let behind_ms = (lags[1] - lags[0]) * 1000 / 16_000;
+    assert!((0..=100).contains(&behind_ms), "{behind_ms} ms behind");
+    drop(proxies);
+}

@@ -322,7 +322,10 @@ fn probes_come_quickly_while_a_link_settles_then_once_a_second() {
         t = sync.next_probe_at();
     }
     let burst = sent.iter().filter(|t| **t < 640_000).count();
-    let settling = sent.iter().filter(|t| (640_000..120_000_000).contains(*t)).count();
+    let settling = sent
+        .iter()
+        .filter(|t| (640_000..120_000_000).contains(*t))
+        .count();
     let after = sent.iter().filter(|t| **t >= 120_000_000).count();
     assert_eq!(burst, 16);
     assert!((470..=480).contains(&settling), "{settling}");
