@@ -4,9 +4,11 @@
 //!
 //! - [`ClockSync`] is the sans-IO estimator: it says when to send a
 //!   [`TimeRequest`], takes each [`TimeResponse`] with its receive time and
-//!   fits offset and drift to the samples with the smallest round trips
+//!   fits offset and drift between the envelopes of the one-way trips
 //!   (over cellular links the delay is asymmetric and bursty, so the
-//!   quickest exchanges are the truest: a min-RTT filter, not a median).
+//!   quickest trips are the truest, and each way's quickest trip is far
+//!   nearer its minimum than the quickest round trip: not a median, and
+//!   not a min-RTT filter).
 //! - [`TreeClock`] is what a node reads the time from; the link updates it.
 //! - [`follow`] runs the exchange on a connection upward, [`serve`] answers
 //!   children. Both use QUIC datagrams: a lost probe is simply lost, and a
@@ -71,9 +73,11 @@ pub struct Estimate {
     pub at_local_us: i64,
     pub offset_us: i64,
     pub drift_ppb: i64,
-    /// One standard error of the offset, from the spread of the samples
-    /// used and their round trips (an asymmetric path adds up to half its
-    /// asymmetry that no measurement over the path can see).
+    /// How far off the offset may be: the envelopes' own noise (the gap
+    /// from each direction's quickest trip to the next) and how far the
+    /// offset moves across the slopes that fit about as well. An
+    /// asymmetric path adds up to half its asymmetry, which no measurement
+    /// over the path can see.
     pub uncertainty_us: i64,
     /// The smallest round trip among the samples.
     pub min_rtt_us: i64,
