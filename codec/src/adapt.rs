@@ -32,6 +32,10 @@ const WATCHED: usize = 16;
 pub struct DelayTarget {
     /// Arrival − the latest time that plays in step (µs), per segment.
     lateness: VecDeque<i64>,
+    /// The lateness the delay must cover (its quantile), kept as segments
+    /// arrive so that asking, once per frame, costs nothing.
+    need_us: i64,
+    scratch: Vec<i64>,
     /// When the first frames of recent segments arrived: (pts, at).
     firsts: VecDeque<(i64, i64)>,
     /// Per frame due (by pts): whether a frame's wait would have recovered
@@ -49,6 +53,14 @@ impl DelayTarget {
     /// in step (negative: that much early).
     pub fn arrived(&mut self, pts_us: i64, lateness_us: i64, now_us: i64, frame_us: i64) {
         push_bounded(&mut self.lateness, lateness_us, ARRIVALS);
+        self.scratch.clear();
+        self.scratch.extend(self.lateness.iter().copied());
+        let i = if self.scratch.len() < FEW {
+            self.scratch.len() - 1
+        } else {
+            ((self.scratch.len() - 1) as f64 * QUANTILE).round() as usize
+        };
+        self.need_us = *self.scratch.select_nth_unstable(i).1;
         push_bounded(&mut self.firsts, (pts_us, now_us), WATCHED);
         // The frame before it went missing: a frame's wait would have
         // recovered it if this came by that frame's time.
@@ -66,11 +78,10 @@ impl DelayTarget {
     /// The frame at `pts_us` fell due, to play at `at_us`; `missing` when
     /// it was not there.
     pub fn due(&mut self, pts_us: i64, at_us: i64, missing: bool, frame_us: i64) {
-        push_bounded(&mut self.outcomes, (pts_us, false), OUTCOMES);
-        if self.outcomes.len() == OUTCOMES {
-            // Recount what the window dropped (cheap: it is short).
-            self.recoverable = self.outcomes.iter().filter(|(_, r)| *r).count();
+        if self.outcomes.len() >= OUTCOMES && self.outcomes.pop_front().is_some_and(|(_, r)| r) {
+            self.recoverable -= 1;
         }
+        self.outcomes.push_back((pts_us, false));
         if !missing {
             return;
         }
@@ -108,14 +119,7 @@ impl DelayTarget {
         if self.lateness.is_empty() || max_us <= 0 {
             return 0;
         }
-        let mut sorted: Vec<i64> = self.lateness.iter().copied().collect();
-        sorted.sort_unstable();
-        let need = if sorted.len() < FEW {
-            sorted[sorted.len() - 1]
-        } else {
-            sorted[((sorted.len() - 1) as f64 * QUANTILE).round() as usize]
-        };
-        let need = need.max(0) + if self.lossy() { frame_us } else { 0 };
+        let need = self.need_us.max(0) + if self.lossy() { frame_us } else { 0 };
         let frames = (need + frame_us - 1) / frame_us;
         (frames * frame_us).min(max_us / frame_us * frame_us)
     }

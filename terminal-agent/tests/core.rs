@@ -308,6 +308,60 @@ fn receipts_wait_out_the_fan_out_but_carry_the_time_of_what_they_report() {
 }
 
 #[test]
+fn recorded_audio_that_comes_late_is_concealed_on_its_timeline_never_waited_for() {
+    // A terminal that adapts its delay for live voice: recorded audio is
+    // sent far ahead, so a segment that comes late is lost, not a reason
+    // to play the rest later than the other terminals.
+    let w = World::new();
+    let (_, frames) = tone(440.0, 1.0);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    let defaults = CoreConfig::default();
+    let config = CoreConfig {
+        playout: codec::PlayoutConfig {
+            adapt_max_us: 100_000,
+            ..defaults.playout
+        },
+        ..defaults
+    };
+    let core = TerminalCore::new(
+        w.terminal(),
+        w.anchor.clone(),
+        Arc::new(RwLock::new(RevocationState::new())),
+        Journal::default(),
+        config,
+        T0,
+    )
+    .unwrap();
+    let mut sim = Sim::new(core);
+    assert!(!sim.deliver(T0, &c.header));
+    assert!(!sim.deliver(T0, &c.segments[0]));
+    // Every later segment comes 100 ms after it should have begun to play
+    // (as live voice on a slow link would).
+    for (k, s) in c.segments.iter().enumerate().skip(1) {
+        let late = c.pts_us + DELAY + k as i64 * 10 * FRAME + 100_000;
+        sim.run_until(late);
+        assert!(!sim.deliver(late, s));
+    }
+    sim.run_until(c.pts_us + DELAY + 3_000_000);
+    let played = sim.played(c.id);
+    assert!(contiguous(&played));
+    let last_decoded = played
+        .iter()
+        .rev()
+        .find(|c| c.made == terminal_agent::core::Made::Decoded)
+        .expect("audio played");
+    // (Waiting would have played its frames up to 100 ms after their time,
+    // the last one past the broadcast's end.)
+    assert!(
+        last_decoded.play_at_us <= c.pts_us + DELAY + (c.frames as i64 - 1) * FRAME,
+        "a frame played {} ms past the broadcast's end",
+        (last_decoded.play_at_us - c.pts_us - DELAY - (c.frames as i64 - 1) * FRAME) / 1000
+    );
+    let r = &sim.core.snapshot().records[&c.id];
+    assert!(r.frames_concealed > 0, "{r:?}");
+}
+
+#[test]
 fn an_emergency_preempts_a_programme_which_resumes_in_step() {
     let w = World::new();
     let (_, long) = tone(300.0, 6.0);

@@ -506,49 +506,22 @@ impl<'a> Band<'a> {
     /// The lowest t1 − t0 once the slope is taken out, and how far above
     /// it the next lowest lies.
     fn upper(&self, b: f64) -> (f64, f64) {
-        let mut first = f64::INFINITY;
-        let mut second = f64::INFINITY;
-        for s in self.samples {
-            let v = s.fwd_us as f64 - b * (s.t0_us - self.t_ref) as f64;
-            if v < first {
-                second = first;
-                first = v;
-            } else if v < second {
-                second = v;
-            }
-        }
-        (
-            first,
-            if second.is_finite() {
-                second - first
-            } else {
-                0.0
-            },
+        lowest_two(
+            self.samples
+                .iter()
+                .map(|s| s.fwd_us as f64 - b * (s.t0_us - self.t_ref) as f64),
         )
     }
 
     /// The highest t2 − t3 once the slope is taken out, and how far below
     /// it the next highest lies.
     fn lower(&self, b: f64) -> (f64, f64) {
-        let mut first = f64::NEG_INFINITY;
-        let mut second = f64::NEG_INFINITY;
-        for s in self.samples {
-            let v = s.bwd_us as f64 - b * (s.t3_us - self.t_ref) as f64;
-            if v > first {
-                second = first;
-                first = v;
-            } else if v > second {
-                second = v;
-            }
-        }
-        (
-            first,
-            if second.is_finite() {
-                first - second
-            } else {
-                0.0
-            },
-        )
+        let (low, gap) = lowest_two(
+            self.samples
+                .iter()
+                .map(|s| -(s.bwd_us as f64 - b * (s.t3_us - self.t_ref) as f64)),
+        );
+        (-low, gap)
     }
 
     /// `upper(b).0` and `lower(b).0`, from the hulls.
@@ -572,6 +545,29 @@ impl<'a> Band<'a> {
         let (upper, lower) = self.edges(b);
         (upper + lower) / 2.0
     }
+}
+
+/// The lowest of `values`, and how far above it the next lowest lies (0
+/// for fewer than two).
+fn lowest_two(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut first = f64::INFINITY;
+    let mut second = f64::INFINITY;
+    for v in values {
+        if v < first {
+            second = first;
+            first = v;
+        } else if v < second {
+            second = v;
+        }
+    }
+    (
+        first,
+        if second.is_finite() {
+            second - first
+        } else {
+            0.0
+        },
+    )
 }
 
 /// The lower convex hull of points (x, y): every point that is the lowest
