@@ -38,12 +38,16 @@ impl World {
     }
 
     fn core(&self, journal: Journal) -> TerminalCore {
+        self.core_with(journal, CoreConfig::default())
+    }
+
+    fn core_with(&self, journal: Journal, config: CoreConfig) -> TerminalCore {
         TerminalCore::new(
             self.terminal(),
             self.anchor.clone(),
             Arc::new(RwLock::new(RevocationState::new())),
             journal,
-            CoreConfig::default(),
+            config,
             T0,
         )
         .unwrap()
@@ -133,11 +137,8 @@ struct Sim {
     core: TerminalCore,
     now: i64,
     chunks: Vec<Chunk>,
-    receipts: Vec<(Option<BroadcastId>, ReceiptKind)>,
-    /// Each receipt's detail (ms heard on the ones that end a play).
-    details: Vec<(Option<BroadcastId>, ReceiptKind, u32)>,
-    /// Each receipt's kind, when it went up and the time it carries (µs).
-    sent: Vec<(ReceiptKind, i64, i64)>,
+    /// Every receipt that went up, with when it went (µs).
+    receipts: Vec<(protocol::control::Receipt, i64)>,
     flushes: Vec<u64>,
     /// The player's gain as the core last set it.
     gain: f32,
@@ -153,8 +154,6 @@ impl Sim {
             now: T0,
             chunks: Vec::new(),
             receipts: Vec::new(),
-            details: Vec::new(),
-            sent: Vec::new(),
             flushes: Vec::new(),
             gain: 1.0,
             persisted: Vec::new(),
@@ -167,10 +166,7 @@ impl Sim {
             match o {
                 Output::Up(m) => {
                     if let Message::Receipt(r) = *m {
-                        let r = r.receipt;
-                        self.receipts.push((r.broadcast, r.kind));
-                        self.details.push((r.broadcast, r.kind, r.detail));
-                        self.sent.push((r.kind, self.now, r.at_ms * 1000));
+                        self.receipts.push((r.receipt, self.now));
                     }
                 }
                 Output::Persist(p) => self.persisted.push(p),
@@ -213,16 +209,16 @@ impl Sim {
         refused
     }
 
-    /// Delivers a whole broadcast at `t`, in one batch (as the driver
-    /// hands the core what arrived together before its timeouts).
     /// The detail of the receipt of `kind` about `id`.
     fn detail(&self, id: BroadcastId, kind: ReceiptKind) -> Option<u32> {
-        self.details
+        self.receipts
             .iter()
-            .find(|(b, k, _)| *b == Some(id) && *k == kind)
-            .map(|(_, _, d)| *d)
+            .find(|(r, _)| r.broadcast == Some(id) && r.kind == kind)
+            .map(|(r, _)| r.detail)
     }
 
+    /// Delivers a whole broadcast at `t`, in one batch (as the driver
+    /// hands the core what arrived together before its timeouts).
     fn deliver_all(&mut self, t: i64, c: &Cast) {
         self.run_until(t);
         for f in std::iter::once(&c.header).chain(&c.segments) {
@@ -239,8 +235,8 @@ impl Sim {
     fn receipts_of(&self, id: BroadcastId) -> Vec<ReceiptKind> {
         self.receipts
             .iter()
-            .filter(|(b, _)| *b == Some(id))
-            .map(|(_, k)| *k)
+            .filter(|(r, _)| r.broadcast == Some(id))
+            .map(|(r, _)| r.kind)
             .collect()
     }
 }
@@ -295,15 +291,19 @@ fn receipts_wait_out_the_fan_out_but_carry_the_time_of_what_they_report() {
     let mut sim = Sim::new(w.core(Journal::default()));
     let at = T0 + 10_000;
     sim.deliver_all(at, &c);
-    assert!(sim.sent.is_empty(), "held at first: {:?}", sim.sent);
+    assert!(sim.receipts.is_empty(), "held at first: {:?}", sim.receipts);
     let hold = terminal_agent::core::RECEIPT_HOLD_US;
     sim.run_until(at + hold);
-    let kinds: Vec<ReceiptKind> = sim.sent.iter().map(|s| s.0).collect();
-    assert_eq!(kinds, [ReceiptKind::Verified, ReceiptKind::Started]);
+    assert_eq!(
+        sim.receipts_of(c.id),
+        [ReceiptKind::Verified, ReceiptKind::Started]
+    );
     assert!(
-        sim.sent.iter().all(|s| s.1 == at + hold && s.2 == at),
+        sim.receipts
+            .iter()
+            .all(|(r, sent)| *sent == at + hold && r.at_ms * 1000 == at),
         "{:?}",
-        sim.sent
+        sim.receipts
     );
 }
 
@@ -323,16 +323,7 @@ fn recorded_audio_that_comes_late_is_concealed_on_its_timeline_never_waited_for(
         },
         ..defaults
     };
-    let core = TerminalCore::new(
-        w.terminal(),
-        w.anchor.clone(),
-        Arc::new(RwLock::new(RevocationState::new())),
-        Journal::default(),
-        config,
-        T0,
-    )
-    .unwrap();
-    let mut sim = Sim::new(core);
+    let mut sim = Sim::new(w.core_with(Journal::default(), config));
     assert!(!sim.deliver(T0, &c.header));
     assert!(!sim.deliver(T0, &c.segments[0]));
     // Every later segment comes 100 ms after it should have begun to play
@@ -724,7 +715,7 @@ fn a_mute_cannot_swallow_a_severe_emergency_and_receipts_say_what_was_heard() {
     assert!(
         near(sim.detail(daily.id, ReceiptKind::Muted), 2000),
         "{:?}",
-        sim.details
+        sim.receipts
     );
 
     // A severity I emergency plays at the minimum volume though muted, and
@@ -742,7 +733,7 @@ fn a_mute_cannot_swallow_a_severe_emergency_and_receipts_say_what_was_heard() {
     assert!(
         near(sim.detail(red.id, ReceiptKind::Finished), 3000),
         "{:?}",
-        sim.details
+        sim.receipts
     );
     assert_eq!(sim.gain, 0.0, "the mute holds again once it is over");
     let r = &sim.core.snapshot().records[&red.id];
@@ -787,13 +778,13 @@ fn audio_longer_than_its_validity_is_cut_and_the_receipt_says_how_much_was_heard
     sim.deliver_all(T0, &c);
     sim.run_until(T0 + 8_000_000);
     let ends: Vec<_> = sim
-        .details
+        .receipts
         .iter()
-        .filter(|(id, k, _)| *id == Some(c.id) && *k == ReceiptKind::CutAtEnd)
+        .filter(|(r, _)| r.broadcast == Some(c.id) && r.kind == ReceiptKind::CutAtEnd)
         .collect();
-    assert_eq!(ends.len(), 1, "{:?}", sim.details);
+    assert_eq!(ends.len(), 1, "{:?}", sim.receipts);
     // Plays from 1.4 s (delay) to 3 s: about 1.6 s heard (decoded ahead).
-    let heard = ends[0].2;
+    let heard = ends[0].0.detail;
     assert!((1500..=2000).contains(&heard), "{heard} ms");
     assert!(sim
         .played(c.id)

@@ -183,13 +183,14 @@ async fn main() -> anyhow::Result<()> {
         "{n} terminals linked; letting their clocks settle for {} s",
         a.warmup_s
     );
+    let tree_clocks: Vec<_> = district
+        .terminals
+        .iter()
+        .map(|t| t.handle().tree_clock().clone())
+        .collect();
     if std::env::var_os("SKEW_DEBUG").is_some() {
         // Every terminal's estimate, once a second, to stderr.
-        let clocks: Vec<_> = district
-            .terminals
-            .iter()
-            .map(|t| t.handle().tree_clock().clone())
-            .collect();
+        let clocks = tree_clocks.clone();
         let drifts: Vec<i64> = emulated_drifts.clone();
         let village = district.villages[0].platform.relay.clock.clone();
         tokio::spawn(async move {
@@ -225,11 +226,6 @@ async fn main() -> anyhow::Result<()> {
 
     // Each terminal's error of tree time, sampled while the audio plays:
     // the part of the skew the clock estimates explain.
-    let tree_clocks: Vec<_> = district
-        .terminals
-        .iter()
-        .map(|t| t.handle().tree_clock().clone())
-        .collect();
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let sampling = tokio::spawn(async move {
         let mut errors: Vec<Vec<i64>> = vec![Vec::new(); tree_clocks.len()];
