@@ -7,12 +7,15 @@
 //!   behind a thread, for many players at once). Cores hand audio over
 //!   ahead of time through a bounded channel and never wait for a sink; a
 //!   sink that stalls holds up only this thread, never verification or the
-//!   runtime.
+//!   runtime. The thread visits a player only when something is due or was
+//!   handed over, and sleeps while nothing is (visiting 600 idle players
+//!   every tick took a fifth of a core).
 //! - The store thread writes every terminal's journal to its sled store:
 //!   at once what must survive a crash, the rest within 200 ms.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +27,12 @@ use transport::clock::TreeClock;
 use crate::core::Chunk;
 use crate::journal::{Persist, TerminalStore};
 
-/// The playout clock's tick: the longest a due chunk waits for its sink.
+/// The playout clock's tick: the longest a handed-over chunk waits to be
+/// seen, and how often a sink on its own clock is topped up.
 const TICK: Duration = Duration::from_millis(5);
+/// How often every player is visited anyway (to let go of those whose
+/// terminal is gone).
+const SWEEP: Duration = Duration::from_secs(1);
 /// A sink on its own clock is kept this far ahead (ticks may come late on a
 /// busy machine).
 const SINK_LEAD_US: i64 = 40_000;
@@ -52,6 +59,9 @@ struct PlayerShared {
     /// Bumped whenever the sink starts or stops failing.
     fault_epoch: AtomicU64,
     fault: Mutex<Option<String>>,
+    /// Set when something was handed over and the clock thread not yet
+    /// told (so a burst of chunks tells it once).
+    mail: AtomicBool,
 }
 
 /// What became of an offer of audio.
@@ -64,10 +74,41 @@ pub enum Offer {
     NoRoom,
 }
 
+/// What the playout clock's thread is told.
+enum Wake {
+    New(u64, Box<Player>),
+    /// Player `id` has mail.
+    Mail(u64),
+}
+
+/// Tells the clock thread that a player has mail.
+#[derive(Clone)]
+struct Nudge {
+    id: u64,
+    shared: Arc<PlayerShared>,
+    wake: std_mpsc::Sender<Wake>,
+}
+
+impl Nudge {
+    fn nudge(&self) {
+        if !self.shared.mail.swap(true, Ordering::SeqCst) {
+            let _ = self.wake.send(Wake::Mail(self.id));
+        }
+    }
+}
+
 /// A terminal's handle on its player (on the playout clock's thread).
 pub struct PlayerHandle {
     tx: mpsc::Sender<PlayerMsg>,
     shared: Arc<PlayerShared>,
+    nudge: Nudge,
+}
+
+impl Drop for PlayerHandle {
+    /// The thread lets the player go on its next visit (or sweep).
+    fn drop(&mut self) {
+        self.nudge.nudge();
+    }
 }
 
 impl PlayerHandle {
@@ -80,6 +121,7 @@ impl PlayerHandle {
         match next() {
             Some(c) => {
                 permit.send(PlayerMsg::Chunk(c));
+                self.nudge.nudge();
                 Offer::Sent
             }
             None => Offer::Empty,
@@ -90,10 +132,15 @@ impl PlayerHandle {
         // A flush must not be lost behind a full queue of chunks it would
         // drop anyway: it waits for room on the clock thread's side.
         let tx = self.tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(m)) = tx.try_send(PlayerMsg::Flush(gen)) {
-            tokio::spawn(async move {
-                let _ = tx.send(m).await;
-            });
+        match tx.try_send(PlayerMsg::Flush(gen)) {
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                let nudge = self.nudge.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(m).await;
+                    nudge.nudge();
+                });
+            }
+            _ => self.nudge.nudge(),
         }
     }
 
@@ -124,6 +171,7 @@ impl PlayerHandle {
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(PlayerMsg::Stop(tx)).await.is_ok() {
+            self.nudge.nudge();
             let _ = rx.await;
         }
     }
@@ -164,6 +212,9 @@ impl Player {
 
     /// Takes what arrived; false once the terminal let go of it.
     fn receive(&mut self) -> bool {
+        // Cleared before the queue is read, so mail that comes after the
+        // read is told again.
+        self.shared.mail.store(false, Ordering::SeqCst);
         loop {
             match self.rx.try_recv() {
                 Ok(PlayerMsg::Chunk(c)) => {
@@ -310,7 +361,9 @@ impl StoreHandle {
 /// end once every terminal has let go (they are not joined: a stalled sink
 /// must not hang whoever drops the host).
 pub struct Host {
-    players: std_mpsc::Sender<Player>,
+    players: std_mpsc::Sender<Wake>,
+    next_player: AtomicU64,
+    visits: Arc<AtomicU64>,
     stores: std_mpsc::Sender<StoreMsg>,
 }
 
@@ -318,13 +371,26 @@ impl Host {
     pub fn new() -> std::io::Result<Self> {
         let (players, new_players) = std_mpsc::channel();
         let (stores, store_rx) = std_mpsc::channel();
+        let visits = Arc::new(AtomicU64::new(0));
+        let counted = visits.clone();
         std::thread::Builder::new()
             .name("playout".into())
-            .spawn(move || playout_clock(new_players))?;
+            .spawn(move || playout_clock(new_players, &counted))?;
         std::thread::Builder::new()
             .name("terminal-store".into())
             .spawn(move || store_thread(store_rx))?;
-        Ok(Host { players, stores })
+        Ok(Host {
+            players,
+            next_player: AtomicU64::new(0),
+            visits,
+            stores,
+        })
+    }
+
+    /// Visits the playout clock made to players so far (what its work
+    /// grows with).
+    pub fn player_visits(&self) -> u64 {
+        self.visits.load(Ordering::Relaxed)
     }
 
     /// A player for `sink`, driven by this host's playout clock, playing
@@ -347,10 +413,16 @@ impl Host {
             scratch: Vec::new(),
             failing: false,
         };
+        let id = self.next_player.fetch_add(1, Ordering::Relaxed);
         // If the clock thread is gone the player is dropped with its sink;
         // the terminal sees its chunks refused.
-        let _ = self.players.send(player);
-        PlayerHandle { tx, shared }
+        let _ = self.players.send(Wake::New(id, Box::new(player)));
+        let nudge = Nudge {
+            id,
+            shared: shared.clone(),
+            wake: self.players.clone(),
+        };
+        PlayerHandle { tx, shared, nudge }
     }
 
     /// A handle on the store thread for `store`.
@@ -362,33 +434,103 @@ impl Host {
     }
 }
 
-fn playout_clock(new_players: std_mpsc::Receiver<Player>) {
-    let mut players: Vec<Player> = Vec::new();
-    let mut accepting = true;
-    loop {
-        while accepting {
-            match new_players.try_recv() {
-                Ok(p) => players.push(p),
-                Err(std_mpsc::TryRecvError::Empty) => break,
-                Err(std_mpsc::TryRecvError::Disconnected) => accepting = false,
-            }
-        }
-        if !accepting && players.is_empty() {
+/// The playout clock's thread: visits a player when it has mail, when its
+/// next chunk is due, and once a `SWEEP`; sleeps while nothing is.
+fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
+    let mut players: HashMap<u64, Player> = HashMap::new();
+    // (when, player): a player's next visit; stale entries (the player was
+    // visited sooner and rescheduled) are skipped.
+    let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut next_visit: HashMap<u64, Instant> = HashMap::new();
+    let mut next_sweep = Instant::now() + SWEEP;
+    let visit = |id: u64,
+                 players: &mut HashMap<u64, Player>,
+                 due: &mut BinaryHeap<Reverse<(Instant, u64)>>,
+                 next_visit: &mut HashMap<u64, Instant>| {
+        let Some(p) = players.get_mut(&id) else {
+            return;
+        };
+        visits.fetch_add(1, Ordering::Relaxed);
+        if !p.receive() {
+            players.remove(&id);
+            next_visit.remove(&id);
             return;
         }
-        // Sleep to the next due chunk or the next tick, whichever is first.
-        let mut next: Option<i64> = None;
-        players.retain_mut(|p| {
-            let alive = p.receive();
-            if alive {
-                if let Some(due_in) = p.play() {
-                    next = Some(next.map_or(due_in, |n| n.min(due_in)));
-                }
+        let aligned = p.aligner.is_some();
+        let due_in = p.play().map(|us| Duration::from_micros(us.max(0) as u64));
+        // A sink on its own clock is topped up every tick.
+        let due_in = if aligned {
+            Some(due_in.map_or(TICK, |d| d.min(TICK)))
+        } else {
+            due_in
+        };
+        match due_in {
+            Some(d) => {
+                let at = Instant::now() + d;
+                next_visit.insert(id, at);
+                due.push(Reverse((at, id)));
             }
-            alive
-        });
-        let until_due = next.map(|t| Duration::from_micros(t.max(0) as u64));
-        std::thread::sleep(until_due.map_or(TICK, |d| d.min(TICK)));
+            None => {
+                next_visit.remove(&id);
+            }
+        }
+    };
+    loop {
+        let now = Instant::now();
+        // Block while no visit is due (every player with a chunk queued or
+        // a sink on its own clock has one); otherwise nap to the next due
+        // visit, at most a tick, and read the mail then.
+        let first = if due.is_empty() {
+            match wake.recv_timeout(next_sweep.saturating_duration_since(now)) {
+                Ok(w) => Some(w),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            let next = due.peek().map_or(now + TICK, |Reverse((at, _))| *at);
+            std::thread::sleep(next.min(now + TICK).saturating_duration_since(now));
+            None
+        };
+        let mut mail: Vec<u64> = Vec::new();
+        let mut take = |w: Wake, players: &mut HashMap<u64, Player>| match w {
+            Wake::New(id, p) => {
+                players.insert(id, *p);
+                mail.push(id);
+            }
+            Wake::Mail(id) => mail.push(id),
+        };
+        if let Some(w) = first {
+            take(w, &mut players);
+        }
+        loop {
+            match wake.try_recv() {
+                Ok(w) => take(w, &mut players),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        mail.sort_unstable();
+        mail.dedup();
+        for id in mail {
+            visit(id, &mut players, &mut due, &mut next_visit);
+        }
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = due.peek().copied() {
+            if at > now {
+                break;
+            }
+            due.pop();
+            if next_visit.get(&id) == Some(&at) {
+                visit(id, &mut players, &mut due, &mut next_visit);
+            }
+        }
+        if now >= next_sweep {
+            let ids: Vec<u64> = players.keys().copied().collect();
+            for id in ids {
+                visit(id, &mut players, &mut due, &mut next_visit);
+            }
+            next_sweep = now + SWEEP;
+        }
     }
 }
 
@@ -442,5 +584,107 @@ fn store_thread(rx: std_mpsc::Receiver<StoreMsg>) {
             }
             last_flush = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a recorder saw: (play time, written at) per chunk, and whether
+    /// it was stopped.
+    type Seen = (Vec<(i64, i64)>, bool);
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Seen>>);
+
+    impl Sink for Recorder {
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+        fn sample_rate(&self) -> u32 {
+            16_000
+        }
+        fn write(&mut self, _: &[f32]) -> Result<(), codec::SinkError> {
+            Ok(())
+        }
+        fn write_at(&mut self, play_at_us: i64, _: &[f32]) -> Result<(), codec::SinkError> {
+            let written = transport::clock::system_now_us();
+            self.0.lock().unwrap().0.push((play_at_us, written));
+            Ok(())
+        }
+        fn stop(&mut self) -> Result<(), codec::SinkError> {
+            self.0.lock().unwrap().1 = true;
+            Ok(())
+        }
+    }
+
+    fn chunk(play_at_us: i64) -> Chunk {
+        Chunk {
+            gen: 0,
+            play_at_us,
+            broadcast: "43601210000000101010000202612020001".parse().unwrap(),
+            pcm: vec![0.0; 320],
+            made: crate::core::Made::Decoded,
+        }
+    }
+
+    fn wait_for(what: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn idle_players_are_not_visited_every_tick() {
+        let host = Host::new().unwrap();
+        let clock = TreeClock::root();
+        let _players: Vec<PlayerHandle> = (0..50)
+            .map(|_| host.player(Box::new(codec::NullSink::new(16_000)), clock.clone()))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let before = host.player_visits();
+        std::thread::sleep(Duration::from_millis(400));
+        // At most one sweep of the 50 (a tick of 5 ms visiting them all
+        // made 4,000).
+        let visits = host.player_visits() - before;
+        assert!(visits <= 50, "{visits} visits to 50 idle players in 400 ms");
+    }
+
+    #[test]
+    fn a_chunk_handed_to_an_idle_player_plays_at_its_time() {
+        let host = Host::new().unwrap();
+        let clock = TreeClock::root();
+        let sink = Recorder::default();
+        let player = host.player(Box::new(sink.clone()), clock.clone());
+        // The thread has nothing due and sleeps.
+        std::thread::sleep(Duration::from_millis(100));
+        let play_at = clock.now() + 50_000;
+        assert_eq!(player.offer(|| Some(chunk(play_at))), Offer::Sent);
+        assert!(
+            wait_for(|| !sink.0.lock().unwrap().0.is_empty()),
+            "never played"
+        );
+        let (at, written) = sink.0.lock().unwrap().0[0];
+        assert_eq!(at, play_at);
+        assert!(written >= play_at, "written {} µs early", play_at - written);
+    }
+
+    #[test]
+    fn a_player_whose_terminal_let_go_is_closed() {
+        let host = Host::new().unwrap();
+        let sink = Recorder::default();
+        let player = host.player(Box::new(sink.clone()), TreeClock::root());
+        std::thread::sleep(Duration::from_millis(50));
+        drop(player);
+        assert!(
+            wait_for(|| sink.0.lock().unwrap().1),
+            "the sink was never stopped"
+        );
     }
 }
