@@ -9,11 +9,12 @@
 # two minutes after the release build.
 #
 # Why 200 beside the hog: two loops leave the demo's process about 0.8 of
-# the 2 cores, and the whole district in one process needs 1.3 of this VM
-# while the alert plays (2026-12-02: the 600 terminals' Opus decoders alone
-# take 0.5). No design plays through a deficit; what the hog run checks is
-# that contention (every wake-up waiting behind a busy loop) cuts nothing,
-# and 200 terminals need about 0.5 core there.
+# the 2 cores, and the whole district in one process needs 0.9 of this VM
+# with nothing playing (2026-12-02; mostly clock probes) and 1.75 while the
+# alert plays (the 600 terminals' Opus decoders alone take 0.5). No design
+# plays through a deficit; what the hog run checks is that contention
+# (every wake-up waiting behind a busy loop) cuts nothing, and 200
+# terminals need about 0.7 core there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p testbed --bin demo

@@ -475,7 +475,10 @@ fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
             }
         }
     };
-    loop {
+    // Every handle and the host are gone: what is left is closed cleanly
+    // (a WAV file gets its header).
+    let mut gone = false;
+    while !gone {
         let now = Instant::now();
         // Block while no visit is due (every player with a chunk queued or
         // a sink on its own clock has one); otherwise nap to the next due
@@ -484,7 +487,10 @@ fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
             match wake.recv_timeout(next_sweep.saturating_duration_since(now)) {
                 Ok(w) => Some(w),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    gone = true;
+                    None
+                }
             }
         } else {
             let next = due.peek().map_or(now + TICK, |Reverse((at, _))| *at);
@@ -506,7 +512,10 @@ fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
             match wake.try_recv() {
                 Ok(w) => take(w, &mut players),
                 Err(std_mpsc::TryRecvError::Empty) => break,
-                Err(std_mpsc::TryRecvError::Disconnected) => return,
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
             }
         }
         mail.sort_unstable();
@@ -531,6 +540,9 @@ fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
             }
             next_sweep = now + SWEEP;
         }
+    }
+    for p in players.values_mut() {
+        p.close();
     }
 }
 
@@ -686,5 +698,23 @@ mod tests {
             wait_for(|| sink.0.lock().unwrap().1),
             "the sink was never stopped"
         );
+    }
+
+    #[test]
+    fn dropping_the_host_then_its_players_closes_their_sinks() {
+        let host = Host::new().unwrap();
+        let sinks: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+        let players: Vec<PlayerHandle> = sinks
+            .iter()
+            .map(|s| host.player(Box::new(s.clone()), TreeClock::root()))
+            .collect();
+        drop(host);
+        drop(players);
+        for s in &sinks {
+            assert!(
+                wait_for(|| s.0.lock().unwrap().1),
+                "a sink was never stopped"
+            );
+        }
     }
 }
