@@ -162,7 +162,9 @@ impl Platform {
         }
         let drafts = drafts::DraftStore::open(store.db())?;
         let revocations = Arc::new(RwLock::new(RevocationState::new()));
+        // The top of the tree has no queue up: nothing would read it.
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(8192);
+        let up_tx = (!config.parents.is_empty()).then_some(up_tx);
         let ids =
             issue::IdAllocator::new(store.clone(), bundle.identity.cert().body().resource_code);
         let relay = Relay::new(

@@ -22,18 +22,13 @@ pub async fn run(
     endpoint: quinn::Endpoint,
     parents: Vec<SocketAddr>,
     relay: Arc<Relay>,
-    mut up: mpsc::Receiver<Bytes>,
+    up: mpsc::Receiver<Bytes>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     if parents.is_empty() {
-        // The top of the tree: nothing goes further up.
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                f = up.recv() => if f.is_none() { return },
-                _ = &mut shutdown => return,
-            }
-        }
+        // The top of the tree: nothing goes further up (its relay keeps no
+        // queue up).
+        return;
     }
     let (state, _) = tokio::sync::watch::channel(UplinkState::default());
     let clock = relay.clock.clone();
