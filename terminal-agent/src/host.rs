@@ -437,44 +437,14 @@ impl Host {
 /// The playout clock's thread: visits a player when it has mail, when its
 /// next chunk is due, and once a `SWEEP`; sleeps while nothing is.
 fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
-    let mut players: HashMap<u64, Player> = HashMap::new();
-    // (when, player): a player's next visit; stale entries (the player was
-    // visited sooner and rescheduled) are skipped.
-    let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut next_visit: HashMap<u64, Instant> = HashMap::new();
-    let mut next_sweep = Instant::now() + SWEEP;
-    let visit = |id: u64,
-                 players: &mut HashMap<u64, Player>,
-                 due: &mut BinaryHeap<Reverse<(Instant, u64)>>,
-                 next_visit: &mut HashMap<u64, Instant>| {
-        let Some(p) = players.get_mut(&id) else {
-            return;
-        };
-        visits.fetch_add(1, Ordering::Relaxed);
-        if !p.receive() {
-            players.remove(&id);
-            next_visit.remove(&id);
-            return;
-        }
-        let aligned = p.aligner.is_some();
-        let due_in = p.play().map(|us| Duration::from_micros(us.max(0) as u64));
-        // A sink on its own clock is topped up every tick.
-        let due_in = if aligned {
-            Some(due_in.map_or(TICK, |d| d.min(TICK)))
-        } else {
-            due_in
-        };
-        match due_in {
-            Some(d) => {
-                let at = Instant::now() + d;
-                next_visit.insert(id, at);
-                due.push(Reverse((at, id)));
-            }
-            None => {
-                next_visit.remove(&id);
-            }
-        }
+    let mut clock = PlayoutClock {
+        players: HashMap::new(),
+        due: BinaryHeap::new(),
+        next_visit: HashMap::new(),
+        visits,
     };
+    let mut next_sweep = Instant::now() + SWEEP;
+    let mut mail: Vec<u64> = Vec::new();
     // Every handle and the host are gone: what is left is closed cleanly
     // (a WAV file gets its header).
     let mut gone = false;
@@ -483,66 +453,114 @@ fn playout_clock(wake: std_mpsc::Receiver<Wake>, visits: &AtomicU64) {
         // Block while no visit is due (every player with a chunk queued or
         // a sink on its own clock has one); otherwise nap to the next due
         // visit, at most a tick, and read the mail then.
-        let first = if due.is_empty() {
-            match wake.recv_timeout(next_sweep.saturating_duration_since(now)) {
-                Ok(w) => Some(w),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+        let mut next = match clock.next_due() {
+            None => match wake.recv_timeout(next_sweep.saturating_duration_since(now)) {
+                Ok(w) => Ok(w),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => Err(std_mpsc::TryRecvError::Empty),
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    gone = true;
-                    None
+                    Err(std_mpsc::TryRecvError::Disconnected)
                 }
+            },
+            Some(at) => {
+                std::thread::sleep(at.min(now + TICK).saturating_duration_since(now));
+                wake.try_recv()
             }
-        } else {
-            let next = due.peek().map_or(now + TICK, |Reverse((at, _))| *at);
-            std::thread::sleep(next.min(now + TICK).saturating_duration_since(now));
-            None
         };
-        let mut mail: Vec<u64> = Vec::new();
-        let mut take = |w: Wake, players: &mut HashMap<u64, Player>| match w {
-            Wake::New(id, p) => {
-                players.insert(id, *p);
-                mail.push(id);
-            }
-            Wake::Mail(id) => mail.push(id),
-        };
-        if let Some(w) = first {
-            take(w, &mut players);
-        }
         loop {
-            match wake.try_recv() {
-                Ok(w) => take(w, &mut players),
+            match next {
+                Ok(Wake::New(id, p)) => {
+                    clock.players.insert(id, *p);
+                    mail.push(id);
+                }
+                Ok(Wake::Mail(id)) => mail.push(id),
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => {
                     gone = true;
                     break;
                 }
             }
+            next = wake.try_recv();
         }
         mail.sort_unstable();
         mail.dedup();
-        for id in mail {
-            visit(id, &mut players, &mut due, &mut next_visit);
+        for id in mail.drain(..) {
+            clock.visit(id);
         }
         let now = Instant::now();
-        while let Some(Reverse((at, id))) = due.peek().copied() {
-            if at > now {
-                break;
-            }
-            due.pop();
-            if next_visit.get(&id) == Some(&at) {
-                visit(id, &mut players, &mut due, &mut next_visit);
-            }
-        }
+        clock.visit_due(now);
         if now >= next_sweep {
-            let ids: Vec<u64> = players.keys().copied().collect();
-            for id in ids {
-                visit(id, &mut players, &mut due, &mut next_visit);
-            }
+            clock.sweep();
             next_sweep = now + SWEEP;
         }
     }
-    for p in players.values_mut() {
+    for p in clock.players.values_mut() {
         p.close();
+    }
+}
+
+/// The players and when each is next visited.
+struct PlayoutClock<'a> {
+    players: HashMap<u64, Player>,
+    /// (when, player); stale entries (the player was visited sooner and
+    /// rescheduled) are skipped.
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_visit: HashMap<u64, Instant>,
+    visits: &'a AtomicU64,
+}
+
+impl PlayoutClock<'_> {
+    fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Takes the player's mail, writes what is due, and schedules its next
+    /// visit; lets it go once its terminal has.
+    fn visit(&mut self, id: u64) {
+        let Some(p) = self.players.get_mut(&id) else {
+            return;
+        };
+        self.visits.fetch_add(1, Ordering::Relaxed);
+        if !p.receive() {
+            self.players.remove(&id);
+            self.next_visit.remove(&id);
+            return;
+        }
+        let due_in = p.play().map(|us| Duration::from_micros(us.max(0) as u64));
+        // A sink on its own clock is topped up every tick.
+        let due_in = if p.aligner.is_some() {
+            Some(due_in.map_or(TICK, |d| d.min(TICK)))
+        } else {
+            due_in
+        };
+        match due_in {
+            Some(d) => {
+                let at = Instant::now() + d;
+                self.next_visit.insert(id, at);
+                self.due.push(Reverse((at, id)));
+            }
+            None => {
+                self.next_visit.remove(&id);
+            }
+        }
+    }
+
+    fn visit_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            if self.next_visit.get(&id) == Some(&at) {
+                self.visit(id);
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let ids: Vec<u64> = self.players.keys().copied().collect();
+        for id in ids {
+            self.visit(id);
+        }
     }
 }
 
