@@ -197,8 +197,8 @@ impl Relay {
     }
 
     /// Queues a frame for the parent (a child's report passed up unchanged).
-    pub fn send_up(&self, frame: Bytes) -> crate::reporter::SentUp {
-        self.reporter.send_up(frame)
+    pub fn send_up(&self, frame: Bytes) {
+        self.reporter.send_up(frame);
     }
 
     /// Applies a revocation list from the parent, the API or the store: the
