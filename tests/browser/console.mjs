@@ -77,6 +77,12 @@ try {
   await login(d, drafter);
   await d.goto(URL + "/compose");
   await d.locator("#title").waitFor();
+  // Listen for the file chooser long before Space opens it: Playwright turns
+  // interception on asynchronously when the first listener is added, and a key
+  // press sent at once can beat it (the chooser then opens natively, unseen;
+  // CI timed out so once).
+  const chooserOpened = d.waitForEvent("filechooser", { timeout: 60000 });
+  chooserOpened.catch(() => {}); // awaited below; a failure before then is reported by that step
   await d.evaluate(() => document.activeElement && document.activeElement.blur());
   await tabTo(d, "#title");
   const liveTitle = "洪水预警（浏览器测试）";
@@ -89,7 +95,8 @@ try {
   }
   assert.match(await d.locator("#area-total").textContent(), new RegExp(String(LIVE_EXPECT)));
   await tabTo(d, "#audio");
-  const [chooser] = await Promise.all([d.waitForEvent("filechooser"), d.keyboard.press("Space")]);
+  await d.keyboard.press("Space");
+  const chooser = await chooserOpened;
   await chooser.setFiles(env("AUDIO"));
   await tabTo(d, "#save");
   await d.keyboard.press("Enter");
