@@ -278,6 +278,10 @@ pub struct Cursor {
     /// Segments presenting more than this before now are skipped.
     skip_past_us: Option<i64>,
     pending: VecDeque<(u32, i64, Bytes)>,
+    /// A segment went out: the first one goes at once, whatever the lead,
+    /// so how soon terminals hold their first audio (which sets the next
+    /// lead, `platform::lead`) measures the tree, not this pacing.
+    sent_any: bool,
 }
 
 impl Cursor {
@@ -290,6 +294,7 @@ impl Cursor {
             began_us: now_us,
             skip_past_us: None,
             pending: VecDeque::new(),
+            sent_any: false,
         }
     }
 
@@ -324,10 +329,15 @@ impl Cursor {
         }
         match self.pending.front() {
             Some((_, pts, _)) => {
-                let at = send_at(*pts, self.began_us);
+                let at = if self.sent_any {
+                    send_at(*pts, self.began_us)
+                } else {
+                    *pts - SEND_AHEAD_US
+                };
                 if at > now_us {
                     return Step::Wait(at);
                 }
+                self.sent_any = true;
                 let (_, _, frame) = self.pending.pop_front().expect("front exists");
                 Step::Send(frame)
             }
@@ -389,14 +399,14 @@ mod tests {
         }
         let mut c = Cursor::new(0, 0);
         let mut sent = Vec::new();
-        // Only what presents within 0.6 s goes at once: segment 0 presents
-        // at 1 s, allowed at (1 − 0.6) / 4 = 100 ms.
-        assert_eq!(c.next(&b, 0), Step::Wait(100_000));
-        while let Step::Send(f) = c.next(&b, 100_000) {
+        // The first segment goes at once, though it presents only at 1 s
+        // (how soon terminals hold it sets the next lead); then only what
+        // presents within 0.6 s: segment 1 presents at 1.2 s, allowed at
+        // (1.2 − 0.6) / 4 = 150 ms.
+        while let Step::Send(f) = c.next(&b, 0) {
             sent.push(f[0]);
         }
         assert_eq!(sent, vec![0]);
-        // Segment 1 presents at 1.2 s: allowed at (1.2 − 0.6) / 4 = 150 ms.
         assert_eq!(c.next(&b, 100_000), Step::Wait(150_000));
         // The rest follows as time allows, each when it may; then the end.
         let mut t = 0;

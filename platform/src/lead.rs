@@ -4,10 +4,13 @@
 //! constant chosen for the worst tree.
 //!
 //! Sans-IO: the issuer says what it issued and when; the book feeds it the
-//! terminals' `Verified` receipts (stamped on the tree's clock). The lead
-//! of the next broadcast is the slowest acknowledged arrival of recent
-//! broadcasts that reached most of the terminals, with a margin; until one
-//! has been measured, the configured lead.
+//! terminals' `Verified` receipts (stamped on the tree's clock), which a
+//! terminal sends once the broadcast's first segment has verified: its
+//! audio is in hand (PROTOCOL.md §6.4). Relays send every child its first
+//! segment at once, whatever the lead, so the arrival measures the tree,
+//! not the pacing. The lead of the next broadcast is the slowest arrival
+//! of recent broadcasts that reached most of the terminals, with a margin;
+//! until one has been measured, the configured lead.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -21,24 +24,15 @@ pub const ARRIVAL_WINDOW_MS: i64 = 10_000;
 /// How far before the issue an acknowledgement may be stamped and still
 /// count (the terminal's and the issuer's clocks differ by their errors).
 const CLOCK_SLACK_MS: i64 = 1_000;
-/// The slowest arrival is scaled by this (per mille) and `MARGIN_MS` added.
-/// The acknowledgement is of the header; the first segment's check and
-/// decode come after it, and on the 600-terminal demo beside a CPU hog
-/// (scripts/district-600.sh) a lead of 1.25 × the header's arrival left
-/// 8–97 terminals starting late, 2 × none: the next broadcast may also
-/// meet a busier tree.
-const SCALE_PER_MILLE: i64 = 2_000;
-const MARGIN_MS: i64 = 100;
+/// The slowest arrival is scaled by this (per mille) and `MARGIN_MS` added:
+/// the next broadcast may meet a busier tree.
+const SCALE_PER_MILLE: i64 = 1_250;
+const MARGIN_MS: i64 = 50;
 /// Playout delay named in the header of a recorded broadcast whose lead
-/// was measured: its first segment is known to arrive in the lead, so the
-/// terminals need only time to decode and hand the first frames to the
-/// speaker (the terminals' own 400 ms is for a lead that was guessed).
-/// 150 ms left 1 to 5 of the demo's 600 terminals concealing their first
-/// one or two frames in 3 of 6 idle runs whose lead was 720–762 ms (the
-/// acknowledgement is of the header; 600 first segments are checked and
-/// decoded after it, at once); 250 ms, none in 4 runs with leads of
-/// 662–898 ms.
-pub const MEASURED_PLAYOUT_DELAY_MS: u16 = 250;
+/// was measured: its first segment is known to be in hand by the lead, so
+/// the terminals need only time to decode it and hand the first frames to
+/// the speaker (the terminals' own 400 ms is for a lead that was guessed).
+pub const MEASURED_PLAYOUT_DELAY_MS: u16 = 100;
 
 #[derive(Debug)]
 struct Issued {
@@ -177,7 +171,7 @@ mod tests {
         assert_eq!(
             m.lead(1000),
             Lead {
-                lead_ms: 120 * 2 + MARGIN_MS,
+                lead_ms: 120 * SCALE_PER_MILLE / 1000 + MARGIN_MS,
                 measured_ms: Some(120)
             }
         );

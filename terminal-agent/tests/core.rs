@@ -269,9 +269,11 @@ fn a_broadcast_plays_whole_on_its_timeline_and_is_reported() {
     assert!(corr > 0.9, "correlation {corr}");
     assert_eq!(
         sim.receipts_of(c.id),
+        // It presents 10 ms before it arrives: it starts with its header,
+        // its audio is in hand with the first segment.
         [
-            ReceiptKind::Verified,
             ReceiptKind::Started,
+            ReceiptKind::Verified,
             ReceiptKind::Finished
         ]
     );
@@ -281,6 +283,42 @@ fn a_broadcast_plays_whole_on_its_timeline_and_is_reported() {
     // Its first sight and its end were journalled for a restart, urgently.
     assert!(sim.persisted.first().is_some_and(|p| p.urgent));
     assert!(sim.persisted.last().is_some_and(|p| p.urgent));
+}
+
+#[test]
+fn a_broadcast_is_acknowledged_once_its_first_audio_is_in_hand_not_at_its_header() {
+    let w = World::new();
+    let (_, frames) = tone(440.0, 1.5);
+    let c = cast(&w, 1, BroadcastClass::Emergency, Severity::Red, T0, frames);
+    assert!(c.segments.len() >= 2);
+    let mut sim = Sim::new(w.core(Journal::default()));
+    let hold = terminal_agent::core::RECEIPT_HOLD_US;
+    // The header alone, then nothing for a while: no acknowledgement (the
+    // issuer's next lead must not be measured from a header whose audio a
+    // terminal does not yet hold).
+    let header_at = T0 - 600_000;
+    assert!(!sim.deliver(header_at, &c.header));
+    sim.run_until(header_at + 2 * hold);
+    assert!(
+        !sim.receipts_of(c.id).contains(&ReceiptKind::Verified),
+        "{:?}",
+        sim.receipts
+    );
+    // The first segment: acknowledged, stamped when it came; later
+    // segments add nothing.
+    let first_at = header_at + 2 * hold + 5_000;
+    assert!(!sim.deliver(first_at, &c.segments[0]));
+    for s in &c.segments[1..] {
+        assert!(!sim.deliver(first_at + 20_000, s));
+    }
+    sim.run_until(first_at + hold + 1_000);
+    let verified: Vec<_> = sim
+        .receipts
+        .iter()
+        .filter(|(r, _)| r.kind == ReceiptKind::Verified)
+        .collect();
+    assert_eq!(verified.len(), 1, "{:?}", sim.receipts);
+    assert_eq!(verified[0].0.at_ms * 1000, first_at);
 }
 
 #[test]
@@ -296,7 +334,7 @@ fn receipts_wait_out_the_fan_out_but_carry_the_time_of_what_they_report() {
     sim.run_until(at + hold);
     assert_eq!(
         sim.receipts_of(c.id),
-        [ReceiptKind::Verified, ReceiptKind::Started]
+        [ReceiptKind::Started, ReceiptKind::Verified]
     );
     assert!(
         sim.receipts
@@ -400,8 +438,8 @@ fn an_emergency_preempts_a_programme_which_resumes_in_step() {
     assert_eq!(
         sim.receipts_of(daily.id),
         [
-            ReceiptKind::Verified,
             ReceiptKind::Started,
+            ReceiptKind::Verified,
             ReceiptKind::Preempted,
             ReceiptKind::Resumed
         ]

@@ -51,6 +51,8 @@ struct Entry {
     last_at_us: i64,
     /// When the latest segment (or the header) arrived.
     heard_us: i64,
+    /// A segment of it was taken: its audio is in hand.
+    in_hand: bool,
 }
 
 /// A live broadcast whose source has been silent this long is over (its
@@ -167,17 +169,21 @@ impl Arbiter {
                 started: rejoin_at.is_some(),
                 last_at_us: i64::MIN,
                 heard_us: now_us,
+                in_hand: false,
             }
         });
     }
 
-    /// A verified segment.
-    pub fn push(&mut self, segment: Segment, now_us: i64) {
-        if let Some(e) = self.entries.get_mut(&segment.id) {
-            e.heard_us = e.heard_us.max(now_us);
-            e.playout
-                .push_segment(segment.pts_us, segment.frames, segment.last, now_us);
-        }
+    /// A verified segment. True when it is the first of its broadcast
+    /// taken here: the broadcast's audio is now in hand.
+    pub fn push(&mut self, segment: Segment, now_us: i64) -> bool {
+        let Some(e) = self.entries.get_mut(&segment.id) else {
+            return false;
+        };
+        e.heard_us = e.heard_us.max(now_us);
+        e.playout
+            .push_segment(segment.pts_us, segment.frames, segment.last, now_us);
+        !std::mem::replace(&mut e.in_hand, true)
     }
 
     /// A valid cancel (or a revocation): it stops at once. True when it was

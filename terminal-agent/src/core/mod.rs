@@ -259,7 +259,6 @@ impl TerminalCore {
                     let rejoin = matches!(v, HeaderVerdict::Resumed { .. }).then_some(now_us);
                     self.arbiter
                         .add(h.header().clone(), h.signer().tier(), rejoin, now_us);
-                    self.receipt(Some(h.id()), ReceiptKind::Verified, None, now_us);
                 }
                 false
             }
@@ -278,7 +277,14 @@ impl TerminalCore {
     fn on_segment(&mut self, s: Segment, upstream: u64, now_us: i64) -> bool {
         match self.verifier.accept_segment(&s, now_us / 1000) {
             Ok(_) => {
-                self.arbiter.push(s, now_us);
+                let id = s.id;
+                // Acknowledged once its first audio is in hand, not at the
+                // header: the issuer's next lead is measured from this
+                // (`platform::lead`), and what a terminal needs before it
+                // can start is a segment, not a header.
+                if self.arbiter.push(s, now_us) {
+                    self.receipt(Some(id), ReceiptKind::Verified, None, now_us);
+                }
                 false
             }
             Err(r) => {
