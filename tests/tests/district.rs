@@ -607,7 +607,8 @@ async fn once_the_tree_is_measured_a_broadcast_starts_sooner_and_still_plays_who
     let measured = lead.measured_ms.expect("measured");
     assert!(measured * 2 + 100 < configured, "{lead:?}");
     // The first: the configured lead and the terminals' own 400 ms; the
-    // second: at most the configured lead and the header's 150 ms.
+    // second: at most the configured lead and the header's measured
+    // playout delay (`MEASURED_PLAYOUT_DELAY_MS`).
     assert!(activations[0] >= configured + 400, "{activations:?}");
     assert!(
         activations[1] < configured + platform::lead::MEASURED_PLAYOUT_DELAY_MS as i64 + 100,
