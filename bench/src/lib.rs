@@ -1,1 +1,4 @@
 //! Helpers shared by the benchmarks.
+
+pub mod load;
+pub mod procstat;

@@ -27,8 +27,8 @@ struct Progress {
 }
 
 /// A terminal counted as playing is counted lost instead once nothing (no
-/// status, no receipt) has come from it for this long: three heartbeats at
-/// the default period.
+/// status, no receipt) has come from it for this long: three heartbeats of
+/// a playing terminal (`terminal_agent::core::PLAYING_HEARTBEAT_US`).
 pub const LOST_AFTER_MS: i64 = 30_000;
 /// ...or once the broadcast's validity ended this long ago with no word of
 /// how it ended.

@@ -377,7 +377,8 @@ async fn forward(
     if tier == Tier::Terminal {
         cursor = cursor.for_terminal();
     }
-    timed(stream.write_all(&b.header_frame)).await?;
+    // Shared bytes, never copied per child.
+    timed(stream.write_chunk(b.header_frame.clone())).await?;
     loop {
         if b.silenced_for(&child.scope) {
             // Silenced here: the child gets no more of it (the command
@@ -385,7 +386,7 @@ async fn forward(
             break;
         }
         match cursor.next(&b, now_ms() * 1000) {
-            Step::Send(frame) => timed(stream.write_all(&frame)).await?,
+            Step::Send(frame) => timed(stream.write_chunk(frame)).await?,
             Step::Wait(at_us) => {
                 let wait = (at_us - now_ms() * 1000).max(0) as u64;
                 // A cancel must not wait for the next segment's time.

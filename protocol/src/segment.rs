@@ -85,6 +85,23 @@ impl Segment {
         })
     }
 
+    /// Sequence, presentation time, last flag and frame count, read from
+    /// the fixed start of a segment's body without decoding (or checking)
+    /// the rest: for a link that only needs to know how much audio it holds.
+    pub fn peek(body: &[u8]) -> Result<(u32, i64, bool, u8), DecodeError> {
+        let mut r = Reader::new(body);
+        let version = r.u8("segment version")?;
+        if version != SEGMENT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        r.u128("segment id")?;
+        let seq = r.u32("sequence")?;
+        let pts_us = r.i64("presentation time")?;
+        let flags = r.u8("flags")?;
+        let n = r.u8("frame count")?;
+        Ok((seq, pts_us, flags & FLAG_FINAL != 0, n))
+    }
+
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         if body.len() > MAX_SEGMENT_BYTES {
             return Err(DecodeError::TooLong {

@@ -208,6 +208,13 @@ proptest! {
     }
 
     #[test]
+    fn a_segment_peeked_says_what_it_decodes_to(which in 0usize..4) {
+        let s = &broadcast().1[which.min(broadcast().1.len() - 1)];
+        let peeked = Segment::peek(s.body()).unwrap();
+        prop_assert_eq!(peeked, (s.seq, s.pts_us, s.last, s.frames.len() as u8));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let mut reader = FrameReader::new();
         if let Ok(frames) = reader.push(&bytes) {
@@ -218,6 +225,7 @@ proptest! {
         for kind in FrameKind::ALL {
             let _ = Message::decode_body(*kind, &bytes);
         }
+        let _ = Segment::peek(&bytes);
     }
 }
 

@@ -23,8 +23,9 @@ pub struct TerminalConfig {
     /// sled directory.
     #[arg(long, default_value = "", value_parser = transport::config::path)]
     pub store: PathBuf,
-    /// Heartbeat (signed status) period, ms.
-    #[arg(long, default_value_t = 10_000)]
+    /// Heartbeat (signed status) period while idle, ms (at most 10 s
+    /// while playing).
+    #[arg(long, default_value_t = TerminalConfig::DEFAULT_HEARTBEAT_MS)]
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
     /// Playout delay after presentation time (jitter buffer), ms.
@@ -59,7 +60,7 @@ fn default_sink() -> String {
     "speaker".into()
 }
 fn default_heartbeat() -> u64 {
-    10_000
+    TerminalConfig::DEFAULT_HEARTBEAT_MS
 }
 fn default_delay() -> u64 {
     400
@@ -73,6 +74,9 @@ fn default_emergency_volume() -> u8 {
 }
 
 impl TerminalConfig {
+    /// Heartbeat while idle (`core::PLAYING_HEARTBEAT_US` while playing).
+    pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
+
     /// A configuration for `bundle` and `store` dialling `upstreams`, with
     /// every other setting at its default.
     pub fn new(bundle: PathBuf, upstreams: Vec<SocketAddr>, store: PathBuf) -> Self {

@@ -574,7 +574,14 @@ fn store_thread(rx: std_mpsc::Receiver<StoreMsg>) {
         }
     };
     loop {
-        let msg = rx.recv_timeout(STORE_FLUSH);
+        // Nothing unflushed: sleep until there is (an idle terminal wakes
+        // for nothing).
+        let msg = if dirty.is_empty() {
+            rx.recv()
+                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(STORE_FLUSH.saturating_sub(last_flush.elapsed()))
+        };
         match msg {
             Ok(StoreMsg::Write(store, changes)) => {
                 let mut urgent = false;
@@ -589,6 +596,10 @@ fn store_thread(rx: std_mpsc::Receiver<StoreMsg>) {
                     flush(&store);
                     dirty.remove(&key);
                 } else {
+                    if dirty.is_empty() {
+                        // Written behind: within STORE_FLUSH from now.
+                        last_flush = Instant::now();
+                    }
                     dirty.insert(key, store);
                 }
             }

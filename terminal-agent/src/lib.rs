@@ -224,6 +224,7 @@ impl Terminal {
         };
         let link = link::TerminalLink {
             serial,
+            clock: clock.clone(),
             software,
             inputs: inputs_tx,
             up: up_rx,

@@ -3,12 +3,16 @@
 //! reports out. Every frame goes to the core through the driver; the link
 //! only counts what the core refused against the stream and the link.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use protocol::{Hello, Message, Refusal};
 use quinn::Connection;
 use tokio::sync::{mpsc, oneshot};
 use transport::guard::{self, Strikes};
+use transport::liveness;
 use transport::uplink::{Handler, SessionEnd};
 use transport::FrameStream;
 
@@ -17,6 +21,8 @@ use crate::driver::Input;
 
 pub(crate) struct TerminalLink {
     pub serial: u64,
+    /// The tree's time, to tell how much audio an open stream holds.
+    pub clock: Arc<transport::clock::TreeClock>,
     pub software: String,
     pub inputs: mpsc::Sender<Input>,
     /// Receipts, status and events from the core; they wait here while no
@@ -71,11 +77,33 @@ impl TerminalLink {
         transport::send(&mut send, &Message::Subscribe(subscribe)).await?;
         self.inputs.send(Input::Link { up: true }).await?;
         let _down = DownOnDrop(self.inputs.clone());
+        // While a broadcast stream is open the upstream has more to send:
+        // a link quiet then is probed, and given up if it stays quiet.
+        let open = OpenStreams::default();
+        let mut watch = liveness::Watch::new(liveness::received(conn), Instant::now());
+        let mut ticks = tokio::time::interval(WATCH_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let any_open = open.any();
             tokio::select! {
                 stream = conn.accept_uni() => {
                     let frames = FrameStream::new(stream?);
-                    tokio::spawn(receive(frames, self.inputs.clone(), strikes.clone(), peer));
+                    let held = open.add();
+                    tokio::spawn(receive(frames, self.inputs.clone(), strikes.clone(), peer, held));
+                }
+                _ = ticks.tick(), if any_open => {
+                    let expecting = open.expecting(self.clock.now());
+                    match watch.check(liveness::received(conn), expecting, Instant::now()) {
+                        liveness::Verdict::Alive => {}
+                        liveness::Verdict::Probe => {
+                            liveness::probe(conn, transport::clock::system_now_us());
+                        }
+                        liveness::Verdict::Dead => {
+                            return Ok(SessionEnd::Lost(
+                                "upstream silent while a broadcast is open".into(),
+                            ));
+                        }
+                    }
                 }
                 msg = self.up.recv() => match msg {
                     Some(m) => transport::send(&mut send, &m).await?,
@@ -111,6 +139,80 @@ impl TerminalLink {
     }
 }
 
+/// How often an open broadcast's link is checked for quiet.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// More audio is expected on a stream whose audio in hand runs out
+/// within this (the relay sends every segment at least 0.6 s before it
+/// presents, `platform::broadcast::START_AHEAD_US`): a link quiet then
+/// is dead, or soon will be to the listener. A stream holding more (a
+/// recorded alert sent far ahead, a broadcast scheduled later) may be
+/// quiet for long.
+const EXPECT_WITHIN_US: i64 = 1_000_000;
+
+/// Every frame this system encodes is 20 ms (an estimate is enough here).
+const FRAME_US: i64 = 20_000;
+
+/// The broadcast streams open on a link: for each, the tree time its
+/// audio in hand reaches (`i64::MIN` before its first segment, `i64::MAX`
+/// once its last came).
+#[derive(Default, Clone)]
+struct OpenStreams(Arc<Mutex<HashMap<u64, i64>>>, Arc<AtomicU64>);
+
+impl OpenStreams {
+    fn add(&self) -> HeldAudio {
+        let key = self.1.fetch_add(1, Ordering::Relaxed);
+        lock(&self.0).insert(key, i64::MIN);
+        HeldAudio {
+            streams: self.clone(),
+            key,
+        }
+    }
+
+    fn any(&self) -> bool {
+        !lock(&self.0).is_empty()
+    }
+
+    /// A stream's audio runs out soon and more is to come.
+    fn expecting(&self, tree_now_us: i64) -> bool {
+        lock(&self.0)
+            .values()
+            .any(|until| *until < tree_now_us + EXPECT_WITHIN_US)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One open stream's entry, removed when its reader ends.
+struct HeldAudio {
+    streams: OpenStreams,
+    key: u64,
+}
+
+impl HeldAudio {
+    /// A segment came (its body unchecked: the core verifies it).
+    fn segment(&self, body: &[u8]) {
+        if let Ok((_, pts_us, last, frames)) = protocol::Segment::peek(body) {
+            let until = if last {
+                i64::MAX
+            } else {
+                pts_us.saturating_add(frames as i64 * FRAME_US)
+            };
+            if let Some(held) = lock(&self.streams.0).get_mut(&self.key) {
+                *held = (*held).max(until);
+            }
+        }
+    }
+}
+
+impl Drop for HeldAudio {
+    fn drop(&mut self) {
+        lock(&self.streams.0).remove(&self.key);
+    }
+}
+
 /// One broadcast stream: each frame goes to the core, one at a time (a
 /// stream never has more than one frame waiting); a stream that keeps
 /// failing verification is stopped (`guard::StreamRefusals`).
@@ -119,6 +221,7 @@ async fn receive(
     inputs: mpsc::Sender<Input>,
     strikes: Arc<Strikes>,
     upstream: u64,
+    held: HeldAudio,
 ) {
     let mut refusals = guard::StreamRefusals::default();
     loop {
@@ -140,6 +243,9 @@ async fn receive(
                 return;
             }
         };
+        if raw.kind == protocol::FrameKind::Segment {
+            held.segment(raw.body());
+        }
         let (tx, rx) = oneshot::channel();
         let input = Input::Broadcast {
             raw,

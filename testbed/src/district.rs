@@ -71,7 +71,7 @@ impl LocalOptions {
     }
 
     /// The smallest district in `dir`, every terminal on a null sink, with
-    /// the default 10 s heartbeat and an API at the district only: the
+    /// the default 30 s heartbeat and an API at the district only: the
     /// settings of a long run (set `layout` for the size).
     pub fn null(dir: &Path) -> Self {
         LocalOptions {
@@ -80,7 +80,7 @@ impl LocalOptions {
             sink: Box::new(|_, _| {
                 Ok(Box::new(codec::NullSink::new(16_000)) as Box<dyn codec::Sink>)
             }),
-            heartbeat: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(30),
             api_everywhere: false,
             progress: Box::new(|_, _, _| {}),
             platform_runtime: None,

@@ -172,6 +172,8 @@ pub struct Fire {
     pub village_area: certs::AreaCode,
     pub terminals: Vec<FireTerminal>,
     pub api: ApiClient,
+    /// The district's accounts (a live speaker needs a token).
+    pub creds: testbed::Credentials,
     village: Option<Proc>,
     village_config: PathBuf,
     village_starts: usize,
@@ -258,6 +260,7 @@ impl Fire {
             village_area: village_pki.area,
             terminals: fire_terminals,
             api,
+            creds,
             village: None,
             village_config,
             village_starts: 0,

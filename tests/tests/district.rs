@@ -528,7 +528,7 @@ async fn a_terminal_whose_address_changes_keeps_playing_on_the_same_connection()
         .await
     );
     // ...and past the idle timeout the same connection is still up.
-    tokio::time::sleep(transport::IDLE_TIMEOUT + Duration::from_secs(1)).await;
+    tokio::time::sleep(transport::TERMINAL_IDLE_TIMEOUT + Duration::from_secs(1)).await;
     let s = t.snapshot();
     assert!(s.connected_to.is_some());
     assert_eq!(

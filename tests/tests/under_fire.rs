@@ -233,6 +233,70 @@ async fn a_village_killed_mid_alert_leaves_no_hole() {
     }
 }
 
+/// A link that dies silently (no close, no error: a village platform
+/// losing power, its 4G cell gone) while live speech flows is left within
+/// seconds, not at the terminal link's idle timeout (`TERMINAL_IDLE_TIMEOUT`,
+/// 40 s, kept long so idle links cost their relay almost nothing): the
+/// terminal fails over to the town and hears the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_dies_silently_during_live_speech_is_left_within_seconds() {
+    let mut f = Fire::start(programs(), 2, 6)
+        .await
+        .expect("district starts");
+    // Terminal 1 listens to the town throughout: the reference.
+    f.terminals[1].links[0].cut();
+    f.start_all(Duration::from_secs(30))
+        .await
+        .expect("terminals connect");
+    let base = format!("http://{}", f.district.http_addr.expect("an API"));
+    let open = serde_json::json!({
+        "areas": f.village_area.to_string(),
+        "class": "daily",
+        "severity": "4",
+        "title": "现场通知",
+        "format": "pcm16",
+    });
+    let (mut live, answer) = testbed::live::LiveClient::open(&base, &f.creds.drafter.token, open)
+        .await
+        .expect("the live socket opens");
+    assert_eq!(answer["state"], "on_air", "{answer}");
+    let speech = f.dir.path().join("speech.wav");
+    let pcm: Vec<i16> = tests::clip("alert-zh.wav", 16.0, &speech)
+        .iter()
+        .map(|s| codec::sink::to_i16(*s))
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut cut_at_us = 0;
+    for (i, chunk) in pcm.chunks(320).enumerate() {
+        tick.tick().await;
+        if i == 250 {
+            // 5 s in: the village's link to terminal 0 goes dead.
+            assert!(f.terminals[0].links[0].stats().forwarded > 50);
+            f.terminals[0].links[0].cut();
+            cut_at_us = transport::clock::system_now_us();
+        }
+        live.send_pcm(chunk).await.expect("speech goes out");
+    }
+    live.end().await.expect("the speech ends");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reference = f.terminals[1].timeline();
+    let t = f.terminals[0].timeline();
+    let (from, to) = reference.extent().expect("the reference played");
+    let holes = missed(&reference, &t, from, to);
+    let lost: i64 = holes.iter().map(|(_, len)| len).sum();
+    let late: Vec<&(i64, i64)> = holes
+        .iter()
+        .filter(|(at, _)| *at > cut_at_us + 4_000_000)
+        .collect();
+    assert!(
+        lost < 3_500_000 && late.is_empty(),
+        "terminal 0: {}
+{}",
+        describe(&reference, &t, from, to),
+        f.terminals[0].logs()
+    );
+}
+
 /// The loudest sample of the records playing within `[from, to)`.
 fn peak(t: &Timeline, from: i64, to: i64) -> i16 {
     t.records

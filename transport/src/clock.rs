@@ -174,19 +174,34 @@ impl TreeClock {
 }
 
 /// How the estimator samples and fits.
+///
+/// Probing adapts to what it buys: after the connect burst (and the
+/// settling probes of a jittery path), one probe per `period_us`; whenever
+/// an answer leaves the estimate's uncertainty where it was (neither
+/// better nor worse by more than a tenth, or 20 µs) or within `QUIET_US`,
+/// the period doubles, up to `max_period_us`; an answer that finds the
+/// estimate worse halves it again. A settled link on a steady path is
+/// probed every `max_period_us` (and its link needs no keep-alive of its
+/// own); one whose path or clock changes is probed faster until its
+/// estimate holds again.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncConfig {
     /// Probes sent at connect, `burst_gap_us` apart.
     pub burst: u32,
     pub burst_gap_us: i64,
-    /// Then, for `settle_us` after connecting, one probe this often (the
+    /// For `settle_us` after connecting, while the estimate is not yet
+    /// within `QUIET_US`, one probe this often (over a jittery path the
     /// envelopes sharpen with the number of samples).
     pub settle_period_us: i64,
     pub settle_us: i64,
-    /// Then one probe this often.
+    /// The shortest period between probes after that, and the longest.
     pub period_us: i64,
-    /// Samples kept (the newest).
+    pub max_period_us: i64,
+    /// Samples kept (the newest), and none older than `max_age_us`: a
+    /// crystal's drift follows its temperature, so a line is fitted to the
+    /// last ten minutes only (the 512 answers of the old fixed pace).
     pub window: usize,
+    pub max_age_us: i64,
     /// An answer later than this is dropped (it says nothing useful).
     pub max_rtt_us: i64,
 }
@@ -199,11 +214,21 @@ impl Default for SyncConfig {
             settle_period_us: 250_000,
             settle_us: 120_000_000,
             period_us: 1_000_000,
+            max_period_us: 15_000_000,
             window: 512,
+            max_age_us: 600_000_000,
             max_rtt_us: 5_000_000,
         }
     }
 }
+
+/// An uncertainty within this share (or `STEADY_US`) of the last one
+/// holds: more probes would not buy a better estimate.
+const STEADY_SHARE: f64 = 0.1;
+const STEADY_US: i64 = 20;
+/// An estimate this good is good enough (P4 asks for terminals within a
+/// millisecond of each other): probes slow down from there.
+const QUIET_US: i64 = 200;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -244,11 +269,15 @@ pub struct ClockSync {
     pending: VecDeque<i64>,
     next_probe_us: i64,
     burst_left: u32,
+    /// The period between probes now (adapted between the config's bounds).
+    period_us: i64,
+    /// The best uncertainty since the pace last quickened.
+    steady_uncertainty_us: Option<i64>,
+    /// Local time of the last restart (a new link).
+    connected_us: i64,
     /// The upstream's clock epoch the samples were taken against.
     epoch: Option<u32>,
     fitted: Option<Estimate>,
-    /// Local time of the last restart (a new link).
-    connected_us: i64,
 }
 
 /// Why an answer was not used.
@@ -268,9 +297,11 @@ impl ClockSync {
             pending: VecDeque::new(),
             next_probe_us: i64::MIN,
             burst_left: cfg.burst,
+            period_us: cfg.period_us,
+            steady_uncertainty_us: None,
+            connected_us: i64::MIN,
             epoch: None,
             fitted: None,
-            connected_us: i64::MIN,
         }
     }
 
@@ -281,8 +312,10 @@ impl ClockSync {
         self.samples.clear();
         self.pending.clear();
         self.burst_left = self.cfg.burst;
-        self.next_probe_us = now_local_us;
+        self.period_us = self.cfg.period_us;
+        self.steady_uncertainty_us = None;
         self.connected_us = now_local_us;
+        self.next_probe_us = now_local_us;
         self.epoch = None;
     }
 
@@ -299,10 +332,8 @@ impl ClockSync {
         let gap = if self.burst_left > 0 {
             self.burst_left -= 1;
             self.cfg.burst_gap_us
-        } else if now_local_us - self.connected_us < self.cfg.settle_us {
-            self.cfg.settle_period_us
         } else {
-            self.cfg.period_us
+            self.period_us
         };
         self.next_probe_us = now_local_us + gap;
         if self.pending.len() >= PENDING {
@@ -335,6 +366,13 @@ impl ClockSync {
         if self.samples.len() >= self.cfg.window {
             self.samples.pop_front();
         }
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| t3_us - s.t3_us > self.cfg.max_age_us)
+        {
+            self.samples.pop_front();
+        }
         debug_assert_eq!(offset, ((r.t1_us - r.t0_us) + (r.t2_us - t3_us)) / 2);
         self.samples.push_back(Sample {
             t0_us: r.t0_us,
@@ -355,7 +393,43 @@ impl ClockSync {
         let fit = fit.map(|(e, _)| e);
         let changed = fit != self.fitted;
         self.fitted = fit;
+        if self.burst_left == 0 {
+            if let Some(e) = fit {
+                self.adapt_period(e.uncertainty_us, t3_us);
+            }
+        }
         Ok(changed)
+    }
+
+    /// Slower probes while the estimate holds, faster when it worsens.
+    fn adapt_period(&mut self, uncertainty_us: i64, now_local_us: i64) {
+        if uncertainty_us > QUIET_US && now_local_us - self.connected_us < self.cfg.settle_us {
+            self.period_us = self.cfg.settle_period_us;
+            return;
+        }
+        let Some(last) = self.steady_uncertainty_us else {
+            self.steady_uncertainty_us = Some(uncertainty_us);
+            return;
+        };
+        // Measured against the best since the pace last quickened, so a
+        // slow creep upwards is seen too.
+        let slack = ((last as f64 * STEADY_SHARE) as i64).max(STEADY_US);
+        let reference = if uncertainty_us > last + slack {
+            self.period_us = (self.period_us / 2).max(self.cfg.period_us.min(self.period_us));
+            uncertainty_us
+        } else if uncertainty_us >= last - slack || uncertainty_us <= QUIET_US {
+            self.period_us = (self.period_us * 2).min(self.cfg.max_period_us);
+            last.min(uncertainty_us)
+        } else {
+            // Still improving: keep the pace.
+            uncertainty_us
+        };
+        self.steady_uncertainty_us = Some(reference);
+    }
+
+    /// The period between probes now.
+    pub fn period_us(&self) -> i64 {
+        self.period_us
     }
 
     /// The current estimate (None before the first sample).
@@ -394,8 +468,12 @@ impl ClockSync {
         // section search finds its peak. Below a second of span the samples
         // cannot see drift at all.
         let objective = |b: f64| band.width(b) - PRIOR_COST_US * b.abs() / (PRIOR_PPB as f64 / 1e9);
+        // Below a second of span the samples cannot see drift: the last
+        // fit's stands (it is the local crystal's, whichever upstream or
+        // step came since).
+        let known_drift = self.fitted.map_or(0.0, |e| e.drift_ppb as f64 / 1e9);
         let b = if span < 1_000_000 {
-            0.0
+            known_drift
         } else {
             // The slope moves little from one sample to the next: look near
             // the last one first, everywhere if the peak is not inside.
@@ -440,7 +518,7 @@ impl ClockSync {
         let likely = 2.0 * PRIOR_PPB as f64 / 1e9;
         let (lo, hi) = (ends[0].max(-likely), ends[1].min(likely));
         let b = if span < 1_000_000 {
-            0.0
+            known_drift
         } else if lo <= hi {
             (lo + hi) / 2.0
         } else {

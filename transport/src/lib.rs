@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod guard;
+pub mod liveness;
 pub mod uplink;
 
 use std::net::SocketAddr;
@@ -60,24 +61,91 @@ impl LinkError {
     }
 }
 
-/// Keep-alive well inside carrier NAT timeouts (often 30–60 s for UDP), at
-/// a cost of a few dozen bytes a second; a platform that dies without
-/// closing is noticed within the idle timeout and its terminals fail over.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Who is at the dialling end of a link: its keep-alive and idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A lower platform: a few dozen links per district, so a dead parent
+    /// is noticed within seconds whether or not anything plays.
+    Platform,
+    /// A terminal: hundreds to thousands per relay, so each costs its
+    /// relay a packet exchange every `TERMINAL_KEEP_ALIVE` at most while
+    /// nothing plays (carrier NAT bindings need one every 20–30 s). While
+    /// a broadcast flows, a dead link is noticed from the audio stopping
+    /// (`liveness`), not from this timeout.
+    Terminal,
+}
 
-fn transport_config() -> Arc<TransportConfig> {
+/// A platform link's keep-alive and idle timeout.
+pub const PLATFORM_KEEP_ALIVE: Duration = Duration::from_secs(2);
+pub const PLATFORM_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+/// A terminal link's: the clock's slowest probes come this often too, and
+/// any packet received restarts the keep-alive, so an idle terminal's link
+/// costs one probe exchange per interval.
+pub const TERMINAL_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const TERMINAL_IDLE_TIMEOUT: Duration = Duration::from_secs(40);
+
+impl LinkKind {
+    fn keep_alive(self) -> Duration {
+        match self {
+            LinkKind::Platform => PLATFORM_KEEP_ALIVE,
+            LinkKind::Terminal => TERMINAL_KEEP_ALIVE,
+        }
+    }
+
+    pub fn idle_timeout(self) -> Duration {
+        match self {
+            LinkKind::Platform => PLATFORM_IDLE_TIMEOUT,
+            LinkKind::Terminal => TERMINAL_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Limits shared by both ends. What a peer can make a node buffer is
+/// bounded by these windows, and each connection's memory with them: a
+/// child sends only small control frames up, a broadcast stream carries
+/// 24 kbit/s.
+fn base_config() -> TransportConfig {
     let mut t = TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_idle_timeout(Some(
-        IDLE_TIMEOUT
-            .try_into()
-            .unwrap_or(VarInt::from_u32(6_000).into()),
-    ));
-    // One uni stream per broadcast; a bounded number may be open at once.
+    t.stream_receive_window(VarInt::from_u32(256 * 1024));
+    t.receive_window(VarInt::from_u32(1024 * 1024));
+    t.send_window(1024 * 1024);
+    t.datagram_receive_buffer_size(Some(16 * 1024));
+    t.datagram_send_buffer_size(16 * 1024);
+    // One datagram per send: a connection's transmit buffer stays one MTU
+    // (with segmentation offload it grows to ten: 13 kB more per child, to
+    // batch bursts that 24 kbit/s streams never make).
+    t.enable_segmentation_offload(false);
+    t
+}
+
+/// The dialling end's transport: it keeps the link alive.
+fn dial_config(kind: LinkKind) -> Arc<TransportConfig> {
+    let mut t = base_config();
+    // The upstream opens one uni stream per broadcast (a bounded number
+    // at once), never a bidirectional one.
     t.max_concurrent_uni_streams(VarInt::from_u32(64));
-    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    t.keep_alive_interval(Some(kind.keep_alive()));
+    t.max_idle_timeout(Some(idle(kind.idle_timeout())));
     Arc::new(t)
+}
+
+/// The accepting end's: no keep-alive of its own (its children's keep
+/// theirs, and each link's idle timeout is the lower of the two ends', so
+/// a platform child's 6 s applies to its link).
+fn accept_config() -> Arc<TransportConfig> {
+    let mut t = base_config();
+    // A child opens its control stream and nothing else: every stream a
+    // peer may open costs state at this end, for each of thousands.
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    t.keep_alive_interval(None);
+    t.max_idle_timeout(Some(idle(TERMINAL_IDLE_TIMEOUT)));
+    Arc::new(t)
+}
+
+fn idle(d: Duration) -> quinn::IdleTimeout {
+    d.try_into().unwrap_or(VarInt::from_u32(6_000).into())
 }
 
 /// What a node needs to build its endpoint.
@@ -93,6 +161,7 @@ fn client_config(
     identity: &Identity,
     crypto: &NodeCrypto,
     area: AreaCode,
+    kind: LinkKind,
 ) -> Result<quinn::ClientConfig, LinkError> {
     let verifier = Arc::new(
         ChainVerifier::new(
@@ -105,7 +174,7 @@ fn client_config(
     let tls = tls::client_config(identity, verifier)?;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport_config());
+    config.transport_config(dial_config(kind));
     Ok(config)
 }
 
@@ -127,9 +196,14 @@ pub fn platform_endpoint(
     let tls = tls::server_config(identity, verifier)?;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(transport_config());
+    server.transport_config(accept_config());
     let mut endpoint = endpoint_on(socket, Some(server))?;
-    endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
+    endpoint.set_default_client_config(client_config(
+        identity,
+        crypto,
+        own_area(identity),
+        LinkKind::Platform,
+    )?);
     Ok(endpoint)
 }
 
@@ -141,7 +215,12 @@ pub fn client_endpoint(
     socket: std::net::UdpSocket,
 ) -> Result<Endpoint, LinkError> {
     let mut endpoint = endpoint_on(socket, None)?;
-    endpoint.set_default_client_config(client_config(identity, crypto, own_area(identity))?);
+    endpoint.set_default_client_config(client_config(
+        identity,
+        crypto,
+        own_area(identity),
+        LinkKind::Terminal,
+    )?);
     Ok(endpoint)
 }
 
@@ -209,13 +288,18 @@ pub async fn send(stream: &mut SendStream, message: &Message) -> Result<(), Link
     Ok(())
 }
 
-/// Reads frames from a stream, bounded by the protocol's limits.
+/// Reads frames from a stream, bounded by the protocol's limits. It holds
+/// no read buffer of its own: QUIC's chunks go straight to the frame
+/// reader, which keeps only a frame not yet complete (a relay has one of
+/// these per child and per broadcast, so an idle one must cost nothing).
 pub struct FrameStream {
     recv: RecvStream,
     reader: FrameReader,
     ready: std::collections::VecDeque<RawFrame>,
-    buf: Vec<u8>,
 }
+
+/// Most bytes taken from QUIC at once.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameStream {
     pub fn new(recv: RecvStream) -> Self {
@@ -223,7 +307,6 @@ impl FrameStream {
             recv,
             reader: FrameReader::new(),
             ready: Default::default(),
-            buf: vec![0; 16 * 1024],
         }
     }
 
@@ -234,7 +317,7 @@ impl FrameStream {
             if let Some(f) = self.ready.pop_front() {
                 return Ok(Some(f));
             }
-            match self.recv.read(&mut self.buf).await? {
+            match self.recv.read_chunk(READ_CHUNK, true).await? {
                 // A frame cut off by the end of the stream is a framing
                 // error, counted like any other.
                 None if self.reader.buffered() > 0 => {
@@ -243,7 +326,7 @@ impl FrameStream {
                     )))
                 }
                 None => return Ok(None),
-                Some(n) => self.ready.extend(self.reader.push(&self.buf[..n])?),
+                Some(chunk) => self.ready.extend(self.reader.push(&chunk.bytes)?),
             }
         }
     }

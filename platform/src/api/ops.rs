@@ -21,8 +21,9 @@ use crate::book::{Coverage, TerminalRow};
 use crate::now_ms;
 use crate::workflow::Revoke;
 
-/// A terminal whose last heartbeat is older than this is offline.
-pub const OFFLINE_AFTER_MS: i64 = 30_000;
+/// A terminal whose last heartbeat is older than this is offline: three
+/// heartbeats at the terminal's default idle period (30 s).
+pub const OFFLINE_AFTER_MS: i64 = 90_000;
 
 #[utoipa::path(get, path = "/api/status", responses((status = 200, body = Object)))]
 pub async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {

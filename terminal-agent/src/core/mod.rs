@@ -30,6 +30,13 @@ pub use arbiter::PlayRecord;
 
 use crate::journal::{Journal, Persist};
 
+/// While something plays, a terminal's status goes up at least this often
+/// (the platforms' coverage counts a playing terminal silent for three of
+/// these as lost, `platform::book::LOST_AFTER_MS`); while idle, every
+/// configured heartbeat (30 s by default: each costs its relay a
+/// signature check and a few packets, for thousands of terminals).
+pub const PLAYING_HEARTBEAT_US: i64 = 10_000_000;
+
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub playout: PlayoutConfig,
@@ -52,7 +59,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             playout: PlayoutConfig::default(),
-            heartbeat_us: 10_000_000,
+            heartbeat_us: 30_000_000,
             decode_ahead_us: 300_000,
             decode_batch_us: 100_000,
             software: concat!("terminal-agent ", env!("CARGO_PKG_VERSION")).into(),
@@ -150,6 +157,7 @@ pub struct TerminalCore {
     linked: bool,
     status_seq: u32,
     next_status_us: i64,
+    last_status_us: i64,
     next_prune_us: i64,
     faults: Vec<Fault>,
     /// The latest time the core was told of.
@@ -217,6 +225,7 @@ impl TerminalCore {
             // restarts (with heartbeats of a second or more).
             status_seq: (now_us / 1_000_000).clamp(0, u32::MAX as i64 / 2) as u32,
             next_status_us: i64::MAX,
+            last_status_us: i64::MIN,
             next_prune_us: now_us + PRUNE_EVERY_US,
             faults: Vec::new(),
             now_us,
@@ -482,14 +491,34 @@ impl TerminalCore {
                 self.send_event(e);
             }
         }
+        if self.linked && self.arbiter.current().is_some() {
+            // Playing: heard from at least every PLAYING_HEARTBEAT_US.
+            self.next_status_us = self
+                .next_status_us
+                .min(self.last_status_us.saturating_add(self.heartbeat_us(true)));
+        }
         if self.linked && now_us >= self.next_status_us {
-            self.next_status_us = now_us + self.config.heartbeat_us.max(100_000);
+            self.last_status_us = now_us;
+            let playing = self.arbiter.current().is_some();
+            self.next_status_us = now_us + self.heartbeat_us(playing);
             let status = self.status(now_us);
             self.outputs.push_back(Output::Up(Box::new(Message::Status(
                 status.sign(&self.key),
             ))));
         }
         self.advance(now_us);
+    }
+
+    /// The heartbeat period now: the configured one, but no longer than
+    /// `PLAYING_HEARTBEAT_US` while something plays (coverage counts a
+    /// playing terminal that goes silent as lost).
+    fn heartbeat_us(&self, playing: bool) -> i64 {
+        let configured = self.config.heartbeat_us.max(100_000);
+        if playing {
+            configured.min(PLAYING_HEARTBEAT_US)
+        } else {
+            configured
+        }
     }
 
     /// What to ask a new upstream for: broadcasts half received resume at

@@ -1,0 +1,404 @@
+//! System-level harness: one village platform (the real `platform` program
+//! in its own process) relaying to N terminals, with its CPU and memory
+//! read from /proc as the peers' scripts read theirs. The district (the
+//! source) and the load client of thin terminals (`bench::load`) run in
+//! this process; `--real` starts real `terminal-agent` processes instead,
+//! so the thin client can be checked against the real one.
+//!
+//! For each N: the village's CPU with no terminal (the peers' baseline),
+//! with N connected and nothing playing (idle cost), then while a recorded
+//! broadcast plays and while live speech plays (40 ms segments), each per
+//! terminal-second of audio above both baselines; resident memory per
+//! connected terminal; the first-to-last-terminal arrival spread of each
+//! segment. One JSON line per N on stdout.
+//!
+//! `cargo build --release -p platform -p terminal-agent -p bench --bin fanout`
+//! then `target/release/fanout --terminals 600,2000 [--window 30]` (see
+//! `scripts/fanout.sh`, which also runs the peers).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bench::load::{LoadClient, LoadOptions};
+use bench::procstat::{self, CpuWindow};
+use certs::pki::{DistrictPki, Layout};
+use clap::Parser;
+use serde_json::json;
+use testbed::node::{platform_config, provision, start_platform};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Terminal counts, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "600")]
+    terminals: Vec<usize>,
+    /// Seconds of each idle measurement.
+    #[arg(long, default_value_t = 20)]
+    window: u64,
+    /// Seconds after the terminals connect before the idle measurement
+    /// (their clocks' first probes are done by then).
+    #[arg(long, default_value_t = 20)]
+    settle: u64,
+    /// Speech for both broadcasts (WAV); the peers' speech by default when
+    /// it exists (`../shared/peers/make_speech.sh`), else the alert sample.
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Seconds of live speech.
+    #[arg(long, default_value_t = 30)]
+    live_seconds: u64,
+    /// One thin terminal in this many verifies everything it gets.
+    #[arg(long, default_value_t = 50)]
+    verify_every: usize,
+    /// Real `terminal-agent` processes (null sink) instead of thin ones.
+    #[arg(long)]
+    real: bool,
+    /// Skip the live run.
+    #[arg(long)]
+    no_live: bool,
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (x * m).round() / m
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p platform -p terminal-agent`",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn wav_seconds(path: &Path) -> anyhow::Result<f64> {
+    let r = hound::WavReader::open(path).with_context(|| format!("{}", path.display()))?;
+    let spec = r.spec();
+    Ok(r.duration() as f64 / spec.sample_rate as f64)
+}
+
+/// A process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Ctrl-C first (an orderly stop, and a profiler writes its
+        // output), then SIGKILL.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log)?;
+    // FANOUT_RELAY_WRAP="valgrind --tool=massif ...": the relay under a
+    // profiler (where its memory goes).
+    let wrap: Vec<String> = match std::env::var("FANOUT_RELAY_WRAP") {
+        Ok(w) if program.ends_with("platform") => w.split_whitespace().map(String::from).collect(),
+        _ => Vec::new(),
+    };
+    let mut command = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    };
+    // FANOUT_RELAY_THREADS=N: the relay's runtime threads (tokio's own
+    // variable), to see what cross-thread wake-ups cost.
+    if let Ok(n) = std::env::var("FANOUT_RELAY_THREADS") {
+        command.env("TOKIO_WORKER_THREADS", n);
+    }
+    let child = command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Child(child))
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+/// CPU rate (ms of CPU per s) of `pid` over `secs`.
+async fn idle_rate(pid: u32, secs: u64) -> f64 {
+    let w = CpuWindow::start(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (cpu, wall) = w.read();
+    cpu * 1000.0 / wall
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for &n in &args.terminals {
+        let line = rt.block_on(run_one(&args, n))?;
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().to_path_buf();
+    let audio = args.audio.clone().unwrap_or_else(|| {
+        let peers = PathBuf::from("/tmp/peers/media/speech48k_mono.wav");
+        if peers.exists() {
+            peers
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/audio/alert-zh.wav")
+        }
+    });
+    let audio_s = wav_seconds(&audio)?;
+    let now = certs::time::unix_now();
+    let t_pki = Instant::now();
+    let pki = DistrictPki::generate(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: n,
+        },
+        (now - 3600, now + 86_400),
+        now,
+    )?;
+    eprintln!("fanout {n}: PKI in {:.1} s", t_pki.elapsed().as_secs_f64());
+    let creds = testbed::Credentials::generate()?;
+    let district = start_platform(
+        platform_config(&path, "district", vec![]),
+        provision(&path, &pki.root, &pki.district, "district", now)?,
+        &creds,
+        true,
+    )
+    .await?;
+    let village_pki = &pki.towns[0].villages[0];
+    provision(&path, &pki.root, &village_pki.identity, "village", now)?;
+    let village_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut vc = platform_config(&path, "village", vec![district.quic_addr]);
+    vc.listen = village_addr;
+    let village_config = path.join("village.toml");
+    std::fs::write(&village_config, toml::to_string(&vc)?)?;
+    let village = spawn(
+        &sibling("platform")?,
+        &["run", "--config", &village_config.display().to_string()],
+        &path.join("village.log"),
+    )?;
+    let pid = village.0.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::UdpSocket::bind(village_addr).is_ok() {
+        anyhow::ensure!(Instant::now() < deadline, "the village did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Linked to the district, its clock settled, nothing below.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_none = idle_rate(pid, args.window).await;
+    let rss_none = procstat::rss_kb(pid);
+
+    let anchor = certs::TrustAnchor::new(pki.root.cert().clone())?;
+    let identities: Vec<certs::Identity> =
+        village_pki.terminals.iter().map(certs::pki::copy).collect();
+    let t_connect = Instant::now();
+    let mut real = Vec::new();
+    let load = if args.real {
+        for (k, id) in identities.iter().enumerate() {
+            let name = format!("terminal-{k}");
+            let tdir = path.join(&name);
+            std::fs::create_dir_all(&tdir)?;
+            provision(&path, &pki.root, id, &name, now)?;
+            let mut config = terminal_agent::TerminalConfig::new(
+                path.join(format!("{name}.bundle")),
+                vec![village_addr],
+                tdir.join("store"),
+            );
+            config.sink = "null".into();
+            let config_path = tdir.join("terminal.toml");
+            std::fs::write(&config_path, toml::to_string(&config)?)?;
+            real.push(spawn(
+                &sibling("terminal-agent")?,
+                &["--config", &config_path.display().to_string()],
+                &tdir.join("run.log"),
+            )?);
+        }
+        None
+    } else {
+        Some(LoadClient::start(
+            identities,
+            anchor,
+            LoadOptions {
+                upstreams: vec![village_addr],
+                heartbeat: Duration::from_millis(
+                    terminal_agent::TerminalConfig::DEFAULT_HEARTBEAT_MS,
+                ),
+                verify_every: args.verify_every,
+            },
+        )?)
+    };
+    let connect_timeout = Duration::from_secs(30 + n as u64 / 50);
+    let connected = match &load {
+        Some(l) => l.wait_connected(n, connect_timeout).await,
+        None => wait_real_connected(&district, n, connect_timeout).await,
+    };
+    let connect_s = t_connect.elapsed().as_secs_f64();
+    eprintln!("fanout {n}: {connected} connected in {connect_s:.1} s");
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let terminal_cpu0: f64 = real.iter().map(|c| procstat::cpu_s(c.0.id())).sum();
+    let t_idle = Instant::now();
+    let idle_n = idle_rate(pid, args.window).await;
+    // A real terminal's own idle cost (the goal holds for both ends).
+    let terminal_idle = (!real.is_empty()).then(|| {
+        let used: f64 = real.iter().map(|c| procstat::cpu_s(c.0.id())).sum::<f64>() - terminal_cpu0;
+        round(
+            used * 1000.0 / t_idle.elapsed().as_secs_f64() / real.len() as f64,
+            4,
+        )
+    });
+    let rss_n = procstat::rss_kb(pid);
+
+    let api = testbed::ApiClient::of(&district, &creds)?;
+    let area = village_pki.area.to_string();
+    // Recorded: the whole file as one broadcast.
+    let w = CpuWindow::start(pid);
+    let id = api
+        .issue(
+            &audio,
+            &[
+                ("areas", area.clone()),
+                ("class", "emergency".into()),
+                ("severity", "1".into()),
+                ("title", "扇出测试".into()),
+                ("valid_minutes", "10".into()),
+            ],
+        )
+        .await?;
+    // Its lead (at most a few seconds), its audio, the last receipts.
+    tokio::time::sleep(Duration::from_secs_f64(audio_s + 5.0)).await;
+    let (cpu, wall) = w.read();
+    let recorded = per_terminal_second(cpu, wall, idle_none, idle_n, n, audio_s);
+    let recorded_spread = load.as_ref().map(|l| l.spread(id));
+    let rss_recorded = procstat::rss_kb(pid);
+
+    let live = if args.no_live {
+        serde_json::Value::Null
+    } else {
+        let frames =
+            codec::ingest_file(&audio, &codec::IngestConfig::default(), &mut |_| {})?.frames;
+        let frames = &frames[..frames.len().min(args.live_seconds as usize * 50)];
+        let live_s = frames.len() as f64 / 50.0;
+        let base = format!("http://{}", district.http_addr.context("district API")?);
+        let open = json!({
+            "areas": area, "class": "emergency", "severity": "1", "title": "扇出现场",
+            "format": "opus",
+            "approver": {"name": creds.approver.name, "password": creds.approver.password},
+        });
+        let w = CpuWindow::start(pid);
+        let (mut speaker, answer) =
+            testbed::live::LiveClient::open(&base, &creds.drafter.token, open).await?;
+        anyhow::ensure!(answer["state"] == "on_air", "live refused: {answer}");
+        let live_id: protocol::BroadcastId = answer["id"].as_str().context("live id")?.parse()?;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for f in frames {
+            tick.tick().await;
+            speaker.send_opus(f).await?;
+        }
+        speaker.end().await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (cpu, wall) = w.read();
+        json!({
+            "seconds": live_s,
+            "cpu_ms_per_terminal_s": per_terminal_second(cpu, wall, idle_none, idle_n, n, live_s),
+            "spread": load.as_ref().map(|l| l.spread(live_id)),
+        })
+    };
+    let counters = load.as_ref().map(|l| {
+        let c = &l.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        json!({
+            "sessions": get(&c.sessions), "segments": get(&c.segments), "verified": get(&c.verified),
+            "refused": get(&c.refused), "bytes": get(&c.bytes), "receipts": get(&c.receipts),
+        })
+    });
+    if let Some(l) = load {
+        l.stop().await;
+    }
+    drop(real);
+    drop(village);
+    district.shutdown().await;
+    let per_kb = |rss: f64| round((rss - rss_none) / n.max(1) as f64, 1);
+    Ok(json!({
+        "terminals": n,
+        "client": if args.real { "terminal-agent" } else { "thin" },
+        "connected": connected,
+        "connect_s": round(connect_s, 1),
+        "audio_s": round(audio_s, 1),
+        "idle_ms_per_s": { "none": round(idle_none, 2), "connected": round(idle_n, 2) },
+        "idle_ms_per_terminal_s": round((idle_n - idle_none) / n.max(1) as f64, 4),
+        "terminal_idle_ms_per_s": terminal_idle,
+        "recorded": { "cpu_ms_per_terminal_s": recorded, "spread": recorded_spread },
+        "live": live,
+        "rss_kb_per_terminal": { "idle": per_kb(rss_n), "after_recorded": per_kb(rss_recorded) },
+        "rss_mb": { "none": round(rss_none / 1024.0, 1), "connected": round(rss_n / 1024.0, 1) },
+        "load": counters,
+    }))
+}
+
+/// CPU per terminal per second of audio, above the village's idle with
+/// no terminal (as the peers count) and above its idle with the same
+/// connections (the audio alone).
+fn per_terminal_second(
+    cpu_s: f64,
+    wall_s: f64,
+    idle_none: f64,
+    idle_n: f64,
+    n: usize,
+    audio_s: f64,
+) -> serde_json::Value {
+    let used_ms = cpu_s * 1000.0;
+    let per = |idle_ms_per_s: f64| {
+        round(
+            (used_ms - idle_ms_per_s * wall_s) / (n.max(1) as f64 * audio_s),
+            4,
+        )
+    };
+    json!({ "above_no_terminal": per(idle_none), "above_connected": per(idle_n) })
+}
+
+async fn wait_real_connected(
+    district: &platform::PlatformHandle,
+    n: usize,
+    timeout: Duration,
+) -> usize {
+    // Real terminals are seen at the district through their status.
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = district
+            .relay
+            .book()
+            .terminals(platform::now_ms(), i64::MAX)
+            .len();
+        if seen >= n || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
