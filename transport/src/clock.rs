@@ -189,9 +189,9 @@ pub struct SyncConfig {
     /// Probes sent at connect, `burst_gap_us` apart.
     pub burst: u32,
     pub burst_gap_us: i64,
-    /// For `settle_us` after connecting, while the estimate is not yet
-    /// within `QUIET_US`, one probe this often (over a jittery path the
-    /// envelopes sharpen with the number of samples).
+    /// For `settle_us` after connecting, unless the path is quick and the
+    /// estimate within `QUIET_US`, one probe this often (over a jittery
+    /// path the envelopes sharpen with the number of samples).
     pub settle_period_us: i64,
     pub settle_us: i64,
     /// The shortest period between probes after that, and the longest.
@@ -229,6 +229,8 @@ const STEADY_US: i64 = 20;
 /// An estimate this good is good enough (P4 asks for terminals within a
 /// millisecond of each other): probes slow down from there.
 const QUIET_US: i64 = 200;
+/// A path this quick (a LAN, loopback) needs no settling.
+const QUICK_RTT_US: i64 = 2_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -395,15 +397,20 @@ impl ClockSync {
         self.fitted = fit;
         if self.burst_left == 0 {
             if let Some(e) = fit {
-                self.adapt_period(e.uncertainty_us, t3_us);
+                self.adapt_period(&e, t3_us);
             }
         }
         Ok(changed)
     }
 
     /// Slower probes while the estimate holds, faster when it worsens.
-    fn adapt_period(&mut self, uncertainty_us: i64, now_local_us: i64) {
-        if uncertainty_us > QUIET_US && now_local_us - self.connected_us < self.cfg.settle_us {
+    fn adapt_period(&mut self, e: &Estimate, now_local_us: i64) {
+        let uncertainty_us = e.uncertainty_us;
+        // Over a slow path a young fit's uncertainty is too hopeful (a few
+        // dozen samples have not found the quick trips yet): it settles at
+        // the quick pace whatever it says. A quick path's is to be trusted.
+        let settled = uncertainty_us <= QUIET_US && e.min_rtt_us <= QUICK_RTT_US;
+        if !settled && now_local_us - self.connected_us < self.cfg.settle_us {
             self.period_us = self.cfg.settle_period_us;
             return;
         }

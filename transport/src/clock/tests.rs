@@ -396,3 +396,32 @@ fn probes_slow_down_while_the_estimate_holds_and_quicken_when_the_clock_changes(
         "worst error {worst_after_settling} µs"
     );
 }
+
+#[test]
+fn a_slow_path_settles_at_the_quick_pace_however_good_its_first_fit_looks() {
+    // 20 ms each way with almost no jitter: the fit soon claims to be
+    // within microseconds, but a 4G path's first minute says little.
+    let mut sync = ClockSync::new(SyncConfig::default());
+    sync.restart(0);
+    let mut sent = 0;
+    let mut t = 0i64;
+    while t < 180_000_000 {
+        if let Some(req) = sync.poll_request(t) {
+            if t < 120_000_000 {
+                sent += 1;
+            }
+            let r = TimeResponse {
+                t0_us: req.t0_us,
+                t1_us: t + 20_000,
+                t2_us: t + 20_010,
+                epoch: 0,
+            };
+            sync.handle_response(&r, t + 40_010).unwrap();
+        }
+        t += 10_000;
+    }
+    assert!(sync.estimate().unwrap().uncertainty_us < 200);
+    assert!(sent >= 470, "{sent} probes in the first two minutes");
+    // Then it slows down.
+    assert_eq!(sync.period_us(), SyncConfig::default().max_period_us);
+}
