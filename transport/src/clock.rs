@@ -175,15 +175,16 @@ impl TreeClock {
 
 /// How the estimator samples and fits.
 ///
-/// Probing adapts to what it buys: after the connect burst (and the
-/// settling probes of a jittery path), one probe per `period_us`; whenever
-/// an answer leaves the estimate's uncertainty where it was (neither
-/// better nor worse by more than a tenth, or 20 µs) or within `QUIET_US`,
-/// the period doubles, up to `max_period_us`; an answer that finds the
-/// estimate worse halves it again. A settled link on a steady path is
-/// probed every `max_period_us` (and its link needs no keep-alive of its
-/// own); one whose path or clock changes is probed faster until its
-/// estimate holds again.
+/// Probing adapts to what it buys: after the connect burst, a slow path
+/// (4G) settles at `settle_period_us` for `settle_us`, then probes every
+/// `period_us` (sparse probes there find too few quick trips to hold P4).
+/// A quick path (`QUICK_RTT_US`) whose estimate is within `QUIET_US` skips
+/// settling, and its period doubles, up to `max_period_us`, with each
+/// answer that leaves the uncertainty where it was (neither better nor
+/// worse by more than a tenth, or 20 µs) or under half of `QUIET_US`;
+/// an answer that finds it worse halves the period, one past `QUIET_US`
+/// returns it to `period_us`. A settled quick link is probed every
+/// `max_period_us` (and its link needs no keep-alive of its own).
 #[derive(Debug, Clone, Copy)]
 pub struct SyncConfig {
     /// Probes sent at connect, `burst_gap_us` apart.
@@ -409,9 +410,18 @@ impl ClockSync {
         // Over a slow path a young fit's uncertainty is too hopeful (a few
         // dozen samples have not found the quick trips yet): it settles at
         // the quick pace whatever it says. A quick path's is to be trusted.
-        let settled = uncertainty_us <= QUIET_US && e.min_rtt_us <= QUICK_RTT_US;
-        if !settled && now_local_us - self.connected_us < self.cfg.settle_us {
+        let quick = e.min_rtt_us <= QUICK_RTT_US;
+        if !(quick && uncertainty_us <= QUIET_US)
+            && now_local_us - self.connected_us < self.cfg.settle_us
+        {
             self.period_us = self.cfg.settle_period_us;
+            return;
+        }
+        if !quick {
+            // Over a slow path sparse probes find too few quick trips to
+            // hold P4 (the skew bench's 40–200 ms paths went from 0.6 to
+            // 1.2–2 ms at p99 when probes slowed): the steady pace.
+            self.period_us = self.cfg.period_us;
             return;
         }
         let Some(last) = self.steady_uncertainty_us else {
@@ -421,10 +431,15 @@ impl ClockSync {
         // Measured against the best since the pace last quickened, so a
         // slow creep upwards is seen too.
         let slack = ((last as f64 * STEADY_SHARE) as i64).max(STEADY_US);
-        let reference = if uncertainty_us > last + slack {
+        let reference = if uncertainty_us > QUIET_US {
+            // Not good enough for P4: the steady pace, whatever came before
+            // (over a jittery path sparse probes find too few quick trips).
+            self.period_us = self.cfg.period_us;
+            uncertainty_us
+        } else if uncertainty_us > last + slack {
             self.period_us = (self.period_us / 2).max(self.cfg.period_us.min(self.period_us));
             uncertainty_us
-        } else if uncertainty_us >= last - slack || uncertainty_us <= QUIET_US {
+        } else if uncertainty_us >= last - slack || uncertainty_us <= QUIET_US / 2 {
             self.period_us = (self.period_us * 2).min(self.cfg.max_period_us);
             last.min(uncertainty_us)
         } else {
