@@ -363,6 +363,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads one broadcast stream to its end.
+#[derive(Clone)]
 struct StreamReader {
     identity: Arc<Identity>,
     clock: Arc<TreeClock>,
@@ -449,17 +450,7 @@ impl StreamReader {
     /// Sends a receipt once the tree's time reaches `at_us`.
     fn later(&self, id: BroadcastId, kind: ReceiptKind, at_us: i64) {
         let wait = (at_us - self.clock.now()).max(0) as u64;
-        let me = StreamReader {
-            identity: self.identity.clone(),
-            clock: self.clock.clone(),
-            verifier: None,
-            record: self.record.clone(),
-            counters: self.counters.clone(),
-            have: self.have.clone(),
-            playing_until_us: self.playing_until_us.clone(),
-            up: self.up.clone(),
-            epoch: self.epoch,
-        };
+        let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(wait)).await;
             me.receipt(id, kind, at_us / 1000).await;
