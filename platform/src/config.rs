@@ -91,6 +91,12 @@ pub struct PlatformConfig {
     #[arg(skip)]
     #[serde(default)]
     pub sites: Vec<crate::console::places::SiteEntry>,
+    /// Limits on connection attempts to the QUIC port (`[admission]`;
+    /// file only): links, handshakes in flight, per source, when to ask
+    /// for address validation, how long a handshake may take.
+    #[arg(skip)]
+    #[serde(default)]
+    pub admission: transport::admission::AdmissionConfig,
 }
 
 fn default_max_upload_mb() -> u64 {
@@ -134,6 +140,7 @@ impl PlatformConfig {
             accounts: AccountPolicy::default(),
             areas: Vec::new(),
             sites: Vec::new(),
+            admission: Default::default(),
         }
     }
 
@@ -174,6 +181,7 @@ impl PlatformConfig {
         );
         self.review.check().map_err(anyhow::Error::msg)?;
         self.accounts.check().map_err(anyhow::Error::msg)?;
+        self.admission.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

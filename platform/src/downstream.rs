@@ -2,6 +2,8 @@
 //! broadcast that targets its area on its own QUIC stream, at the
 //! broadcast's priority; their receipts and status come back up.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use quinn::Connection;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+use transport::admission::{Admission, AdmissionConfig, Decision, Ending};
 use transport::FrameStream;
 
 use crate::broadcast::{Broadcast, Cursor, Step};
@@ -30,53 +33,177 @@ pub struct Child {
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts children until `shutdown` resolves; then waits for their
-/// sessions to end (the endpoint is closed by whoever stops the platform).
+/// The link of each child now linked, by serial. A child that links again
+/// (a terminal restarted, or back after its carrier's outage) supersedes
+/// its old link at once: the old one is dead or about to be, and holding
+/// it until its idle timeout would hold the memory of two links per child
+/// through a reconnect storm.
+#[derive(Default)]
+pub struct Children {
+    linked: std::sync::Mutex<HashMap<u64, (u64, Connection)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A child's entry; removed when dropped unless a newer link replaced it.
+pub struct Linked<'a> {
+    children: &'a Children,
+    serial: u64,
+    generation: u64,
+}
+
+impl Children {
+    /// Records `conn` as `serial`'s link, closing the one it replaces.
+    pub fn enter(&self, serial: u64, conn: &Connection) -> Linked<'_> {
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let old = self
+            .linked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(serial, (generation, conn.clone()));
+        if let Some((_, old)) = old {
+            info!(
+                serial = format!("{serial:016x}"),
+                old = %old.remote_address(),
+                new = %conn.remote_address(),
+                "child linked again: its old link is closed"
+            );
+            old.close(4u32.into(), b"superseded");
+        }
+        Linked {
+            children: self,
+            serial,
+            generation,
+        }
+    }
+
+    /// Children linked now.
+    pub fn count(&self) -> usize {
+        self.linked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for Linked<'_> {
+    fn drop(&mut self) {
+        let mut linked = self
+            .children
+            .linked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if linked
+            .get(&self.serial)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            linked.remove(&self.serial);
+        }
+    }
+}
+
+/// Accepts children until `shutdown` resolves, each attempt judged by
+/// `admission` first (S1: a flood of strangers must not crowd out the
+/// terminals); then waits for their sessions to end (the endpoint is
+/// closed by whoever stops the platform).
 pub async fn serve(
     endpoint: quinn::Endpoint,
     relay: Arc<Relay>,
+    admission: AdmissionConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let deadline = admission.handshake_timeout();
+    let mut admission = Admission::new(admission, relay.admission.clone());
+    // Handshake tasks by id, with their source: a slot is given back
+    // however the task ends.
+    let mut handshakes = JoinSet::new();
+    let mut sources: HashMap<tokio::task::Id, IpAddr> = HashMap::new();
     let mut sessions = JoinSet::new();
     loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => i,
-            _ = &mut shutdown => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
-        };
-        let Some(incoming) = incoming else { break };
-        let relay = relay.clone();
-        sessions.spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    if let Err(e) = session(conn, relay).await {
-                        debug!(%remote, "child session ended: {e}");
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let source = incoming.remote_address().ip();
+                match admission.decide(source, incoming.remote_address_validated()) {
+                    Decision::Accept => match incoming.accept() {
+                        Ok(connecting) => {
+                            let task = handshakes.spawn(handshake(connecting, deadline, relay.clone()));
+                            sources.insert(task.id(), source);
+                        }
+                        Err(e) => {
+                            debug!(%source, "handshake refused at once: {e}");
+                            admission.ended(source, Ending::Failed);
+                        }
+                    },
+                    Decision::Retry => {
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().ignore();
+                        }
                     }
-                }
-                Err(e) => {
-                    debug!(%remote, "handshake refused: {e}");
-                    // A peer whose chain fails is reported by the TLS
-                    // verifier; one with no certificate never reaches it.
-                    if no_certificate(&e) {
-                        relay.refuse(
-                            &Refusal::PeerUntrusted(format!("{remote} presented no certificate")),
-                            None,
-                            0,
-                            crate::now_ms(),
-                        );
-                    }
+                    Decision::Refuse => incoming.refuse(),
+                    Decision::Drop => incoming.ignore(),
                 }
             }
-        });
+            _ = &mut shutdown => break,
+            Some(done) = handshakes.join_next_with_id(), if !handshakes.is_empty() => {
+                let (id, outcome) = match done {
+                    Ok((id, outcome)) => (id, outcome),
+                    Err(e) => (e.id(), Err(Ending::Failed)),
+                };
+                let Some(source) = sources.remove(&id) else { continue };
+                match outcome {
+                    Ok(conn) => {
+                        admission.ended(source, Ending::Linked);
+                        let relay = relay.clone();
+                        sessions.spawn(async move {
+                            let remote = conn.remote_address();
+                            if let Err(e) = session(conn, relay).await {
+                                debug!(%remote, "child session ended: {e}");
+                            }
+                        });
+                    }
+                    Err(ending) => admission.ended(source, ending),
+                }
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => admission.closed(),
+        }
     }
     endpoint.close(0u32.into(), b"shutdown");
+    handshakes.abort_all();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while sessions.join_next().await.is_some() {}
     });
     if drained.await.is_err() {
         sessions.abort_all();
+    }
+}
+
+/// Finishes one accepted handshake within `deadline` (dropping an
+/// unfinished one closes it, so a half-open connection holds its slot no
+/// longer).
+async fn handshake(
+    connecting: quinn::Connecting,
+    deadline: Duration,
+    relay: Arc<Relay>,
+) -> Result<Connection, Ending> {
+    let remote = connecting.remote_address();
+    match tokio::time::timeout(deadline, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => {
+            debug!(%remote, "handshake refused: {e}");
+            // A peer whose chain fails is reported by the TLS verifier;
+            // one with no certificate never reaches it.
+            if no_certificate(&e) {
+                relay.refuse(
+                    &Refusal::PeerUntrusted(format!("{remote} presented no certificate")),
+                    None,
+                    0,
+                    crate::now_ms(),
+                );
+            }
+            Err(Ending::Failed)
+        }
+        Err(_) => {
+            debug!(%remote, "handshake abandoned after {deadline:?}");
+            Err(Ending::TimedOut)
+        }
     }
 }
 
@@ -137,6 +264,7 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         }
     }
     info!(tier = %child.tier, serial = format!("{:016x}", child.serial), "child connected");
+    let _linked = relay.children.enter(child.serial, &conn);
     // Tiers above learn the child's key, so they can check its reports.
     if let Err(r) = relay.add_member(&chain, None, crate::now_ms()) {
         debug!("child's chain no longer verifies: {r}");

@@ -272,6 +272,7 @@ impl Platform {
             tokio::spawn(downstream::serve(
                 endpoint.clone(),
                 relay.clone(),
+                config.admission.clone(),
                 stopping(),
             )),
             tokio::spawn(upstream::run(

@@ -200,6 +200,32 @@ pub fn render(
             "ebs_terminal_refusals_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    family(
+        &mut out,
+        "ebs_handshakes_total",
+        "counter",
+        "Connection attempts on the QUIC port, by what was decided and how accepted handshakes ended: accepted, retried (asked to prove the address), refused_full, refused_source, dropped_busy, linked, failed, timed_out.",
+    );
+    for (outcome, n) in relay.admission.totals() {
+        let _ = writeln!(out, "ebs_handshakes_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "ebs_links",
+        "gauge",
+        "Links on the QUIC port: handshaking, linked.",
+    );
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "ebs_links{{state=\"handshaking\"}} {}",
+        load(&relay.admission.handshaking)
+    );
+    let _ = writeln!(
+        out,
+        "ebs_links{{state=\"linked\"}} {}",
+        load(&relay.admission.links)
+    );
     let online = terminals.iter().filter(|t| t.online).count();
     let _ = writeln!(out, "ebs_terminals{{state=\"online\"}} {online}");
     let _ = writeln!(

@@ -61,6 +61,10 @@ pub struct Relay {
     /// top, else corrected by what its parent link measured. Children are
     /// answered with it.
     pub clock: Arc<transport::clock::TreeClock>,
+    /// What the accept loop decided about every connection attempt.
+    pub admission: Arc<transport::admission::AdmissionCounters>,
+    /// Each linked child's link, by serial.
+    pub children: crate::downstream::Children,
 }
 
 impl Relay {
@@ -98,6 +102,8 @@ impl Relay {
             members: Members::default(),
             requests: Default::default(),
             clock,
+            admission: Default::default(),
+            children: Default::default(),
         })
     }
 

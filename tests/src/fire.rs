@@ -186,6 +186,17 @@ impl Fire {
     /// A district with one town and one village of `terminals` terminals;
     /// the village and the terminals are started; `seed` seeds every proxy.
     pub async fn start(programs: Programs, terminals: usize, seed: u64) -> anyhow::Result<Fire> {
+        Fire::start_with(programs, terminals, seed, |_| {}).await
+    }
+
+    /// As `start`, with the village's configuration changed by `village`
+    /// before it starts.
+    pub async fn start_with(
+        programs: Programs,
+        terminals: usize,
+        seed: u64,
+        village: impl FnOnce(&mut platform::PlatformConfig),
+    ) -> anyhow::Result<Fire> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let now = certs::time::unix_now();
@@ -215,6 +226,13 @@ impl Fire {
         let village_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut vc = platform_config(&path, "village", vec![town.quic_addr, district.quic_addr]);
         vc.listen = village_addr;
+        village(&mut vc);
+        // The same accounts as the district's (its API, when a test gives it
+        // an address, answers the same tokens).
+        {
+            let (accounts, _) = platform::open_offline(&vc)?;
+            creds.provision(&accounts)?;
+        }
         let village_config = path.join("village.toml");
         std::fs::write(&village_config, toml::to_string(&vc)?)?;
 

@@ -2,6 +2,7 @@
 
 pub mod adversary;
 pub mod fire;
+pub mod flood;
 pub mod forge;
 pub mod impair;
 pub mod range;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use codec::timeline::Timeline;
 use tests::fire::{in_step, missed, Fire, Programs};
+use tests::flood::FloodStats;
 
 fn programs() -> Programs {
     Programs {
@@ -295,6 +296,117 @@ async fn a_link_that_dies_silently_during_live_speech_is_left_within_seconds() {
         describe(&reference, &t, from, to),
         f.terminals[0].logs()
     );
+}
+
+/// One metric's value from a Prometheus text page.
+fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_strangers_keeps_no_terminal_from_an_alert_or_from_reconnecting() {
+    // Small limits so a test-sized flood reaches them: beyond 8 handshakes
+    // in flight strangers must prove their address, 8 per source at most,
+    // half-open attempts abandoned after 1.5 s.
+    let http = tests::fire::free_port();
+    let mut f = Fire::start_with(programs(), 2, 9, |c| {
+        c.http = Some(([127, 0, 0, 1], http).into());
+        c.admission = transport::admission::AdmissionConfig {
+            max_links: 1_000,
+            max_handshakes: 48,
+            max_handshakes_per_source: 8,
+            retry_above: 8,
+            handshake_timeout_ms: 1_500,
+        };
+    })
+    .await
+    .expect("district starts");
+    // Terminal 1 listens to the town: the reference, out of the flood.
+    f.terminals[1].links[0].cut();
+    f.start_all(Duration::from_secs(30))
+        .await
+        .expect("terminals connect");
+    let clip = f.dir.path().join("alert.wav");
+    tests::clip("alert-zh.wav", ALERT_S, &clip);
+
+    // The genuine terminals dial from 127.0.0.1; the strangers from three
+    // addresses each, certificate-less handshakes and half-open ones.
+    let ip = |n: u8| std::net::IpAddr::from([127, 0, 0, n]);
+    let certless = tests::flood::Flood::certless(f.village_addr, &[ip(2), ip(3), ip(4)], 4, 10);
+    let half_open = tests::flood::Flood::half_open(f.village_addr, &[ip(5), ip(6), ip(7)], 100);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    f.alert(&clip, "洪水预警").await.expect("issued");
+    played(&f, 0, 6.0).await;
+    // Terminal 0 restarts mid-alert and must get back in through the flood.
+    f.terminals[0].kill9();
+    let killed_at = platform::now_ms() * 1000;
+    f.start_terminal(0).expect("terminal 0 restarts");
+    let restarted_at = platform::now_ms() * 1000;
+    let (from, to) = whole(&f, 1).await;
+    let certless = certless.stop().await;
+    let half_open = half_open.stop().await;
+
+    let reference = f.terminals[1].timeline();
+    let t = f.terminals[0].timeline();
+    let before = missed(&reference, &t, from, killed_at);
+    let back = restarted_at + 5_000_000;
+    let after = missed(&reference, &t, back, to);
+    assert!(
+        before.is_empty() && after.is_empty(),
+        "terminal 0 during the flood: {}\n{}",
+        describe(&reference, &t, from, to),
+        f.terminals[0].logs()
+    );
+    let get = FloodStats::get;
+    assert!(
+        get(&certless.closed_by_platform) >= 50 && get(&certless.kept) == 0,
+        "certificate-less clients: {certless:?}"
+    );
+    assert!(
+        get(&half_open.attempts) >= 1_000 && get(&half_open.retries_seen) > 0,
+        "half-open attempts: {half_open:?}"
+    );
+
+    // Every attempt is counted, and no slot is left taken.
+    let page_url = format!("http://127.0.0.1:{http}/metrics");
+    let mut page = String::new();
+    let mut settled = false;
+    for _ in 0..100 {
+        let scrape = reqwest::Client::new()
+            .get(&page_url)
+            .bearer_auth(&f.creds.maintainer.token)
+            .send();
+        if let Ok(r) = scrape.await {
+            page = r.text().await.unwrap_or_default();
+        }
+        settled =
+            page.contains("ebs_links") && metric(&page, "ebs_links{state=\"handshaking\"}") == 0;
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = |o: &str| metric(&page, &format!("ebs_handshakes_total{{outcome=\"{o}\"}}"));
+    assert!(settled, "handshakes left in flight:\n{page}");
+    assert_eq!(metric(&page, "ebs_links{state=\"linked\"}"), 1, "{page}");
+    assert!(
+        count("failed") >= get(&certless.closed_by_platform),
+        "{page}"
+    );
+    assert!(count("retried") > 0 && count("timed_out") > 0, "{page}");
+    assert!(count("linked") >= 2, "terminal 0 linked twice:\n{page}");
+    // The refusals reach the district as security events.
+    let untrusted = f
+        .district
+        .relay
+        .book()
+        .refusals
+        .iter()
+        .find(|(r, _)| r.name() == "peer_untrusted")
+        .map_or(0, |(_, n)| *n);
+    assert!(untrusted > 0, "no refusal reached the district");
 }
 
 /// The loudest sample of the records playing within `[from, to)`.

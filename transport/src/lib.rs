@@ -6,6 +6,7 @@
 //! frames (`protocol::frame`) on QUIC streams: one bidirectional control
 //! stream per connection, one unidirectional stream per broadcast.
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod guard;

@@ -77,10 +77,24 @@ pub struct DialPlan {
     hostile_retries: u32,
     /// When every upstream is avoided, not before this.
     retry_at: Option<Instant>,
+    /// Spreads the waits after failed rounds: thousands of terminals that
+    /// lost their links together must not redial in lockstep.
+    jitter: rand::rngs::StdRng,
 }
 
 impl DialPlan {
     pub fn new(upstreams: Vec<SocketAddr>, min_backoff: Duration, max_backoff: Duration) -> Self {
+        Self::seeded(upstreams, min_backoff, max_backoff, rand::random())
+    }
+
+    /// As `new`, with the jitter's seed given (tests).
+    pub fn seeded(
+        upstreams: Vec<SocketAddr>,
+        min_backoff: Duration,
+        max_backoff: Duration,
+        seed: u64,
+    ) -> Self {
+        use rand::SeedableRng;
         DialPlan {
             upstreams,
             quarantine: Quarantine::default(),
@@ -90,6 +104,7 @@ impl DialPlan {
             max_backoff,
             hostile_retries: 0,
             retry_at: None,
+            jitter: rand::rngs::StdRng::seed_from_u64(seed),
         }
     }
 
@@ -178,10 +193,12 @@ impl DialPlan {
         Duration::ZERO
     }
 
-    /// No upstream of the round answered: how long to wait.
+    /// No upstream of the round answered: how long to wait (the backoff,
+    /// doubling up to its limit, less a random part of up to half).
     pub fn round_failed(&mut self) -> Duration {
+        use rand::Rng;
         self.backoff = (self.backoff * 2).clamp(self.min_backoff, self.max_backoff);
-        self.backoff
+        self.backoff.mul_f64(self.jitter.gen_range(0.5..=1.0))
     }
 }
 
@@ -346,12 +363,40 @@ mod tests {
 
     #[test]
     fn failed_rounds_back_off_up_to_the_limit() {
-        let mut plan = DialPlan::new(addrs(2), Duration::from_millis(100), Duration::from_secs(5));
+        let ms = Duration::from_millis;
+        let mut plan = DialPlan::new(addrs(2), ms(100), Duration::from_secs(5));
         let waits: Vec<Duration> = (0..8).map(|_| plan.round_failed()).collect();
-        assert_eq!(waits[0], Duration::from_millis(100));
-        assert_eq!(waits[1], Duration::from_millis(200));
-        assert_eq!(*waits.last().unwrap(), Duration::from_secs(5));
+        let within = |d: Duration, full: Duration| d >= full / 2 && d <= full;
+        assert!(within(waits[0], ms(100)), "{waits:?}");
+        assert!(within(waits[1], ms(200)), "{waits:?}");
+        assert!(within(*waits.last().unwrap(), ms(5_000)), "{waits:?}");
         plan.connected(addrs(2)[0]);
-        assert_eq!(plan.round_failed(), Duration::from_millis(100));
+        assert!(within(plan.round_failed(), ms(100)));
+    }
+
+    #[test]
+    fn terminals_that_failed_together_do_not_redial_in_lockstep() {
+        // A thousand terminals whose rounds all failed at once, four times:
+        // their fifth dials (3.75 s later without jitter) spread over
+        // seconds.
+        let mut waits: Vec<Duration> = (0..1_000u64)
+            .map(|seed| {
+                let mut plan = DialPlan::seeded(
+                    addrs(1),
+                    Duration::from_millis(500),
+                    Duration::from_secs(5),
+                    seed,
+                );
+                (0..4).map(|_| plan.round_failed()).sum()
+            })
+            .collect();
+        waits.sort();
+        let spread = waits[989] - waits[10];
+        assert!(
+            spread > Duration::from_secs(1),
+            "{:?}..{:?}",
+            waits[10],
+            waits[989]
+        );
     }
 }
