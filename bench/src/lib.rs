@@ -2,3 +2,4 @@
 
 pub mod load;
 pub mod procstat;
+pub mod rig;

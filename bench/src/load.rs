@@ -57,6 +57,10 @@ pub struct Spread {
     pub segments: usize,
     /// Terminals that received every segment of the broadcast.
     pub complete_terminals: usize,
+    /// Terminals that received its last segment (a terminal that joined
+    /// late gets the rest from where the broadcast is, not what has
+    /// already played).
+    pub to_the_end: usize,
     /// First to last terminal receiving a segment, ms.
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -82,6 +86,9 @@ pub struct LoadOptions {
     pub heartbeat: Duration,
     /// One terminal in this many verifies everything (0: none).
     pub verify_every: usize,
+    /// Terminals sharing one source address (127.1.x.y), as many do
+    /// behind a carrier's NAT; 0: all on 127.0.0.1.
+    pub per_address: usize,
 }
 
 impl LoadClient {
@@ -102,7 +109,14 @@ impl LoadClient {
                 revocations: Arc::new(RwLock::new(RevocationState::new())),
                 on_reject: None,
             };
-            let socket = transport::bind_udp(([127, 0, 0, 1], 0).into())?;
+            let source = match opts.per_address {
+                0 => std::net::Ipv4Addr::LOCALHOST,
+                per => {
+                    let g = (k / per) as u16;
+                    std::net::Ipv4Addr::new(127, 1, (g >> 8) as u8, g as u8)
+                }
+            };
+            let socket = transport::bind_udp((source, 0).into())?;
             let endpoint = transport::client_endpoint(&identity, &crypto, socket)?;
             let area = identity
                 .cert()
@@ -182,6 +196,7 @@ impl LoadClient {
     pub fn spread(&self, id: BroadcastId) -> Spread {
         let mut by_seq: HashMap<u32, (i64, i64)> = HashMap::new();
         let mut per_terminal = Vec::new();
+        let mut got_last = Vec::new();
         for a in &self.arrivals {
             let a = a.lock().unwrap_or_else(|p| p.into_inner());
             let mut n = 0usize;
@@ -195,7 +210,18 @@ impl LoadClient {
                 e.1 = e.1.max(*t);
             }
             per_terminal.push(n);
+            got_last.push(
+                a.0.iter()
+                    .filter(|(b, _, _)| *b == id)
+                    .map(|(_, q, _)| *q)
+                    .max(),
+            );
         }
+        let last = got_last.iter().flatten().max().copied();
+        let to_the_end = got_last
+            .iter()
+            .filter(|q| q.is_some() && **q == last)
+            .count();
         let segments = by_seq.len();
         let mut spreads: Vec<f64> = by_seq
             .values()
@@ -215,10 +241,26 @@ impl LoadClient {
                 .iter()
                 .filter(|n| **n >= segments && segments > 0)
                 .count(),
+            to_the_end,
             p50_ms: at(0.5),
             p99_ms: at(0.99),
             max_ms: at(1.0),
         }
+    }
+
+    /// When each terminal first received a segment of `id` at or after
+    /// `since_us` (the arrivals' clock); None for one that did not.
+    pub fn first_arrivals(&self, id: BroadcastId, since_us: i64) -> Vec<Option<i64>> {
+        self.arrivals
+            .iter()
+            .map(|a| {
+                let a = a.lock().unwrap_or_else(|p| p.into_inner());
+                a.0.iter()
+                    .filter(|(b, _, t)| *b == id && *t >= since_us)
+                    .map(|(_, _, t)| *t)
+                    .min()
+            })
+            .collect()
     }
 
     /// Stops every thin terminal (each closes its connection).

@@ -16,17 +16,16 @@
 //! then `target/release/fanout --terminals 600,2000 [--window 30]` (see
 //! `scripts/fanout.sh`, which also runs the peers).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench::load::{LoadClient, LoadOptions};
 use bench::procstat::{self, CpuWindow};
-use certs::pki::{DistrictPki, Layout};
+use bench::rig::{default_audio, idle_rate, round, sibling, spawn, wav_seconds, Rig};
 use clap::Parser;
 use serde_json::json;
-use testbed::node::{platform_config, provision, start_platform};
+use testbed::node::provision;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -58,95 +57,6 @@ struct Args {
     no_live: bool,
 }
 
-fn round(x: f64, places: i32) -> f64 {
-    let m = 10f64.powi(places);
-    (x * m).round() / m
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --release -p platform -p terminal-agent`",
-        path.display()
-    );
-    Ok(path)
-}
-
-fn wav_seconds(path: &Path) -> anyhow::Result<f64> {
-    let r = hound::WavReader::open(path).with_context(|| format!("{}", path.display()))?;
-    let spec = r.spec();
-    Ok(r.duration() as f64 / spec.sample_rate as f64)
-}
-
-/// A process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // Ctrl-C first (an orderly stop, and a profiler writes its
-        // output), then SIGKILL.
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
-    // FANOUT_RELAY_WRAP="valgrind --tool=massif ...": the relay under a
-    // profiler (where its memory goes).
-    let wrap: Vec<String> = match std::env::var("FANOUT_RELAY_WRAP") {
-        Ok(w) if program.ends_with("platform") => w.split_whitespace().map(String::from).collect(),
-        _ => Vec::new(),
-    };
-    let mut command = match wrap.split_first() {
-        Some((first, rest)) => {
-            let mut c = std::process::Command::new(first);
-            c.args(rest).arg(program);
-            c
-        }
-        None => std::process::Command::new(program),
-    };
-    // FANOUT_RELAY_THREADS=N: the relay's runtime threads (tokio's own
-    // variable), to see what cross-thread wake-ups cost.
-    if let Ok(n) = std::env::var("FANOUT_RELAY_THREADS") {
-        command.env("TOKIO_WORKER_THREADS", n);
-    }
-    let child = command
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    Ok(Child(child))
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_or(0, |a| a.port())
-}
-
-/// CPU rate (ms of CPU per s) of `pid` over `secs`.
-async fn idle_rate(pid: u32, secs: u64) -> f64 {
-    let w = CpuWindow::start(pid);
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (cpu, wall) = w.read();
-    cpu * 1000.0 / wall
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -161,63 +71,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().to_path_buf();
-    let audio = args.audio.clone().unwrap_or_else(|| {
-        let peers = PathBuf::from("/tmp/peers/media/speech48k_mono.wav");
-        if peers.exists() {
-            peers
-        } else {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/audio/alert-zh.wav")
-        }
-    });
+    let audio = args.audio.clone().unwrap_or_else(default_audio);
     let audio_s = wav_seconds(&audio)?;
-    let now = certs::time::unix_now();
-    let t_pki = Instant::now();
-    let pki = DistrictPki::generate(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: n,
-        },
-        (now - 3600, now + 86_400),
-        now,
-    )?;
-    eprintln!("fanout {n}: PKI in {:.1} s", t_pki.elapsed().as_secs_f64());
-    let creds = testbed::Credentials::generate()?;
-    let district = start_platform(
-        platform_config(&path, "district", vec![]),
-        provision(&path, &pki.root, &pki.district, "district", now)?,
-        &creds,
-        true,
-    )
-    .await?;
-    let village_pki = &pki.towns[0].villages[0];
-    provision(&path, &pki.root, &village_pki.identity, "village", now)?;
-    let village_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut vc = platform_config(&path, "village", vec![district.quic_addr]);
-    vc.listen = village_addr;
-    let village_config = path.join("village.toml");
-    std::fs::write(&village_config, toml::to_string(&vc)?)?;
-    let village = spawn(
-        &sibling("platform")?,
-        &["run", "--config", &village_config.display().to_string()],
-        &path.join("village.log"),
-    )?;
-    let pid = village.0.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::UdpSocket::bind(village_addr).is_ok() {
-        anyhow::ensure!(Instant::now() < deadline, "the village did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Linked to the district, its clock settled, nothing below.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rig = Rig::start(n, |_| {}).await?;
+    let path = rig.dir.path().to_path_buf();
+    let pid = rig.pid();
+    let village_addr = rig.village_addr;
     let idle_none = idle_rate(pid, args.window).await;
     let rss_none = procstat::rss_kb(pid);
 
-    let anchor = certs::TrustAnchor::new(pki.root.cert().clone())?;
-    let identities: Vec<certs::Identity> =
-        village_pki.terminals.iter().map(certs::pki::copy).collect();
+    let anchor = rig.anchor.clone();
+    let identities = rig.identities();
     let t_connect = Instant::now();
     let mut real = Vec::new();
     let load = if args.real {
@@ -225,7 +89,7 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
             let name = format!("terminal-{k}");
             let tdir = path.join(&name);
             std::fs::create_dir_all(&tdir)?;
-            provision(&path, &pki.root, id, &name, now)?;
+            provision(&path, &rig.pki.root, id, &name, rig.now)?;
             let mut config = terminal_agent::TerminalConfig::new(
                 path.join(format!("{name}.bundle")),
                 vec![village_addr],
@@ -251,13 +115,14 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
                     terminal_agent::TerminalConfig::DEFAULT_HEARTBEAT_MS,
                 ),
                 verify_every: args.verify_every,
+                per_address: 50,
             },
         )?)
     };
     let connect_timeout = Duration::from_secs(30 + n as u64 / 50);
     let connected = match &load {
         Some(l) => l.wait_connected(n, connect_timeout).await,
-        None => wait_real_connected(&district, n, connect_timeout).await,
+        None => wait_real_connected(&rig.district, n, connect_timeout).await,
     };
     let connect_s = t_connect.elapsed().as_secs_f64();
     eprintln!("fanout {n}: {connected} connected in {connect_s:.1} s");
@@ -275,22 +140,10 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
     });
     let rss_n = procstat::rss_kb(pid);
 
-    let api = testbed::ApiClient::of(&district, &creds)?;
-    let area = village_pki.area.to_string();
+    let area = rig.area.to_string();
     // Recorded: the whole file as one broadcast.
     let w = CpuWindow::start(pid);
-    let id = api
-        .issue(
-            &audio,
-            &[
-                ("areas", area.clone()),
-                ("class", "emergency".into()),
-                ("severity", "1".into()),
-                ("title", "扇出测试".into()),
-                ("valid_minutes", "10".into()),
-            ],
-        )
-        .await?;
+    let id = rig.alert(&audio, "扇出测试").await?;
     // Its lead (at most a few seconds), its audio, the last receipts.
     tokio::time::sleep(Duration::from_secs_f64(audio_s + 5.0)).await;
     let (cpu, wall) = w.read();
@@ -305,15 +158,15 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
             codec::ingest_file(&audio, &codec::IngestConfig::default(), &mut |_| {})?.frames;
         let frames = &frames[..frames.len().min(args.live_seconds as usize * 50)];
         let live_s = frames.len() as f64 / 50.0;
-        let base = format!("http://{}", district.http_addr.context("district API")?);
+        let base = format!("http://{}", rig.district.http_addr.context("district API")?);
         let open = json!({
             "areas": area, "class": "emergency", "severity": "1", "title": "扇出现场",
             "format": "opus",
-            "approver": {"name": creds.approver.name, "password": creds.approver.password},
+            "approver": {"name": rig.creds.approver.name, "password": rig.creds.approver.password},
         });
         let w = CpuWindow::start(pid);
         let (mut speaker, answer) =
-            testbed::live::LiveClient::open(&base, &creds.drafter.token, open).await?;
+            testbed::live::LiveClient::open(&base, &rig.creds.drafter.token, open).await?;
         anyhow::ensure!(answer["state"] == "on_air", "live refused: {answer}");
         let live_id: protocol::BroadcastId = answer["id"].as_str().context("live id")?.parse()?;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -342,8 +195,7 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
         l.stop().await;
     }
     drop(real);
-    drop(village);
-    district.shutdown().await;
+    rig.shutdown().await;
     let per_kb = |rss: f64| round((rss - rss_none) / n.max(1) as f64, 1);
     Ok(json!({
         "terminals": n,
