@@ -33,10 +33,10 @@ pub struct Child {
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The link of each child now linked, by serial. A child that links again
-/// (a terminal restarted, or back after its carrier's outage) supersedes
-/// its old link at once: the old one is dead or about to be, and holding
-/// it until its idle timeout would hold the memory of two links per child
+/// The link of each terminal now linked, by serial. A terminal that links
+/// again (restarted, or back after its carrier's outage) supersedes its
+/// old link at once: the old one is dead or about to be, and holding it
+/// until its idle timeout would hold the memory of two links per terminal
 /// through a reconnect storm.
 #[derive(Default)]
 pub struct Children {
@@ -264,7 +264,10 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
         }
     }
     info!(tier = %child.tier, serial = format!("{:016x}", child.serial), "child connected");
-    let _linked = relay.children.enter(child.serial, &conn);
+    // Only a terminal's older link is closed: a platform's costs little for
+    // its 6 s, and two platforms with one identity (a stolen key) would
+    // otherwise keep closing each other's links to the tier above.
+    let _linked = (child.tier == Tier::Terminal).then(|| relay.children.enter(child.serial, &conn));
     // Tiers above learn the child's key, so they can check its reports.
     if let Err(r) = relay.add_member(&chain, None, crate::now_ms()) {
         debug!("child's chain no longer verifies: {r}");

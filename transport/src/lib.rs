@@ -198,7 +198,7 @@ pub fn platform_endpoint(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| LinkError::Setup(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(accept_config());
-    let mut endpoint = endpoint_on(socket, Some(server))?;
+    let mut endpoint = endpoint_on(socket, Some(server), platform_endpoint_config(identity))?;
     endpoint.set_default_client_config(client_config(
         identity,
         crypto,
@@ -215,7 +215,7 @@ pub fn client_endpoint(
     crypto: &NodeCrypto,
     socket: std::net::UdpSocket,
 ) -> Result<Endpoint, LinkError> {
-    let mut endpoint = endpoint_on(socket, None)?;
+    let mut endpoint = endpoint_on(socket, None, quinn::EndpointConfig::default())?;
     endpoint.set_default_client_config(client_config(
         identity,
         crypto,
@@ -230,16 +230,53 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, LinkError> {
     std::net::UdpSocket::bind(addr).map_err(|source| LinkError::Bind { addr, source })
 }
 
+/// A platform's endpoint settings. Its stateless reset key is derived
+/// from its identity, so it is the same after a restart: a child whose
+/// link the restart (a crash, a reboot) killed is told so by a stateless
+/// reset (RFC 9000 §10.3) answering the first packet it sends, and redials
+/// at once instead of waiting out its idle timeout (up to 55 s for a
+/// terminal). Resets may go out 1,000 a second (quinn's default, 50), so
+/// the thousands of children of a restarted relay all hear within seconds.
+fn platform_endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let mut config = match identity.key.to_pkcs8_der() {
+        Ok(der) => {
+            let derive = hmac::Key::new(hmac::HMAC_SHA256, &der);
+            let key = hmac::sign(&derive, b"ebs/1 QUIC stateless reset key");
+            let mut config = quinn::EndpointConfig::new(Arc::new(hmac::Key::new(
+                hmac::HMAC_SHA256,
+                key.as_ref(),
+            )));
+            // The connection ids carry a keyed hash: the restarted endpoint
+            // must recognise its predecessor's as its own to answer them.
+            let cid = hmac::sign(&derive, b"ebs/1 QUIC connection id key");
+            let mut cid_key = [0u8; 8];
+            cid_key.copy_from_slice(&cid.as_ref()[..8]);
+            let cid_key = u64::from_le_bytes(cid_key);
+            config.cid_generator(move || {
+                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            });
+            config
+        }
+        // A key that cannot be exported: random keys (children then notice
+        // a restart at their idle timeout).
+        Err(_) => quinn::EndpointConfig::default(),
+    };
+    config.min_reset_interval(Duration::from_millis(1));
+    config
+}
+
 fn endpoint_on(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
 ) -> Result<Endpoint, LinkError> {
     let addr = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let runtime = quinn::default_runtime()
         .ok_or_else(|| LinkError::Setup("no async runtime for QUIC".into()))?;
-    Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+    Endpoint::new(config, server, socket, runtime)
         .map_err(|source| LinkError::Bind { addr, source })
 }
 
