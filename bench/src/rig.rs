@@ -124,6 +124,14 @@ pub fn free_port() -> u16 {
         .map_or(0, |a| a.port())
 }
 
+/// The harnesses' runtime: two threads, like the machine they measure on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 /// CPU rate (ms of CPU per s) of `pid` over `secs`.
 pub async fn idle_rate(pid: u32, secs: u64) -> f64 {
     let w = CpuWindow::start(pid);

@@ -59,10 +59,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::rig::runtime()?;
     for &n in &args.terminals {
         let line = rt.block_on(run_one(&args, n))?;
         println!("{line}");

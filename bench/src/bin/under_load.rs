@@ -74,10 +74,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::rig::runtime()?;
     let (line, ok) = rt.block_on(run(&args))?;
     println!("{line}");
     anyhow::ensure!(
