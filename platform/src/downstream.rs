@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use certs::{AreaCode, PublicKey, Tier};
@@ -121,7 +121,7 @@ pub async fn serve(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let source = incoming.remote_address().ip();
-                match admission.decide(source, incoming.remote_address_validated()) {
+                match admission.decide(source, incoming.remote_address_validated(), Instant::now()) {
                     Decision::Accept => match incoming.accept() {
                         Ok(connecting) => {
                             let task = handshakes.spawn(handshake(connecting, deadline, relay.clone()));
@@ -129,7 +129,7 @@ pub async fn serve(
                         }
                         Err(e) => {
                             debug!(%source, "handshake refused at once: {e}");
-                            admission.ended(source, Ending::Failed);
+                            admission.ended(source, Ending::Failed, Instant::now());
                         }
                     },
                     Decision::Retry => {
@@ -150,7 +150,7 @@ pub async fn serve(
                 let Some(source) = sources.remove(&id) else { continue };
                 match outcome {
                     Ok(conn) => {
-                        admission.ended(source, Ending::Linked);
+                        admission.ended(source, Ending::Linked, Instant::now());
                         let relay = relay.clone();
                         sessions.spawn(async move {
                             let remote = conn.remote_address();
@@ -159,7 +159,7 @@ pub async fn serve(
                             }
                         });
                     }
-                    Err(ending) => admission.ended(source, ending),
+                    Err(ending) => admission.ended(source, ending, Instant::now()),
                 }
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => admission.closed(),

@@ -204,7 +204,7 @@ pub fn render(
         &mut out,
         "ebs_handshakes_total",
         "counter",
-        "Connection attempts on the QUIC port, by what was decided and how accepted handshakes ended: accepted, retried (asked to prove the address), refused_full, refused_source, dropped_busy, linked, failed, timed_out.",
+        "Connection attempts on the QUIC port, by what was decided and how accepted handshakes ended: accepted, retried (asked to prove the address), refused_full, refused_source, dropped_busy, dropped_failing (a source whose handshakes failed, over its budget), linked, failed, timed_out.",
     );
     for (outcome, n) in relay.admission.totals() {
         let _ = writeln!(out, "ebs_handshakes_total{{outcome=\"{outcome}\"}} {n}");

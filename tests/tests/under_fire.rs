@@ -309,7 +309,8 @@ fn metric(page: &str, series: &str) -> u64 {
 async fn a_flood_of_strangers_keeps_no_terminal_from_an_alert_or_from_reconnecting() {
     // Small limits so a test-sized flood reaches them: beyond 8 handshakes
     // in flight strangers must prove their address, 8 per source at most,
-    // half-open attempts abandoned after 1.5 s.
+    // half-open attempts abandoned after 1.5 s, a source whose handshakes
+    // failed held to 10 new ones a second.
     let http = tests::fire::free_port();
     let mut f = Fire::start_with(programs(), 2, 9, |c| {
         c.http = Some(([127, 0, 0, 1], http).into());
@@ -319,6 +320,7 @@ async fn a_flood_of_strangers_keeps_no_terminal_from_an_alert_or_from_reconnecti
             max_handshakes_per_source: 8,
             retry_above: 8,
             handshake_timeout_ms: 1_500,
+            failing_source_handshakes_per_s: 10,
         };
     })
     .await
@@ -396,6 +398,8 @@ async fn a_flood_of_strangers_keeps_no_terminal_from_an_alert_or_from_reconnecti
         "{page}"
     );
     assert!(count("retried") > 0 && count("timed_out") > 0, "{page}");
+    // The certificate-less sources tried 40 times a second each.
+    assert!(count("dropped_failing") > 0, "{page}");
     assert!(count("linked") >= 2, "terminal 0 linked twice:\n{page}");
     // The refusals reach the district as security events.
     let untrusted = f

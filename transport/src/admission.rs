@@ -14,7 +14,13 @@
 //!   costs one small packet each and holds no slot;
 //! - a proven source with `max_handshakes_per_source` in flight is refused
 //!   (many terminals share one carrier NAT address, so the cap is on
-//!   handshakes in flight, never on links).
+//!   handshakes in flight, never on links);
+//! - a source whose handshakes failed within the last `FAILURE_MEMORY`
+//!   (no certificate, a bad chain) must prove its address, and then gets
+//!   at most `failing_source_handshakes_per_s` new handshakes a second, the
+//!   rest dropped unanswered: each failed handshake cost a key exchange and
+//!   a signature, and a genuine terminal behind the same carrier NAT
+//!   address still gets in when it sends its Initial again.
 //!
 //! Every decision is counted. Sans-IO: the accept loop owns one of these,
 //! tells it each attempt and each ending, and does what it says.
@@ -23,7 +29,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a failed handshake marks its source as failing.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(10);
+/// Sources remembered as failing at most (a flood from more is bounded by
+/// the handshake cap instead).
+const FAILING_SOURCES: usize = 65_536;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +55,9 @@ pub struct AdmissionConfig {
     /// A handshake not finished within this is abandoned, ms (half-open
     /// connections hold a slot no longer).
     pub handshake_timeout_ms: u64,
+    /// New handshakes a second at most from a source whose handshakes
+    /// failed within the last 10 s.
+    pub failing_source_handshakes_per_s: u32,
 }
 
 impl Default for AdmissionConfig {
@@ -53,6 +68,7 @@ impl Default for AdmissionConfig {
             max_handshakes_per_source: 64,
             retry_above: 64,
             handshake_timeout_ms: 5_000,
+            failing_source_handshakes_per_s: 10,
         }
     }
 }
@@ -86,6 +102,12 @@ impl AdmissionConfig {
             self.handshake_timeout_ms,
             500,
             60_000,
+        )?;
+        field(
+            "failing_source_handshakes_per_s",
+            u64::from(self.failing_source_handshakes_per_s),
+            1,
+            10_000,
         )?;
         Ok(())
     }
@@ -127,6 +149,7 @@ pub struct AdmissionCounters {
     pub refused_full: AtomicU64,
     pub refused_source: AtomicU64,
     pub dropped_busy: AtomicU64,
+    pub dropped_failing: AtomicU64,
     pub linked: AtomicU64,
     pub failed: AtomicU64,
     pub timed_out: AtomicU64,
@@ -137,7 +160,7 @@ pub struct AdmissionCounters {
 
 impl AdmissionCounters {
     /// (outcome label, total) for every counter.
-    pub fn totals(&self) -> [(&'static str, u64); 8] {
+    pub fn totals(&self) -> [(&'static str, u64); 9] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("accepted", g(&self.accepted)),
@@ -145,6 +168,7 @@ impl AdmissionCounters {
             ("refused_full", g(&self.refused_full)),
             ("refused_source", g(&self.refused_source)),
             ("dropped_busy", g(&self.dropped_busy)),
+            ("dropped_failing", g(&self.dropped_failing)),
             ("linked", g(&self.linked)),
             ("failed", g(&self.failed)),
             ("timed_out", g(&self.timed_out)),
@@ -163,11 +187,20 @@ fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A source whose handshakes failed lately: its budget of new ones.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    last_failed: Instant,
+    tokens: f64,
+    refilled: Instant,
+}
+
 /// The accept loop's ledger of handshakes and links.
 #[derive(Debug)]
 pub struct Admission {
     config: AdmissionConfig,
     per_source: HashMap<IpAddr, usize>,
+    failing: HashMap<IpAddr, Failing>,
     handshaking: usize,
     links: usize,
     counters: Arc<AdmissionCounters>,
@@ -178,6 +211,7 @@ impl Admission {
         Admission {
             config,
             per_source: HashMap::new(),
+            failing: HashMap::new(),
             handshaking: 0,
             links: 0,
             counters,
@@ -188,10 +222,10 @@ impl Admission {
         &self.config
     }
 
-    /// Judges an attempt from `source`; `validated` when the client has
-    /// proven its address (a retry token).
-    pub fn decide(&mut self, source: IpAddr, validated: bool) -> Decision {
-        let c = &self.counters;
+    /// Judges an attempt from `source` at `now`; `validated` when the
+    /// client has proven its address (a retry token).
+    pub fn decide(&mut self, source: IpAddr, validated: bool, now: Instant) -> Decision {
+        let c = self.counters.clone();
         if self.handshaking + self.links >= self.config.max_links {
             bump(&c.refused_full);
             return Decision::Refuse;
@@ -202,13 +236,21 @@ impl Admission {
         }
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         let source_busy = from_source >= self.config.max_handshakes_per_source;
-        if !validated && (source_busy || self.handshaking >= self.config.retry_above) {
+        let failing = self
+            .failing
+            .get(&source)
+            .is_some_and(|f| now.saturating_duration_since(f.last_failed) < FAILURE_MEMORY);
+        if !validated && (source_busy || failing || self.handshaking >= self.config.retry_above) {
             bump(&c.retried);
             return Decision::Retry;
         }
         if source_busy {
             bump(&c.refused_source);
             return Decision::Refuse;
+        }
+        if failing && !self.spend_failing_token(source, now) {
+            bump(&c.dropped_failing);
+            return Decision::Drop;
         }
         bump(&c.accepted);
         *self.per_source.entry(source).or_default() += 1;
@@ -217,8 +259,46 @@ impl Admission {
         Decision::Accept
     }
 
-    /// An accepted handshake from `source` ended.
-    pub fn ended(&mut self, source: IpAddr, ending: Ending) {
+    /// Takes one of a failing source's tokens (refilled at
+    /// `failing_source_handshakes_per_s`, at most a second's worth).
+    fn spend_failing_token(&mut self, source: IpAddr, now: Instant) -> bool {
+        let rate = f64::from(self.config.failing_source_handshakes_per_s);
+        let Some(f) = self.failing.get_mut(&source) else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(f.refilled).as_secs_f64();
+        f.tokens = (f.tokens + elapsed * rate).min(rate);
+        f.refilled = now;
+        if f.tokens >= 1.0 {
+            f.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Marks `source` as failing at `now`.
+    fn failed(&mut self, source: IpAddr, now: Instant) {
+        if self.failing.len() >= FAILING_SOURCES && !self.failing.contains_key(&source) {
+            self.failing
+                .retain(|_, f| now.saturating_duration_since(f.last_failed) < FAILURE_MEMORY);
+            if self.failing.len() >= FAILING_SOURCES {
+                return;
+            }
+        }
+        let rate = f64::from(self.config.failing_source_handshakes_per_s);
+        self.failing
+            .entry(source)
+            .or_insert(Failing {
+                last_failed: now,
+                tokens: rate,
+                refilled: now,
+            })
+            .last_failed = now;
+    }
+
+    /// An accepted handshake from `source` ended at `now`.
+    pub fn ended(&mut self, source: IpAddr, ending: Ending, now: Instant) {
         if let Some(n) = self.per_source.get_mut(&source) {
             *n -= 1;
             if *n == 0 {
@@ -226,13 +306,16 @@ impl Admission {
             }
         }
         self.handshaking = self.handshaking.saturating_sub(1);
-        let c = &self.counters;
+        let c = self.counters.clone();
         match ending {
             Ending::Linked => {
                 bump(&c.linked);
                 self.links += 1;
             }
-            Ending::Failed => bump(&c.failed),
+            Ending::Failed => {
+                bump(&c.failed);
+                self.failed(source, now);
+            }
             Ending::TimedOut => bump(&c.timed_out),
         }
         self.publish();
@@ -280,23 +363,25 @@ mod tests {
             max_handshakes_per_source: 3,
             retry_above: 2,
             handshake_timeout_ms: 1_000,
+            failing_source_handshakes_per_s: 2,
         }
     }
 
     #[test]
     fn quiet_times_need_no_retry_but_a_busy_endpoint_asks_for_proof() {
+        let t0 = Instant::now();
         let (mut a, c) = admission(small());
-        assert_eq!(a.decide(ip(1), false), Decision::Accept);
-        assert_eq!(a.decide(ip(2), false), Decision::Accept);
+        assert_eq!(a.decide(ip(1), false, t0), Decision::Accept);
+        assert_eq!(a.decide(ip(2), false, t0), Decision::Accept);
         // Two in flight: strangers must now prove their address...
-        assert_eq!(a.decide(ip(3), false), Decision::Retry);
+        assert_eq!(a.decide(ip(3), false, t0), Decision::Retry);
         // ...and those that did are let in.
-        assert_eq!(a.decide(ip(3), true), Decision::Accept);
+        assert_eq!(a.decide(ip(3), true, t0), Decision::Accept);
         assert_eq!(a.handshaking(), 3);
-        a.ended(ip(1), Ending::Linked);
-        a.ended(ip(2), Ending::Failed);
+        a.ended(ip(1), Ending::Linked, t0);
+        a.ended(ip(2), Ending::Failed, t0);
         assert_eq!((a.handshaking(), a.links()), (1, 1));
-        assert_eq!(a.decide(ip(4), false), Decision::Accept);
+        assert_eq!(a.decide(ip(4), false, t0), Decision::Accept);
         assert_eq!(c.get("accepted"), 4);
         assert_eq!(c.get("retried"), 1);
         assert_eq!(c.get("linked"), 1);
@@ -306,43 +391,45 @@ mod tests {
 
     #[test]
     fn one_source_cannot_hold_more_than_its_share_of_handshakes() {
+        let t0 = Instant::now();
         let (mut a, c) = admission(AdmissionConfig {
             retry_above: 6,
             ..small()
         });
         for _ in 0..3 {
-            assert_eq!(a.decide(ip(9), true), Decision::Accept);
+            assert_eq!(a.decide(ip(9), true, t0), Decision::Accept);
         }
         // Spoofing that source's address gets a retry, not a refusal (so a
         // spoofer cannot lock out the terminals behind a carrier NAT)...
-        assert_eq!(a.decide(ip(9), false), Decision::Retry);
+        assert_eq!(a.decide(ip(9), false, t0), Decision::Retry);
         // ...a proven fourth is refused; other sources are not affected.
-        assert_eq!(a.decide(ip(9), true), Decision::Refuse);
-        assert_eq!(a.decide(ip(8), false), Decision::Accept);
-        a.ended(ip(9), Ending::TimedOut);
-        assert_eq!(a.decide(ip(9), true), Decision::Accept);
+        assert_eq!(a.decide(ip(9), true, t0), Decision::Refuse);
+        assert_eq!(a.decide(ip(8), false, t0), Decision::Accept);
+        a.ended(ip(9), Ending::TimedOut, t0);
+        assert_eq!(a.decide(ip(9), true, t0), Decision::Accept);
         assert_eq!(c.get("refused_source"), 1);
         assert_eq!(c.get("timed_out"), 1);
     }
 
     #[test]
     fn past_the_handshake_cap_attempts_are_dropped_and_past_the_link_cap_refused() {
+        let t0 = Instant::now();
         let (mut a, c) = admission(small());
         for n in 0..6 {
-            assert_eq!(a.decide(ip(n), true), Decision::Accept);
+            assert_eq!(a.decide(ip(n), true, t0), Decision::Accept);
         }
-        assert_eq!(a.decide(ip(7), true), Decision::Drop);
-        assert_eq!(a.decide(ip(7), false), Decision::Drop);
+        assert_eq!(a.decide(ip(7), true, t0), Decision::Drop);
+        assert_eq!(a.decide(ip(7), false, t0), Decision::Drop);
         for n in 0..6 {
-            a.ended(ip(n), Ending::Linked);
+            a.ended(ip(n), Ending::Linked, t0);
         }
         for n in 0..4 {
-            assert_eq!(a.decide(ip(n), true), Decision::Accept);
+            assert_eq!(a.decide(ip(n), true, t0), Decision::Accept);
         }
         // Six linked and four handshaking: full.
-        assert_eq!(a.decide(ip(7), true), Decision::Refuse);
+        assert_eq!(a.decide(ip(7), true, t0), Decision::Refuse);
         a.closed();
-        assert_eq!(a.decide(ip(7), true), Decision::Accept);
+        assert_eq!(a.decide(ip(7), true, t0), Decision::Accept);
         assert_eq!(c.get("dropped_busy"), 2);
         assert_eq!(c.get("refused_full"), 1);
         assert_eq!(c.links.load(Ordering::Relaxed), 5);
@@ -350,6 +437,7 @@ mod tests {
 
     #[test]
     fn the_ledger_never_leaks_slots() {
+        let t0 = Instant::now();
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
         let (mut a, _) = admission(small());
@@ -359,7 +447,7 @@ mod tests {
             match rng.gen_range(0..4) {
                 0 | 1 => {
                     let s = ip(rng.gen_range(0..4));
-                    if a.decide(s, rng.gen_bool(0.5)) == Decision::Accept {
+                    if a.decide(s, rng.gen_bool(0.5), t0) == Decision::Accept {
                         open.push(s);
                     }
                 }
@@ -373,6 +461,7 @@ mod tests {
                         } else {
                             Ending::Failed
                         },
+                        t0,
                     );
                     links += usize::from(linked);
                 }
@@ -386,6 +475,41 @@ mod tests {
             assert_eq!(a.links(), links);
             assert!(a.handshaking() <= 6 && a.handshaking() + a.links() <= 10);
         }
+    }
+
+    #[test]
+    fn a_source_whose_handshakes_failed_gets_only_a_few_more_a_second() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (mut a, c) = admission(AdmissionConfig {
+            retry_above: 6,
+            ..small()
+        });
+        assert_eq!(a.decide(ip(9), false, t0), Decision::Accept);
+        a.ended(ip(9), Ending::Failed, ms(10));
+        // Failing: it must prove its address, even in quiet times...
+        assert_eq!(a.decide(ip(9), false, ms(20)), Decision::Retry);
+        // ...then gets its budget (2 a second), the rest dropped.
+        let decisions: Vec<Decision> = (0..5)
+            .map(|k| {
+                let d = a.decide(ip(9), true, ms(30 + k));
+                if d == Decision::Accept {
+                    a.ended(ip(9), Ending::Failed, ms(30 + k));
+                }
+                d
+            })
+            .collect();
+        use Decision::*;
+        assert_eq!(decisions, [Accept, Accept, Drop, Drop, Drop]);
+        // A neighbour behind another address is not affected.
+        assert_eq!(a.decide(ip(8), true, ms(40)), Accept);
+        // Half a second later one more; ten seconds after its last failure
+        // the source is forgiven.
+        assert_eq!(a.decide(ip(9), true, ms(540)), Accept);
+        a.ended(ip(9), Ending::Linked, ms(600));
+        assert_eq!(a.decide(ip(9), true, ms(600)), Drop);
+        assert_eq!(a.decide(ip(9), false, ms(10_100)), Accept);
+        assert_eq!(c.get("dropped_failing"), 4);
     }
 
     #[test]

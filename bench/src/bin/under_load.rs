@@ -92,6 +92,7 @@ fn handshakes(page: &str) -> serde_json::Map<String, serde_json::Value> {
         "refused_full",
         "refused_source",
         "dropped_busy",
+        "dropped_failing",
         "linked",
         "failed",
         "timed_out",
