@@ -198,7 +198,17 @@ async fn handshake(
                     crate::now_ms(),
                 );
             }
-            Err(Ending::Failed)
+            // Only a handshake this end refused (a TLS alert: no
+            // certificate, a bad chain) marks its source as failing; one
+            // whose client went away (a stale attempt answered after an
+            // outage, then reset) does not.
+            let refused = matches!(&e, quinn::ConnectionError::TransportError(t)
+                if (0x100..0x200).contains(&u64::from(t.code)));
+            Err(if refused {
+                Ending::Refused
+            } else {
+                Ending::Failed
+            })
         }
         Err(_) => {
             debug!(%remote, "handshake abandoned after {deadline:?}");

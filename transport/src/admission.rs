@@ -135,7 +135,11 @@ pub enum Decision {
 pub enum Ending {
     /// The peer proved a valid chain: now a link.
     Linked,
-    /// The handshake failed (no certificate, a bad chain, a protocol error).
+    /// This end refused the peer (no certificate, a bad chain): counted
+    /// as failed, and its source is held to the failing-source budget.
+    Refused,
+    /// The handshake failed otherwise (the client went away, a protocol
+    /// error): counted as failed only.
     Failed,
     /// Not finished within `handshake_timeout_ms`.
     TimedOut,
@@ -312,10 +316,11 @@ impl Admission {
                 bump(&c.linked);
                 self.links += 1;
             }
-            Ending::Failed => {
+            Ending::Refused => {
                 bump(&c.failed);
                 self.failed(source, now);
             }
+            Ending::Failed => bump(&c.failed),
             Ending::TimedOut => bump(&c.timed_out),
         }
         self.publish();
@@ -458,8 +463,10 @@ mod tests {
                         s,
                         if linked {
                             Ending::Linked
-                        } else {
+                        } else if rng.gen_bool(0.5) {
                             Ending::Failed
+                        } else {
+                            Ending::Refused
                         },
                         t0,
                     );
@@ -486,7 +493,10 @@ mod tests {
             ..small()
         });
         assert_eq!(a.decide(ip(9), false, t0), Decision::Accept);
-        a.ended(ip(9), Ending::Failed, ms(10));
+        // Gone away is not refused: no budget.
+        a.ended(ip(9), Ending::Failed, ms(5));
+        assert_eq!(a.decide(ip(9), true, ms(6)), Decision::Accept);
+        a.ended(ip(9), Ending::Refused, ms(10));
         // Failing: it must prove its address, even in quiet times...
         assert_eq!(a.decide(ip(9), false, ms(20)), Decision::Retry);
         // ...then gets its budget (2 a second), the rest dropped.
@@ -494,7 +504,7 @@ mod tests {
             .map(|k| {
                 let d = a.decide(ip(9), true, ms(30 + k));
                 if d == Decision::Accept {
-                    a.ended(ip(9), Ending::Failed, ms(30 + k));
+                    a.ended(ip(9), Ending::Refused, ms(30 + k));
                 }
                 d
             })
