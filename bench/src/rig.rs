@@ -280,10 +280,3 @@ impl Rig {
         self.district.shutdown().await;
     }
 }
-
-/// One series' value from a Prometheus text page (0 when absent).
-pub fn metric(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}

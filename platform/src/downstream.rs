@@ -75,11 +75,6 @@ impl Children {
             generation,
         }
     }
-
-    /// Children linked now.
-    pub fn count(&self) -> usize {
-        self.linked.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 impl Drop for Linked<'_> {

@@ -91,12 +91,15 @@ impl Flood {
             flood.tasks.spawn(async move {
                 let every = Duration::from_secs(1) / per_second.max(1);
                 let mut tick = tokio::time::interval(every);
-                let mut endpoint = quinn_proto::Endpoint::new(
-                    Arc::new(quinn::EndpointConfig::default()),
-                    None,
-                    false,
-                    None,
-                );
+                let fresh = || {
+                    quinn_proto::Endpoint::new(
+                        Arc::new(quinn::EndpointConfig::default()),
+                        None,
+                        false,
+                        None,
+                    )
+                };
+                let mut endpoint = fresh();
                 // The last few sockets stay open to hear the answers.
                 let mut listening: std::collections::VecDeque<tokio::net::UdpSocket> =
                     Default::default();
@@ -125,12 +128,7 @@ impl Flood {
                         endpoint.connect(now, config.clone(), target, certs::tls::SERVER_NAME)
                     else {
                         // Connection ids run out after many: start afresh.
-                        endpoint = quinn_proto::Endpoint::new(
-                            Arc::new(quinn::EndpointConfig::default()),
-                            None,
-                            false,
-                            None,
-                        );
+                        endpoint = fresh();
                         continue;
                     };
                     let mut buf = Vec::new();

@@ -7,6 +7,13 @@ pub mod forge;
 pub mod impair;
 pub mod range;
 
+/// One series' value from a Prometheus text page (0 when absent).
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

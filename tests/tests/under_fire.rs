@@ -10,6 +10,7 @@ use std::time::Duration;
 use codec::timeline::Timeline;
 use tests::fire::{in_step, missed, Fire, Programs};
 use tests::flood::FloodStats;
+use tests::metric;
 
 fn programs() -> Programs {
     Programs {
@@ -296,13 +297,6 @@ async fn a_link_that_dies_silently_during_live_speech_is_left_within_seconds() {
         describe(&reference, &t, from, to),
         f.terminals[0].logs()
     );
-}
-
-/// One metric's value from a Prometheus text page.
-fn metric(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,10 +222,6 @@ impl Admission {
         }
     }
 
-    pub fn config(&self) -> &AdmissionConfig {
-        &self.config
-    }
-
     /// Judges an attempt from `source` at `now`; `validated` when the
     /// client has proven its address (a retry token).
     pub fn decide(&mut self, source: IpAddr, validated: bool, now: Instant) -> Decision {

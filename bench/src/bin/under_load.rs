@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use bench::load::{LoadClient, LoadOptions, Spread};
 use bench::procstat::{self, CpuWindow};
-use bench::rig::{default_audio, metric, round, wav_seconds, Rig};
+use bench::rig::{default_audio, round, wav_seconds, Rig};
 use clap::Parser;
 use serde_json::json;
 use tests::flood::{Flood, FloodStats};
+use tests::metric;
 
 #[derive(Parser, Debug)]
 struct Args {
