@@ -74,6 +74,19 @@ pub struct LoadClient {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     epoch: tokio::time::Instant,
+    clocks: Vec<Arc<TreeClock>>,
+}
+
+/// The thin terminals' clocks at one moment: their estimates'
+/// uncertainty and their probe periods, µs, p50 and p99 (over the synced
+/// ones).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ClockSummary {
+    pub synced: usize,
+    pub uncertainty_p50_us: i64,
+    pub uncertainty_p99_us: i64,
+    pub probe_period_p50_us: i64,
+    pub probe_period_p99_us: i64,
 }
 
 /// How the thin terminals behave.
@@ -103,6 +116,7 @@ impl LoadClient {
         let epoch = tokio::time::Instant::now();
         let mut tasks = Vec::new();
         let mut arrivals = Vec::new();
+        let mut clocks = Vec::new();
         for (k, identity) in identities.into_iter().enumerate() {
             let crypto = transport::NodeCrypto {
                 anchor: anchor.clone(),
@@ -136,6 +150,7 @@ impl LoadClient {
             let record = Arc::new(Mutex::new(Arrivals::default()));
             arrivals.push(record.clone());
             let clock = TreeClock::follower(transport::clock::LocalClock::default());
+            clocks.push(clock.clone());
             let thin = ThinTerminal {
                 identity: Arc::new(identity),
                 clock: clock.clone(),
@@ -146,6 +161,7 @@ impl LoadClient {
                 have: Arc::new(Mutex::new(HashMap::new())),
                 playing_until_us: Arc::new(AtomicI64::new(i64::MIN)),
                 status_seq: 0,
+                revocation_numbers: Vec::new(),
                 epoch,
             };
             let (state, _) = watch::channel(UplinkState::default());
@@ -168,7 +184,35 @@ impl LoadClient {
             shutdown,
             tasks,
             epoch,
+            clocks,
         })
+    }
+
+    /// Where the terminals' clocks stand now.
+    pub fn clocks(&self) -> ClockSummary {
+        let mut uncertainty = Vec::new();
+        let mut periods = Vec::new();
+        for c in &self.clocks {
+            let e = c.estimate();
+            if e.synced {
+                uncertainty.push(e.uncertainty_us);
+            }
+            periods.extend(c.probe_period_us());
+        }
+        uncertainty.sort_unstable();
+        periods.sort_unstable();
+        let at = |v: &[i64], q: f64| {
+            v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        ClockSummary {
+            synced: uncertainty.len(),
+            uncertainty_p50_us: at(&uncertainty, 0.5),
+            uncertainty_p99_us: at(&uncertainty, 0.99),
+            probe_period_p50_us: at(&periods, 0.5),
+            probe_period_p99_us: at(&periods, 0.99),
+        }
     }
 
     pub fn connected(&self) -> usize {
@@ -284,6 +328,8 @@ struct ThinTerminal {
     /// Tree time the audio in hand plays until.
     playing_until_us: Arc<AtomicI64>,
     status_seq: u32,
+    /// (signer, number) of the revocation lists received.
+    revocation_numbers: Vec<(u64, u64)>,
     epoch: tokio::time::Instant,
 }
 
@@ -331,11 +377,20 @@ impl ThinTerminal {
         let playing_every =
             Duration::from_micros(terminal_agent::core::PLAYING_HEARTBEAT_US as u64)
                 .min(self.heartbeat);
-        let mut heartbeat = tokio::time::interval(playing_every);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status: Option<tokio::time::Instant> = None;
         let mut streams = tokio::task::JoinSet::new();
         loop {
+            // As a terminal's core: a status on linking, then one a
+            // heartbeat, and at least one every `playing_every` while
+            // something plays.
+            let playing = self.playing_until_us.load(Relaxed) > self.clock.now();
+            let status_due = last_status.map_or_else(tokio::time::Instant::now, |at| {
+                at + if playing {
+                    playing_every
+                } else {
+                    self.heartbeat
+                }
+            });
             tokio::select! {
                 stream = conn.accept_uni() => {
                     let reader = StreamReader {
@@ -351,15 +406,11 @@ impl ThinTerminal {
                     };
                     streams.spawn(reader.read(FrameStream::new(stream?)));
                 }
-                _ = heartbeat.tick() => {
-                    let playing = self.playing_until_us.load(Relaxed) > self.clock.now();
-                    let every = if playing { playing_every } else { self.heartbeat };
-                    if last_status.is_some_and(|at| at.elapsed() + Duration::from_millis(5) < every) {
-                        continue;
-                    }
+                _ = tokio::time::sleep_until(status_due) => {
                     last_status = Some(tokio::time::Instant::now());
                     self.status_seq += 1;
                     let status = self.status();
+                    self.clock.probe_along(conn);
                     transport::send(&mut send, &Message::Status(status.sign(&self.identity.key))).await?;
                     self.counters.statuses.fetch_add(1, Relaxed);
                 }
@@ -368,8 +419,15 @@ impl ThinTerminal {
                     self.counters.receipts.fetch_add(1, Relaxed);
                 }
                 frame = control.next() => match frame {
-                    // Revocations and commands: read, not acted on.
-                    Ok(Some(_)) => {}
+                    // A revocation list is held (and named in the next
+                    // status, as a terminal does: a status naming none
+                    // makes the relay send every list again); commands
+                    // are read, not acted on.
+                    Ok(Some(raw)) => {
+                        if let Ok(Message::Revocation(list)) = raw.message() {
+                            hold_list(&mut self.revocation_numbers, list.signer_serial, list.number);
+                        }
+                    }
                     Ok(None) => return Ok(SessionEnd::Lost("control stream closed".into())),
                     Err(e) => return Ok(SessionEnd::Lost(e.to_string())),
                 },
@@ -393,10 +451,18 @@ impl ThinTerminal {
             clock_uncertainty_us: if e.synced { 500 } else { u32::MAX },
             software: "ebs-load 1".into(),
             faults: Vec::new(),
-            revocation_numbers: Vec::new(),
+            revocation_numbers: self.revocation_numbers.clone(),
             refusals: Vec::new(),
             audio: AudioCounters::default(),
         }
+    }
+}
+
+/// The newest list of each signer.
+fn hold_list(held: &mut Vec<(u64, u64)>, signer: u64, number: u64) {
+    match held.iter_mut().find(|(s, _)| *s == signer) {
+        Some(h) => h.1 = h.1.max(number),
+        None => held.push((signer, number)),
     }
 }
 

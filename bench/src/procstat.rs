@@ -26,6 +26,24 @@ pub fn rss_kb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// UDP datagrams sent on this machine so far (every process in this
+/// network namespace: on loopback, each one sent is one received).
+/// During an idle window the links of the process measured are nearly all
+/// of them, so the delta per link is its packet rate.
+pub fn udp_datagrams_sent() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU used by `pid` over a window: start it, then read it.
 pub struct CpuWindow {
     pid: u32,
@@ -50,6 +68,16 @@ impl CpuWindow {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn udp_datagrams_are_counted() {
+        let before = super::udp_datagrams_sent();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..10 {
+            a.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        }
+        assert!(super::udp_datagrams_sent() >= before + 10);
+    }
+
     #[test]
     fn a_busy_process_shows_cpu_time_and_memory() {
         let me = std::process::id();

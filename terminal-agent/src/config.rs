@@ -75,7 +75,7 @@ fn default_emergency_volume() -> u8 {
 
 impl TerminalConfig {
     /// Heartbeat while idle (`core::PLAYING_HEARTBEAT_US` while playing).
-    pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
+    pub const DEFAULT_HEARTBEAT_MS: u64 = 25_000;
 
     /// A configuration for `bundle` and `store` dialling `upstreams`, with
     /// every other setting at its default.

@@ -106,7 +106,12 @@ impl TerminalLink {
                     }
                 }
                 msg = self.up.recv() => match msg {
-                    Some(m) => transport::send(&mut send, &m).await?,
+                    Some(m) => {
+                        if matches!(m, Message::Status(_)) {
+                            self.clock.probe_along(conn);
+                        }
+                        transport::send(&mut send, &m).await?
+                    }
                     None => return Ok(SessionEnd::Lost("the terminal is stopping".into())),
                 },
                 frame = control.next() => match frame {

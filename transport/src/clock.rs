@@ -104,6 +104,13 @@ pub struct TreeClock {
     /// Bumped when the estimate steps (a first fit, a new upstream): a
     /// child measuring this node starts its samples again.
     epoch: std::sync::atomic::AtomicU32,
+    /// The estimator of the link being followed (`follow`), shared so a
+    /// probe can go out with other traffic (`probe_along`); locked only
+    /// to poll or feed it, never across I/O.
+    /// Tagged with the `follow` that owns it: after a failover the old
+    /// link's `follow` may outlive the new one's start by a moment.
+    sync: Mutex<Option<(u64, ClockSync)>>,
+    follows: std::sync::atomic::AtomicU64,
 }
 
 impl TreeClock {
@@ -117,6 +124,8 @@ impl TreeClock {
                 ..Estimate::default()
             }),
             epoch: Default::default(),
+            sync: Mutex::new(None),
+            follows: Default::default(),
         })
     }
 
@@ -128,6 +137,8 @@ impl TreeClock {
             root: false,
             estimate: Mutex::default(),
             epoch: Default::default(),
+            sync: Mutex::new(None),
+            follows: Default::default(),
         })
     }
 
@@ -161,6 +172,35 @@ impl TreeClock {
         self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Runs `f` on the shared estimator if `owner`'s (any when None).
+    fn with_sync<T>(&self, owner: Option<u64>, f: impl FnOnce(&mut ClockSync) -> T) -> Option<T> {
+        let mut slot = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some((id, s)) if owner.is_none_or(|o| o == *id) => Some(f(s)),
+            _ => None,
+        }
+    }
+
+    /// The period between the followed link's probes now (None while no
+    /// link is followed).
+    pub fn probe_period_us(&self) -> Option<i64> {
+        self.with_sync(None, |s| s.period_us())
+    }
+
+    /// Sends the link's next probe now, on `conn`, if it is due within
+    /// half its period: called as other traffic goes up (a terminal's
+    /// status), so both leave in one packet and the upstream's answer
+    /// acknowledges both. An idle terminal's link then costs its relay one
+    /// exchange per heartbeat instead of one per heartbeat and one per
+    /// probe.
+    pub fn probe_along(&self, conn: &Connection) {
+        let now = self.local_now();
+        if let Some(Some(req)) = self.with_sync(None, |s| s.poll_request_along(now)) {
+            // A link without datagrams is noticed by `follow`.
+            let _ = conn.send_datagram(datagram(&Message::TimeRequest(req)));
+        }
+    }
+
     /// A new estimate; `stepped` when it does not continue the last one.
     pub fn set(&self, e: Estimate, stepped: bool) {
         if self.root {
@@ -182,9 +222,11 @@ impl TreeClock {
 /// settling, and its period doubles, up to `max_period_us`, with each
 /// answer that leaves the uncertainty where it was (neither better nor
 /// worse by more than a tenth, or 20 µs) or under half of `QUIET_US`;
-/// an answer that finds it worse halves the period, one past `QUIET_US`
-/// returns it to `period_us`. A settled quick link is probed every
-/// `max_period_us` (and its link needs no keep-alive of its own).
+/// one that finds it worse, past half of `QUIET_US`, keeps the pace, and
+/// each answer past `QUIET_US` halves the period, down to `period_us`. A
+/// settled quick link is probed every `max_period_us` (its link needs no
+/// keep-alive of its own), and a terminal's heartbeat status carries the
+/// probe (`TreeClock::probe_along`).
 #[derive(Debug, Clone, Copy)]
 pub struct SyncConfig {
     /// Probes sent at connect, `burst_gap_us` apart.
@@ -215,7 +257,7 @@ impl Default for SyncConfig {
             settle_period_us: 250_000,
             settle_us: 120_000_000,
             period_us: 1_000_000,
-            max_period_us: 15_000_000,
+            max_period_us: 25_000_000,
             window: 512,
             max_age_us: 600_000_000,
             max_rtt_us: 5_000_000,
@@ -230,6 +272,11 @@ const STEADY_US: i64 = 20;
 /// An estimate this good is good enough (P4 asks for terminals within a
 /// millisecond of each other): probes slow down from there.
 const QUIET_US: i64 = 200;
+/// How much later than its period a probe is due after one sent along
+/// with other traffic (`ClockSync::poll_request_along`).
+pub const ALONG_GRACE_US: i64 = 2_000_000;
+/// No probe goes along sooner than this after the last.
+pub const ALONG_MIN_GAP_US: i64 = 2_000_000;
 /// A path this quick (a LAN, loopback) needs no settling.
 const QUICK_RTT_US: i64 = 2_000;
 
@@ -271,6 +318,7 @@ pub struct ClockSync {
     samples: VecDeque<Sample>,
     pending: VecDeque<i64>,
     next_probe_us: i64,
+    last_probe_us: i64,
     burst_left: u32,
     /// The period between probes now (adapted between the config's bounds).
     period_us: i64,
@@ -299,6 +347,7 @@ impl ClockSync {
             samples: VecDeque::new(),
             pending: VecDeque::new(),
             next_probe_us: i64::MIN,
+            last_probe_us: i64::MIN / 2,
             burst_left: cfg.burst,
             period_us: cfg.period_us,
             steady_uncertainty_us: None,
@@ -327,6 +376,30 @@ impl ClockSync {
         self.next_probe_us
     }
 
+    /// A probe to send now along with other traffic (never during the
+    /// connect burst; within `ALONG_MIN_GAP_US` of the last, none, and the
+    /// next waits past the next such traffic). The one
+    /// after it is due a period and `ALONG_GRACE_US` later, so that the
+    /// next traffic at the same period (the next heartbeat) carries it
+    /// too, rather than the probe's own timer firing just before: after at
+    /// most one extra probe, probes and heartbeats keep step.
+    pub fn poll_request_along(&mut self, now_local_us: i64) -> Option<TimeRequest> {
+        if self.burst_left > 0 {
+            return None;
+        }
+        if now_local_us - self.last_probe_us < ALONG_MIN_GAP_US {
+            // Just probed: the next waits for the traffic after this.
+            self.next_probe_us = self
+                .next_probe_us
+                .max(now_local_us + self.period_us + ALONG_GRACE_US);
+            return None;
+        }
+        self.next_probe_us = now_local_us;
+        let req = self.poll_request(now_local_us);
+        self.next_probe_us += ALONG_GRACE_US;
+        req
+    }
+
     /// A probe to send now, if one is due.
     pub fn poll_request(&mut self, now_local_us: i64) -> Option<TimeRequest> {
         if now_local_us < self.next_probe_us {
@@ -339,6 +412,7 @@ impl ClockSync {
             self.period_us
         };
         self.next_probe_us = now_local_us + gap;
+        self.last_probe_us = now_local_us;
         if self.pending.len() >= PENDING {
             self.pending.pop_front();
         }
@@ -432,12 +506,20 @@ impl ClockSync {
         // slow creep upwards is seen too.
         let slack = ((last as f64 * STEADY_SHARE) as i64).max(STEADY_US);
         let reference = if uncertainty_us > QUIET_US {
-            // Not good enough for P4: the steady pace, whatever came before
-            // (over a jittery path sparse probes find too few quick trips).
-            self.period_us = self.cfg.period_us;
+            // Not good enough for P4: quicker, down to the steady pace if it
+            // stays so (more probes find quicker trips). Halving, not a
+            // return to the steady pace at once: on a busy LAN a quick
+            // path's estimate crosses QUIET_US now and then, and thousands
+            // of idle links each back at one probe a second cost their
+            // relay more than their keep-alives.
+            self.period_us = (self.period_us / 2).max(self.cfg.period_us);
             uncertainty_us
-        } else if uncertainty_us > last + slack {
-            self.period_us = (self.period_us / 2).max(self.cfg.period_us.min(self.period_us));
+        } else if uncertainty_us > last + slack && uncertainty_us > QUIET_US / 2 {
+            // Worse, but still good enough: the pace holds. (Halving here
+            // made a busy relay's idle links flap between one probe a
+            // second and one in 25 s: a quick path's uncertainty wanders
+            // between 50 and 200 µs when the relay's own scheduling is
+            // most of the round trip.)
             uncertainty_us
         } else if uncertainty_us >= last - slack || uncertainty_us <= QUIET_US / 2 {
             self.period_us = (self.period_us * 2).min(self.cfg.max_period_us);
@@ -746,10 +828,19 @@ pub async fn follow(conn: Connection, clock: Arc<TreeClock>) {
         sync.fitted = Some(last);
     }
     sync.restart(clock.local_now());
+    let me = clock
+        .follows
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *clock.sync.lock().unwrap_or_else(|p| p.into_inner()) = Some((me, sync));
+    let _unshare = Unshare(&clock, me);
     let mut first = true;
     loop {
         let now = clock.local_now();
-        if let Some(req) = sync.poll_request(now) {
+        let Some(req) = clock.with_sync(Some(me), |s| s.poll_request(now)) else {
+            // A newer link follows now.
+            return;
+        };
+        if let Some(req) = req {
             if conn
                 .send_datagram(datagram(&Message::TimeRequest(req)))
                 .is_err()
@@ -759,7 +850,10 @@ pub async fn follow(conn: Connection, clock: Arc<TreeClock>) {
                 return;
             }
         }
-        let wait = (sync.next_probe_at() - clock.local_now()).max(0) as u64;
+        let next = clock
+            .with_sync(Some(me), |s| s.next_probe_at())
+            .unwrap_or(i64::MAX);
+        let wait = (next - clock.local_now()).clamp(0, 3_600_000_000) as u64;
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_micros(wait)) => {}
             d = conn.read_datagram() => {
@@ -769,17 +863,27 @@ pub async fn follow(conn: Connection, clock: Arc<TreeClock>) {
                     debug!("a datagram that is no time response was dropped");
                     continue;
                 };
-                match sync.handle_response(&r, t3) {
-                    Ok(true) => {
-                        if let Some(e) = sync.estimate() {
-                            clock.set(e, first);
-                            first = false;
-                        }
+                match clock.with_sync(Some(me), |s| s.handle_response(&r, t3).map(|changed| (changed, s.estimate()))) {
+                    Some(Ok((true, Some(e)))) => {
+                        clock.set(e, first);
+                        first = false;
                     }
-                    Ok(false) => {}
-                    Err(e) => debug!("time response dropped: {e}"),
+                    Some(Ok(_)) | None => {}
+                    Some(Err(e)) => debug!("time response dropped: {e}"),
                 }
             }
+        }
+    }
+}
+
+/// Takes a link's estimator out of its clock when `follow` ends.
+struct Unshare<'a>(&'a TreeClock, u64);
+
+impl Drop for Unshare<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.0.sync.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|(id, _)| *id == self.1) {
+            *slot = None;
         }
     }
 }

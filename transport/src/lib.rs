@@ -82,7 +82,7 @@ pub const PLATFORM_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
 /// A terminal link's: the clock's slowest probes come this often too, and
 /// any packet received restarts the keep-alive, so an idle terminal's link
 /// costs one probe exchange per interval.
-pub const TERMINAL_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const TERMINAL_KEEP_ALIVE: Duration = Duration::from_secs(25);
 pub const TERMINAL_IDLE_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl LinkKind {

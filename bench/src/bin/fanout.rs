@@ -35,9 +35,11 @@ struct Args {
     /// Seconds of each idle measurement.
     #[arg(long, default_value_t = 20)]
     window: u64,
-    /// Seconds after the terminals connect before the idle measurement
-    /// (their clocks' first probes are done by then).
-    #[arg(long, default_value_t = 20)]
+    /// Seconds after the terminals connect before the idle measurement:
+    /// by 150 their clocks have left the two minutes of settling and
+    /// probe at their slowest, in step with the heartbeat (the steady
+    /// state a relay's terminals spend their days in).
+    #[arg(long, default_value_t = 150)]
     settle: u64,
     /// Speech for both broadcasts (WAV); the peers' speech by default when
     /// it exists (`../shared/peers/make_speech.sh`), else the alert sample.
@@ -126,7 +128,11 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let terminal_cpu0: f64 = real.iter().map(|c| procstat::cpu_s(c.0.id())).sum();
     let t_idle = Instant::now();
+    let udp0 = procstat::udp_datagrams_sent();
     let idle_n = idle_rate(pid, args.window).await;
+    let idle_packets = procstat::udp_datagrams_sent().saturating_sub(udp0) as f64
+        / t_idle.elapsed().as_secs_f64()
+        / n.max(1) as f64;
     // A real terminal's own idle cost (the goal holds for both ends).
     let terminal_idle = (!real.is_empty()).then(|| {
         let used: f64 = real.iter().map(|c| procstat::cpu_s(c.0.id())).sum::<f64>() - terminal_cpu0;
@@ -136,6 +142,7 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
         )
     });
     let rss_n = procstat::rss_kb(pid);
+    let clocks_idle = load.as_ref().map(|l| l.clocks());
 
     let area = rig.area.to_string();
     // Recorded: the whole file as one broadcast.
@@ -202,6 +209,8 @@ async fn run_one(args: &Args, n: usize) -> anyhow::Result<serde_json::Value> {
         "audio_s": round(audio_s, 1),
         "idle_ms_per_s": { "none": round(idle_none, 2), "connected": round(idle_n, 2) },
         "idle_ms_per_terminal_s": round((idle_n - idle_none) / n.max(1) as f64, 4),
+        "idle_packets_per_terminal_s": round(idle_packets, 3),
+        "clocks_idle": clocks_idle,
         "terminal_idle_ms_per_s": terminal_idle,
         "recorded": { "cpu_ms_per_terminal_s": recorded, "spread": recorded_spread },
         "live": live,

@@ -59,7 +59,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             playout: PlayoutConfig::default(),
-            heartbeat_us: 30_000_000,
+            heartbeat_us: 25_000_000,
             decode_ahead_us: 300_000,
             decode_batch_us: 100_000,
             software: concat!("terminal-agent ", env!("CARGO_PKG_VERSION")).into(),
