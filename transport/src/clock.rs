@@ -106,8 +106,8 @@ pub struct TreeClock {
     epoch: std::sync::atomic::AtomicU32,
     /// The estimator of the link being followed (`follow`), shared so a
     /// probe can go out with other traffic (`probe_along`); locked only
-    /// to poll or feed it, never across I/O.
-    /// Tagged with the `follow` that owns it: after a failover the old
+    /// to poll or feed it, never across I/O. Tagged with the `follow`
+    /// that owns it (`follows` numbers them): after a failover the old
     /// link's `follow` may outlive the new one's start by a moment.
     sync: Mutex<Option<(u64, ClockSync)>>,
     follows: std::sync::atomic::AtomicU64,
@@ -187,10 +187,10 @@ impl TreeClock {
         self.with_sync(None, |s| s.period_us())
     }
 
-    /// Sends the link's next probe now, on `conn`, if it is due within
-    /// half its period: called as other traffic goes up (a terminal's
-    /// status), so both leave in one packet and the upstream's answer
-    /// acknowledges both. An idle terminal's link then costs its relay one
+    /// Sends the link's next probe now, on `conn`, as
+    /// `ClockSync::poll_request_along` allows: called as other traffic
+    /// goes up (a terminal's status), so both leave in one packet and the
+    /// upstream's answer acknowledges both. An idle terminal's link then costs its relay one
     /// exchange per heartbeat instead of one per heartbeat and one per
     /// probe.
     pub fn probe_along(&self, conn: &Connection) {
