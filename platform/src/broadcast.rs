@@ -238,6 +238,15 @@ pub const SEND_AHEAD_US: i64 = 100_000_000;
 /// longer the last child waits for its first segment.
 pub const START_AHEAD_US: i64 = 600_000;
 pub const AHEAD_GAIN: i64 = 3;
+/// Recorded audio that can wait goes out in batches: a child's forwarder
+/// wakes for it at most once per `BATCH_US` (counted from the cursor's
+/// start) and sends together what fell due since. Sent one by one, each
+/// 500 ms segment was a full packet, a 200-byte tail and an
+/// acknowledgement, every 125 ms for every terminal. Only while the
+/// segment still presents `BATCH_MIN_LEAD_US` after its batch goes: the
+/// first seconds of an alert go as soon as they may.
+pub const BATCH_US: i64 = 1_000_000;
+pub const BATCH_MIN_LEAD_US: i64 = 3_000_000;
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
 pub const LIVE_LAG_SEGMENTS: usize = 10;
@@ -248,6 +257,23 @@ pub const LIVE_LAG_SEGMENTS: usize = 10;
 pub fn send_at(pts_us: i64, began_us: i64) -> i64 {
     ((pts_us - START_AHEAD_US + AHEAD_GAIN * began_us) / (1 + AHEAD_GAIN))
         .max(pts_us - SEND_AHEAD_US)
+}
+
+/// When a segment presenting at `pts_us`, allowed out at `at_us`, goes in
+/// the batches of a cursor that began at `began_us`: at the next batch
+/// boundary, if it still has its lead there.
+pub fn batched(at_us: i64, pts_us: i64, began_us: i64) -> i64 {
+    let boundary = began_us + (at_us - began_us).div_euclid(BATCH_US) * BATCH_US;
+    let boundary = if boundary < at_us {
+        boundary + BATCH_US
+    } else {
+        boundary
+    };
+    if pts_us - boundary >= BATCH_MIN_LEAD_US {
+        boundary
+    } else {
+        at_us
+    }
 }
 
 /// What a child's forwarder does next.
@@ -335,6 +361,11 @@ impl Cursor {
                     *pts - SEND_AHEAD_US
                 };
                 if at > now_us {
+                    let at = if b.is_live() {
+                        at
+                    } else {
+                        batched(at, *pts, self.began_us)
+                    };
                     return Step::Wait(at);
                 }
                 self.sent_any = true;
@@ -408,7 +439,7 @@ mod tests {
         }
         assert_eq!(sent, vec![0]);
         assert_eq!(c.next(&b, 100_000), Step::Wait(150_000));
-        // The rest follows as time allows, each when it may; then the end.
+        // The rest follows as time allows, in batches once it may; then the end.
         let mut t = 0;
         loop {
             match c.next(&b, t) {
@@ -423,10 +454,11 @@ mod tests {
             }
         }
         assert_eq!(sent, (0..40).collect::<Vec<u8>>());
+        let last_pts = 1_000_000 + 39 * 200_000;
         assert_eq!(
             t,
-            send_at(1_000_000 + 39 * 200_000, 0),
-            "the last one when it may"
+            batched(send_at(last_pts, 0), last_pts, 0),
+            "the last one with its batch"
         );
         // A child that already has 30 segments gets the other 10 only.
         let mut c = Cursor::new(30, 10_000_000);
@@ -450,6 +482,58 @@ mod tests {
         b.release_audio();
         assert_eq!(b.segment_count(), 40);
         assert!(b.segments_from(0).is_empty());
+    }
+
+    #[test]
+    fn recorded_audio_goes_in_batches_once_it_has_its_lead() {
+        // Two minutes of 500 ms segments, the first presenting at 1 s.
+        let b = broadcast(240, false);
+        for seq in 0..240u32 {
+            b.push(
+                seq,
+                1_000_000 + seq as i64 * 500_000,
+                frame(seq),
+                seq == 239,
+            );
+        }
+        let mut c = Cursor::new(0, 0);
+        let (mut t, mut wakes) = (0, Vec::new());
+        let mut sent: Vec<(i64, i64)> = Vec::new();
+        loop {
+            match c.next(&b, t) {
+                Step::Send(f) => sent.push((t, 1_000_000 + f[0] as i64 * 500_000)),
+                Step::Wait(at) => {
+                    assert!(at > t);
+                    wakes.push(at);
+                    t = at;
+                }
+                Step::Idle => panic!("a complete broadcast is never idle"),
+                Step::Done => break,
+            }
+        }
+        assert_eq!(sent.len(), 240, "every segment went");
+        for (i, (at, pts)) in sent.iter().enumerate() {
+            let allowed = if i == 0 { *at } else { send_at(*pts, 0) };
+            assert!(*at >= allowed, "segment {i} went before its time");
+            assert!(
+                *at == allowed || pts - at >= BATCH_MIN_LEAD_US,
+                "segment {i} held back past its lead: sent {at}, presents {pts}"
+            );
+        }
+        // The start goes as it may (segment by segment), then one wake a
+        // second: before batching, one every 125 ms.
+        let late_wakes = wakes.iter().filter(|w| **w >= 2_000_000).count() as i64;
+        let span = wakes.last().copied().unwrap_or(0) - 2_000_000;
+        assert!(
+            late_wakes <= span / BATCH_US + 1,
+            "{late_wakes} wakes in {span} µs"
+        );
+        let per_wake = sent.iter().filter(|(at, _)| *at >= 2_000_000).count() as i64 / late_wakes;
+        assert!(per_wake >= 7, "{per_wake} segments a wake");
+        assert!(
+            wakes.iter().filter(|w| **w < 1_000_000).count() >= 3,
+            "the first second is not batched"
+        );
     }
 
     #[test]

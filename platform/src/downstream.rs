@@ -32,6 +32,9 @@ pub struct Child {
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most frames one write to a child takes (a batch of recorded audio
+/// is 4 s, 8 segments of 500 ms; a failover's catch-up may be more).
+const MAX_WRITE_FRAMES: usize = 32;
 
 /// The link of each terminal now linked, by serial. A terminal that links
 /// again (restarted, or back after its carrier's outage) supersedes its
@@ -515,15 +518,33 @@ async fn forward(
     }
     // Shared bytes, never copied per child.
     timed(stream.write_chunk(b.header_frame.clone())).await?;
+    // What is due at once goes in one write: one lock of the connection and
+    // full packets, rather than a wake of its driver per segment.
+    let mut due: Vec<Bytes> = Vec::new();
     loop {
         if b.silenced_for(&child.scope) {
             // Silenced here: the child gets no more of it (the command
             // itself stops what the child already has).
             break;
         }
-        match cursor.next(&b, now_ms() * 1000) {
-            Step::Send(frame) => timed(stream.write_chunk(frame)).await?,
-            Step::Wait(at_us) => {
+        let step = match cursor.next(&b, now_ms() * 1000) {
+            Step::Send(frame) => {
+                due.push(frame);
+                if due.len() < MAX_WRITE_FRAMES {
+                    continue;
+                }
+                None
+            }
+            other => Some(other),
+        };
+        if !due.is_empty() {
+            timed(stream.write_all_chunks(&mut due)).await?;
+            due.clear();
+        }
+        match step {
+            // A full batch went (a frame to send is always in `due`).
+            None | Some(Step::Send(_)) => {}
+            Some(Step::Wait(at_us)) => {
                 let wait = (at_us - now_ms() * 1000).max(0) as u64;
                 // A cancel must not wait for the next segment's time.
                 tokio::select! {
@@ -531,12 +552,12 @@ async fn forward(
                     c = changes.changed() => if c.is_err() { break },
                 }
             }
-            Step::Idle => {
+            Some(Step::Idle) => {
                 if changes.changed().await.is_err() {
                     break;
                 }
             }
-            Step::Done => break,
+            Some(Step::Done) => break,
         }
     }
     let _ = stream.finish();

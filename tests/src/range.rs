@@ -439,6 +439,10 @@ impl Range {
                     genuine_finished: record.finished,
                     genuine_frames: record.total_frames,
                     concealed: record.frames_concealed,
+                    late: record.frames_late,
+                    played: record.frames_played,
+                    first_sample_ms: record.first_sample_ms,
+                    cancelled: record.cancelled,
                     genuine_correlation: crate::correlation(&genuine.reference, &samples, 4000),
                     attack_correlation: crate::correlation(&attack, &samples, 4000),
                     attack_records: attack_ids
@@ -502,6 +506,14 @@ pub struct Played {
     pub genuine_finished: bool,
     pub genuine_frames: u64,
     pub concealed: u64,
+    /// Frames of the genuine alert dropped because they came too late to
+    /// play (past the presentation window).
+    pub late: u64,
+    /// Frames decoded and handed to the sink.
+    pub played: u64,
+    /// Unix ms of its first sample (with `late`, what a short sink lost).
+    pub first_sample_ms: Option<i64>,
+    pub cancelled: bool,
     pub genuine_correlation: f64,
     pub attack_correlation: f64,
     /// Attack broadcasts the player ever knew of (a verified header).

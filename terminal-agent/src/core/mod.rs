@@ -33,7 +33,7 @@ use crate::journal::{Journal, Persist};
 /// While something plays, a terminal's status goes up at least this often
 /// (the platforms' coverage counts a playing terminal silent for three of
 /// these as lost, `platform::book::LOST_AFTER_MS`); while idle, every
-/// configured heartbeat (30 s by default: each costs its relay a
+/// configured heartbeat (25 s by default: each costs its relay a
 /// signature check and a few packets, for thousands of terminals).
 pub const PLAYING_HEARTBEAT_US: i64 = 10_000_000;
 
