@@ -244,9 +244,17 @@ pub const AHEAD_GAIN: i64 = 3;
 /// 500 ms segment was a full packet, a 200-byte tail and an
 /// acknowledgement, every 125 ms for every terminal. Only while the
 /// segment still presents `BATCH_MIN_LEAD_US` after its batch goes: the
-/// first seconds of an alert go as soon as they may.
+/// first seconds of an alert go as soon as they may, and between batches
+/// a terminal always holds more than its liveness horizon
+/// (`transport::liveness::EXPECT_WITHIN_US`), so it neither probes a quiet
+/// link nor, if its upstream dies, starts its failover too late to finish
+/// it before the audio in hand runs out.
 pub const BATCH_US: i64 = 1_000_000;
-pub const BATCH_MIN_LEAD_US: i64 = 3_000_000;
+pub const BATCH_MIN_LEAD_US: i64 = transport::liveness::EXPECT_WITHIN_US + BATCH_US + 500_000;
+// What a batch holds presents BATCH_MIN_LEAD after it goes, and the next
+// batch comes BATCH later: in between, a terminal holds more than its
+// liveness horizon.
+const _: () = assert!(BATCH_MIN_LEAD_US - BATCH_US > transport::liveness::EXPECT_WITHIN_US);
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
 pub const LIVE_LAG_SEGMENTS: usize = 10;

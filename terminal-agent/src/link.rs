@@ -147,14 +147,6 @@ impl TerminalLink {
 /// How often an open broadcast's link is checked for quiet.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// More audio is expected on a stream whose audio in hand runs out
-/// within this (the relay sends every segment at least 0.6 s before it
-/// presents, `platform::broadcast::START_AHEAD_US`): a link quiet then
-/// is dead, or soon will be to the listener. A stream holding more (a
-/// recorded alert sent far ahead, a broadcast scheduled later) may be
-/// quiet for long.
-const EXPECT_WITHIN_US: i64 = 1_000_000;
-
 /// Every frame this system encodes is 20 ms (an estimate is enough here).
 const FRAME_US: i64 = 20_000;
 
@@ -182,7 +174,7 @@ impl OpenStreams {
     fn expecting(&self, tree_now_us: i64) -> bool {
         lock(&self.0)
             .values()
-            .any(|until| *until < tree_now_us + EXPECT_WITHIN_US)
+            .any(|until| *until < tree_now_us + liveness::EXPECT_WITHIN_US)
     }
 }
 

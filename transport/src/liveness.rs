@@ -17,6 +17,17 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Quiet this long with a broadcast open, probes unanswered: dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(2_000);
 
+/// More audio is expected on a broadcast stream whose audio in hand runs
+/// out within this: a link quiet then is dead, or soon will be to the
+/// listener. Long enough for the failover to finish before the audio in
+/// hand does: `DEAD_AFTER` of quiet, a new link (a handshake over 4G) and
+/// the first segment from the new upstream, with the playout delay and
+/// presentation window as slack. A stream holding more (a recorded alert
+/// sent far ahead, a broadcast scheduled later) may be quiet for long, so
+/// a relay that batches recorded audio keeps every child above this
+/// between batches (`platform::broadcast::BATCH_MIN_LEAD_US`).
+pub const EXPECT_WITHIN_US: i64 = 3_500_000;
+
 /// What to do about a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
