@@ -238,22 +238,22 @@ pub const SEND_AHEAD_US: i64 = 100_000_000;
 /// longer the last child waits for its first segment.
 pub const START_AHEAD_US: i64 = 600_000;
 pub const AHEAD_GAIN: i64 = 3;
-/// Recorded audio that can wait goes out in batches: a child's forwarder
-/// wakes for it at most once per `BATCH_US` (counted from the cursor's
-/// start) and sends together what fell due since. Sent one by one, each
-/// 500 ms segment was a full packet, a 200-byte tail and an
-/// acknowledgement, every 125 ms for every terminal. Only while the
-/// segment still presents `BATCH_MIN_LEAD_US` after its batch goes: the
-/// first seconds of an alert go as soon as they may, and between batches
-/// a terminal always holds more than its liveness horizon
-/// (`transport::liveness::EXPECT_WITHIN_US`), so it neither probes a quiet
-/// link nor, if its upstream dies, starts its failover too late to finish
-/// it before the audio in hand runs out.
+/// Recorded audio goes out in batches once a child holds a lead: when a
+/// child's forwarder wakes for a segment, it also sends what would fall
+/// due within the next `BATCH_US`, in one write, so it wakes for recorded
+/// audio about once a second. Sent one by one, each 500 ms segment was a
+/// full packet, a 200-byte tail and an acknowledgement, every 125 ms for
+/// every terminal. Early, never late: a child never holds less than the
+/// pacing gives it (what it holds is what rides out an outage). Only while
+/// the segment presents `BATCH_MIN_LEAD_US` or more from now: the first
+/// seconds of an alert go one by one, each as soon as it may, and between
+/// batches a terminal holds more than its liveness horizon
+/// (`transport::liveness::EXPECT_WITHIN_US`), so it does not probe a quiet
+/// link.
 pub const BATCH_US: i64 = 1_000_000;
 pub const BATCH_MIN_LEAD_US: i64 = transport::liveness::EXPECT_WITHIN_US + BATCH_US + 500_000;
-// What a batch holds presents BATCH_MIN_LEAD after it goes, and the next
-// batch comes BATCH later: in between, a terminal holds more than its
-// liveness horizon.
+// A batch goes with BATCH_MIN_LEAD in hand, the next within BATCH: in
+// between, a terminal holds more than its liveness horizon.
 const _: () = assert!(BATCH_MIN_LEAD_US - BATCH_US > transport::liveness::EXPECT_WITHIN_US);
 /// A live segment further behind than this is skipped: the child gets the
 /// newest audio instead of a growing backlog.
@@ -265,23 +265,6 @@ pub const LIVE_LAG_SEGMENTS: usize = 10;
 pub fn send_at(pts_us: i64, began_us: i64) -> i64 {
     ((pts_us - START_AHEAD_US + AHEAD_GAIN * began_us) / (1 + AHEAD_GAIN))
         .max(pts_us - SEND_AHEAD_US)
-}
-
-/// When a segment presenting at `pts_us`, allowed out at `at_us`, goes in
-/// the batches of a cursor that began at `began_us`: at the next batch
-/// boundary, if it still has its lead there.
-pub fn batched(at_us: i64, pts_us: i64, began_us: i64) -> i64 {
-    let boundary = began_us + (at_us - began_us).div_euclid(BATCH_US) * BATCH_US;
-    let boundary = if boundary < at_us {
-        boundary + BATCH_US
-    } else {
-        boundary
-    };
-    if pts_us - boundary >= BATCH_MIN_LEAD_US {
-        boundary
-    } else {
-        at_us
-    }
 }
 
 /// What a child's forwarder does next.
@@ -368,12 +351,11 @@ impl Cursor {
                 } else {
                     *pts - SEND_AHEAD_US
                 };
-                if at > now_us {
-                    let at = if b.is_live() {
-                        at
-                    } else {
-                        batched(at, *pts, self.began_us)
-                    };
+                let early = self.sent_any
+                    && !b.is_live()
+                    && at <= now_us + BATCH_US
+                    && *pts - now_us >= BATCH_MIN_LEAD_US;
+                if at > now_us && !early {
                     return Step::Wait(at);
                 }
                 self.sent_any = true;
@@ -463,10 +445,9 @@ mod tests {
         }
         assert_eq!(sent, (0..40).collect::<Vec<u8>>());
         let last_pts = 1_000_000 + 39 * 200_000;
-        assert_eq!(
-            t,
-            batched(send_at(last_pts, 0), last_pts, 0),
-            "the last one with its batch"
+        assert!(
+            t <= send_at(last_pts, 0),
+            "the last one no later than it may"
         );
         // A child that already has 30 segments gets the other 10 only.
         let mut c = Cursor::new(30, 10_000_000);
@@ -493,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn recorded_audio_goes_in_batches_once_it_has_its_lead() {
+    fn recorded_audio_goes_early_in_batches_once_a_child_holds_a_lead() {
         // Two minutes of 500 ms segments, the first presenting at 1 s.
         let b = broadcast(240, false);
         for seq in 0..240u32 {
@@ -522,10 +503,13 @@ mod tests {
         assert_eq!(sent.len(), 240, "every segment went");
         for (i, (at, pts)) in sent.iter().enumerate() {
             let allowed = if i == 0 { *at } else { send_at(*pts, 0) };
-            assert!(*at >= allowed, "segment {i} went before its time");
             assert!(
-                *at == allowed || pts - at >= BATCH_MIN_LEAD_US,
-                "segment {i} held back past its lead: sent {at}, presents {pts}"
+                *at <= allowed,
+                "segment {i} went later than the pacing allows"
+            );
+            assert!(
+                *at == allowed || (allowed - at <= BATCH_US && pts - at >= BATCH_MIN_LEAD_US),
+                "segment {i} went early without its lead: sent {at}, presents {pts}"
             );
         }
         // The start goes as it may (segment by segment), then one wake a

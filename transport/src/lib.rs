@@ -142,26 +142,8 @@ fn accept_config() -> Arc<TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(1));
     t.keep_alive_interval(None);
     t.max_idle_timeout(Some(idle(TERMINAL_IDLE_TIMEOUT)));
-    t.ack_frequency_config(Some(child_ack_frequency()));
     Arc::new(t)
 }
-
-/// What the accepting end asks of its children's acknowledgements (the
-/// QUIC ACK-frequency extension, which quinn speaks at both ends): a batch
-/// of recorded audio, ~10 packets at once, is acknowledged once rather
-/// than every second packet (each acknowledgement is a packet the relay
-/// receives, decrypts and processes, for every child). Still within the
-/// child's max ACK delay (25 ms), at once on a gap (reordering threshold
-/// 2, so loss is found as soon as before), and live audio's lone packets
-/// are acknowledged as they were.
-fn child_ack_frequency() -> quinn::AckFrequencyConfig {
-    let mut a = quinn::AckFrequencyConfig::default();
-    a.ack_eliciting_threshold(VarInt::from_u32(CHILD_ACK_ELICITING_THRESHOLD));
-    a
-}
-
-/// Packets a child may take before it must acknowledge them.
-const CHILD_ACK_ELICITING_THRESHOLD: u32 = 12;
 
 fn idle(d: Duration) -> quinn::IdleTimeout {
     d.try_into().unwrap_or(VarInt::from_u32(6_000).into())
