@@ -50,6 +50,9 @@ pub enum SignContext {
     AuditSeal,
     PublishRequest,
     RequestOutcome,
+    Programme,
+    ProgrammeReceipt,
+    QuietHours,
 }
 
 impl SignContext {
@@ -66,6 +69,9 @@ impl SignContext {
             SignContext::AuditSeal => b"EBS-v1 audit seal\0",
             SignContext::PublishRequest => b"EBS-v1 publish request\0",
             SignContext::RequestOutcome => b"EBS-v1 request outcome\0",
+            SignContext::Programme => b"EBS-v1 programme\0",
+            SignContext::ProgrammeReceipt => b"EBS-v1 programme receipt\0",
+            SignContext::QuietHours => b"EBS-v1 quiet hours\0",
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::event::SignedEvent;
 use crate::header::{SignedHeader, MAX_HEADER_BYTES};
 use crate::ids::coded_enum;
 use crate::member::Member;
+use crate::programme::{Inventory, ProgrammeChunk, SignedProgramme, SignedProgrammeReceipt};
+use crate::quiet::SignedQuietHours;
 use crate::request::{SignedOutcome, SignedRequest};
 use crate::segment::{Segment, MAX_SEGMENT_BYTES};
 
@@ -43,6 +45,16 @@ coded_enum!(
         PublishRequest = 26,
         /// The tier above's answer to one, down.
         RequestOutcome = 27,
+        /// A scheduled programme, down (PROTOCOL.md 6.10).
+        Programme = 28,
+        /// A chunk of a programme's audio, down.
+        ProgrammeChunk = 29,
+        /// Quiet hours of some areas, down (6.11).
+        QuietHours = 30,
+        /// A terminal's report of one scheduled play, up.
+        ProgrammeReceipt = 31,
+        /// What programmes a dialler holds, up.
+        Inventory = 32,
     }
 );
 
@@ -56,6 +68,9 @@ impl FrameKind {
             FrameKind::Command => 2 * MAX_CONTROL_BYTES,
             FrameKind::PublishRequest => crate::request::MAX_REQUEST_BYTES,
             FrameKind::RequestOutcome => crate::request::MAX_OUTCOME_BYTES,
+            FrameKind::Programme => crate::programme::MAX_PROGRAMME_BYTES,
+            FrameKind::ProgrammeChunk => crate::programme::MAX_CHUNK_BYTES,
+            FrameKind::QuietHours => crate::quiet::MAX_QUIET_BYTES,
             _ => MAX_CONTROL_BYTES,
         }
     }
@@ -78,6 +93,11 @@ pub enum Message {
     Member(Member),
     PublishRequest(SignedRequest),
     RequestOutcome(SignedOutcome),
+    Programme(SignedProgramme),
+    ProgrammeChunk(ProgrammeChunk),
+    QuietHours(SignedQuietHours),
+    ProgrammeReceipt(SignedProgrammeReceipt),
+    Inventory(Inventory),
 }
 
 impl Message {
@@ -97,6 +117,11 @@ impl Message {
             Message::Member(_) => FrameKind::Member,
             Message::PublishRequest(_) => FrameKind::PublishRequest,
             Message::RequestOutcome(_) => FrameKind::RequestOutcome,
+            Message::Programme(_) => FrameKind::Programme,
+            Message::ProgrammeChunk(_) => FrameKind::ProgrammeChunk,
+            Message::QuietHours(_) => FrameKind::QuietHours,
+            Message::ProgrammeReceipt(_) => FrameKind::ProgrammeReceipt,
+            Message::Inventory(_) => FrameKind::Inventory,
         }
     }
 
@@ -112,6 +137,9 @@ impl Message {
             Message::SecurityEvent(e) => e.body(),
             Message::PublishRequest(r) => r.body(),
             Message::RequestOutcome(o) => o.body(),
+            Message::Programme(p) => p.body(),
+            Message::QuietHours(q) => q.body(),
+            Message::ProgrammeReceipt(r) => r.body(),
             other => {
                 owned = match other {
                     Message::Hello(h) => h.encode(),
@@ -120,6 +148,8 @@ impl Message {
                     Message::TimeRequest(t) => t.encode(),
                     Message::TimeResponse(t) => t.encode(),
                     Message::Member(m) => m.encode(),
+                    Message::ProgrammeChunk(c) => c.encode(),
+                    Message::Inventory(i) => i.encode(),
                     _ => Vec::new(),
                 };
                 &owned
@@ -152,6 +182,13 @@ impl Message {
             FrameKind::Member => Message::Member(Member::decode(body)?),
             FrameKind::PublishRequest => Message::PublishRequest(SignedRequest::decode(body)?),
             FrameKind::RequestOutcome => Message::RequestOutcome(SignedOutcome::decode(body)?),
+            FrameKind::Programme => Message::Programme(SignedProgramme::decode(body)?),
+            FrameKind::ProgrammeChunk => Message::ProgrammeChunk(ProgrammeChunk::decode(body)?),
+            FrameKind::QuietHours => Message::QuietHours(SignedQuietHours::decode(body)?),
+            FrameKind::ProgrammeReceipt => {
+                Message::ProgrammeReceipt(SignedProgrammeReceipt::decode(body)?)
+            }
+            FrameKind::Inventory => Message::Inventory(Inventory::decode(body)?),
         })
     }
 }
@@ -300,6 +337,11 @@ mod tests {
                 (FrameKind::Member, 16_384),
                 (FrameKind::PublishRequest, 4_194_304),
                 (FrameKind::RequestOutcome, 16_384),
+                (FrameKind::Programme, 39_035),
+                (FrameKind::ProgrammeChunk, 319_271),
+                (FrameKind::QuietHours, 3_836),
+                (FrameKind::ProgrammeReceipt, 16_384),
+                (FrameKind::Inventory, 16_384),
             ]
         );
         assert_eq!(certs::cert::MAX_CERT_BYTES, 797);

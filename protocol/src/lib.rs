@@ -14,9 +14,12 @@ pub mod header;
 pub mod ids;
 pub mod member;
 pub mod precedence;
+pub mod programme;
+pub mod quiet;
 pub mod refusal;
 pub mod replay;
 pub mod request;
+pub mod schedule;
 pub mod segment;
 mod signer_chain;
 /// Fixtures for tests and benchmarks (feature `testing`).
@@ -35,8 +38,17 @@ pub use header::{AudioParams, BroadcastHeader, SignedHeader};
 pub use ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};
 pub use member::Member;
 pub use precedence::Precedence;
+pub use programme::{
+    Held, Inventory, PlayOutcome, PlayReason, Programme, ProgrammeAudio, ProgrammeChunk,
+    ProgrammeReceipt, SignedProgramme, SignedProgrammeReceipt,
+};
+pub use quiet::{Quiet, QuietHours, QuietMode, SignedQuietHours};
 pub use refusal::{Refusal, RefusalCounts, RefusalReason};
 pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 pub use request::{OutcomeState, PublishRequest, RequestOutcome, SignedOutcome, SignedRequest};
+pub use schedule::Schedule;
 pub use segment::Segment;
-pub use verify::{Audience, HeaderVerdict, Policy, RevocationOutcome, SegmentVerdict, Verifier};
+pub use verify::{
+    Audience, HeaderVerdict, HeldRevision, Policy, ProgrammeVerdict, RevocationOutcome,
+    SegmentVerdict, Verifier,
+};

@@ -39,6 +39,8 @@ coded_enum!(
         StaleSequence = 42,
         BeyondEnd = 43,
         TooManyFrames = 44,
+        ChunkDigest = 45,
+        UnknownProgramme = 46,
         CommandReplayed = 50,
         ForgedReport = 51,
         PeerUntrusted = 52,
@@ -80,6 +82,8 @@ impl RefusalReason {
             StaleSequence => "stale_sequence",
             BeyondEnd => "beyond_end",
             TooManyFrames => "too_many_frames",
+            ChunkDigest => "chunk_digest",
+            UnknownProgramme => "unknown_programme",
             CommandReplayed => "command_replayed",
             ForgedReport => "forged_report",
             PeerUntrusted => "peer_untrusted",
@@ -95,7 +99,7 @@ impl RefusalReason {
         use RefusalReason::*;
         match self {
             Malformed | UnsupportedVersion => 2,
-            UnknownBroadcast => 3,
+            UnknownBroadcast | UnknownProgramme => 3,
             ChainUntrusted
             | CertSignature
             | CertTierOrder
@@ -106,6 +110,7 @@ impl RefusalReason {
             | CertRevoked
             | HeaderSignature
             | SegmentSignature
+            | ChunkDigest
             | ForgedReport
             | PeerUntrusted
             | RevocationInvalid => 4,
@@ -156,6 +161,10 @@ pub enum Refusal {
     BeyondEnd { seq: u32, total: u32 },
     #[error("segment has more frames than announced")]
     TooManyFrames,
+    #[error("programme audio chunk {index} does not match its signed digest")]
+    ChunkDigest { index: u16 },
+    #[error("audio of a programme without a verified programme")]
+    UnknownProgramme,
     #[error("command already executed")]
     CommandReplayed,
     #[error("a report (receipt, status, event) not signed by the node it names")]
@@ -201,6 +210,8 @@ impl Refusal {
             Refusal::StaleSequence { .. } => R::StaleSequence,
             Refusal::BeyondEnd { .. } => R::BeyondEnd,
             Refusal::TooManyFrames => R::TooManyFrames,
+            Refusal::ChunkDigest { .. } => R::ChunkDigest,
+            Refusal::UnknownProgramme => R::UnknownProgramme,
             Refusal::CommandReplayed => R::CommandReplayed,
             Refusal::ForgedReport => R::ForgedReport,
             Refusal::PeerUntrusted(_) => R::PeerUntrusted,

@@ -75,3 +75,32 @@ pub fn recorded_broadcast(
         .expect("valid fixture frames");
     (header, segs)
 }
+
+/// A daily programme of `frames` fake frames (20 ms, 16 kHz, chunks of
+/// 50) from `issuer` to `targets`, issued at `now_ms`, playing by
+/// `schedule`.
+pub fn programme(
+    issuer: &Identity,
+    sequence: u16,
+    targets: Vec<AreaCode>,
+    now_ms: i64,
+    schedule: crate::schedule::Schedule,
+    frames: &[Vec<u8>],
+) -> crate::programme::Programme {
+    crate::programme::Programme {
+        id: BroadcastId::new(&issuer.cert().body().resource_code, (2026, 12, 7), sequence)
+            .expect("valid fixture id"),
+        revision: 1,
+        issued_at_ms: now_ms,
+        withdrawn: false,
+        class: BroadcastClass::Daily,
+        event_type: "10000".parse().expect("valid event type"),
+        targets,
+        language: "zh-CN".into(),
+        title: "每日新闻".into(),
+        text: "村广播每日新闻。".into(),
+        schedule,
+        audio: crate::programme::ProgrammeAudio::of(frames, 16_000, 20, 50),
+        volume_hint: None,
+    }
+}

@@ -17,6 +17,9 @@ use crate::refusal::{Refusal, RefusalCounts};
 use crate::replay::{ReplayRecord, ReplayStore};
 use crate::segment::Segment;
 
+mod scheduled;
+pub use scheduled::{HeldRevision, ProgrammeVerdict};
+
 /// Time rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
