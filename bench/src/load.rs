@@ -454,6 +454,7 @@ impl ThinTerminal {
             revocation_numbers: self.revocation_numbers.clone(),
             refusals: Vec::new(),
             audio: AudioCounters::default(),
+            cache: Default::default(),
         }
     }
 }

@@ -18,6 +18,10 @@ struct Progress {
     preempted: bool,
     cancelled: bool,
     silenced: bool,
+    /// Held back by quiet hours (R20), waiting for them to end.
+    held: bool,
+    /// Not played because of quiet hours.
+    skipped: bool,
     refused: Option<RefusalReason>,
     first_started_ms: Option<i64>,
     /// Heard, as its last receipt that says so reported.
@@ -50,6 +54,10 @@ pub struct Coverage {
     pub cancelled: u32,
     /// Stopped by the local-silence procedure (R20).
     pub silenced: u32,
+    /// Held back by the quiet hours of their area, to play when they end.
+    pub held: u32,
+    /// Not played: the quiet hours of their area skip such content.
+    pub skipped: u32,
     /// Were playing, then went silent (see `LOST_AFTER_MS`).
     pub lost: u32,
     pub refused: u32,
@@ -189,6 +197,8 @@ impl Book {
                 | ReceiptKind::Preempted
                 | ReceiptKind::Cancelled
                 | ReceiptKind::Silenced
+                | ReceiptKind::Held
+                | ReceiptKind::Skipped
         );
         if ends {
             p.playing = false;
@@ -200,6 +210,7 @@ impl Book {
             ReceiptKind::Started | ReceiptKind::Resumed => {
                 p.playing = true;
                 p.preempted = false;
+                p.held = false;
                 p.first_started_ms.get_or_insert(r.at_ms);
             }
             ReceiptKind::Finished => p.finished = true,
@@ -208,6 +219,8 @@ impl Book {
             ReceiptKind::Preempted => p.preempted = true,
             ReceiptKind::Cancelled => p.cancelled = true,
             ReceiptKind::Silenced => p.silenced = true,
+            ReceiptKind::Held => p.held = true,
+            ReceiptKind::Skipped => p.skipped = true,
             // A refusal after this terminal accepted the broadcast is an
             // attack on it (a forged copy), not the terminal's verdict on it.
             ReceiptKind::Refused if p.received => {}
@@ -261,6 +274,8 @@ impl Book {
             c.preempted += p.preempted as u32;
             c.cancelled += p.cancelled as u32;
             c.silenced += p.silenced as u32;
+            c.held += (p.held && !p.playing) as u32;
+            c.skipped += p.skipped as u32;
             if let Some(r) = p.refused {
                 c.refused += 1;
                 *c.refused_by_reason.entry(r.name().to_string()).or_default() += 1;

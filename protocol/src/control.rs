@@ -150,7 +150,25 @@ pub struct Status {
     pub refusals: Vec<(RefusalReason, u32)>,
     /// Audio frames since start, by how they were made and heard.
     pub audio: AudioCounters,
+    /// The cache of programmes sent ahead (status version 2; zero from a
+    /// version 1 sender).
+    pub cache: ProgrammeCache,
 }
+
+/// A terminal's cache of scheduled programmes (R9), as its status reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgrammeCache {
+    /// Programmes held (withdrawn ones until their end included).
+    pub programmes: u16,
+    /// Of those, not withdrawn and with all their audio.
+    pub complete: u16,
+    pub used_kb: u32,
+    pub limit_kb: u32,
+}
+
+/// Status version 2 adds the programme cache at the end; a receiver takes
+/// both.
+pub const STATUS_VERSION: u8 = 2;
 
 /// A terminal's audio counters since it started (frames of 20 ms).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,8 +187,8 @@ pub struct AudioCounters {
 
 impl Status {
     fn encode_unsigned(&self) -> Writer {
-        let mut w = Writer::with_capacity(128);
-        w.u8(CONTROL_VERSION)
+        let mut w = Writer::with_capacity(140);
+        w.u8(STATUS_VERSION)
             .u64(self.terminal_serial)
             .u32(self.seq)
             .i64(self.sent_at_ms)
@@ -199,6 +217,11 @@ impl Status {
             .u64(a.concealed)
             .u64(a.late)
             .u64(a.heard);
+        let c = &self.cache;
+        w.u16(c.programmes)
+            .u16(c.complete)
+            .u32(c.used_kb)
+            .u32(c.limit_kb);
         w
     }
 
@@ -233,7 +256,10 @@ impl SignedStatus {
 
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(b);
-        version(&mut r, "status version")?;
+        let status_version = match r.u8("status version")? {
+            v @ (CONTROL_VERSION | STATUS_VERSION) => v,
+            v => return Err(DecodeError::UnsupportedVersion(v)),
+        };
         let terminal_serial = r.u64("terminal serial")?;
         let seq = r.u32("status sequence")?;
         let sent_at_ms = r.i64("sent at")?;
@@ -286,6 +312,16 @@ impl SignedStatus {
             late: r.u64("frames late")?,
             heard: r.u64("frames heard")?,
         };
+        let cache = if status_version >= 2 {
+            ProgrammeCache {
+                programmes: r.u16("cached programmes")?,
+                complete: r.u16("complete programmes")?,
+                used_kb: r.u32("cache used")?,
+                limit_kb: r.u32("cache limit")?,
+            }
+        } else {
+            ProgrammeCache::default()
+        };
         let signature = r.array("status signature")?;
         r.finish()?;
         Ok(SignedStatus {
@@ -304,6 +340,7 @@ impl SignedStatus {
                 revocation_numbers,
                 refusals,
                 audio,
+                cache,
             },
             signature,
             body: b.to_vec(),
@@ -334,6 +371,12 @@ coded_enum!(
         /// `Silence` command of a platform above this terminal (`detail`:
         /// ms heard).
         Silenced = 11,
+        /// Held back by the quiet hours of its area (R20): it plays when
+        /// they end, if still valid (`detail`: ms heard so far).
+        Held = 12,
+        /// Not played: the quiet hours of its area skip non-emergency
+        /// content (`detail`: ms heard before they began).
+        Skipped = 13,
     }
 );
 

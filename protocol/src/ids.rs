@@ -45,6 +45,18 @@ impl BroadcastId {
         self.0
     }
 
+    /// An id a terminal gives one of its own scheduled plays (R9): 10^35
+    /// and up, above every EBM id, so it never meets a real broadcast's and
+    /// never names anything on the wire (`from_u128` refuses it).
+    pub fn local(n: u64) -> BroadcastId {
+        BroadcastId(ID_LIMIT + n as u128)
+    }
+
+    /// A terminal's own id for a scheduled play ([`BroadcastId::local`]).
+    pub fn is_local(self) -> bool {
+        self.0 >= ID_LIMIT
+    }
+
     fn digits(self) -> [u8; 35] {
         let mut out = [b'0'; 35];
         let mut v = self.0;
@@ -55,7 +67,8 @@ impl BroadcastId {
         out
     }
 
-    /// The resource code of the platform that issued it.
+    /// The resource code of the platform that issued it (an id from the
+    /// wire: a local one has none).
     pub fn issuer(self) -> ResourceCode {
         let d = self.digits();
         let rc: [u8; 23] = d[..23].try_into().unwrap_or([b'0'; 23]);

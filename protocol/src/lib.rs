@@ -29,8 +29,8 @@ pub mod verify;
 
 pub use control::AudioCounters;
 pub use control::{
-    Action, Command, Hello, Receipt, ReceiptKind, SignedCommand, SignedReceipt, SignedStatus,
-    Status, Subscribe,
+    Action, Command, Hello, ProgrammeCache, Receipt, ReceiptKind, SignedCommand, SignedReceipt,
+    SignedStatus, Status, Subscribe,
 };
 pub use event::{EventReporter, SecurityEvent, SignedEvent};
 pub use frame::{FrameKind, FrameReader, Message, RawFrame};

@@ -70,6 +70,12 @@ fn sample_messages() -> Vec<Message> {
         revocation_numbers: vec![(1, 2)],
         refusals: vec![(RefusalReason::SegmentSignature, 3)],
         audio: Default::default(),
+        cache: protocol::ProgrammeCache {
+            programmes: 3,
+            complete: 2,
+            used_kb: 900,
+            limit_kb: 16_384,
+        },
     };
     let receipt = Receipt {
         broadcast: Some(h.id()),

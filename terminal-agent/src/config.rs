@@ -45,6 +45,12 @@ pub struct TerminalConfig {
     #[arg(long, default_value_t = 70)]
     #[serde(default = "default_emergency_volume")]
     pub emergency_min_volume: u8,
+    /// The most audio of scheduled programmes the terminal keeps, MiB
+    /// (in memory and in its store): what its schedule plays from while
+    /// the link is down. A full cache drops what plays furthest ahead.
+    #[arg(long, default_value_t = 16)]
+    #[serde(default = "default_programme_cache")]
+    pub programme_cache_mb: u32,
     /// Tests and benchmarks only: run on a clock this far off the system's
     /// (µs) and this many parts per billion fast, to show the terminal
     /// finds the tree's time whatever its own clock says.
@@ -73,6 +79,10 @@ fn default_emergency_volume() -> u8 {
     70
 }
 
+fn default_programme_cache() -> u32 {
+    16
+}
+
 impl TerminalConfig {
     /// Heartbeat while idle (`core::PLAYING_HEARTBEAT_US` while playing).
     pub const DEFAULT_HEARTBEAT_MS: u64 = 25_000;
@@ -89,6 +99,7 @@ impl TerminalConfig {
             playout_delay_ms: default_delay(),
             live_adapt_max_ms: default_live_adapt(),
             emergency_min_volume: default_emergency_volume(),
+            programme_cache_mb: default_programme_cache(),
             emulated_clock_offset_us: 0,
             emulated_clock_drift_ppb: 0,
         }
@@ -124,6 +135,11 @@ impl TerminalConfig {
             (1..=100).contains(&self.emergency_min_volume),
             "emergency_min_volume: {} is outside 1..=100 (0 would let a mute swallow emergencies)",
             self.emergency_min_volume
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.programme_cache_mb),
+            "programme_cache_mb: {} is outside 1..=1024",
+            self.programme_cache_mb
         );
         anyhow::ensure!(
             self.emulated_clock_offset_us.abs() <= 3_600_000_000,

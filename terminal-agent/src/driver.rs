@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::Certificate;
-use protocol::{Message, RawFrame, Refusal, Subscribe};
+use protocol::{Inventory, Message, RawFrame, Refusal, Subscribe};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -38,8 +38,9 @@ pub(crate) enum Input {
     Link {
         up: bool,
     },
+    /// What to ask a new upstream for, and what programmes are held.
     Subscribe {
-        reply: oneshot::Sender<Subscribe>,
+        reply: oneshot::Sender<(Subscribe, Inventory)>,
     },
 }
 
@@ -155,7 +156,7 @@ impl Driver {
             }
             Input::Link { up } => self.core.handle_link(up, now),
             Input::Subscribe { reply } => {
-                let _ = reply.send(self.core.subscribe(now));
+                let _ = reply.send((self.core.subscribe(now), self.core.inventory()));
             }
         }
     }

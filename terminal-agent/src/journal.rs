@@ -10,6 +10,11 @@
 //! revocation list), the rest (forgetting what ended) within 200 ms.
 //! Segment progress is not written: after a restart an open broadcast is
 //! taken again from its first segment ([`ReplayRecord::rejoin`]).
+//!
+//! It also keeps what was sent ahead (R9, R20): each programme's newest
+//! signed revision and the chunks of its audio, and the quiet hours of
+//! each platform over the terminal's area, so the terminal plays its
+//! schedule and keeps its quiet hours through a restart with no link.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -35,6 +40,31 @@ pub enum JournalOp {
     Forget {
         broadcasts: Vec<BroadcastId>,
         commands: Vec<(u64, u64)>,
+    },
+    /// A programme's newest revision (its signed body).
+    Programme {
+        id: BroadcastId,
+        body: Vec<u8>,
+    },
+    /// A chunk of a programme's audio (its encoded body).
+    Chunk {
+        id: BroadcastId,
+        index: u16,
+        body: Vec<u8>,
+    },
+    /// A programme's audio left the cache (evicted, or replaced by other
+    /// audio in a newer revision).
+    DropAudio {
+        id: BroadcastId,
+    },
+    /// A programme is over: it and its audio go.
+    ForgetProgramme {
+        id: BroadcastId,
+    },
+    /// A platform's quiet hours (signed body), by its resource code.
+    Quiet {
+        signer: String,
+        body: Vec<u8>,
     },
 }
 
@@ -68,6 +98,44 @@ impl Journal {
     pub fn persist_revocation(&mut self, signer: u64, list: Vec<u8>) {
         self.pending.push_back(Persist {
             op: JournalOp::Revocation { signer, list },
+            urgent: true,
+        });
+    }
+
+    /// Keeps a programme's newest revision.
+    pub fn persist_programme(&mut self, id: BroadcastId, body: Vec<u8>) {
+        self.pending.push_back(Persist {
+            op: JournalOp::Programme { id, body },
+            urgent: true,
+        });
+    }
+
+    /// Keeps a chunk of audio. Not flushed at once: one lost in a crash is
+    /// missing from the inventory after the restart, and sent again.
+    pub fn persist_chunk(&mut self, id: BroadcastId, index: u16, body: Vec<u8>) {
+        self.pending.push_back(Persist {
+            op: JournalOp::Chunk { id, index, body },
+            urgent: false,
+        });
+    }
+
+    pub fn drop_programme_audio(&mut self, id: BroadcastId) {
+        self.pending.push_back(Persist {
+            op: JournalOp::DropAudio { id },
+            urgent: false,
+        });
+    }
+
+    pub fn forget_programme(&mut self, id: BroadcastId) {
+        self.pending.push_back(Persist {
+            op: JournalOp::ForgetProgramme { id },
+            urgent: false,
+        });
+    }
+
+    pub fn persist_quiet(&mut self, signer: String, body: Vec<u8>) {
+        self.pending.push_back(Persist {
+            op: JournalOp::Quiet { signer, body },
             urgent: true,
         });
     }
@@ -225,6 +293,9 @@ pub struct TerminalStore {
     broadcasts: sled::Tree,
     commands: sled::Tree,
     revocations: sled::Tree,
+    programmes: sled::Tree,
+    chunks: sled::Tree,
+    quiet: sled::Tree,
 }
 
 /// What a terminal finds in its store at start.
@@ -232,6 +303,25 @@ pub struct Loaded {
     pub journal: Journal,
     /// Encoded revocation lists, one per signer.
     pub revocations: Vec<Vec<u8>>,
+    /// What was sent ahead: programmes, their audio, quiet hours (bodies,
+    /// verified again before use).
+    pub ahead: Ahead,
+}
+
+/// Programmes, chunks and quiet hours as stored (signed or digest-bound
+/// bodies: the core checks each again).
+#[derive(Debug, Default)]
+pub struct Ahead {
+    pub programmes: Vec<Vec<u8>>,
+    pub chunks: Vec<Vec<u8>>,
+    pub quiet: Vec<Vec<u8>>,
+}
+
+fn chunk_key(id: BroadcastId, index: u16) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[..16].copy_from_slice(&id.as_u128().to_be_bytes());
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
 }
 
 impl TerminalStore {
@@ -249,6 +339,9 @@ impl TerminalStore {
             broadcasts: db.open_tree("broadcasts")?,
             commands: db.open_tree("commands")?,
             revocations: db.open_tree("revocations")?,
+            programmes: db.open_tree("programmes")?,
+            chunks: db.open_tree("programme_chunks")?,
+            quiet: db.open_tree("quiet_hours")?,
             db,
         })
     }
@@ -285,10 +378,29 @@ impl TerminalStore {
             .values()
             .map(|v| Ok(v?.to_vec()))
             .collect::<Result<_, sled::Error>>()?;
+        let values = |t: &sled::Tree| {
+            t.iter()
+                .values()
+                .map(|v| Ok(v?.to_vec()))
+                .collect::<Result<Vec<_>, sled::Error>>()
+        };
+        let ahead = Ahead {
+            programmes: values(&self.programmes)?,
+            chunks: values(&self.chunks)?,
+            quiet: values(&self.quiet)?,
+        };
         Ok(Loaded {
             journal,
             revocations,
+            ahead,
         })
+    }
+
+    fn remove_chunks(&self, id: BroadcastId) -> Result<(), sled::Error> {
+        for k in self.chunks.scan_prefix(id.as_u128().to_be_bytes()).keys() {
+            self.chunks.remove(k?)?;
+        }
+        Ok(())
     }
 
     pub fn apply(&self, op: &JournalOp) -> Result<(), sled::Error> {
@@ -319,6 +431,22 @@ impl TerminalStore {
                 for (s, i) in commands {
                     self.commands.remove(command_key(*s, *i))?;
                 }
+            }
+            JournalOp::Programme { id, body } => {
+                self.programmes
+                    .insert(id.as_u128().to_be_bytes(), body.as_slice())?;
+            }
+            JournalOp::Chunk { id, index, body } => {
+                self.chunks
+                    .insert(chunk_key(*id, *index), body.as_slice())?;
+            }
+            JournalOp::DropAudio { id } => self.remove_chunks(*id)?,
+            JournalOp::ForgetProgramme { id } => {
+                self.programmes.remove(id.as_u128().to_be_bytes())?;
+                self.remove_chunks(*id)?;
+            }
+            JournalOp::Quiet { signer, body } => {
+                self.quiet.insert(signer.as_bytes(), body.as_slice())?;
             }
         }
         Ok(())

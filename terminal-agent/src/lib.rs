@@ -166,6 +166,7 @@ impl Terminal {
             },
             heartbeat_us: config.heartbeat_ms as i64 * 1000,
             emergency_min_volume: config.emergency_min_volume,
+            programme_cache_bytes: config.programme_cache_mb as usize * (1 << 20),
             ..Default::default()
         };
         let software = core_config.software.clone();
@@ -201,6 +202,9 @@ impl Terminal {
                 }
             }
         }
+        // The schedule and quiet hours sent before the restart: the
+        // terminal keeps them with no link at all.
+        core.restore_ahead(loaded.ahead, now);
 
         let store = host.store(store);
         let player = host.player(sink, clock.clone());

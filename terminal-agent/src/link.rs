@@ -73,8 +73,11 @@ impl TerminalLink {
             software: self.software.clone(),
         };
         transport::send(&mut send, &Message::Hello(hello)).await?;
-        let subscribe = self.ask(|reply| Input::Subscribe { reply }).await?;
+        let (subscribe, inventory) = self.ask(|reply| Input::Subscribe { reply }).await?;
         transport::send(&mut send, &Message::Subscribe(subscribe)).await?;
+        // What it holds of the programmes sent ahead: the upstream sends
+        // what is missing or newer.
+        transport::send(&mut send, &Message::Inventory(inventory)).await?;
         self.inputs.send(Input::Link { up: true }).await?;
         let _down = DownOnDrop(self.inputs.clone());
         // While a broadcast stream is open the upstream has more to send:
@@ -189,6 +192,14 @@ struct HeldAudio {
 }
 
 impl HeldAudio {
+    /// The stream carries a programme sent ahead, not audio to play now:
+    /// nothing on it is awaited in time.
+    fn ahead(&self) {
+        if let Some(held) = lock(&self.streams.0).get_mut(&self.key) {
+            *held = i64::MAX;
+        }
+    }
+
     /// A segment came (its body unchecked: the core verifies it).
     fn segment(&self, body: &[u8]) {
         if let Ok((_, pts_us, last, frames)) = protocol::Segment::peek(body) {
@@ -240,8 +251,10 @@ async fn receive(
                 return;
             }
         };
-        if raw.kind == protocol::FrameKind::Segment {
-            held.segment(raw.body());
+        match raw.kind {
+            protocol::FrameKind::Segment => held.segment(raw.body()),
+            protocol::FrameKind::Programme => held.ahead(),
+            _ => {}
         }
         let (tx, rx) = oneshot::channel();
         let input = Input::Broadcast {

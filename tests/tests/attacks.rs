@@ -191,6 +191,7 @@ fn status_of(serial: u64, muted: bool) -> protocol::Status {
         revocation_numbers: vec![],
         refusals: vec![],
         audio: Default::default(),
+        cache: Default::default(),
     }
 }
 

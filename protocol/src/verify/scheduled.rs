@@ -44,7 +44,9 @@ impl<S: ReplayStore> Verifier<S> {
         }
     }
 
-    fn check_programme(
+    /// The checks of [`Verifier::accept_programme`] without counting a
+    /// refusal (what a node reloads from its own store).
+    pub fn check_programme(
         &self,
         signed: &SignedProgramme,
         held: Option<HeldRevision>,
@@ -120,7 +122,8 @@ impl<S: ReplayStore> Verifier<S> {
         }
     }
 
-    fn check_quiet_hours(
+    /// The checks of [`Verifier::accept_quiet_hours`] without counting.
+    pub fn check_quiet_hours(
         &self,
         signed: &SignedQuietHours,
         held: Option<HeldRevision>,

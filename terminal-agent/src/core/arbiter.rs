@@ -2,13 +2,17 @@
 //! `protocol::Precedence`), each broadcast's jitter buffer, and what the
 //! terminal did with each (its play records). A higher-priority broadcast
 //! pre-empts at once; what it pre-empted resumes, in step with its own
-//! timeline, if it is still valid.
+//! timeline, if it is still valid. In quiet hours (R20) only emergencies
+//! play: other content waits for their end (hold) or is dropped (skip).
 
 use std::collections::HashMap;
 
 use certs::Tier;
 use codec::{Join, Playout, PlayoutConfig, Slot};
-use protocol::{AudioCounters, BroadcastHeader, BroadcastId, Precedence, ReceiptKind, Segment};
+use protocol::{
+    AudioCounters, BroadcastClass, BroadcastHeader, BroadcastId, Precedence, Quiet, QuietMode,
+    ReceiptKind,
+};
 use serde::Serialize;
 
 /// What a terminal did with one broadcast (for status and the demo summary).
@@ -38,6 +42,8 @@ pub struct PlayRecord {
     pub cancelled: bool,
     /// Stopped by the local-silence procedure (R20).
     pub silenced: bool,
+    /// Dropped by quiet hours that skip such content (R20).
+    pub skipped: bool,
     /// Unix ms at which the broadcast's validity ends.
     pub end_ms: i64,
 }
@@ -53,6 +59,8 @@ struct Entry {
     heard_us: i64,
     /// A segment of it was taken: its audio is in hand.
     in_hand: bool,
+    /// Held back by the quiet hours now in force (its Held receipt went).
+    held: bool,
 }
 
 /// A live broadcast whose source has been silent this long is over (its
@@ -63,13 +71,25 @@ impl Entry {
     /// Every frame handed out has played, the validity ended, or a live
     /// source went silent.
     fn done(&self, now_us: i64) -> bool {
-        (self.playout.finished() && self.last_at_us <= now_us)
+        (self.playout.finished() && self.played_out_at() <= now_us)
             || self.header.end_ms * 1000 < now_us
             || self.source_lost(now_us)
     }
 
+    /// When its last frame handed out has finished playing (what it
+    /// pre-empted resumes after, never over, its last frame).
+    fn played_out_at(&self) -> i64 {
+        self.last_at_us
+            .saturating_add(self.header.audio.frame_ms as i64 * 1000)
+    }
+
     fn source_lost(&self, now_us: i64) -> bool {
         self.header.audio.live && now_us - self.heard_us > LIVE_SOURCE_TIMEOUT_US
+    }
+
+    /// Quiet hours keep it from playing: anything but an emergency.
+    fn quieted(&self) -> bool {
+        self.header.class != BroadcastClass::Emergency
     }
 }
 
@@ -117,6 +137,11 @@ impl Arbiter {
         self.entries.contains_key(&id)
     }
 
+    /// It is competing and has played (or is playing).
+    pub fn started(&self, id: BroadcastId) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.started)
+    }
+
     pub fn records(&self) -> &HashMap<BroadcastId, PlayRecord> {
         &self.records
     }
@@ -136,6 +161,10 @@ impl Arbiter {
         now_us: i64,
     ) {
         let id = header.id;
+        if self.records.get(&id).is_some_and(|r| r.skipped) {
+            // Quiet hours dropped it here: a resend does not bring it back.
+            return;
+        }
         let frames = header.audio.total_segments as u64 * header.audio.frames_per_segment as u64;
         self.records.entry(id).or_insert_with(|| PlayRecord {
             title: header.title.clone(),
@@ -170,19 +199,27 @@ impl Arbiter {
                 last_at_us: i64::MIN,
                 heard_us: now_us,
                 in_hand: false,
+                held: false,
             }
         });
     }
 
-    /// A verified segment. True when it is the first of its broadcast
-    /// taken here: the broadcast's audio is now in hand.
-    pub fn push(&mut self, segment: Segment, now_us: i64) -> bool {
-        let Some(e) = self.entries.get_mut(&segment.id) else {
+    /// Frames of broadcast `id` (a verified segment, or the cached audio
+    /// of a scheduled play) presenting from `pts_us`. True when they are
+    /// the first of it taken here: its audio is now in hand.
+    pub fn push(
+        &mut self,
+        id: BroadcastId,
+        pts_us: i64,
+        frames: Vec<Vec<u8>>,
+        last: bool,
+        now_us: i64,
+    ) -> bool {
+        let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
         e.heard_us = e.heard_us.max(now_us);
-        e.playout
-            .push_segment(segment.pts_us, segment.frames, segment.last, now_us);
+        e.playout.push_segment(pts_us, frames, last, now_us);
         !std::mem::replace(&mut e.in_hand, true)
     }
 
@@ -196,9 +233,11 @@ impl Arbiter {
         had
     }
 
-    /// Decides what plays at `now_us`: finished and expired broadcasts
-    /// leave, the best one that has begun plays.
-    pub fn arbitrate(&mut self, now_us: i64) -> Decision {
+    /// Decides what plays at `now_us` under the quiet hours `quiet` (if
+    /// any are in force): finished and expired broadcasts leave; in quiet
+    /// hours what is not an emergency waits (hold) or leaves (skip); the
+    /// best one that has begun plays.
+    pub fn arbitrate(&mut self, now_us: i64, quiet: Option<Quiet>) -> Decision {
         let mut receipts = Vec::new();
         let mut cut = false;
         let now_ms = now_us / 1000;
@@ -225,17 +264,50 @@ impl Arbiter {
                 }
             }
         }
+        // Quiet hours: content due now that is not an emergency waits or
+        // goes, and says so once.
+        let due_quieted: Vec<BroadcastId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.header.start_ms <= now_ms && e.quieted())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due_quieted {
+            match quiet.map(|q| q.mode) {
+                Some(QuietMode::Skip) => {
+                    self.entries.remove(&id);
+                    self.records.entry(id).or_default().skipped = true;
+                    receipts.push((id, ReceiptKind::Skipped));
+                    cut |= self.current == Some(id);
+                }
+                Some(QuietMode::Hold) => {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        if !std::mem::replace(&mut e.held, true) {
+                            receipts.push((id, ReceiptKind::Held));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.held = false;
+                    }
+                }
+            }
+        }
         let best = self
             .entries
             .iter()
-            .filter(|(_, e)| e.header.start_ms <= now_ms)
+            .filter(|(_, e)| e.header.start_ms <= now_ms && !(quiet.is_some() && e.quieted()))
             .max_by_key(|(_, e)| e.precedence)
             .map(|(id, _)| *id);
         let switched = best != self.current;
         if switched {
             if let Some(old) = self.current.filter(|o| self.entries.contains_key(o)) {
-                receipts.push((old, ReceiptKind::Preempted));
-                self.records.entry(old).or_default().preempted += 1;
+                // Held back by quiet hours is said by its Held receipt.
+                if !self.entries.get(&old).is_some_and(|e| e.held) {
+                    receipts.push((old, ReceiptKind::Preempted));
+                    self.records.entry(old).or_default().preempted += 1;
+                }
                 cut = true;
             }
             self.current = best;
@@ -284,7 +356,10 @@ impl Arbiter {
             .values()
             .flat_map(|e| {
                 let start = (e.header.start_ms > now_ms).then_some(e.header.start_ms * 1000);
-                let played_out = e.playout.finished().then_some(e.last_at_us.max(now_us));
+                let played_out = e
+                    .playout
+                    .finished()
+                    .then_some(e.played_out_at().max(now_us));
                 let silent = e
                     .header
                     .audio

@@ -11,6 +11,8 @@
 //! counts the rest as late.
 
 pub mod arbiter;
+pub mod programmes;
+mod scheduled;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -20,13 +22,14 @@ use codec::{FrameDecoder, OpusFrameDecoder, PlayoutConfig, Slot};
 use protocol::control::{Fault, PlayState};
 use protocol::{
     Audience, BroadcastId, EventReporter, HeaderVerdict, Message, Policy, RawFrame, Receipt,
-    ReceiptKind, Refusal, RefusalReason, Segment, SignedCommand, SignedHeader, Status, Subscribe,
-    Verifier,
+    ReceiptKind, Refusal, RefusalReason, ReplayStore, Segment, SignedCommand, SignedHeader, Status,
+    Subscribe, Verifier,
 };
 use tracing::{debug, info};
 
 use arbiter::Arbiter;
 pub use arbiter::PlayRecord;
+use programmes::Programmes;
 
 use crate::journal::{Journal, Persist};
 
@@ -53,6 +56,9 @@ pub struct CoreConfig {
     pub software: String,
     /// Severity I–II emergencies play at no less than this volume (R21).
     pub emergency_min_volume: u8,
+    /// The most audio of scheduled programmes held (in memory and in the
+    /// store), bytes of Opus frames.
+    pub programme_cache_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -64,6 +70,7 @@ impl Default for CoreConfig {
             decode_batch_us: 100_000,
             software: concat!("terminal-agent ", env!("CARGO_PKG_VERSION")).into(),
             emergency_min_volume: 70,
+            programme_cache_bytes: 16 << 20,
         }
     }
 }
@@ -171,6 +178,10 @@ pub struct TerminalCore {
     /// Receipts not yet signed, with when they go (see
     /// [`RECEIPT_HOLD_US`]).
     held: VecDeque<(i64, Receipt)>,
+    /// Programmes sent ahead, their audio, quiet hours, plays under way.
+    programmes: Programmes,
+    /// Plays still being fed want the core again then.
+    next_feed_us: Option<i64>,
 }
 
 /// A receipt is signed and sent this long after what it reports. At the
@@ -203,6 +214,7 @@ impl TerminalCore {
         )
         .with_shared_revocations(revocations);
         let serial = cert.serial();
+        let cache_bytes = config.programme_cache_bytes;
         Ok(TerminalCore {
             serial,
             area,
@@ -232,6 +244,8 @@ impl TerminalCore {
             decode_pending: false,
             clock: None,
             held: VecDeque::new(),
+            programmes: Programmes::new(cache_bytes),
+            next_feed_us: None,
         })
     }
 
@@ -246,6 +260,8 @@ impl TerminalCore {
         let refused = match raw.message() {
             Ok(Message::Header(h)) => self.on_header(&h, now_us),
             Ok(Message::Segment(s)) => self.on_segment(s, upstream, now_us),
+            Ok(Message::Programme(p)) => self.on_programme(p, now_us),
+            Ok(Message::ProgrammeChunk(c)) => self.on_chunk(c, upstream, now_us),
             Ok(_) => false,
             Err(e) => {
                 self.refuse(None, &Refusal::from(e), upstream, now_us);
@@ -262,7 +278,18 @@ impl TerminalCore {
     fn on_header(&mut self, h: &SignedHeader, now_us: i64) -> bool {
         match self.verifier.accept_header(h, now_us / 1000) {
             Ok(v @ (HeaderVerdict::New | HeaderVerdict::Resumed { .. })) => {
-                if h.header().audio.codec != protocol::Codec::None && !self.arbiter.has(h.id()) {
+                // Skipped here in quiet hours before a restart: not again.
+                let skipped = self
+                    .verifier
+                    .store()
+                    .get(h.id())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.played);
+                if h.header().audio.codec != protocol::Codec::None
+                    && !self.arbiter.has(h.id())
+                    && !skipped
+                {
                     // Resumed but not held: taken before a restart (the
                     // record survived, the audio did not). It rejoins now.
                     let rejoin = matches!(v, HeaderVerdict::Resumed { .. }).then_some(now_us);
@@ -291,7 +318,7 @@ impl TerminalCore {
                 // header: the issuer's next lead is measured from this
                 // (`platform::lead`), and what a terminal needs before it
                 // can start is a segment, not a header.
-                if self.arbiter.push(s, now_us) {
+                if self.arbiter.push(s.id, s.pts_us, s.frames, s.last, now_us) {
                     self.receipt(Some(id), ReceiptKind::Verified, None, now_us);
                 }
                 false
@@ -317,6 +344,10 @@ impl TerminalCore {
         let peer = peer_chain.last().map_or(0, Certificate::serial);
         let verdict = match raw.message() {
             Ok(Message::Command(cmd)) => self.obey(&cmd, now_us),
+            Ok(Message::QuietHours(q)) => match self.on_quiet(q, now_us) {
+                Ok(()) => ControlVerdict::Done,
+                Err(_) => ControlVerdict::Strike,
+            },
             Ok(Message::Revocation(list)) => match self.apply_revocation(list, true, now_us) {
                 Ok(true) if self.verifier.chain_fails(peer_chain, now_us / 1000) => {
                     ControlVerdict::Hostile("upstream's certificate revoked")
@@ -414,6 +445,7 @@ impl TerminalCore {
         for id in &outcome.stopped {
             self.stop(*id, now_us);
         }
+        self.stop_untrusted_plays(now_us);
         info!(
             signer = format!("{signer:016x}"),
             stopped = outcome.stopped.len(),
@@ -481,6 +513,7 @@ impl TerminalCore {
             self.next_prune_us = now_us + PRUNE_EVERY_US;
             let _ = self.verifier.prune(now_us / 1000);
             self.arbiter.prune(now_us / 1000 - KEEP_RECORDS_MS);
+            self.prune_programmes(now_us);
         }
         if self
             .reporter
@@ -607,6 +640,7 @@ impl TerminalCore {
         let status = (self.linked).then_some(self.next_status_us);
         let change = self.arbiter.next_change_us(self.now_us);
         let pending = self.decode_pending.then_some(self.now_us);
+        let scheduled = self.scheduled_timeout();
         [
             pending,
             decode,
@@ -615,6 +649,7 @@ impl TerminalCore {
             status,
             Some(self.next_prune_us),
             change,
+            scheduled,
         ]
         .into_iter()
         .flatten()
@@ -632,8 +667,15 @@ impl TerminalCore {
         }
     }
 
+    /// What the upstream should know of the programmes held here.
+    pub fn inventory(&self) -> protocol::Inventory {
+        self.programmes.inventory()
+    }
+
     /// Arbitrates and decodes what is due by `now_us` plus the look-ahead.
     fn advance(&mut self, now_us: i64) {
+        self.now_us = self.now_us.max(now_us);
+        self.schedule(now_us);
         self.arbitrate(now_us);
         self.decode_pending = false;
         let horizon = now_us + self.config.decode_ahead_us;
@@ -649,7 +691,8 @@ impl TerminalCore {
     /// Decides what plays at `now_us`; receipts and flushes follow.
     fn arbitrate(&mut self, now_us: i64) {
         self.now_us = self.now_us.max(now_us);
-        let decision = self.arbiter.arbitrate(now_us);
+        let quiet = self.quiet_now(now_us);
+        let decision = self.arbiter.arbitrate(now_us, quiet);
         for (id, kind) in decision.receipts {
             self.outcome(id, kind, now_us);
         }
@@ -678,13 +721,22 @@ impl TerminalCore {
             | ReceiptKind::CutAtEnd
             | ReceiptKind::Preempted
             | ReceiptKind::Cancelled
-            | ReceiptKind::Silenced => (kind, r.frames_heard * frame_ms),
+            | ReceiptKind::Silenced
+            | ReceiptKind::Held
+            | ReceiptKind::Skipped => (kind, r.frames_heard * frame_ms),
             other => (other, 0),
         };
         let detail = detail.min(u32::MAX as u64) as u32;
+        if id.is_local() {
+            self.play_outcome(id, kind, detail, now_us);
+            return;
+        }
         if matches!(
             kind,
-            ReceiptKind::Finished | ReceiptKind::CutAtEnd | ReceiptKind::Muted
+            ReceiptKind::Finished
+                | ReceiptKind::CutAtEnd
+                | ReceiptKind::Muted
+                | ReceiptKind::Skipped
         ) {
             self.verifier.store_mut().mark_played(id);
         }
@@ -878,6 +930,15 @@ impl TerminalCore {
                 .map(|(r, n)| (r, n.min(u32::MAX as u64) as u32))
                 .collect(),
             audio: self.arbiter.audio_totals(),
+            cache: {
+                let c = self.programmes.report();
+                protocol::ProgrammeCache {
+                    programmes: c.programmes,
+                    complete: c.complete,
+                    used_kb: (c.used_bytes / 1024).min(u32::MAX as u64) as u32,
+                    limit_kb: (c.limit_bytes / 1024).min(u32::MAX as u64) as u32,
+                }
+            },
         }
     }
 }
