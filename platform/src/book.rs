@@ -147,6 +147,8 @@ pub struct Book {
     events: VecDeque<EventRow>,
     /// How fast the tree takes this platform's broadcasts (their next lead).
     pub lead: crate::lead::LeadMeter,
+    /// What the terminals did with the scheduled programmes.
+    pub plays: crate::plays::Plays,
 }
 
 impl Book {

@@ -286,6 +286,17 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     for list in relay.revocations.lists() {
         timed(send.write_all(&Message::Revocation(list).encode())).await?;
     }
+    // Then the quiet hours over its area (R20): a terminal keeps them even
+    // when an upper tier misbehaves later.
+    let mut news = relay.ahead.news();
+    for q in relay.ahead.quiet() {
+        if certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
+            timed(send.write_chunk(q.frame.clone())).await?;
+        }
+    }
+    // What the child holds of the programmes sent ahead: its inventory
+    // comes after subscribe; until then it holds nothing we know of.
+    let mut holds: HashMap<BroadcastId, protocol::Held> = HashMap::new();
 
     let mut forwarders = JoinSet::new();
     let mut announcements = relay.broadcasts.announcements();
@@ -332,6 +343,29 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 Err(RecvError::Lagged(n)) => warn!("child session missed {n} request outcomes"),
                 Err(RecvError::Closed) => break,
             },
+            n = news.recv() => match n {
+                Ok(crate::ahead::News::Quiet(q)) => {
+                    if certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
+                        timed(send.write_chunk(q.frame.clone())).await?;
+                    }
+                }
+                Ok(crate::ahead::News::Programme(p)) => {
+                    if p.targets_any(&child.scope) {
+                        // Its audio goes along unless the child holds this
+                        // programme's audio already (a change of times only).
+                        let had = holds.get(&p.id()).is_some_and(|h| h.complete);
+                        let with_audio = !(had && p.audio_as_before);
+                        holds.insert(p.id(), protocol::Held {
+                            id: p.id(),
+                            revision: p.signed.programme().revision,
+                            complete: true,
+                        });
+                        forwarders.spawn(send_programmes(conn.clone(), relay.clone(), vec![(p, with_audio)]));
+                    }
+                }
+                Err(RecvError::Lagged(n)) => warn!("child session missed {n} programme notices: it gets them at its next connection"),
+                Err(RecvError::Closed) => break,
+            },
             list = revocations.recv() => match list {
                 Ok(list) => {
                     timed(send.write_all(&Message::Revocation(list).encode())).await?;
@@ -349,6 +383,26 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 Err(RecvError::Closed) => break,
             },
             frame = control.next() => match frame {
+                Ok(Some(raw)) if raw.kind == protocol::FrameKind::Inventory => {
+                    match raw.message() {
+                        Ok(Message::Inventory(inv)) => {
+                            let wanted = wanted_programmes(&relay, &child, &inv);
+                            holds = inv.held.iter().map(|h| (h.id, *h)).collect();
+                            for (p, _) in &wanted {
+                                holds.insert(p.id(), protocol::Held {
+                                    id: p.id(),
+                                    revision: p.signed.programme().revision,
+                                    complete: true,
+                                });
+                            }
+                            if !wanted.is_empty() {
+                                forwarders.spawn(send_programmes(conn.clone(), relay.clone(), wanted));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => relay.refuse(&Refusal::from(e), None, child.serial, crate::now_ms()),
+                    }
+                }
                 Ok(Some(raw)) => {
                     if handle_up(&relay, &child, raw) {
                         // Behind on revocations: send what is in force again.
@@ -439,6 +493,18 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
             }
             relay.record_event(e, crate::now_ms());
         }
+        Message::ProgrammeReceipt(r) => {
+            if !signed_by(r.receipt.terminal_serial, &|k| r.signature_valid(k)) {
+                relay.refuse(
+                    &Refusal::ForgedReport,
+                    Some(r.receipt.programme),
+                    child.serial,
+                    crate::now_ms(),
+                );
+                return false;
+            }
+            relay.record_play(r);
+        }
         Message::PublishRequest(r) => {
             take_request(relay, child, r.clone());
             // A request is for this platform's desk, not for the tier above.
@@ -498,6 +564,74 @@ fn lists_behind(relay: &Relay, held: &[(u64, u64)]) -> bool {
         .numbers()
         .iter()
         .any(|(signer, number)| !held.iter().any(|(s, n)| s == signer && n >= number))
+}
+
+/// The programmes a child lacks (none held, an older revision, or its
+/// audio incomplete there), each complete here and for its area, with
+/// whether its audio must go too.
+fn wanted_programmes(
+    relay: &Relay,
+    child: &Child,
+    inv: &protocol::Inventory,
+) -> Vec<(Arc<crate::ahead::HeldProgramme>, bool)> {
+    relay
+        .ahead
+        .programmes()
+        .into_iter()
+        .filter(|p| p.targets_any(&child.scope) && p.complete() && p.valid_at(now_ms()))
+        .filter_map(|p| {
+            let revision = p.signed.programme().revision;
+            match inv.get(p.id()) {
+                Some(h) if h.revision == revision && h.complete => None,
+                Some(h) if h.revision == revision => Some((p, true)),
+                Some(h) if h.revision > revision => None,
+                Some(h) => {
+                    let audio = !(h.complete && p.audio_as_before);
+                    Some((p, audio))
+                }
+                None => Some((p, true)),
+            }
+        })
+        .collect()
+}
+
+/// Programme streams sit below every broadcast's (the lowest, daily, is
+/// 100 and up): sending ahead never delays what plays now.
+const PROGRAMME_PRIORITY: i32 = 0;
+/// Chunks read from the store and written at a time.
+const CHUNKS_PER_WRITE: u16 = 8;
+
+/// Sends programmes to one child, each on its own stream: the programme
+/// frame, then (if `with_audio`) every chunk of its audio from the store.
+async fn send_programmes(
+    conn: Connection,
+    relay: Arc<Relay>,
+    programmes: Vec<(Arc<crate::ahead::HeldProgramme>, bool)>,
+) -> Result<BroadcastId, anyhow::Error> {
+    let mut last = None;
+    for (p, with_audio) in programmes {
+        let id = p.id();
+        let mut stream = conn.open_uni().await?;
+        let _ = stream.set_priority(PROGRAMME_PRIORITY);
+        timed(stream.write_chunk(p.frame.clone())).await?;
+        let chunks = p.signed.programme().audio.chunks.len() as u16;
+        let mut next = 0;
+        while with_audio && next < chunks {
+            let to = (next + CHUNKS_PER_WRITE).min(chunks);
+            let relay = relay.clone();
+            let mut frames =
+                tokio::task::spawn_blocking(move || relay.ahead.chunk_frames(id, next, to))
+                    .await??;
+            if frames.is_empty() {
+                anyhow::bail!("programme {id}: chunk {next} is missing from the store");
+            }
+            next += frames.len() as u16;
+            timed(stream.write_all_chunks(&mut frames)).await?;
+        }
+        let _ = stream.finish();
+        last = Some(id);
+    }
+    last.ok_or_else(|| anyhow::anyhow!("no programme to send"))
 }
 
 /// Sends one broadcast to one child on its own stream, as its cursor says.

@@ -91,6 +91,9 @@ pub struct DraftFields {
     pub volume: Option<u8>,
     /// Publish at this time (unix ms) rather than at approval.
     pub start_at_ms: Option<i64>,
+    /// A scheduled programme (R9): it plays by this timetable, cached on
+    /// the terminals, rather than once now.
+    pub schedule: Option<crate::timetable::Timetable>,
 }
 
 impl DraftFields {
@@ -225,6 +228,14 @@ impl DraftFields {
                 )
             })?),
         };
+        let schedule = crate::timetable::Timetable::parse(get, now_ms)?;
+        if schedule.is_some() && class != BroadcastClass::Daily {
+            return Err(field_error(
+                "schedule",
+                "only daily programming is scheduled; an emergency or a drill is issued when it is due",
+                "只有日常节目可以定时播出",
+            ));
+        }
         let start_at_ms = match text("start_at_ms").as_str() {
             "" => None,
             v => Some(
@@ -251,6 +262,7 @@ impl DraftFields {
             valid_minutes,
             volume,
             start_at_ms,
+            schedule,
         })
     }
 }
@@ -340,6 +352,9 @@ pub struct Plan {
     /// The header's playout delay (0: the terminals' own).
     #[serde(default)]
     pub playout_delay_ms: u16,
+    /// A programme's revision (its id is `broadcast`).
+    #[serde(default)]
+    pub revision: Option<u32>,
 }
 
 /// A stored draft.
@@ -374,6 +389,12 @@ pub struct Draft {
     /// Sent to the tier above: the request and its answer.
     #[serde(default)]
     pub request: Option<SentRequest>,
+    /// A scheduled programme's timetable (R9).
+    #[serde(default)]
+    pub schedule: Option<crate::timetable::Timetable>,
+    /// A new revision of this programme (its id) rather than a new one.
+    #[serde(default)]
+    pub revises: Option<u128>,
 }
 
 /// Where a publish request came from (at the tier above).
@@ -437,6 +458,8 @@ impl Draft {
             warnings,
             origin: None,
             request: None,
+            schedule: None,
+            revises: None,
         };
         d.set_fields(fields);
         d
@@ -461,6 +484,7 @@ impl Draft {
             valid_minutes: self.valid_minutes,
             volume: self.volume,
             start_at_ms: self.start_at_ms,
+            schedule: self.schedule.clone(),
         }
     }
 
@@ -475,6 +499,7 @@ impl Draft {
         self.valid_minutes = f.valid_minutes;
         self.volume = f.volume;
         self.start_at_ms = f.start_at_ms;
+        self.schedule = f.schedule.clone();
     }
 
     pub fn class(&self) -> BroadcastClass {

@@ -149,6 +149,7 @@ pub fn plan(
         } else {
             0
         },
+        revision: None,
     })
 }
 

@@ -4,6 +4,7 @@
 //! and runs it in-process (mini-redis's `server::run`).
 
 pub mod accounts;
+pub mod ahead;
 pub mod api;
 pub mod audit;
 pub mod book;
@@ -20,12 +21,15 @@ pub mod live;
 pub mod live_client;
 pub mod members;
 pub mod metrics;
+pub mod plays;
 pub mod policy;
 pub mod relay;
 pub mod reporter;
 pub mod requests;
 pub mod revoke;
+pub mod scheduling;
 pub mod store;
+pub mod timetable;
 pub mod upload;
 pub mod upstream;
 pub mod workflow;
@@ -178,8 +182,10 @@ impl Platform {
             } else {
                 transport::clock::TreeClock::follower(Default::default())
             },
+            ahead::Ahead::open(store.db())?,
         );
         let restored = relay.restore(crate::now_ms())?;
+        relay.restore_ahead(crate::now_ms())?;
         let sealing = relay.clone();
         let audit = audit::AuditTrail::open(
             store.db(),

@@ -65,6 +65,8 @@ pub struct Relay {
     pub admission: Arc<transport::admission::AdmissionCounters>,
     /// Each linked child's link, by serial.
     pub children: crate::downstream::Children,
+    /// Programmes and quiet hours sent ahead of time (R9, R20).
+    pub ahead: crate::ahead::Ahead,
 }
 
 impl Relay {
@@ -75,6 +77,7 @@ impl Relay {
         revocations: Arc<RwLock<RevocationState>>,
         up: Option<mpsc::Sender<Bytes>>,
         clock: Arc<transport::clock::TreeClock>,
+        ahead: crate::ahead::Ahead,
     ) -> Arc<Self> {
         let cert = identity.cert().clone();
         let scope = cert.scope().to_vec();
@@ -104,6 +107,7 @@ impl Relay {
             clock,
             admission: Default::default(),
             children: Default::default(),
+            ahead,
         })
     }
 
@@ -147,7 +151,7 @@ impl Relay {
 
     /// Counts (and unless `report` is false, reports) a frame that did not
     /// even decode.
-    fn undecodable(
+    pub(crate) fn undecodable(
         &self,
         e: certs::encoding::DecodeError,
         report: bool,
@@ -162,7 +166,13 @@ impl Relay {
     }
 
     /// Reports an already counted refusal as a security event (aggregated).
-    fn report(&self, r: &Refusal, broadcast: Option<BroadcastId>, offender: u64, now_ms: i64) {
+    pub(crate) fn report(
+        &self,
+        r: &Refusal,
+        broadcast: Option<BroadcastId>,
+        offender: u64,
+        now_ms: i64,
+    ) {
         if let Some(e) = self.reporter.note(r, broadcast, offender, now_ms) {
             self.emit(e, now_ms);
         }
@@ -257,7 +267,7 @@ impl Relay {
         &self.anchor
     }
 
-    fn verifier(&self) -> std::sync::MutexGuard<'_, Verifier<MemoryReplayStore>> {
+    pub(crate) fn verifier(&self) -> std::sync::MutexGuard<'_, Verifier<MemoryReplayStore>> {
         self.verifier.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -409,10 +419,11 @@ impl Relay {
         }
         {
             // Read the store first: no lock is held across I/O.
-            let (events, receipts, statuses) = (
+            let (events, receipts, statuses, plays) = (
                 self.store.events()?,
                 self.store.receipts()?,
                 self.store.statuses()?,
+                self.store.play_receipts()?,
             );
             let mut book = self.book();
             for (ms, body) in events {
@@ -428,6 +439,11 @@ impl Relay {
             for body in statuses {
                 if let Ok(s) = protocol::SignedStatus::decode(&body) {
                     book.record_status(&s.status, s.status.sent_at_ms);
+                }
+            }
+            for body in plays {
+                if let Ok(r) = protocol::SignedProgrammeReceipt::decode(&body) {
+                    book.plays.record(&r.receipt);
                 }
             }
         }
@@ -458,13 +474,18 @@ impl Relay {
         Ok(n)
     }
 
-    /// Verifies and keeps a broadcast frame received from the parent.
+    /// Verifies and keeps a frame of a broadcast (or of a programme sent
+    /// ahead) received from the parent.
     pub fn ingest_raw(&self, raw: RawFrame, durable: bool, now_ms: i64) -> Result<(), IngestError> {
         match raw.kind {
             FrameKind::Header => self
                 .ingest_header(Bytes::from(raw.bytes), durable, now_ms)
                 .map(|_| ()),
             FrameKind::Segment => self.ingest_segment(Bytes::from(raw.bytes), durable, now_ms),
+            FrameKind::Programme => self
+                .ingest_programme(Bytes::from(raw.bytes), now_ms)
+                .map(|_| ()),
+            FrameKind::ProgrammeChunk => self.ingest_chunk(Bytes::from(raw.bytes), now_ms),
             k => Err(IngestError::WrongKind(k)),
         }
     }
@@ -515,6 +536,14 @@ impl Relay {
     /// records, coverage); returns how many were forgotten. Their end time has passed, so
     /// the verifier refuses them as expired anyway.
     pub fn prune(&self, now_ms: i64, keep_ms: i64) -> usize {
+        // A programme's plays stay on the console for a week after its end.
+        let over = self.ahead.prune(now_ms - crate::ahead::KEEP_ENDED_MS);
+        for id in &over {
+            if let Err(e) = self.store.remove_play_receipts(*id) {
+                tracing::warn!("pruning the receipts of programme {id}: {e}");
+            }
+        }
+        self.book().plays.forget(&over);
         self.broadcasts.release_ended(now_ms);
         let old = self.broadcasts.remove_ended(now_ms - keep_ms);
         self.book().forget(&old);
@@ -558,6 +587,14 @@ impl Relay {
             tracing::warn!("storing a receipt: {e}");
         }
         self.book().record_receipt(rc);
+    }
+
+    /// Remembers a programme receipt (from below), durably.
+    pub fn record_play(&self, r: &protocol::SignedProgrammeReceipt) {
+        if let Err(e) = self.store.put_play_receipt(&r.receipt, r.body()) {
+            tracing::warn!("storing a programme receipt: {e}");
+        }
+        self.book().plays.record(&r.receipt);
     }
 
     /// Remembers a terminal's latest status, durably.

@@ -29,6 +29,8 @@ pub struct Store {
     outbox: sled::Tree,
     /// Next free broadcast sequence number per issue day (yyyymmdd).
     sequences: sled::Tree,
+    /// Programme receipts: (programme, start, terminal, outcome) → frame.
+    play_receipts: sled::Tree,
 }
 
 /// Broadcast ids carry a 4-digit sequence of the issue day.
@@ -70,6 +72,7 @@ impl Store {
             silences: db.open_tree("silences")?,
             outbox: db.open_tree("outbox")?,
             sequences: db.open_tree("sequences")?,
+            play_receipts: db.open_tree("play_receipts")?,
             db,
         })
     }
@@ -150,6 +153,41 @@ impl Store {
             k.extend_from_slice(&at_ms.to_be_bytes());
         }
         self.receipts.insert(k, frame)?;
+        Ok(())
+    }
+
+    /// Keeps a programme receipt (a repeated one replaces the same).
+    pub fn put_play_receipt(
+        &self,
+        r: &protocol::ProgrammeReceipt,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut k = Vec::with_capacity(33);
+        k.extend_from_slice(&r.programme.as_u128().to_be_bytes());
+        k.extend_from_slice(&r.occurrence_ms.to_be_bytes());
+        k.extend_from_slice(&r.terminal_serial.to_be_bytes());
+        k.push(r.outcome.code());
+        self.play_receipts.insert(k, body)?;
+        Ok(())
+    }
+
+    pub fn play_receipts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.play_receipts
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
+    /// Forgets the programme receipts of `id`.
+    pub fn remove_play_receipts(&self, id: BroadcastId) -> Result<(), StoreError> {
+        for k in self
+            .play_receipts
+            .scan_prefix(id.as_u128().to_be_bytes())
+            .keys()
+        {
+            self.play_receipts.remove(k?)?;
+        }
         Ok(())
     }
 

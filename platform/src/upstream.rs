@@ -85,6 +85,9 @@ async fn session(
         .take(protocol::control::MAX_RESUME)
         .collect();
     transport::send(&mut send, &Message::Subscribe(Subscribe { resume })).await?;
+    // What it holds of the programmes sent ahead: the parent sends what is
+    // missing or newer.
+    transport::send(&mut send, &Message::Inventory(relay.ahead.inventory())).await?;
     // Everything known below, before any report that names it.
     for frame in relay.members.frames() {
         send.write_all(&frame).await?;
@@ -170,6 +173,12 @@ async fn session(
                             relay.refuse(&Refusal::from(e), None, parent, crate::now_ms());
                             strikes.strike();
                         }
+                    }
+                }
+                Ok(Some(raw)) if raw.kind == protocol::FrameKind::QuietHours => {
+                    if let Err(e) = relay.ingest_quiet(Bytes::from(raw.bytes), crate::now_ms()) {
+                        debug!("quiet hours from parent: {e}");
+                        strikes.strike();
                     }
                 }
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::RequestOutcome => {

@@ -121,7 +121,11 @@ impl Workflow {
 
     /// Records `r` and returns `result`: what was done or refused is in the
     /// trail before anyone hears of it.
-    fn audited<T>(&self, r: Record, result: Result<T, WorkflowError>) -> Result<T, WorkflowError> {
+    pub(crate) fn audited<T>(
+        &self,
+        r: Record,
+        result: Result<T, WorkflowError>,
+    ) -> Result<T, WorkflowError> {
         let r = match &result {
             Ok(_) => r,
             Err(WorkflowError::Store(e)) => r.outcome(Outcome::Failed).detail(e.clone()),
@@ -139,17 +143,25 @@ impl Workflow {
         fields: &DraftFields,
         audio: &AudioUpload<'_>,
     ) -> Result<Ingested, WorkflowError> {
-        let (encoded, warnings) = issue::ingest(audio.path, &self.ingest, fields, self.lead_ms)
+        // A programme's validity is its timetable's, not valid_minutes.
+        let checked = match fields.schedule {
+            Some(_) => DraftFields {
+                valid_minutes: crate::drafts::MAX_VALID_MINUTES,
+                ..fields.clone()
+            },
+            None => fields.clone(),
+        };
+        let (encoded, warnings) = issue::ingest(audio.path, &self.ingest, &checked, self.lead_ms)
             .map_err(|e| match e {
-                // The codec's message names the temporary file: name the upload.
-                IssueError::Audio(c) => IssueError::Invalid(format!(
-                    "audio: {:?} cannot be used: {}",
-                    audio.file_name,
-                    c.to_string()
-                        .replace(&audio.path.display().to_string(), audio.file_name)
-                )),
-                e => e,
-            })?;
+            // The codec's message names the temporary file: name the upload.
+            IssueError::Audio(c) => IssueError::Invalid(format!(
+                "audio: {:?} cannot be used: {}",
+                audio.file_name,
+                c.to_string()
+                    .replace(&audio.path.display().to_string(), audio.file_name)
+            )),
+            e => e,
+        })?;
         let info = AudioInfo {
             file_name: audio.file_name.to_string(),
             duration_ms: encoded.frames.len() as i64 * 20,
@@ -186,6 +198,7 @@ impl Workflow {
                 frames,
                 warnings,
             } = self.ingest_audio(&fields, &audio)?;
+            crate::scheduling::check_programme_audio(&fields, info.duration_ms)?;
             let now = (self.now)();
             let d = Draft::new(
                 self.drafts.next_id()?,
@@ -227,6 +240,10 @@ impl Workflow {
                 Some(a) => Some(self.ingest_audio(&fields, a)?),
                 None => None,
             };
+            let duration_ms = new_audio
+                .as_ref()
+                .map_or(current.audio.duration_ms, |a| a.info.duration_ms);
+            crate::scheduling::check_programme_audio(&fields, duration_ms)?;
             if let Some(a) = &new_audio {
                 self.drafts
                     .put_frames(id, &a.info.frames_sha256, &a.frames)?;
@@ -301,6 +318,16 @@ impl Workflow {
             }
             let needed = self.policy.approvals_needed(current.class());
             let above = self.policy.goes_above(current.class());
+            if above && current.schedule.is_some() {
+                return Err(FieldError {
+                    field: "schedule",
+                    message: "a scheduled programme is reviewed on the platform that issues it; \
+                              this platform sends daily content to the tier above (review.daily)"
+                        .into(),
+                    message_zh: "本平台日常节目须上级审核，定时节目无法上报".into(),
+                }
+                .into());
+            }
             if above && current.audio.frames > protocol::request::MAX_REQUEST_FRAMES {
                 return Err(FieldError {
                     field: "audio",
@@ -441,6 +468,7 @@ impl Workflow {
                 valid_minutes: r.valid_minutes as i64,
                 volume: r.volume,
                 start_at_ms: None,
+                schedule: None,
             };
             let audio_ms = r.frames.len() as i64 * 20;
             if audio_ms + self.lead_ms > fields.valid_minutes * 60_000 {
@@ -787,11 +815,14 @@ impl Workflow {
     /// and a crash after signing re-signs the same bytes at restart.
     fn publish(&self, actor: &str, id: u64) -> Result<Draft, WorkflowError> {
         let now = (self.now)();
-        let fields = self
+        let draft = self
             .drafts
             .get(id)?
-            .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")))?
-            .fields();
+            .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")))?;
+        if draft.schedule.is_some() {
+            return self.publish_scheduled(actor, draft, now);
+        }
+        let fields = draft.fields();
         let lead = self.relay.book().lead.lead(self.lead_ms);
         let plan = issue::plan(&self.ids, &fields, now, lead)?;
         tracing::info!(
@@ -817,11 +848,79 @@ impl Workflow {
         self.sign_planned(actor, d)
     }
 
+    /// Claims the plan of a programme draft (a new programme id, or the
+    /// next revision of the one it revises) and signs it.
+    fn publish_scheduled(&self, actor: &str, d: Draft, now: i64) -> Result<Draft, WorkflowError> {
+        let id = d.id;
+        let (programme, revision) = match d.revises.map(BroadcastId::from_u128) {
+            Some(Ok(p)) => {
+                let held = self
+                    .relay
+                    .ahead
+                    .get(p)
+                    .ok_or_else(|| WorkflowError::NotFound(format!("programme {p}")))?;
+                (p, held.signed.programme().revision + 1)
+            }
+            Some(Err(e)) => return Err(WorkflowError::Store(e.to_string())),
+            None => (self.ids.next(now)?, 1),
+        };
+        let until = d
+            .schedule
+            .as_ref()
+            .map(|t| {
+                let s = t.to_schedule();
+                protocol::schedule::instant(s.last_day as i64 + 1, 0, s.utc_offset_minutes)
+            })
+            .unwrap_or(now);
+        let plan = crate::drafts::Plan {
+            broadcast: programme.as_u128(),
+            issued_at_ms: now,
+            end_ms: until,
+            play_at_us: 0,
+            playout_delay_ms: 0,
+            revision: Some(revision),
+        };
+        let claimed = self.drafts.update(id, |d| {
+            if d.state != DraftState::Approved || d.plan.is_some() {
+                return Err(());
+            }
+            d.plan = Some(plan);
+            Ok(())
+        })?;
+        match claimed {
+            Ok(d) => self.sign_planned(actor, d),
+            Err(()) => self
+                .drafts
+                .get(id)?
+                .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}"))),
+        }
+    }
+
     fn sign_planned(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
         let id = d.id;
         let Some(plan) = d.plan else {
             return Ok(d);
         };
+        if d.schedule.is_some() {
+            let record = Record::new(actor, "programme.publish", format!("draft {id}"))
+                .areas(&d.target_codes())
+                .detail(d.title.clone());
+            let result = self
+                .sign_programme(&d, &plan)
+                .and_then(|p| Ok((p, self.set_state(id, DraftState::Published)?)));
+            let record = match &result {
+                Ok((p, _)) => Record {
+                    object: format!(
+                        "programme {p} revision {} (draft {id})",
+                        plan.revision.unwrap_or(1)
+                    ),
+                    ..record
+                },
+                Err(_) => record,
+            };
+            let (_, d) = self.audited(record, result)?;
+            return Ok(d);
+        }
         let record = Record::new(actor, "broadcast.publish", format!("draft {id}"))
             .areas(&d.target_codes())
             .detail(d.title.clone());
@@ -869,7 +968,14 @@ impl Workflow {
                 Some(plan) => {
                     let held = BroadcastId::from_u128(plan.broadcast)
                         .ok()
-                        .is_some_and(|b| self.relay.broadcasts.get(b).is_some());
+                        .is_some_and(|b| match plan.revision {
+                            Some(r) => self
+                                .relay
+                                .ahead
+                                .get(b)
+                                .is_some_and(|h| h.signed.programme().revision >= r),
+                            None => self.relay.broadcasts.get(b).is_some(),
+                        });
                     if held {
                         self.set_state(d.id, DraftState::Published)?;
                     } else if plan.end_ms > now {

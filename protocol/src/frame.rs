@@ -337,7 +337,7 @@ mod tests {
                 (FrameKind::Member, 16_384),
                 (FrameKind::PublishRequest, 4_194_304),
                 (FrameKind::RequestOutcome, 16_384),
-                (FrameKind::Programme, 39_035),
+                (FrameKind::Programme, 39_131),
                 (FrameKind::ProgrammeChunk, 319_271),
                 (FrameKind::QuietHours, 3_836),
                 (FrameKind::ProgrammeReceipt, 16_384),

@@ -50,7 +50,7 @@ pub const MAX_PROGRAMME_BYTES: usize = 1
     + 4
     + 1
     + 1
-    + 2 * MAX_TIMES_PER_DAY
+    + 4 * MAX_TIMES_PER_DAY
     + 4
     + 1
     + 4

@@ -15,6 +15,8 @@ pub const MAX_TIMES_PER_DAY: usize = 48;
 pub const MAX_SCHEDULE_DAYS: u32 = 366;
 /// Minutes in a day.
 pub const DAY_MINUTES: u16 = 1440;
+/// Seconds in a day.
+pub const DAY_SECONDS: u32 = 86_400;
 const DAY_MS: i64 = 86_400_000;
 /// China Standard Time (UTC+8), the offset every platform of ours uses.
 pub const CHINA_OFFSET_MINUTES: i16 = 480;
@@ -30,8 +32,8 @@ pub struct Schedule {
     pub last_day: u32,
     /// Bit 0 Monday … bit 6 Sunday.
     pub weekdays: u8,
-    /// Start times, minutes after local midnight, ascending.
-    pub times: Vec<u16>,
+    /// Start times, seconds after local midnight, ascending.
+    pub times: Vec<u32>,
 }
 
 /// Every day of the week.
@@ -52,7 +54,12 @@ pub fn local_day(ms: i64, utc_offset_minutes: i16) -> i64 {
 
 /// The instant (unix ms) of `minute` after local midnight of `day`.
 pub fn instant(day: i64, minute: u16, utc_offset_minutes: i16) -> i64 {
-    day * DAY_MS + minute as i64 * 60_000 - utc_offset_minutes as i64 * 60_000
+    at_second(day, minute as u32 * 60, utc_offset_minutes)
+}
+
+/// The instant (unix ms) of `second` after local midnight of `day`.
+pub fn at_second(day: i64, second: u32, utc_offset_minutes: i16) -> i64 {
+    day * DAY_MS + second as i64 * 1000 - utc_offset_minutes as i64 * 60_000
 }
 
 /// (year, month, day) of a day since 1970-01-01 (proleptic Gregorian).
@@ -112,22 +119,22 @@ impl Schedule {
         if self.times.is_empty() || self.times.len() > MAX_TIMES_PER_DAY {
             return Err("1 to 48 start times a day");
         }
-        if self.times.iter().any(|t| *t >= DAY_MINUTES) {
+        if self.times.iter().any(|t| *t >= DAY_SECONDS) {
             return Err("a start time lies past the end of the day");
         }
         if self.times.windows(2).any(|w| w[0] >= w[1]) {
             return Err("start times must be ascending and distinct");
         }
         let (first, last) = (self.times[0], self.times[self.times.len() - 1]);
-        let wrap = first + DAY_MINUTES - last;
+        let wrap = first + DAY_SECONDS - last;
         let gap = self
             .times
             .windows(2)
             .map(|w| w[1] - w[0])
             .chain([wrap])
             .min()
-            .unwrap_or(DAY_MINUTES);
-        if duration_ms > gap as i64 * 60_000 {
+            .unwrap_or(DAY_SECONDS);
+        if duration_ms > gap as i64 * 1000 {
             return Err(
                 "plays would overlap: the audio is longer than the gap between start times",
             );
@@ -143,7 +150,7 @@ impl Schedule {
             .rev()
             .take(7)
             .find(|d| self.plays_on(*d))
-            .map(|d| instant(d as i64, last_time, self.utc_offset_minutes))
+            .map(|d| at_second(d as i64, last_time, self.utc_offset_minutes))
     }
 
     /// The instant the first play starts.
@@ -152,7 +159,7 @@ impl Schedule {
         (self.first_day..=self.last_day)
             .take(7)
             .find(|d| self.plays_on(*d))
-            .map(|d| instant(d as i64, first_time, self.utc_offset_minutes))
+            .map(|d| at_second(d as i64, first_time, self.utc_offset_minutes))
     }
 
     fn plays_on(&self, day: u32) -> bool {
@@ -173,7 +180,7 @@ impl Schedule {
         while day <= last && out.len() < limit {
             if day >= 0 && self.plays_on(day as u32) {
                 for t in &self.times {
-                    let at = instant(day, *t, off);
+                    let at = at_second(day, *t, off);
                     if at >= from_ms && at < to_ms && out.len() < limit {
                         out.push(at);
                     }
@@ -193,7 +200,7 @@ impl Schedule {
         while day <= stop {
             if day >= 0 && self.plays_on(day as u32) {
                 for t in &self.times {
-                    let at = instant(day, *t, off);
+                    let at = at_second(day, *t, off);
                     if at >= from_ms {
                         return Some(at);
                     }
@@ -219,7 +226,7 @@ impl Schedule {
             .u8(self.weekdays)
             .u8(self.times.len() as u8);
         for t in &self.times {
-            w.u16(*t);
+            w.u32(*t);
         }
     }
 
@@ -238,7 +245,7 @@ impl Schedule {
         }
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
-            times.push(r.u16("start time")?);
+            times.push(r.u32("start time")?);
         }
         Ok(Schedule {
             utc_offset_minutes,
@@ -280,7 +287,7 @@ mod tests {
             first_day: day(2026, 12, 7),
             last_day: day(2026, 12, 20),
             weekdays: WEEKDAYS,
-            times: vec![7 * 60, 18 * 60 + 30],
+            times: vec![7 * 3600, 18 * 3600 + 1800],
         };
         s.check(10 * 60_000).unwrap();
         let from = instant(day(2026, 12, 7) as i64, 0, CHINA_OFFSET_MINUTES);
@@ -317,7 +324,7 @@ mod tests {
             first_day: 20_000,
             last_day: 20_006,
             weekdays: EVERY_DAY,
-            times: vec![600, 630],
+            times: vec![36_000, 37_800],
         };
         assert!(ok.check(30 * 60_000).is_ok());
         assert!(
@@ -325,7 +332,7 @@ mod tests {
             "10:00 and 10:30, 31 min"
         );
         let wrap = Schedule {
-            times: vec![10, 1430],
+            times: vec![600, 85_800],
             ..ok.clone()
         };
         assert!(wrap.check(20 * 60_000).is_ok());
@@ -344,11 +351,11 @@ mod tests {
                 ..ok.clone()
             },
             Schedule {
-                times: vec![630, 600],
+                times: vec![37_800, 36_000],
                 ..ok.clone()
             },
             Schedule {
-                times: vec![1440],
+                times: vec![86_400],
                 ..ok.clone()
             },
             Schedule {
@@ -376,7 +383,7 @@ mod tests {
             first_day: day(2026, 12, 7),
             last_day: day(2026, 12, 9),
             weekdays: 0x60,
-            times: vec![600],
+            times: vec![36_000],
         };
         assert_eq!(s.first_start_ms(), None);
         assert_eq!(s.last_start_ms(), None);

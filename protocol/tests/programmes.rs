@@ -59,7 +59,7 @@ fn weekly(days: u32) -> Schedule {
         first_day: today(),
         last_day: today() + days,
         weekdays: WEEKDAYS,
-        times: vec![7 * 60, 18 * 60],
+        times: vec![7 * 3600, 18 * 3600],
     }
 }
 
@@ -107,7 +107,7 @@ fn a_village_programme_is_accepted_and_its_revisions_move_forward_only() {
     );
     let mut p2 = p.clone();
     p2.revision = 2;
-    p2.schedule.times = vec![8 * 60];
+    p2.schedule.times = vec![8 * 3600];
     let s2 = SignedProgramme::sign(p2, village(0)).unwrap();
     assert_eq!(
         v.accept_programme(&s2, held, NOW).unwrap(),
@@ -170,14 +170,15 @@ fn forged_stale_and_inconsistent_programmes_are_refused() {
     // A flipped byte in the body.
     let good = signed(base.clone(), village(0));
     let mut bytes = good.body().to_vec();
-    // The last minute of the first start time (07:00 → 07:01).
+    // A second later the first start time (07:00:00 → 07:00:01).
+    let at = 25_200u32.to_be_bytes();
     let times = bytes
         .windows(4)
-        .position(|w| w == [1, 164, 4, 56])
+        .position(|w| w == at)
         .expect("the encoded start times");
-    bytes[times + 1] += 1;
+    bytes[times + 3] += 1;
     let tampered = SignedProgramme::decode(&bytes).unwrap();
-    assert_eq!(tampered.programme().schedule.times[0], 421);
+    assert_eq!(tampered.programme().schedule.times[0], 25_201);
     let mut v = terminal();
     refused!(
         v,
@@ -205,10 +206,9 @@ fn forged_stale_and_inconsistent_programmes_are_refused() {
         v.accept_programme(&signed(far, village(0)), None, NOW),
         RefusalReason::Inconsistent,
     );
-    // Plays that would overlap (100 frames = 2 s, start times a minute
-    // apart are fine; 61 s of audio at 07:00 and 07:01 is not).
+    // Plays that would overlap (61 s of audio at 07:00 and 07:01).
     let mut overlap = programme(village(0), 3, vec![area(0)], NOW, weekly(7), &frames(3050));
-    overlap.schedule.times = vec![420, 421];
+    overlap.schedule.times = vec![25_200, 25_260];
     let mut v = terminal();
     refused!(
         v,
@@ -426,7 +426,7 @@ fn a_one_off_programme_plays_once() {
         first_day: day,
         last_day: day,
         weekdays: EVERY_DAY,
-        times: vec![9 * 60 + 30],
+        times: vec![9 * 3600 + 1800],
     };
     let from = protocol::schedule::instant(day as i64, 0, 480);
     assert_eq!(s.starts_between(from - DAY, from + 2 * DAY, 10).len(), 1);

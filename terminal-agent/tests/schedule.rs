@@ -64,7 +64,7 @@ fn daily_at(minutes: Vec<u16>, days: i64, weekdays: u8) -> Schedule {
         first_day: today() as u32,
         last_day: (today() + days) as u32,
         weekdays,
-        times: minutes,
+        times: minutes.into_iter().map(|m| m as u32 * 60).collect(),
     }
 }
 

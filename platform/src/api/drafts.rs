@@ -49,6 +49,17 @@ pub struct DraftForm {
     start_at_ms: Option<String>,
     /// true: submit for review at once (POST /api/drafts only).
     submit: Option<String>,
+    /// A scheduled programme (daily class only): once, daily, weekdays or
+    /// weekly. Without it the draft is broadcast once.
+    schedule: Option<String>,
+    /// Start times, "07:00,18:30" China time.
+    times: Option<String>,
+    /// Weekly: days of the week, "1,3,5" (Monday = 1).
+    weekdays: Option<String>,
+    /// First day it plays, YYYY-MM-DD (default today).
+    first_date: Option<String>,
+    /// Last day it plays, YYYY-MM-DD (once: the first date).
+    last_date: Option<String>,
     /// The audio file (WAV, MP3, FLAC, Ogg...).
     #[schema(value_type = String, format = Binary)]
     audio: Option<Vec<u8>>,
@@ -88,6 +99,13 @@ pub struct DraftView {
     pub origin: Option<crate::drafts::Origin>,
     /// Sent to the tier above for approval: the request and its answer.
     pub request: Option<crate::drafts::SentRequest>,
+    /// A scheduled programme's timetable; `broadcast` is then the
+    /// programme's id once published.
+    pub schedule: Option<crate::timetable::Timetable>,
+    /// The timetable in words (Chinese).
+    pub schedule_zh: Option<String>,
+    /// A revision of this programme.
+    pub revises: Option<String>,
 }
 
 /// A class's name by its code: emergency, daily, drill.
@@ -130,6 +148,12 @@ impl From<Draft> for DraftView {
             warnings: d.warnings,
             origin: d.origin,
             request: d.request,
+            schedule_zh: d.schedule.as_ref().map(|t| t.describe_zh()),
+            schedule: d.schedule,
+            revises: d
+                .revises
+                .and_then(|r| protocol::BroadcastId::from_u128(r).ok())
+                .map(|r| r.to_string()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod people;
+pub mod programmes;
 pub mod tls;
 pub mod trail;
 
@@ -184,6 +185,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/broadcasts",
             get(ops::list).post(drafts::issue).layer(uploads()),
+        )
+        .route("/api/programmes", get(programmes::list))
+        .route("/api/programmes/{id}/withdraw", post(programmes::withdraw))
+        .route("/api/programmes/{id}/revise", post(programmes::revise))
+        .route("/api/plan", get(programmes::plan))
+        .route(
+            "/api/quiet-hours",
+            get(programmes::quiet).put(programmes::set_quiet),
         )
         .route("/api/broadcasts/{id}/cancel", post(ops::cancel))
         .route("/api/broadcasts/{id}/silence", post(ops::silence))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{drafts, error, ops, people, trail};
+use super::{drafts, error, ops, people, programmes, trail};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ use super::{drafts, error, ops, people, trail};
         ops::list, ops::cancel, ops::silence, ops::status, ops::terminals, ops::command, ops::security_events,
         ops::revocations, ops::revoke, ops::metrics,
         trail::entries, trail::export,
+        programmes::list, programmes::withdraw, programmes::revise, programmes::plan,
+        programmes::quiet, programmes::set_quiet,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&Security),

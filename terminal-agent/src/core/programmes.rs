@@ -585,7 +585,7 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
-    fn signed(seq: u16, minute: u16, frames: usize) -> SignedProgramme {
+    fn signed(seq: u16, minute: u32, frames: usize) -> SignedProgramme {
         let v = &pki().towns[0].villages[0];
         let day = local_day(NOW, 480) as u32;
         let s = Schedule {
@@ -593,7 +593,7 @@ mod tests {
             first_day: day,
             last_day: day + 6,
             weekdays: EVERY_DAY,
-            times: vec![minute],
+            times: vec![minute * 60],
         };
         let f: Vec<Vec<u8>> = (0..frames).map(fake_frame).collect();
         SignedProgramme::sign(
@@ -666,7 +666,7 @@ mod tests {
         fill(&mut p, &s1, NOW);
         let mut prog = s1.programme().clone();
         prog.revision = 2;
-        prog.schedule.times = vec![9 * 60];
+        prog.schedule.times = vec![9 * 3600];
         let v = &pki().towns[0].villages[0].identity;
         let s2 = SignedProgramme::sign(prog.clone(), v).unwrap();
         let kept = p.insert(s2, Tier::Village);
