@@ -1,6 +1,7 @@
 //! The verifier fed arbitrary frames after a genuine header: nothing but the
-//! genuine segments may ever be accepted, and no forged revocation list
-//! ever applies.
+//! genuine segments may ever be accepted, no forged revocation list ever
+//! applies, no programme but the genuine one and no audio chunk but its
+//! own verify, and no quiet hours are forged.
 #![no_main]
 use std::sync::OnceLock;
 
@@ -17,14 +18,23 @@ struct Fixture {
     pki: DistrictPki,
     header: SignedHeader,
     segments: Vec<Segment>,
+    programme: SignedProgramme,
+    chunks: Vec<Vec<Vec<u8>>>,
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let pki = DistrictPki::generate(Layout::ONE_OF_EACH, (NOW_S - 100, NOW_S + 86_400), NOW_S).unwrap();
-        let (header, segments) = recorded_broadcast(&pki.district, 1, vec![pki.district.cert().scope()[0]], NOW, 4);
-        Fixture { pki, header, segments }
+        let county = pki.district.cert().scope()[0];
+        let (header, segments) = recorded_broadcast(&pki.district, 1, vec![county], NOW, 4);
+        let day = protocol::schedule::local_day(NOW, 480) as u32;
+        let schedule = Schedule { utc_offset_minutes: 480, first_day: day, last_day: day + 1, weekdays: 0x7F, times: vec![3600] };
+        let frames: Vec<Vec<u8>> = (0..120).map(protocol::testing::fake_frame).collect();
+        let p = protocol::testing::programme(&pki.district, 2, vec![county], NOW, schedule, &frames);
+        let programme = SignedProgramme::sign(p, &pki.district).unwrap();
+        let chunks = frames.chunks(50).map(|c| c.to_vec()).collect();
+        Fixture { pki, header, segments, programme, chunks }
     })
 }
 
@@ -54,6 +64,19 @@ fuzz_target!(|data: &[u8]| {
             Ok(Message::Revocation(l)) => {
                 // No list in the fixture is genuine: none may ever apply.
                 assert!(v.apply_revocation(l, NOW).is_err(), "a forged revocation list applied");
+            }
+            Ok(Message::Programme(p)) => {
+                if v.accept_programme(&p, None, NOW).is_ok() {
+                    assert_eq!(p.body(), f.programme.body(), "only the genuine programme verifies");
+                }
+            }
+            Ok(Message::ProgrammeChunk(c)) => {
+                if v.accept_chunk(&c, Some(f.programme.programme())).is_ok() {
+                    assert!(f.chunks.get(c.index as usize) == Some(&c.frames), "only its own audio matches");
+                }
+            }
+            Ok(Message::QuietHours(q)) => {
+                assert!(v.accept_quiet_hours(&q, None, NOW).is_err(), "forged quiet hours verified");
             }
             _ => {}
         }
