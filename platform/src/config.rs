@@ -97,6 +97,48 @@ pub struct PlatformConfig {
     #[arg(skip)]
     #[serde(default)]
     pub admission: transport::admission::AdmissionConfig,
+    /// Text to speech (`[tts]`; file only): typed text becomes audio here,
+    /// where the voice is installed.
+    #[arg(skip)]
+    #[serde(default)]
+    pub tts: TtsConfig,
+}
+
+/// Which voice speaks typed text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// The espeak-ng program (a path, or a name on PATH; Debian's
+    /// `espeak-ng` package); empty: no text to speech here.
+    pub program: String,
+    /// Syllables a minute (80 to 450): alerts are read slower than speech.
+    pub speed: u32,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        TtsConfig {
+            program: "espeak-ng".into(),
+            speed: 150,
+        }
+    }
+}
+
+impl TtsConfig {
+    /// The voice, if one is configured and installed (a missing one is
+    /// logged once: the platform runs without text to speech).
+    pub fn voice(&self) -> Option<std::sync::Arc<dyn tts::Voice>> {
+        if self.program.is_empty() {
+            return None;
+        }
+        match tts::EspeakNg::find(std::path::Path::new(&self.program), self.speed) {
+            Ok(v) => Some(std::sync::Arc::new(v)),
+            Err(e) => {
+                tracing::warn!("{e}: typed text cannot be spoken here (apt install espeak-ng)");
+                None
+            }
+        }
+    }
 }
 
 fn default_max_upload_mb() -> u64 {
@@ -141,6 +183,7 @@ impl PlatformConfig {
             areas: Vec::new(),
             sites: Vec::new(),
             admission: Default::default(),
+            tts: TtsConfig::default(),
         }
     }
 
@@ -182,6 +225,11 @@ impl PlatformConfig {
         self.review.check().map_err(anyhow::Error::msg)?;
         self.accounts.check().map_err(anyhow::Error::msg)?;
         self.admission.check().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            (80..=450).contains(&self.tts.speed),
+            "tts.speed: {} is outside 80..=450 syllables a minute",
+            self.tts.speed
+        );
         Ok(())
     }
 

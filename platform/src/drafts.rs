@@ -339,6 +339,10 @@ pub struct AudioInfo {
     /// SHA-256 of the encoded frames: what the approver heard is what is
     /// signed.
     pub frames_sha256: String,
+    /// Spoken from the text by the platform's voice: what it read
+    /// (tone-numbered pinyin).
+    #[serde(default)]
+    pub spoken: Option<String>,
 }
 
 /// The header's times fixed when it is signed, kept so a crash between

@@ -28,6 +28,7 @@ pub mod reporter;
 pub mod requests;
 pub mod revoke;
 pub mod scheduling;
+pub mod spoken;
 pub mod store;
 pub mod timetable;
 pub mod upload;
@@ -216,6 +217,7 @@ impl Platform {
             live_delay_ms: config.live_playout_delay_ms,
             now: crate::now_ms,
             next_start_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            voice: config.tts.voice(),
         });
         anyhow::ensure!(
             !(relay.tier == certs::Tier::District && config.review.any_above()),

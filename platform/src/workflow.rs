@@ -79,6 +79,8 @@ fn forbidden(s: impl Into<String>) -> WorkflowError {
 pub struct AudioUpload<'a> {
     pub path: &'a Path,
     pub file_name: &'a str,
+    /// The audio was spoken from the draft's text: what the voice read.
+    pub spoken: Option<&'a str>,
 }
 
 /// Audio ingested for a draft.
@@ -103,6 +105,8 @@ pub struct Workflow {
     /// The earliest start of an approved draft waiting for it (i64::MIN:
     /// not known yet, scan; i64::MAX: none).
     pub next_start_ms: AtomicI64,
+    /// Speaks typed text, where a voice is installed.
+    pub voice: Option<Arc<dyn tts::Voice>>,
 }
 
 impl Workflow {
@@ -170,6 +174,7 @@ impl Workflow {
             source_lufs: encoded.normalisation.source_lufs,
             gain_db: encoded.normalisation.gain_db,
             frames_sha256: frames_digest(&encoded.frames),
+            spoken: audio.spoken.map(str::to_string),
         };
         Ok(Ingested {
             info,
@@ -492,6 +497,7 @@ impl Workflow {
                 source_lufs: None,
                 gain_db: 0.0,
                 frames_sha256: frames_digest(&r.frames),
+                spoken: None,
             };
             let needed = self.policy.approvals_needed(r.class).max(1);
             let mut d = Draft::new(id, &author, (self.now)(), &fields, info, needed, vec![]);

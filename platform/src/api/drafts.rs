@@ -63,6 +63,9 @@ pub struct DraftForm {
     /// The audio file (WAV, MP3, FLAC, Ogg...).
     #[schema(value_type = String, format = Binary)]
     audio: Option<Vec<u8>>,
+    /// true: no audio file; the platform's voice speaks `text` (where text
+    /// to speech is installed).
+    speak: Option<String>,
 }
 
 /// A draft as the API shows it.
@@ -279,11 +282,41 @@ async fn create_draft(
             .get("submit")
             .is_some_and(|v| v == "true" || v == "1")
     });
+    let speak = form
+        .fields
+        .get("speak")
+        .is_some_and(|v| v == "true" || v == "1");
+    if speak {
+        if form.audio.as_ref().is_some_and(|(u, _)| !u.is_empty()) {
+            return Err(ApiError::invalid(
+                "speak",
+                "either an audio file or speak=true, not both",
+                "请只选择上传音频或语音合成之一",
+            ));
+        }
+        let wf = s.workflow.clone();
+        let account = c.account.clone();
+        return blocking(move || {
+            let spoken = wf.speak(&fields.text)?;
+            let audio = AudioUpload {
+                path: spoken.file.path(),
+                file_name: &spoken.file_name,
+                spoken: Some(&spoken.pinyin),
+            };
+            let d = wf.create(&account, fields, audio)?;
+            if submit {
+                wf.submit(&account, d.id)
+            } else {
+                Ok(d)
+            }
+        })
+        .await;
+    }
     let Some((upload, file_name)) = form.audio else {
         return Err(ApiError::invalid(
             "audio",
-            "an audio file is required (field 'audio')",
-            "请上传音频文件",
+            "an audio file is required (field 'audio'), or speak=true to have the text spoken",
+            "请上传音频文件，或选择语音合成",
         ));
     };
     if upload.is_empty() {
@@ -299,6 +332,7 @@ async fn create_draft(
         let audio = AudioUpload {
             path: upload.path(),
             file_name: &file_name,
+            spoken: None,
         };
         let d = wf.create(&account, fields, audio)?;
         if submit {
@@ -418,13 +452,34 @@ pub async fn edit(
     draft_roles(&c)?;
     let form = read_form(form, s.max_upload_bytes).await?;
     let fields = check_fields(&s, &c, &form)?;
+    let speak = form
+        .fields
+        .get("speak")
+        .is_some_and(|v| v == "true" || v == "1");
     let wf = s.workflow.clone();
     let d = blocking(move || {
-        let audio = form.audio.as_ref().filter(|(u, _)| !u.is_empty());
-        let audio = audio.map(|(u, n)| AudioUpload {
-            path: u.path(),
-            file_name: n,
-        });
+        // speak=true: the (changed) text is spoken again.
+        let spoken = if speak {
+            Some(wf.speak(&fields.text)?)
+        } else {
+            None
+        };
+        let audio = match &spoken {
+            Some(sp) => Some(AudioUpload {
+                path: sp.file.path(),
+                file_name: &sp.file_name,
+                spoken: Some(&sp.pinyin),
+            }),
+            None => form
+                .audio
+                .as_ref()
+                .filter(|(u, _)| !u.is_empty())
+                .map(|(u, n)| AudioUpload {
+                    path: u.path(),
+                    file_name: n,
+                    spoken: None,
+                }),
+        };
         wf.edit(&c.account, id, Some(fields), audio)
     })
     .await?;

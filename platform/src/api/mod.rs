@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod people;
 pub mod programmes;
+pub mod speech;
 pub mod tls;
 pub mod trail;
 
@@ -190,6 +191,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/programmes/{id}/withdraw", post(programmes::withdraw))
         .route("/api/programmes/{id}/revise", post(programmes::revise))
         .route("/api/plan", get(programmes::plan))
+        .route("/api/speech/preview", post(speech::preview))
         .route(
             "/api/quiet-hours",
             get(programmes::quiet).put(programmes::set_quiet),

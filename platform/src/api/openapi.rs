@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{drafts, error, ops, people, programmes, trail};
+use super::{drafts, error, ops, people, programmes, speech, trail};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +23,7 @@ use super::{drafts, error, ops, people, programmes, trail};
         ops::revocations, ops::revoke, ops::metrics,
         trail::entries, trail::export,
         programmes::list, programmes::withdraw, programmes::revise, programmes::plan,
-        programmes::quiet, programmes::set_quiet,
+        programmes::quiet, programmes::set_quiet, speech::preview,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&Security),
