@@ -300,10 +300,65 @@ try {
   assert.match(said, /锁定/, "the lock-out is named: " + said);
   await L.close();
 
+  step("a daily programme spoken from its text: scheduled, heard, listed with each village's plan");
+  await d.goto(URL + "/compose");
+  await d.check('input[name="class"][value="daily"]');
+  assert.equal(await d.locator("#schedule").isVisible(), true, "daily content may be scheduled");
+  await d.selectOption("#repeat", "weekly");
+  assert.equal(await d.locator("#weekday-pick").isVisible(), true, "weekly asks for its days");
+  for (let wd = 1; wd <= 7; wd++) await d.check(`input[name="weekdays"][value="${wd}"]`);
+  await d.fill("#times", "12:00, 23:45");
+  const first = await d.locator("#first_date").inputValue();
+  const last = new Date(Date.parse(first + "T00:00:00Z") + 14 * 86400000).toISOString().slice(0, 10);
+  await d.fill("#last_date", last);
+  const progTitle = "村广播早间新闻（浏览器测试）";
+  await d.fill("#title", progTitle);
+  await d.fill("#text", "今天是2026年12月8日，气温5到12℃，请注意防寒。");
+  await d.check(`input[name="areas"][value="${DRILL_VILLAGE}"]`);
+  await d.check('input[name="source"][value="speak"]');
+  assert.equal(await d.locator("#audio").isVisible(), false, "no file to pick when the text is spoken");
+  await d.click("#speak-preview");
+  await d.locator("#speak-audio").waitFor({ state: "visible", timeout: 30000 });
+  const spoken = await d.locator("#speak-audio").evaluate((el) => new Promise((res, rej) => {
+    if (el.readyState >= 1) return res(el.duration);
+    el.addEventListener("loadedmetadata", () => res(el.duration));
+    el.addEventListener("error", () => rej(new Error("the speech failed to load")));
+  }));
+  assert.ok(spoken > 2 && spoken < 30, "speech duration " + spoken);
+  assert.match(await d.locator("#speak-pinyin").textContent(), /jin1 tian1 shi4 er4 ling2 er4 liu4 nian2 shi2 er4 yue4 ba1 ri4/);
+  await d.click("#save");
+  await d.locator("#preview").waitFor({ state: "visible", timeout: 60000 });
+  await d.screenshot({ path: path.join(SHOTS, "compose-programme.png"), fullPage: true });
+  await d.click("#submit-draft");
+  await d.locator("#confirm-ok").click();
+  await d.locator("#submitted", { hasText: "节目已发布" }).waitFor({ timeout: 30000 });
+  await d.goto(URL + "/programmes");
+  const progRow = d.locator("table.programmes tr", { hasText: progTitle });
+  await progRow.waitFor();
+  // Every day of the week is every day.
+  assert.match(await progRow.textContent(), /每天 12:00、23:45/);
+  const planRows = d.locator(`section.village-plan[data-area="${DRILL_VILLAGE}"] table.plan tr`, { hasText: progTitle });
+  assert.equal(await planRows.count(), 2, "today's two plays in the drill village's plan");
+  await d.screenshot({ path: path.join(SHOTS, "programmes.png"), fullPage: true });
+
+  step("the approver sets the village's quiet hours and withdraws the programme");
+  await a.goto(URL + "/programmes");
+  await a.check(`#quiet-form input[name="areas"][value="${DRILL_VILLAGE}"]`);
+  await a.fill("#quiet-windows", "22:00-06:00");
+  await a.selectOption("#quiet-mode", "skip");
+  await a.click("#quiet-form button[type=submit]");
+  await a.locator("#flash", { hasText: "静默时段已签发" }).waitFor();
+  await a.locator("table.quiet tr.own", { hasText: "22:00-06:00" }).waitFor({ timeout: 10000 });
+  await a.locator("table.programmes tr", { hasText: progTitle }).locator("button[data-withdraw]").click();
+  await a.locator("#confirm[open]").waitFor();
+  assert.ok((await a.locator("#confirm-text").textContent()).includes(progTitle));
+  await a.locator("#confirm-ok").click();
+  await a.locator("table.programmes tr.withdrawn", { hasText: progTitle }).waitFor({ timeout: 10000 });
+
   step("every page renders in zh-CN and en with every text found");
   for (const lang of ["zh-CN", "en"]) {
     await a.goto(`${URL}/lang?to=${lang}&back=/`);
-    for (const p of ["/", "/compose", "/review", "/terminals", "/security", "/audit", "/accounts", "/certificates"]) {
+    for (const p of ["/", "/compose", "/review", "/programmes", "/terminals", "/security", "/audit", "/accounts", "/certificates"]) {
       await a.goto(URL + p);
       assert.equal(await a.evaluate(() => document.documentElement.lang), lang, p);
       const text = await a.evaluate(() => document.body.innerText);

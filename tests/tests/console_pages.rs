@@ -91,6 +91,67 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         .await
         .unwrap();
 
+    // A programme every day at 23:30 from today, its title holding HTML,
+    // and quiet hours for the whole district.
+    let county = district.district.relay.scope[0].to_string();
+    let form = testbed::client::form(
+        &clip_path,
+        &[
+            ("areas", county.clone()),
+            ("class", "daily".into()),
+            ("title", "<i>早间新闻</i>".into()),
+            ("schedule", "daily".into()),
+            ("times", "23:30:30".into()),
+            ("last_date", "2099-01-01".into()),
+        ],
+    )
+    .unwrap();
+    let (status, body) = answer(
+        http.post(format!("{base}/api/drafts"))
+            .bearer_auth(&c.drafter.token)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("last_date")),
+        "a year at most: {body}"
+    );
+    let last = platform::timetable::format_date(
+        protocol::schedule::local_day(certs::time::unix_now_ms(), 480) + 30,
+    );
+    let form = testbed::client::form(
+        &clip_path,
+        &[
+            ("areas", county.clone()),
+            ("class", "daily".into()),
+            ("title", "<i>早间新闻</i>".into()),
+            ("schedule", "daily".into()),
+            ("times", "23:30:30".into()),
+            ("last_date", last),
+            ("submit", "true".into()),
+        ],
+    )
+    .unwrap();
+    let (status, body) = answer(
+        http.post(format!("{base}/api/drafts"))
+            .bearer_auth(&c.drafter.token)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (201, Some("published")),
+        "{body}"
+    );
+    let (status, body) = answer(
+        http.put(format!("{base}/api/quiet-hours"))
+            .bearer_auth(&c.approver.token)
+            .json(&json!({"areas": [county], "mode": "skip", "windows": ["22:00-06:00"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
     // No session: the pages send the browser to the login page.
     let r = http.get(format!("{base}/")).send().await.unwrap();
     assert!(r.status().is_redirection(), "{}", r.status());
@@ -112,6 +173,7 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         "/",
         "/compose",
         "/review",
+        "/programmes",
         "/terminals",
         &format!("/terminals/{serial}"),
         "/security",
@@ -169,6 +231,30 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
             );
         }
     }
+
+    // The programmes page: the plan of each village with the programme at
+    // its time, its title shown as text, the district's quiet hours.
+    let programmes = page(&http, format!("{base}/programmes"), &cookie).await;
+    assert!(programmes.contains("定时广播与静默时段"), "{programmes}");
+    assert!(programmes.contains("&#60;i&#62;早间新闻"), "escaped title");
+    assert!(!programmes.contains("<i>早间新闻"), "the title's HTML ran");
+    assert_eq!(
+        programmes.matches("<td>23:30:30</td>").count(),
+        2,
+        "one row per village"
+    );
+    assert!(
+        programmes.contains("每天 23:30:30"),
+        "the timetable in words"
+    );
+    assert!(
+        programmes.contains("22:00-06:00") && programmes.contains("跳过"),
+        "quiet hours"
+    );
+    assert!(
+        programmes.contains("data-withdraw="),
+        "its issuer may withdraw it"
+    );
 
     // The audit page filters by action.
     let audit = page(&http, format!("{base}/audit?action=login"), &cookie).await;

@@ -171,6 +171,12 @@
         if (b.dataset.confirm && !(await confirmDialog(b.dataset.confirm))) return;
         await api("POST", "/api/commands", { terminals: [b.dataset.terminal], action: b.dataset.command });
         flash(T("command_sent"));
+      } else if (b.dataset.withdraw) {
+        if (!(await confirmDialog(b.dataset.confirm))) return;
+        b.disabled = true;
+        await api("POST", "/api/programmes/" + b.dataset.withdraw + "/withdraw");
+        flash(T("withdrawn"));
+        setTimeout(() => location.reload(), 800);
       } else if (b.dataset.lock || b.dataset.unlock) {
         const name = b.dataset.lock || b.dataset.unlock;
         await api("PATCH", "/api/accounts/" + encodeURIComponent(name), { locked: !!b.dataset.lock });
@@ -242,11 +248,56 @@
     const templates = JSON.parse($("#templates").textContent || "[]");
     const banner = $("#drill-banner");
     const classOf = () => (f.querySelector('input[name="class"]:checked') || {}).value;
+    const schedule = $("#schedule"), repeat = $("#repeat");
+    const onRepeat = () => {
+      const r = repeat.value;
+      $("#schedule-fields").hidden = !r;
+      $("#weekday-pick").hidden = r !== "weekly";
+      $("#last-date-box").hidden = r === "once";
+      // A programme's validity is its timetable.
+      f.elements.valid_minutes.disabled = !!r;
+    };
     const onClass = () => {
       const drill = classOf() === "drill";
       document.body.classList.toggle("drill-mode", drill);
       banner.hidden = !drill;
+      // Only daily programming is scheduled; it has no severity.
+      schedule.hidden = classOf() !== "daily";
+      f.elements.severity.disabled = classOf() === "daily";
+      if (schedule.hidden) repeat.value = "";
+      onRepeat();
     };
+    repeat.addEventListener("change", onRepeat);
+    const sourceOf = () => (f.querySelector('input[name="source"]:checked') || {}).value;
+    $$('input[name="source"]', f).forEach((r) => r.addEventListener("change", () => {
+      $("#source-file").hidden = sourceOf() !== "file";
+      $("#source-speak").hidden = sourceOf() !== "speak";
+    }));
+    $("#speak-preview").addEventListener("click", async () => {
+      clearErrors(f);
+      const text = f.elements.text.value.trim();
+      if (!text) { const p = $('.field-error[data-field="text"]', f); p.textContent = T("no_text"); p.hidden = false; f.elements.text.focus(); return; }
+      const b = $("#speak-preview");
+      b.disabled = true;
+      flash(T("speaking"));
+      try {
+        const r = await fetch("/api/speech/preview", {
+          method: "POST", credentials: "same-origin",
+          headers: { "X-CSRF-Token": meta("csrf"), "Content-Type": "application/json" },
+          body: JSON.stringify({ text }),
+        });
+        if (!r.ok) { let body = {}; try { body = await r.json(); } catch (e) { body = {}; } throw new ApiError(body, r.status); }
+        const a = $("#speak-audio");
+        if (a.src) URL.revokeObjectURL(a.src);
+        a.src = URL.createObjectURL(await r.blob());
+        a.hidden = false;
+        const p = $("#speak-pinyin");
+        p.textContent = T("pinyin", { pinyin: r.headers.get("X-Pinyin") || "" });
+        p.hidden = false;
+        a.focus();
+      } catch (e) { showError(e, f); }
+      b.disabled = false;
+    });
     $$('input[name="class"]', f).forEach((r) => r.addEventListener("change", onClass));
     $("#template").addEventListener("change", (e) => {
       const t = templates[e.target.value];
@@ -279,13 +330,22 @@
     f.addEventListener("submit", (ev) => {
       ev.preventDefault();
       clearErrors(f);
+      const speak = sourceOf() === "speak";
       const file = f.elements.audio.files[0];
-      if (!file) { const p = $('.field-error[data-field="audio"]', f); p.textContent = T("no_file"); p.hidden = false; f.elements.audio.focus(); return; }
+      if (!speak && !file) { const p = $('.field-error[data-field="audio"]', f); p.textContent = T("no_file"); p.hidden = false; f.elements.audio.focus(); return; }
       const data = new FormData();
-      for (const k of ["severity", "event_type", "title", "text", "valid_minutes"]) data.append(k, f.elements[k].value);
+      for (const k of ["event_type", "title", "text", "valid_minutes"]) data.append(k, f.elements[k].value);
+      if (!f.elements.severity.disabled) data.append("severity", f.elements.severity.value);
       data.append("class", classOf());
       data.append("areas", chosen().map((b) => b.value).join(","));
-      data.append("audio", file, file.name);
+      if (speak) data.append("speak", "true"); else data.append("audio", file, file.name);
+      if (!schedule.hidden && repeat.value) {
+        data.append("schedule", repeat.value);
+        data.append("times", f.elements.times.value);
+        data.append("weekdays", $$('input[name="weekdays"]:checked', f).map((d) => d.value).join(","));
+        data.append("first_date", f.elements.first_date.value);
+        if (repeat.value !== "once") data.append("last_date", f.elements.last_date.value);
+      }
       const up = $("#upload"), bar = $("#upload-progress"), label = $("#upload-text");
       up.hidden = false; bar.value = 0;
       $("#save").disabled = true;
@@ -310,7 +370,7 @@
         a.src = "/api/drafts/" + draft.id + "/audio";
         $("#preview-summary").textContent = T("summary", {
           class: f.querySelector('input[name="class"]:checked').parentElement.textContent.trim(),
-          severity: f.elements.severity.selectedOptions[0].textContent,
+          severity: f.elements.severity.disabled ? "—" : f.elements.severity.selectedOptions[0].textContent,
           n: total(),
           duration: (draft.audio.duration_ms / 1000).toFixed(1) + " s",
         });
@@ -331,7 +391,7 @@
       if (!(await confirmDialog(T(key, { title: draft.title })))) return;
       try {
         const d = await api("POST", "/api/drafts/" + draft.id + "/submit");
-        const msg = d.state === "published" ? T("published") : T("submitted");
+        const msg = d.state === "published" ? (d.schedule ? T("scheduled") : T("published")) : T("submitted");
         const s = $("#submitted"); s.textContent = msg + " #" + d.id; s.hidden = false;
         $("#submit-draft").disabled = true;
         flash(msg);
@@ -367,6 +427,22 @@
     });
   }
 
+  function quietForm() {
+    const f = $("#quiet-form");
+    if (!f) return;
+    f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearErrors(f);
+      const areas = $$('input[name="areas"]:checked', f).map((b) => b.value);
+      const windows = f.elements.windows.value.split(/[,，\s]+/).filter(Boolean);
+      try {
+        await api("PUT", "/api/quiet-hours", { areas, mode: f.elements.mode.value, windows });
+        flash(T("quiet_saved"));
+        setTimeout(() => location.reload(), 800);
+      } catch (e) { showError(e, f); }
+    });
+  }
+
   function revokePage() {
     const f = $("#revoke-form");
     if (!f) return;
@@ -383,6 +459,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    loginPage(); setupForm(); live(); queue(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage();
+    loginPage(); setupForm(); live(); queue(); terminalFilters(); composePage(); terminalPage(); accountsPage(); revokePage(); quietForm();
   });
 })();

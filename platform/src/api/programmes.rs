@@ -51,7 +51,7 @@ pub struct ProgrammeView {
     pub draft: Option<u64>,
 }
 
-fn view(s: &ApiState, p: &HeldProgramme) -> ProgrammeView {
+pub fn view(s: &ApiState, p: &HeldProgramme) -> ProgrammeView {
     let relay = &s.workflow.relay;
     let prog = p.signed.programme();
     let t = Timetable::of(&prog.schedule);
@@ -230,6 +230,8 @@ pub struct PlayRow {
 pub struct AreaPlan {
     pub area: String,
     pub name: String,
+    /// Terminals of the area now known.
+    pub terminals: usize,
     pub plays: Vec<PlayRow>,
 }
 
@@ -239,7 +241,7 @@ pub struct DayPlan {
     pub areas: Vec<AreaPlan>,
 }
 
-fn day_of(date: Option<&str>) -> Result<i64, ApiError> {
+pub fn day_of(date: Option<&str>) -> Result<i64, ApiError> {
     match date {
         None | Some("") => Ok(local_day(now_ms(), CHINA_OFFSET_MINUTES)),
         Some(d) => parse_date(d).ok_or_else(|| {
@@ -261,7 +263,6 @@ pub async fn plan(
     Query(q): Query<DateQuery>,
 ) -> Result<Json<DayPlan>, ApiError> {
     let day = day_of(q.date.as_deref())?;
-    let reach = s.workflow.reach(&c.account);
     let only: Option<AreaCode> = match q.area.as_deref() {
         None | Some("") => None,
         Some(a) => Some(a.parse().map_err(|_| {
@@ -272,6 +273,13 @@ pub async fn plan(
             )
         })?),
     };
+    let reach = s.workflow.reach(&c.account);
+    Ok(Json(day_plan(&s, &reach, day, only)))
+}
+
+/// The plan of `day` for each village in `reach` (or only `only`): the one
+/// implementation the API and the console show.
+pub fn day_plan(s: &ApiState, reach: &[AreaCode], day: i64, only: Option<AreaCode>) -> DayPlan {
     let relay = &s.workflow.relay;
     let terminals = relay.members.terminals();
     let mut areas: Vec<AreaCode> = terminals.iter().map(|(_, a)| *a).collect();
@@ -321,13 +329,14 @@ pub async fn plan(
         out.push(AreaPlan {
             area: area.to_string(),
             name: s.places.name(area),
+            terminals: here.len(),
             plays,
         });
     }
-    Ok(Json(DayPlan {
+    DayPlan {
         date: format_date(day),
         areas: out,
-    }))
+    }
 }
 
 /// Quiet hours as the API shows them.
@@ -350,6 +359,11 @@ pub struct QuietView {
 /// over its areas. A terminal keeps every one covering it.
 #[utoipa::path(get, path = "/api/quiet-hours", responses((status = 200, body = [QuietView])))]
 pub async fn quiet(State(s): State<ApiState>) -> Json<Vec<QuietView>> {
+    Json(quiet_views(&s))
+}
+
+/// Every platform's quiet hours held here.
+pub fn quiet_views(s: &ApiState) -> Vec<QuietView> {
     let own = s
         .workflow
         .relay
@@ -358,35 +372,33 @@ pub async fn quiet(State(s): State<ApiState>) -> Json<Vec<QuietView>> {
         .body()
         .resource_code
         .to_string();
-    Json(
-        s.workflow
-            .relay
-            .ahead
-            .quiet()
-            .into_iter()
-            .map(|q| {
-                let p = q.signed.policy();
-                let signer = q.signed.signer().body().resource_code.to_string();
-                QuietView {
-                    own: signer == own,
-                    signer_name: q.signed.signer().body().name.clone(),
-                    signer,
-                    number: p.number,
-                    areas: p.targets.iter().map(|a| a.to_string()).collect(),
-                    mode: match p.mode {
-                        protocol::QuietMode::Hold => "hold".into(),
-                        protocol::QuietMode::Skip => "skip".into(),
-                    },
-                    windows: p
-                        .windows
-                        .iter()
-                        .map(|w| crate::scheduling::window_text(*w))
-                        .collect(),
-                    issued_at_ms: p.issued_at_ms,
-                }
-            })
-            .collect(),
-    )
+    s.workflow
+        .relay
+        .ahead
+        .quiet()
+        .into_iter()
+        .map(|q| {
+            let p = q.signed.policy();
+            let signer = q.signed.signer().body().resource_code.to_string();
+            QuietView {
+                own: signer == own,
+                signer_name: q.signed.signer().body().name.clone(),
+                signer,
+                number: p.number,
+                areas: p.targets.iter().map(|a| a.to_string()).collect(),
+                mode: match p.mode {
+                    protocol::QuietMode::Hold => "hold".into(),
+                    protocol::QuietMode::Skip => "skip".into(),
+                },
+                windows: p
+                    .windows
+                    .iter()
+                    .map(|w| crate::scheduling::window_text(*w))
+                    .collect(),
+                issued_at_ms: p.issued_at_ms,
+            }
+        })
+        .collect()
 }
 
 /// Sets this platform's quiet hours (replacing its earlier ones): the

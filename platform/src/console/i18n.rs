@@ -199,6 +199,7 @@ mod tests {
             .collect();
         files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/src/console/pages.rs").into());
         files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/src/console/view.rs").into());
+        files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/src/console/programmes.rs").into());
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
             for (i, _) in text.match_indices("t(\"") {

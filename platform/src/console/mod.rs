@@ -7,6 +7,7 @@ pub mod i18n;
 pub mod live;
 pub mod pages;
 pub mod places;
+pub mod programmes;
 pub mod view;
 
 use std::sync::LazyLock;
@@ -29,7 +30,7 @@ pub const LANG_COOKIE: &str = "ebs_lang";
 /// The pages' policy: scripts, styles, media and connections from this
 /// origin only, nothing inline, never framed.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; media-src 'self'; connect-src 'self'; form-action 'self'; \
+     img-src 'self'; media-src 'self' blob:; connect-src 'self'; form-action 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
 
 const SCRIPT: &str = include_str!("../../console/assets/console.js");
@@ -111,6 +112,7 @@ pub fn router() -> Router<ApiState> {
         .route("/login", get(pages::login))
         .route("/compose", get(pages::compose))
         .route("/review", get(pages::review))
+        .route("/programmes", get(programmes::page))
         .route("/terminals", get(pages::terminals))
         .route("/terminals/{serial}", get(pages::terminal))
         .route("/security", get(pages::security))

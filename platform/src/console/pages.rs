@@ -57,7 +57,7 @@ pub fn script_texts(t: &Catalog) -> String {
     json_in_script(&t.section("js"))
 }
 
-const PAGES: [(&str, &str, &str, &[Role]); 8] = [
+const PAGES: [(&str, &str, &str, &[Role]); 9] = [
     ("overview", "/", "nav.overview", &[]),
     (
         "compose",
@@ -66,6 +66,7 @@ const PAGES: [(&str, &str, &str, &[Role]); 8] = [
         &[Role::Drafter, Role::Clerk],
     ),
     ("review", "/review", "nav.review", &[]),
+    ("programmes", "/programmes", "nav.programmes", &[]),
     ("terminals", "/terminals", "nav.terminals", &[]),
     ("security", "/security", "nav.security", &[]),
     (
@@ -87,7 +88,7 @@ fn roles_text(t: &Catalog, roles: &std::collections::BTreeSet<Role>) -> String {
         .join(&t.t("list.sep"))
 }
 
-fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
+pub fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
     let t = catalog(v.lang);
     let a = &v.caller.account;
     Chrome {
@@ -119,7 +120,7 @@ fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
     }
 }
 
-fn render(t: impl Template) -> Response {
+pub fn render(t: impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => ApiError::internal(format!("rendering a page: {e}")).into_response(),
@@ -238,6 +239,10 @@ pub struct ComposePage {
     pub templates_json: String,
     pub event_types: Vec<(&'static str, String)>,
     pub max_upload_mb: u64,
+    /// Days of the week for a weekly programme: (1 = Monday, its name).
+    pub weekdays: Vec<(u8, String)>,
+    /// Today in China (YYYY-MM-DD): a programme's first date by default.
+    pub today: String,
 }
 
 pub async fn compose(State(s): State<ApiState>, v: Viewer) -> Response {
@@ -270,6 +275,13 @@ pub async fn compose(State(s): State<ApiState>, v: Viewer) -> Response {
             .map(|e| (*e, t.t(&format!("event.{e}")).into_owned()))
             .collect(),
         max_upload_mb: s.max_upload_bytes / (1024 * 1024),
+        weekdays: (1..=7u8)
+            .map(|d| (d, t.t(&format!("compose.wd{d}")).into_owned()))
+            .collect(),
+        today: crate::timetable::format_date(protocol::schedule::local_day(
+            now_ms(),
+            protocol::schedule::CHINA_OFFSET_MINUTES,
+        )),
         c: chrome(&s, &v, "compose"),
     })
 }

@@ -291,6 +291,8 @@ fn add(total: &mut Coverage, c: &Coverage) {
     total.preempted += c.preempted;
     total.cancelled += c.cancelled;
     total.silenced += c.silenced;
+    total.held += c.held;
+    total.skipped += c.skipped;
     total.lost += c.lost;
     total.refused += c.refused;
     for (k, v) in &c.refused_by_reason {
