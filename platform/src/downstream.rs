@@ -435,6 +435,7 @@ fn handle_up(relay: &Relay, child: &Child, raw: protocol::RawFrame) -> bool {
     let msg = match raw.message() {
         Ok(m) => m,
         Err(e) => {
+            debug!(kind = ?raw.kind, serial = format!("{:016x}", child.serial), "undecodable frame from below: {e}");
             relay.refuse(&Refusal::from(e), None, child.serial, crate::now_ms());
             return false;
         }

@@ -530,3 +530,18 @@ fn a_play_whose_audio_never_arrived_is_skipped_and_said_so() {
     );
     assert!(sim.chunks.is_empty());
 }
+
+#[test]
+fn while_a_programme_plays_the_status_names_the_programme() {
+    let w = World::new();
+    let p = prog(&w, 1, daily_at(vec![18 * 60], 1, EVERY_DAY), &fake(500));
+    let mut sim = Sim::new(w.core(Journal::default()));
+    sim.deliver_prog(T0, &p);
+    sim.run_until(at(0, 18 * 60) + 3 * S);
+    // A link comes up mid-play: its first status says what plays.
+    sim.core.handle_link(true, sim.now);
+    sim.run_until(at(0, 18 * 60) + 4 * S);
+    let status = sim.statuses.last().expect("a status went up");
+    let status = status.as_ref().expect("the upstream decodes it");
+    assert_eq!(status.status.playing, Some(p.signed.id()));
+}

@@ -180,6 +180,69 @@ impl ApiClient {
             .context("no command id")
     }
 
+    /// Drafts and submits a scheduled programme with the form `fields`
+    /// (`schedule`, `times`...), from `audio`, or spoken from its text when
+    /// `spoken`; a daily programme needs no approval by default, else the
+    /// approver approves it. Its programme id.
+    pub async fn schedule(
+        &self,
+        audio: &Path,
+        fields: &[(&str, String)],
+        spoken: bool,
+    ) -> anyhow::Result<String> {
+        let mut form = if spoken {
+            let mut f = reqwest::multipart::Form::new();
+            for (k, v) in fields {
+                f = f.text(k.to_string(), v.clone());
+            }
+            f
+        } else {
+            self::form(audio, fields)?
+        };
+        form = form.text("submit", "true");
+        let resp = self
+            .http
+            .post(format!("{}/api/drafts", self.base))
+            .bearer_auth(&self.drafter)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = resp.status();
+        let mut body: serde_json::Value = resp.json().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "programme refused ({status}): {}",
+            body["message"]
+        );
+        if body["state"] == "submitted" {
+            let id = body["id"].as_u64().context("no draft id")?;
+            body = self.approve(id, "同意").await?;
+        }
+        body["broadcast"]
+            .as_str()
+            .map(String::from)
+            .context("the programme was not published")
+    }
+
+    /// Sets quiet hours for `area` as the approver.
+    pub async fn set_quiet_hours(
+        &self,
+        area: &str,
+        mode: &str,
+        windows: &[&str],
+    ) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .put(format!("{}/api/quiet-hours", self.base))
+            .bearer_auth(&self.approver)
+            .json(&serde_json::json!({ "areas": [area], "mode": mode, "windows": windows }))
+            .send()
+            .await?;
+        let status = resp.status();
+        anyhow::ensure!(status.is_success(), "quiet hours refused ({status})");
+        Ok(())
+    }
+
     /// GET `path` as JSON (as the maintainer).
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self

@@ -168,6 +168,21 @@ async fn a_programme_plays_on_time_everywhere_even_with_every_platform_down() {
         );
     }
 
+    // Nothing of it was refused anywhere on the way (a terminal's status
+    // during a play names the programme, never its own play id).
+    let platforms = std::iter::once(&district.district)
+        .chain(&district.towns)
+        .chain(district.villages.iter().map(|v| &v.platform));
+    for p in platforms {
+        assert_eq!(
+            p.relay.refusals().total(),
+            0,
+            "{}: {:?}",
+            p.name,
+            p.relay.refusals()
+        );
+    }
+
     // 2. Every platform down before its time: it plays from the cache.
     let (date, time, start) = start_in(12_000);
     let (status, d) = schedule_once(

@@ -900,7 +900,9 @@ impl TerminalCore {
 
     fn status(&mut self, now_us: i64) -> Status {
         self.status_seq += 1;
-        let playing = self.arbiter.current();
+        // A scheduled play goes by its programme's id: the terminal's own
+        // play ids never leave it.
+        let playing = self.arbiter.current().map(|id| self.wire_id(id));
         Status {
             terminal_serial: self.serial,
             seq: self.status_seq,

@@ -365,6 +365,15 @@ impl TerminalCore {
             ))));
     }
 
+    /// The id `id` goes by off the terminal: a scheduled play's is its
+    /// programme's.
+    pub(super) fn wire_id(&self, id: BroadcastId) -> BroadcastId {
+        match self.programmes.play(id) {
+            Some(p) if id.is_local() => p.programme,
+            _ => id,
+        }
+    }
+
     /// The next moment the schedule needs the core: a play's preroll, a
     /// play to feed, quiet hours beginning or ending.
     pub(super) fn scheduled_timeout(&self) -> Option<i64> {

@@ -152,6 +152,8 @@ pub struct Sim {
     pub sink_takes: bool,
     /// Every programme receipt that went up, with when it went (µs).
     pub play_receipts: Vec<(protocol::ProgrammeReceipt, i64)>,
+    /// Every status that went up, as its upstream decodes it.
+    pub statuses: Vec<Result<protocol::SignedStatus, certs::encoding::DecodeError>>,
 }
 
 impl Sim {
@@ -166,6 +168,7 @@ impl Sim {
             persisted: Vec::new(),
             sink_takes: true,
             play_receipts: Vec::new(),
+            statuses: Vec::new(),
         }
     }
 
@@ -175,6 +178,9 @@ impl Sim {
                 Output::Up(m) => match *m {
                     Message::Receipt(r) => self.receipts.push((r.receipt, self.now)),
                     Message::ProgrammeReceipt(r) => self.play_receipts.push((r.receipt, self.now)),
+                    Message::Status(st) => self
+                        .statuses
+                        .push(protocol::SignedStatus::decode(st.body())),
                     _ => {}
                 },
                 Output::Persist(p) => self.persisted.push(p),

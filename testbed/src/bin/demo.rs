@@ -1,6 +1,6 @@
 //! `cargo run --release -p testbed --bin demo`: the whole seed district on
 //! this machine (1 district, 5 towns, 87 villages, 600 terminals), an alert,
-//! a village notice, a summary; then the district's console keeps serving
+//! a village notice, a day's programmes on three villages, a summary; then the district's console keeps serving
 //! until Ctrl-C, with demo accounts whose random passwords are printed
 //! once. `--json` prints the summary as one object and exits;
 //! `--exit-after SECONDS` bounds the serving (CI).
@@ -156,6 +156,15 @@ fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path
     println!(
         "village notice played:  {} / {} in the village, {} outside it",
         summary.notice_played, summary.notice_village_terminals, summary.notice_outside_village
+    );
+    let p = &summary.programmes;
+    println!(
+        "programmes:             daily news on {} villages (07:00, 12:00, 18:30{}), a one-off played from the cache at {} / {} of their terminals; quiet hours 22:00-06:00 in village {}",
+        p.villages,
+        if p.spoken { ", spoken from its text" } else { "" },
+        p.played,
+        p.terminals,
+        p.quiet_village
     );
     if let Some(k) = keep {
         println!(
