@@ -417,3 +417,71 @@ async fn quiet_hours_of_one_village_hold_a_district_notice_there_and_an_emergenc
         "the district sees one terminal holding it for quiet hours"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_offline_when_a_programme_changed_catches_up_and_plays_the_new_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut district = small_district(dir.path(), Layout::ONE_OF_EACH).await;
+    let api = district.district_api();
+    let county = district.district.relay.scope[0].to_string();
+    let clip_path = dir.path().join("news.wav");
+    clip("notice-zh-48k.flac", 3.0, &clip_path);
+    // Published while the terminal is running: it caches revision 1.
+    let (date, time, _) = start_in(60_000);
+    let (status, d) = schedule_once(
+        &api,
+        &district.creds.drafter.token,
+        &clip_path,
+        &county,
+        "改期节目",
+        (&date, &time),
+    )
+    .await;
+    assert_eq!(status, 201, "{d}");
+    let id = d["broadcast"].as_str().unwrap().to_string();
+    assert!(
+        eventually_async(Duration::from_secs(8), || async {
+            programme(&api, &id).await["cached_terminals"] == 1
+        })
+        .await
+    );
+    // The terminal goes off; the programme moves to 12 s from now.
+    let sink_dir = district.terminals[0].dir.clone();
+    district.terminals[0].stop().await;
+    let (date2, time2, start2) = start_in(12_000);
+    let (status, revised) = answer(
+        api.http()
+            .post(format!("{}/api/programmes/{id}/revise", api.base()))
+            .bearer_auth(&district.creds.drafter.token)
+            .json(&json!({ "schedule": "once", "times": time2, "first_date": date2 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{revised}");
+    assert_eq!(revised["state"], "published", "{revised}");
+    assert_eq!(revised["revises"], id.as_str());
+    assert_eq!(programme(&api, &id).await["revision"], 2);
+    // Back on: its inventory says revision 1; the upstream sends 2 (its
+    // audio unchanged, so the programme alone).
+    district
+        .restart_terminal(
+            0,
+            Box::new(codec::WavSink::create(&sink_dir.join("again.wav"), 16_000).unwrap()),
+        )
+        .await
+        .unwrap();
+    let wait = (start2 - forge_now()).max(0) as u64 + 5_000;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let played = played_of(&district, 0, "改期节目");
+    assert_eq!(
+        played,
+        d["audio"]["frames"].as_u64().unwrap(),
+        "played at its new time"
+    );
+    let (_, trail) = answer(
+        api.http()
+            .get(format!("{}/api/audit?limit=50", api.base()))
+            .bearer_auth(&district.creds.auditor.token),
+    )
+    .await;
+    assert!(trail.to_string().contains("programme.revise"), "{trail}");
+}
