@@ -286,17 +286,13 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
     for list in relay.revocations.lists() {
         timed(send.write_all(&Message::Revocation(list).encode())).await?;
     }
-    // Then the quiet hours over its area (R20): a terminal keeps them even
-    // when an upper tier misbehaves later.
-    let mut news = relay.ahead.news();
-    for q in relay.ahead.quiet() {
-        if certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
-            timed(send.write_chunk(q.frame.clone())).await?;
-        }
-    }
     // What the child holds of the programmes sent ahead: its inventory
-    // comes after subscribe; until then it holds nothing we know of.
+    // comes after subscribe; until then it holds nothing we know of. The
+    // inventory also says the child knows what is sent ahead (kinds 28 to
+    // 32): a child of an older build, which sends none, is sent none of it.
+    let mut news = relay.ahead.news();
     let mut holds: HashMap<BroadcastId, protocol::Held> = HashMap::new();
+    let mut knows_ahead = false;
 
     let mut forwarders = JoinSet::new();
     let mut announcements = relay.broadcasts.announcements();
@@ -345,12 +341,12 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
             },
             n = news.recv() => match n {
                 Ok(crate::ahead::News::Quiet(q)) => {
-                    if certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
+                    if knows_ahead && certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
                         timed(send.write_chunk(q.frame.clone())).await?;
                     }
                 }
                 Ok(crate::ahead::News::Programme(p)) => {
-                    if p.targets_any(&child.scope) {
+                    if knows_ahead && p.targets_any(&child.scope) {
                         // Its audio goes along unless the child holds this
                         // programme's audio already (a change of times only).
                         let had = holds.get(&p.id()).is_some_and(|h| h.complete);
@@ -386,6 +382,16 @@ async fn session(conn: Connection, relay: Arc<Relay>) -> anyhow::Result<()> {
                 Ok(Some(raw)) if raw.kind == protocol::FrameKind::Inventory => {
                     match raw.message() {
                         Ok(Message::Inventory(inv)) => {
+                            if !std::mem::replace(&mut knows_ahead, true) {
+                                // The quiet hours over its area (R20) first: a
+                                // terminal keeps them even when an upper tier
+                                // misbehaves later.
+                                for q in relay.ahead.quiet() {
+                                    if certs::area::any_overlap(&q.signed.policy().targets, &child.scope) {
+                                        timed(send.write_chunk(q.frame.clone())).await?;
+                                    }
+                                }
+                            }
                             let wanted = wanted_programmes(&relay, &child, &inv);
                             holds = inv.held.iter().map(|h| (h.id, *h)).collect();
                             for (p, _) in &wanted {
