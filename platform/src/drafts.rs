@@ -63,7 +63,11 @@ pub struct FieldError {
     pub message_zh: String,
 }
 
-fn field_error(field: &'static str, en: impl Into<String>, zh: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(
+    field: &'static str,
+    en: impl Into<String>,
+    zh: impl Into<String>,
+) -> FieldError {
     FieldError {
         field,
         message: en.into(),
@@ -797,10 +801,12 @@ pub fn preview_wav(frames: &[Vec<u8>], rate: u32) -> Result<Vec<u8>, codec::Code
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn form<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    pub(crate) fn form<'a>(
+        pairs: &'a [(&'a str, &'a str)],
+    ) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| {
             pairs
                 .iter()

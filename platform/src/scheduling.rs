@@ -17,7 +17,7 @@ use protocol::{
 use crate::accounts::{Account, Role};
 use crate::ahead::encoded;
 use crate::audit::Record;
-use crate::drafts::{Draft, DraftFields, DraftState, FieldError, Plan};
+use crate::drafts::{Draft, DraftFields, DraftState, Plan};
 use crate::issue::IssueError;
 use crate::timetable::{format_time, parse_time};
 use crate::workflow::{Workflow, WorkflowError};
@@ -26,12 +26,7 @@ use crate::workflow::{Workflow, WorkflowError};
 pub const FRAMES_PER_CHUNK: u16 = 250;
 
 fn field(f: &'static str, en: impl Into<String>, zh: impl Into<String>) -> WorkflowError {
-    FieldError {
-        field: f,
-        message: en.into(),
-        message_zh: zh.into(),
-    }
-    .into()
+    crate::drafts::field_error(f, en, zh).into()
 }
 
 /// A programme's audio and timetable fit together: at most 30 minutes,

@@ -4,7 +4,6 @@
 //! uploaded file (resampled, loudness normalised, encoded once), so the
 //! reviewer hears, in the preview, exactly the frames that will be signed.
 
-use crate::drafts::FieldError;
 use crate::upload::Upload;
 use crate::workflow::{Workflow, WorkflowError};
 
@@ -18,12 +17,7 @@ pub struct Spoken {
 }
 
 fn field(f: &'static str, en: impl Into<String>, zh: impl Into<String>) -> WorkflowError {
-    FieldError {
-        field: f,
-        message: en.into(),
-        message_zh: zh.into(),
-    }
-    .into()
+    crate::drafts::field_error(f, en, zh).into()
 }
 
 impl Workflow {

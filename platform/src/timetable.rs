@@ -348,15 +348,7 @@ impl Timetable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn form<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::drafts::tests::form;
 
     /// 2026-12-07 10:00 in China.
     fn now() -> i64 {

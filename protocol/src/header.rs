@@ -5,7 +5,6 @@ use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
 use certs::{AreaCode, Certificate, Identity, SignContext, Signature};
-use sha2::{Digest, Sha256};
 
 use crate::ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};
 
@@ -293,46 +292,30 @@ impl SignedHeader {
     /// Signs without checking the header's consistency. Anyone with a key can
     /// do this; the verifier is what refuses. For tests and the attack suite.
     pub fn sign_unchecked(header: BroadcastHeader, identity: &Identity) -> Result<Self, SignError> {
-        let chain = identity.chain_below_root();
-        if chain.is_empty() {
-            return Err(SignError::NoChain);
-        }
-        let mut w = Writer::with_capacity(1024);
-        header.encode_into(&mut w);
-        crate::signer_chain::write(&mut w, &chain);
-        let signature = identity.key.sign(SignContext::Header, &[w.as_slice()]);
-        w.raw(&signature);
-        let body = w.into_vec();
-        let digest = Sha256::digest(&body).into();
-        Ok(SignedHeader {
-            header,
-            chain,
-            signature,
-            body,
-            digest,
-        })
+        let sealed = crate::signer_chain::seal(identity, SignContext::Header, 1024, |w| {
+            header.encode_into(w)
+        })?;
+        Ok(SignedHeader::of(header, sealed))
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        if body.len() > MAX_HEADER_BYTES {
-            return Err(DecodeError::TooLong {
-                field: "header",
-                len: body.len(),
-                max: MAX_HEADER_BYTES,
-            });
-        }
-        let mut r = Reader::new(body);
-        let header = BroadcastHeader::decode_from(&mut r)?;
-        let chain = crate::signer_chain::read(&mut r)?;
-        let signature = r.array("header signature")?;
-        r.finish()?;
-        Ok(SignedHeader {
+        let (header, sealed) = crate::signer_chain::open(
+            body,
+            MAX_HEADER_BYTES,
+            "header",
+            BroadcastHeader::decode_from,
+        )?;
+        Ok(SignedHeader::of(header, sealed))
+    }
+
+    fn of(header: BroadcastHeader, s: crate::signer_chain::Sealed) -> Self {
+        SignedHeader {
             header,
-            chain,
-            signature,
-            body: body.to_vec(),
-            digest: Sha256::digest(body).into(),
-        })
+            chain: s.chain,
+            signature: s.signature,
+            body: s.body,
+            digest: s.digest,
+        }
     }
 
     pub fn header(&self) -> &BroadcastHeader {

@@ -330,46 +330,31 @@ impl SignedProgramme {
         programme: Programme,
         identity: &Identity,
     ) -> Result<Self, crate::header::SignError> {
-        let chain = identity.chain_below_root();
-        if chain.is_empty() {
-            return Err(crate::header::SignError::NoChain);
-        }
-        let mut w = Writer::with_capacity(1024 + 32 * programme.audio.chunks.len());
-        programme.encode_into(&mut w);
-        crate::signer_chain::write(&mut w, &chain);
-        let signature = identity.key.sign(SignContext::Programme, &[w.as_slice()]);
-        w.raw(&signature);
-        let body = w.into_vec();
-        let digest = Sha256::digest(&body).into();
-        Ok(SignedProgramme {
-            programme,
-            chain,
-            signature,
-            body,
-            digest,
-        })
+        let capacity = 1024 + 32 * programme.audio.chunks.len();
+        let sealed = crate::signer_chain::seal(identity, SignContext::Programme, capacity, |w| {
+            programme.encode_into(w)
+        })?;
+        Ok(SignedProgramme::of(programme, sealed))
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        if body.len() > MAX_PROGRAMME_BYTES {
-            return Err(DecodeError::TooLong {
-                field: "programme",
-                len: body.len(),
-                max: MAX_PROGRAMME_BYTES,
-            });
-        }
-        let mut r = Reader::new(body);
-        let programme = Programme::decode_from(&mut r)?;
-        let chain = crate::signer_chain::read(&mut r)?;
-        let signature = r.array("programme signature")?;
-        r.finish()?;
-        Ok(SignedProgramme {
+        let (programme, sealed) = crate::signer_chain::open(
+            body,
+            MAX_PROGRAMME_BYTES,
+            "programme",
+            Programme::decode_from,
+        )?;
+        Ok(SignedProgramme::of(programme, sealed))
+    }
+
+    fn of(programme: Programme, s: crate::signer_chain::Sealed) -> Self {
+        SignedProgramme {
             programme,
-            chain,
-            signature,
-            body: body.to_vec(),
-            digest: Sha256::digest(body).into(),
-        })
+            chain: s.chain,
+            signature: s.signature,
+            body: s.body,
+            digest: s.digest,
+        }
     }
 
     pub fn programme(&self) -> &Programme {

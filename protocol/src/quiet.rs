@@ -9,7 +9,6 @@ use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
 use certs::{AreaCode, Certificate, Identity, SignContext, Signature};
-use sha2::{Digest, Sha256};
 
 use crate::ids::coded_enum;
 use crate::schedule::{local_day, DAY_MINUTES};
@@ -239,46 +238,30 @@ impl SignedQuietHours {
         policy
             .check()
             .map_err(crate::header::SignError::Inconsistent)?;
-        let chain = identity.chain_below_root();
-        if chain.is_empty() {
-            return Err(crate::header::SignError::NoChain);
-        }
-        let mut w = Writer::with_capacity(256);
-        policy.encode_into(&mut w);
-        crate::signer_chain::write(&mut w, &chain);
-        let signature = identity.key.sign(SignContext::QuietHours, &[w.as_slice()]);
-        w.raw(&signature);
-        let body = w.into_vec();
-        let digest = Sha256::digest(&body).into();
-        Ok(SignedQuietHours {
-            policy,
-            chain,
-            signature,
-            body,
-            digest,
-        })
+        let sealed = crate::signer_chain::seal(identity, SignContext::QuietHours, 256, |w| {
+            policy.encode_into(w)
+        })?;
+        Ok(SignedQuietHours::of(policy, sealed))
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        if body.len() > MAX_QUIET_BYTES {
-            return Err(DecodeError::TooLong {
-                field: "quiet hours",
-                len: body.len(),
-                max: MAX_QUIET_BYTES,
-            });
-        }
-        let mut r = Reader::new(body);
-        let policy = QuietHours::decode_from(&mut r)?;
-        let chain = crate::signer_chain::read(&mut r)?;
-        let signature = r.array("quiet hours signature")?;
-        r.finish()?;
-        Ok(SignedQuietHours {
+        let (policy, sealed) = crate::signer_chain::open(
+            body,
+            MAX_QUIET_BYTES,
+            "quiet hours",
+            QuietHours::decode_from,
+        )?;
+        Ok(SignedQuietHours::of(policy, sealed))
+    }
+
+    fn of(policy: QuietHours, s: crate::signer_chain::Sealed) -> Self {
+        SignedQuietHours {
             policy,
-            chain,
-            signature,
-            body: body.to_vec(),
-            digest: Sha256::digest(body).into(),
-        })
+            chain: s.chain,
+            signature: s.signature,
+            body: s.body,
+            digest: s.digest,
+        }
     }
 
     pub fn policy(&self) -> &QuietHours {

@@ -44,3 +44,72 @@ pub(crate) fn signed_by_last(
     let signed = &body[..body.len() - signature.len()];
     signer.public_key().verify(context, &[signed], signature)
 }
+
+/// A message's signed form: the chain it carries, its signature, its exact
+/// bytes and their SHA-256.
+pub(crate) struct Sealed {
+    pub chain: Vec<certs::Certificate>,
+    pub signature: certs::Signature,
+    pub body: Vec<u8>,
+    pub digest: [u8; 32],
+}
+
+/// Writes a message (`encode` writes its fields), then the signer's chain,
+/// and signs all of it under `context` (headers, programmes, quiet hours).
+pub(crate) fn seal(
+    identity: &certs::Identity,
+    context: certs::SignContext,
+    capacity: usize,
+    encode: impl FnOnce(&mut Writer),
+) -> Result<Sealed, crate::header::SignError> {
+    use sha2::Digest;
+    let chain = identity.chain_below_root();
+    if chain.is_empty() {
+        return Err(crate::header::SignError::NoChain);
+    }
+    let mut w = Writer::with_capacity(capacity);
+    encode(&mut w);
+    write(&mut w, &chain);
+    let signature = identity.key.sign(context, &[w.as_slice()]);
+    w.raw(&signature);
+    let body = w.into_vec();
+    let digest = sha2::Sha256::digest(&body).into();
+    Ok(Sealed {
+        chain,
+        signature,
+        body,
+        digest,
+    })
+}
+
+/// Reads a message sealed so (at most `max` bytes): its fields by
+/// `decode`, then the chain and the signature, and nothing after.
+pub(crate) fn open<T>(
+    body: &[u8],
+    max: usize,
+    field: &'static str,
+    decode: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<(T, Sealed), DecodeError> {
+    use sha2::Digest;
+    if body.len() > max {
+        return Err(DecodeError::TooLong {
+            field,
+            len: body.len(),
+            max,
+        });
+    }
+    let mut r = Reader::new(body);
+    let message = decode(&mut r)?;
+    let chain = read(&mut r)?;
+    let signature = r.array("signature")?;
+    r.finish()?;
+    Ok((
+        message,
+        Sealed {
+            chain,
+            signature,
+            body: body.to_vec(),
+            digest: sha2::Sha256::digest(body).into(),
+        },
+    ))
+}

@@ -94,24 +94,27 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     // A programme every day at 23:30 from today, its title holding HTML,
     // and quiet hours for the whole district.
     let county = district.district.relay.scope[0].to_string();
-    let form = testbed::client::form(
-        &clip_path,
-        &[
-            ("areas", county.clone()),
-            ("class", "daily".into()),
-            ("title", "<i>早间新闻</i>".into()),
-            ("schedule", "daily".into()),
-            ("times", "23:30:30".into()),
-            ("last_date", "2099-01-01".into()),
-        ],
-    )
-    .unwrap();
-    let (status, body) = answer(
-        http.post(format!("{base}/api/drafts"))
-            .bearer_auth(&c.drafter.token)
-            .multipart(form),
-    )
-    .await;
+    let schedule = |last: String, submit: &str| {
+        let form = testbed::client::form(
+            &clip_path,
+            &[
+                ("areas", county.clone()),
+                ("class", "daily".into()),
+                ("title", "<i>早间新闻</i>".into()),
+                ("schedule", "daily".into()),
+                ("times", "23:30:30".into()),
+                ("last_date", last),
+                ("submit", submit.into()),
+            ],
+        )
+        .unwrap();
+        answer(
+            http.post(format!("{base}/api/drafts"))
+                .bearer_auth(&c.drafter.token)
+                .multipart(form),
+        )
+    };
+    let (status, body) = schedule("2099-01-01".into(), "false").await;
     assert_eq!(
         (status, body["field"].as_str()),
         (400, Some("last_date")),
@@ -120,25 +123,7 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     let last = platform::timetable::format_date(
         protocol::schedule::local_day(certs::time::unix_now_ms(), 480) + 30,
     );
-    let form = testbed::client::form(
-        &clip_path,
-        &[
-            ("areas", county.clone()),
-            ("class", "daily".into()),
-            ("title", "<i>早间新闻</i>".into()),
-            ("schedule", "daily".into()),
-            ("times", "23:30:30".into()),
-            ("last_date", last),
-            ("submit", "true".into()),
-        ],
-    )
-    .unwrap();
-    let (status, body) = answer(
-        http.post(format!("{base}/api/drafts"))
-            .bearer_auth(&c.drafter.token)
-            .multipart(form),
-    )
-    .await;
+    let (status, body) = schedule(last, "true").await;
     assert_eq!(
         (status, body["state"].as_str()),
         (201, Some("published")),
