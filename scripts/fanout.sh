@@ -47,10 +47,13 @@ counts=${1:-600,2000,5000,10000}
 peers=../shared/peers
 bash "$peers/install.sh" >/dev/null
 bash "$peers/make_speech.sh" >/dev/null
+# In the full run a shortfall (10,000 thin terminals on 2 cores) is reported
+# at the end: the peers are still measured, and the table says it.
+failed=0
 ./target/release/fanout --terminals "$counts" | tee "$out/thin.jsonl"
-check "$out/thin.jsonl"
+check "$out/thin.jsonl" || failed=1
 ./target/release/fanout --real --terminals 300 | tee "$out/real.jsonl"
-check "$out/real.jsonl"
+check "$out/real.jsonl" || failed=1
 rm -f /tmp/peers/results/icecast_*.json /tmp/peers/results/snapcast_*.json
 for n in ${counts//,/ }; do
     "$peers/icecast.sh" "$n" 60 --page-ms 20 --drain-ms 100 >/dev/null || echo "icecast2 20 ms pages at $n failed"
@@ -60,3 +63,4 @@ for n in ${counts//,/ }; do
     fi
 done
 python3 scripts/fanout_table.py "$out/thin.jsonl" "$out/real.jsonl" /tmp/peers/results | tee "$out/table.md"
+exit "$failed"
