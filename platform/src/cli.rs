@@ -55,6 +55,14 @@ enum Command {
     /// microphone (builds with the `microphone` feature) or a recording.
     /// Ctrl-C ends the broadcast with its signed end marker.
     Live(LiveArgs),
+    /// Makes this platform's SM2 key for the GY/T gateway (`[gateway]
+    /// sm2_key`) and prints its public key, which the upper platform
+    /// registers with the certificate serial it issues.
+    GatewayKey {
+        /// The key file to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -183,6 +191,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Audit { action } => audit(action),
         Command::Status { config } => status(&config),
         Command::Live(args) => live(args).await,
+        Command::GatewayKey { out } => gateway_key(&out),
     }
 }
 
@@ -250,6 +259,24 @@ fn status(path: &std::path::Path) -> anyhow::Result<()> {
             ),
         },
     }
+    Ok(())
+}
+
+fn gateway_key(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = gateway::SmKey::generate("");
+    // Owner-only: it is a private key.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("{}: cannot create (it must not exist yet)", out.display()))?;
+    f.write_all(format!("{}\n", key.secret_hex()).as_bytes())?;
+    f.sync_all()?;
+    println!("SM2 key written to {}", out.display());
+    println!("public key (SEC1, hex): {}", key.public_hex());
     Ok(())
 }
 

@@ -102,6 +102,11 @@ pub struct PlatformConfig {
     #[arg(skip)]
     #[serde(default)]
     pub tts: TtsConfig,
+    /// Alerts from above (`[gateway]`; file only): the GY/T 384 listener,
+    /// this platform's SM2 key, the sources and their policy (R13).
+    #[arg(skip)]
+    #[serde(default)]
+    pub gateway: Option<crate::alerts::GatewayConfig>,
 }
 
 /// Which voice speaks typed text.
@@ -184,6 +189,7 @@ impl PlatformConfig {
             sites: Vec::new(),
             admission: Default::default(),
             tts: TtsConfig::default(),
+            gateway: None,
         }
     }
 
@@ -230,6 +236,9 @@ impl PlatformConfig {
             "tts.speed: {} is outside 80..=450 syllables a minute",
             self.tts.speed
         );
+        if let Some(g) = &self.gateway {
+            g.sources()?;
+        }
         Ok(())
     }
 

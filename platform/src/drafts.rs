@@ -403,6 +403,34 @@ pub struct Draft {
     /// A new revision of this programme (its id) rather than a new one.
     #[serde(default)]
     pub revises: Option<u128>,
+    /// An alert from above (R13): where it came from and how it was
+    /// authenticated.
+    #[serde(default)]
+    pub alert: Option<AlertOrigin>,
+}
+
+/// Where an alert from above came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertOrigin {
+    /// GY/T 385 or CAP 1.2.
+    pub format: String,
+    /// The configured source it came through.
+    pub source: String,
+    /// Its original identifier (the EBMID, or the CAP identifier), kept
+    /// beside the broadcast id given here.
+    pub id: String,
+    /// The sender's code and name as the message gives them.
+    pub sender: String,
+    pub sender_name: String,
+    /// How it was authenticated (the SM2 certificate that verified, or the
+    /// source's token).
+    pub verified: String,
+    pub received_ms: i64,
+    /// Where its audio came from.
+    pub audio: String,
+    /// Broadcasts (ids) it replaces: cancelled once it is published.
+    #[serde(default)]
+    pub replaces: Vec<String>,
 }
 
 /// Where a publish request came from (at the tier above).
@@ -468,6 +496,7 @@ impl Draft {
             request: None,
             schedule: None,
             revises: None,
+            alert: None,
         };
         d.set_fields(fields);
         d
@@ -563,6 +592,8 @@ pub struct DraftStore {
     filed: sled::Tree,
     /// request id → draft id, at the requesting platform.
     sent: sled::Tree,
+    /// An alert from above (`alerts::intake::key`) → draft id.
+    alerts: sled::Tree,
 }
 
 impl DraftStore {
@@ -574,7 +605,25 @@ impl DraftStore {
             published: db.open_tree("published")?,
             filed: db.open_tree("filed_requests")?,
             sent: db.open_tree("sent_requests")?,
+            alerts: db.open_tree("filed_alerts")?,
         })
+    }
+
+    /// The draft an alert from above was filed as.
+    pub fn alert_draft(&self, key: &str) -> Result<Option<u64>, DraftStoreError> {
+        Ok(self
+            .alerts
+            .get(key.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Files alert `key` as draft `draft`, durably, before the draft
+    /// itself (as [`DraftStore::file`]): an alert sent twice is one draft.
+    pub fn file_alert(&self, key: &str, draft: u64) -> Result<(), DraftStoreError> {
+        self.alerts.insert(key.as_bytes(), &draft.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn filed_key(serial: u64, request_id: u64) -> [u8; 16] {

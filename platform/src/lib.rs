@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod ahead;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod book;
@@ -65,6 +66,8 @@ pub struct Listeners {
     pub quic: std::net::UdpSocket,
     /// The HTTP API, if any.
     pub http: Option<tokio::net::TcpListener>,
+    /// The GY/T 384 interface (`[gateway] listen`), if any.
+    pub gateway: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -79,7 +82,19 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Listeners { quic, http })
+        let gateway = match config.gateway.as_ref().and_then(|g| g.listen) {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("gateway.listen: cannot bind {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            quic,
+            http,
+            gateway,
+        })
     }
 
     /// QUIC and (if `http`) HTTP on loopback, any port: for tests.
@@ -91,7 +106,15 @@ impl Listeners {
                 true => Some(tokio::net::TcpListener::bind(any).await?),
                 false => None,
             },
+            gateway: None,
         })
+    }
+
+    /// Adds a GY/T listener on loopback, any port: for tests.
+    pub async fn with_gateway(mut self) -> anyhow::Result<Self> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        self.gateway = Some(tokio::net::TcpListener::bind(any).await?);
+        Ok(self)
     }
 }
 
@@ -298,6 +321,42 @@ impl Platform {
                 stopping(),
             )),
         ];
+        let places = Arc::new(console::places::Places::from_config(
+            &config.areas,
+            &config.sites,
+        )?);
+        let gateway = match &config.gateway {
+            Some(g) => Some(Arc::new(alerts::Gateway::new(
+                g,
+                g.key()?,
+                workflow.clone(),
+                places.clone(),
+            )?)),
+            None => None,
+        };
+        let mut gateway_addr = None;
+        if let (Some(listener), Some(g)) = (listeners.gateway, &gateway) {
+            let addr = listener.local_addr()?;
+            gateway_addr = Some(addr);
+            let tls = if g.plain_http {
+                None
+            } else {
+                let mut served = config.clone();
+                served.http = Some(addr);
+                api::tls::for_config(&served)?.map(|t| t.config)
+            };
+            info!(
+                "GY/T interface at {}://{addr}/ ({} sources)",
+                if tls.is_some() { "https" } else { "http" },
+                g.sources.len()
+            );
+            tasks.push(tokio::spawn(api::serve(
+                listener,
+                alerts::gyt_http::router(g.clone()),
+                tls,
+                stopping(),
+            )));
+        }
         let mut http_addr = None;
         let mut tls_fingerprint = None;
         if let Some(listener) = listeners.http {
@@ -329,11 +388,9 @@ impl Platform {
                 )),
                 auth_failures: Default::default(),
                 secure_cookies: tls.is_some(),
-                places: Arc::new(console::places::Places::from_config(
-                    &config.areas,
-                    &config.sites,
-                )?),
+                places: places.clone(),
                 tls_fingerprint: tls_fingerprint.clone(),
+                gateway: gateway.clone(),
                 stopping: stop_signal.clone(),
             };
             let app = api::router(state);
@@ -349,9 +406,11 @@ impl Platform {
             name: config.name,
             quic_addr,
             http_addr,
+            gateway_addr,
             tls_fingerprint,
             relay,
             workflow,
+            gateway,
             setup_code,
             shutdown: shutdown_tx,
             endpoint: std::sync::Mutex::new(Some(endpoint)),
@@ -489,11 +548,15 @@ pub struct PlatformHandle {
     pub name: String,
     pub quic_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    /// The GY/T interface's address, when it listens.
+    pub gateway_addr: Option<SocketAddr>,
     /// The console certificate's SHA-256 fingerprint, when over HTTPS.
     pub tls_fingerprint: Option<String>,
     pub relay: Arc<Relay>,
     /// Accounts, drafts, the audit trail and every person's action.
     pub workflow: Arc<workflow::Workflow>,
+    /// Alerts from above, when `[gateway]` is configured.
+    pub gateway: Option<Arc<alerts::Gateway>>,
     /// The one-time code for the first admin, when there was no account.
     pub setup_code: Option<String>,
     shutdown: watch::Sender<bool>,

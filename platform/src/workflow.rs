@@ -84,10 +84,10 @@ pub struct AudioUpload<'a> {
 }
 
 /// Audio ingested for a draft.
-struct Ingested {
-    info: AudioInfo,
-    frames: Vec<Vec<u8>>,
-    warnings: Vec<String>,
+pub(crate) struct Ingested {
+    pub(crate) info: AudioInfo,
+    pub(crate) frames: Vec<Vec<u8>>,
+    pub(crate) warnings: Vec<String>,
 }
 
 pub struct Workflow {
@@ -142,7 +142,7 @@ impl Workflow {
         result
     }
 
-    fn ingest_audio(
+    pub(crate) fn ingest_audio(
         &self,
         fields: &DraftFields,
         audio: &AudioUpload<'_>,
@@ -690,6 +690,14 @@ impl Workflow {
             if current.authors.contains(&by.name) {
                 return Err(WorkflowError::OwnDraft(id));
             }
+            if current.audio.frames == 0 {
+                return Err(crate::drafts::field_error(
+                    "audio",
+                    "it has no audio yet: edit it with an audio file first",
+                    "尚无音频：请先上传音频文件",
+                )
+                .into());
+            }
             let now = (self.now)();
             let d = self.drafts.update(id, |d| {
                 if d.state != DraftState::Submitted {
@@ -791,7 +799,7 @@ impl Workflow {
         Ok(d)
     }
 
-    fn set_state(&self, id: u64, state: DraftState) -> Result<Draft, WorkflowError> {
+    pub(crate) fn set_state(&self, id: u64, state: DraftState) -> Result<Draft, WorkflowError> {
         match self.drafts.update(id, |d| {
             d.state = state;
             Ok::<(), std::convert::Infallible>(())
@@ -802,7 +810,7 @@ impl Workflow {
     }
 
     /// Publishes `d` if it is approved and its start has come.
-    fn publish_if_due(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
+    pub(crate) fn publish_if_due(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {
         let due = d.state == DraftState::Approved
             && d.plan.is_none()
             && d.start_at_ms.is_none_or(|t| t <= (self.now)());
@@ -950,6 +958,7 @@ impl Workflow {
         };
         let (_, d) = self.audited(record, result)?;
         self.answer_origin(&d);
+        crate::alerts::intake::cancel_replaced(self, &d);
         Ok(d)
     }
 

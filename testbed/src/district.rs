@@ -296,7 +296,7 @@ impl LocalDistrict {
         old: PlatformHandle,
         name: &str,
     ) -> anyhow::Result<PlatformHandle> {
-        let (quic, http) = (old.quic_addr, old.http_addr);
+        let (quic, http, gateway) = (old.quic_addr, old.http_addr, old.gateway_addr);
         old.kill();
         drop(old);
         let config = self
@@ -314,6 +314,10 @@ impl LocalDistrict {
                 Ok::<_, anyhow::Error>(platform::Listeners {
                     quic: transport::bind_udp(quic)?,
                     http: match http {
+                        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+                        None => None,
+                    },
+                    gateway: match gateway {
                         Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
                         None => None,
                     },

@@ -51,10 +51,16 @@ pub async fn start_platform(
     creds: &crate::Credentials,
     http: bool,
 ) -> anyhow::Result<platform::PlatformHandle> {
+    // The GY/T listener, when configured, on loopback too.
+    let gateway = config.gateway.as_ref().is_some_and(|g| g.listen.is_some());
     let mut p = platform::Platform::new(config, bundle)?;
     if http {
         let creds = creds.clone();
         p = p.with_accounts(Box::new(move |a| creds.provision(a)));
     }
-    p.start(platform::Listeners::loopback(http).await?).await
+    let mut listeners = platform::Listeners::loopback(http).await?;
+    if gateway {
+        listeners = listeners.with_gateway().await?;
+    }
+    p.start(listeners).await
 }

@@ -1275,6 +1275,7 @@ async fn restart_platform(
             Ok::<_, anyhow::Error>(platform::Listeners {
                 quic: transport::bind_udp(addr)?,
                 http: Some(tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?),
+                gateway: None,
             })
         };
         if let Ok(listeners) = listeners.await {

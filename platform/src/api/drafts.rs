@@ -109,6 +109,9 @@ pub struct DraftView {
     pub schedule_zh: Option<String>,
     /// A revision of this programme.
     pub revises: Option<String>,
+    /// An alert from above: its format, source, original id and how it
+    /// was authenticated.
+    pub alert: Option<crate::drafts::AlertOrigin>,
 }
 
 /// A class's name by its code: emergency, daily, drill.
@@ -157,6 +160,7 @@ impl From<Draft> for DraftView {
                 .revises
                 .and_then(|r| protocol::BroadcastId::from_u128(r).ok())
                 .map(|r| r.to_string()),
+            alert: d.alert,
         }
     }
 }

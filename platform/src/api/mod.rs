@@ -67,6 +67,8 @@ pub struct ApiState {
     /// Turns true when the platform stops: live streams end, so the
     /// orderly shutdown need not wait for them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Alerts from above (`[gateway]`), when configured.
+    pub gateway: Option<Arc<crate::alerts::Gateway>>,
 }
 
 /// Runs store, hashing and signing work off the runtime's threads.
@@ -155,7 +157,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/health", get(ops::health))
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/login", post(people::login))
-        .route("/api/setup", post(people::setup));
+        .route("/api/setup", post(people::setup))
+        // A CAP source authenticates with its own token, before the body.
+        .route(
+            "/api/alerts/cap",
+            post(crate::alerts::cap_http::ingest).layer(uploads()),
+        );
     let signed_in = Router::new()
         .route("/api/session", get(people::session))
         .route("/api/session/password", post(people::change_password))
@@ -209,6 +216,8 @@ pub fn router(state: ApiState) -> Router {
                 .post(ops::revoke)
                 .layer(DefaultBodyLimit::max(REVOCATION_BODY_LIMIT)),
         )
+        .route("/api/alerts/feed", get(crate::alerts::cap_http::feed))
+        .route("/api/alerts/cap/{id}", get(crate::alerts::cap_http::one))
         .route("/api/audit", get(trail::entries))
         .route("/api/audit/export", get(trail::export))
         .route("/metrics", get(ops::metrics))

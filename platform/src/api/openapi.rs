@@ -11,7 +11,7 @@ use super::{drafts, error, ops, people, programmes, speech, trail};
 #[openapi(
     info(
         title = "应急广播播控平台 API (emergency broadcast platform)",
-        description = "Every endpoint but health, login, setup and this document needs a session cookie (with X-CSRF-Token on changes) or a bearer token. Errors are JSON: {error, message, message_zh, field}."
+        description = "Every endpoint but health, login, setup, the CAP intake (a source's own token) and this document needs a session cookie (with X-CSRF-Token on changes) or a bearer token. Errors are JSON: {error, message, message_zh, field}."
     ),
     paths(
         ops::health, people::login, people::setup, people::logout, people::session,
@@ -24,8 +24,9 @@ use super::{drafts, error, ops, people, programmes, speech, trail};
         trail::entries, trail::export,
         programmes::list, programmes::withdraw, programmes::revise, programmes::plan,
         programmes::quiet, programmes::set_quiet, speech::preview,
+        crate::alerts::cap_http::ingest, crate::alerts::cap_http::feed, crate::alerts::cap_http::one,
     ),
-    components(schemas(error::ErrorBody)),
+    components(schemas(error::ErrorBody, crate::alerts::cap_http::CapAnswer)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
 )]

@@ -159,6 +159,9 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         "# HELP ebs_api_auth_failures_total API requests refused for want of a valid session or token.\n# TYPE ebs_api_auth_failures_total counter\nebs_api_auth_failures_total {}\n",
         s.auth_failures.load(std::sync::atomic::Ordering::Relaxed)
     ));
+    if let Some(g) = &s.gateway {
+        text.push_str(&g.counters.render());
+    }
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 

@@ -344,16 +344,17 @@ fn draft_card(s: &ApiState, t: &Catalog, d: &Draft, me: &str) -> DraftCard {
         areas,
         created_by: d.created_by.clone(),
         created: crate::audit::china_time(d.created_ms),
-        origin: d
-            .origin
-            .as_ref()
-            .map(|o| {
-                format!(
-                    "{} ({}) · {}",
-                    o.platform_name, o.platform_serial, o.account
-                )
-            })
-            .unwrap_or_default(),
+        origin: match (&d.origin, &d.alert) {
+            (Some(o), _) => format!(
+                "{} ({}) · {}",
+                o.platform_name, o.platform_serial, o.account
+            ),
+            (None, Some(a)) => format!(
+                "{} · {} {} · {} · {}",
+                a.format, a.source, a.sender_name, a.id, a.verified
+            ),
+            (None, None) => String::new(),
+        },
         approvals: d.approvals.len(),
         needed: d.approvals_needed,
         duration: format!("{:.1} s", d.audio.duration_ms as f64 / 1000.0),

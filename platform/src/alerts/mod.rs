@@ -1,0 +1,417 @@
+//! Alerts from above (R13): the `[gateway]` configuration (who may send,
+//! with which key, and the policy per source and severity), the state the
+//! two doors share, and the doors themselves: the GY/T 384 listener
+//! (`gyt_http`) and the CAP endpoint and feed of the API (`cap_http`).
+//! What an alert does here (`intake`) is one procedure for both formats.
+
+pub mod cap_http;
+pub mod fetch;
+pub mod gyt_http;
+pub mod intake;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use gateway::{Format, ResultCode, SmKey, TrustStore};
+use serde::{Deserialize, Serialize};
+
+use crate::console::places::Places;
+use crate::workflow::Workflow;
+
+/// Most sources a gateway may name.
+pub const MAX_SOURCES: usize = 64;
+
+/// `[gateway]`: alerts from the city, province and national platforms
+/// (GY/T) and from warning services (CAP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The GY/T 384 interface: where upper platforms POST EBD packages
+    /// (a listener of its own; HTTPS off loopback unless `plain_http`).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Serve the GY/T listener over plain HTTP even off loopback (a
+    /// private network whose upper platform speaks no TLS; the packages
+    /// are signed either way).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// This platform's SM2 private key (a file of 64 hex digits), which
+    /// signs its answers (`platform gateway-key` makes one).
+    pub sm2_key: PathBuf,
+    /// The serial number of that key's certificate, as the upper platform
+    /// registered it.
+    pub sm2_cert_sn: String,
+    /// Hosts (`host` or `host:port`) a CAP resource `uri` may be fetched
+    /// from; none: audio must come inside the alert (`derefUri`).
+    #[serde(default)]
+    pub fetch_hosts: Vec<String>,
+    /// Who may send alerts, each with its policy.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[[gateway.sources]]`: one sender.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Its name, as the audit trail and the console show it.
+    pub name: String,
+    /// `gyt` (EBD packages on the GY/T listener) or `cap` (CAP 1.2 on the
+    /// API's /api/alerts/cap).
+    pub format: String,
+    /// GY/T: the serial number of its signing certificate.
+    #[serde(default)]
+    pub cert_sn: String,
+    /// GY/T: its SM2 public key, SEC1 uncompressed, hex (04 ‖ x ‖ y).
+    #[serde(default)]
+    pub public_key: String,
+    /// SHA-256 (hex) of the bearer token it sends (`Authorization:
+    /// Bearer`). Required for CAP; for GY/T, a token or `addresses`.
+    #[serde(default)]
+    pub token_sha256: String,
+    /// GY/T: the addresses it posts from.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    /// Severities (1 特别重大 … 4 一般, 0 unknown) relayed at once, without
+    /// review; any other goes to the review queue.
+    pub relay_at_once: Vec<u8>,
+    /// Drills (exercises, tests) of those severities relayed at once too.
+    #[serde(default)]
+    pub drills_at_once: bool,
+}
+
+/// A configured source, checked.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub format: Format,
+    pub cert_sn: String,
+    token_sha256: Option<[u8; 32]>,
+    addresses: Vec<IpAddr>,
+    pub relay_at_once: Vec<u8>,
+    pub drills_at_once: bool,
+}
+
+impl Source {
+    /// Relayed without review: its severity is in the list (and, for a
+    /// drill, drills are too).
+    pub fn relays_at_once(&self, severity: u8, drill: bool) -> bool {
+        self.relay_at_once.contains(&severity) && (!drill || self.drills_at_once)
+    }
+
+    /// The audit trail's name for it.
+    pub fn actor(&self) -> String {
+        format!("gateway:{}", self.name)
+    }
+}
+
+/// How many packages and alerts each outcome had, for /metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// By GY/T result code (0–5).
+    pub gyt: [AtomicU64; 6],
+    pub cap_taken: AtomicU64,
+    pub cap_refused: AtomicU64,
+    /// Requests refused before their body: no source's token or address.
+    pub unauthenticated: AtomicU64,
+}
+
+impl Counters {
+    pub fn count(&self, code: ResultCode) {
+        self.gyt[code.code() as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP ebs_gateway_packages_total GY/T packages answered, by EBDResponse result code.\n\
+             # TYPE ebs_gateway_packages_total counter\n",
+        );
+        for (code, n) in self.gyt.iter().enumerate() {
+            out.push_str(&format!(
+                "ebs_gateway_packages_total{{result_code=\"{code}\"}} {}\n",
+                n.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP ebs_gateway_cap_total CAP alerts taken or refused.\n\
+             # TYPE ebs_gateway_cap_total counter\n\
+             ebs_gateway_cap_total{{outcome=\"taken\"}} {}\n\
+             ebs_gateway_cap_total{{outcome=\"refused\"}} {}\n\
+             # HELP ebs_gateway_unauthenticated_total Gateway requests refused before their body: no source's token or address.\n\
+             # TYPE ebs_gateway_unauthenticated_total counter\n\
+             ebs_gateway_unauthenticated_total {}\n",
+            self.cap_taken.load(Ordering::Relaxed),
+            self.cap_refused.load(Ordering::Relaxed),
+            self.unauthenticated.load(Ordering::Relaxed),
+        ));
+        out
+    }
+}
+
+/// The gateway as it runs: sources, trust, key, and what it acts through.
+pub struct Gateway {
+    pub sources: Vec<Source>,
+    pub trust: TrustStore,
+    pub key: SmKey,
+    /// Our EBRID: the resource code of this platform's certificate.
+    pub resource_code: String,
+    pub fetch_hosts: Vec<String>,
+    pub plain_http: bool,
+    pub workflow: Arc<Workflow>,
+    pub places: Arc<Places>,
+    pub counters: Counters,
+}
+
+fn sha256_hex(field: &str, v: &str) -> anyhow::Result<Option<[u8; 32]>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let bytes = hex::decode(v)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{field}: not a SHA-256 (64 hex digits)"))?;
+    Ok(Some(bytes))
+}
+
+impl GatewayConfig {
+    /// Checks every source, naming the first bad field; the trust store.
+    pub fn sources(&self) -> anyhow::Result<(Vec<Source>, TrustStore)> {
+        if self.sources.len() > MAX_SOURCES {
+            bail!(
+                "gateway.sources: {} entries; the limit is {MAX_SOURCES}",
+                self.sources.len()
+            );
+        }
+        if self.sm2_cert_sn.trim().is_empty() || self.sm2_cert_sn.len() > 64 {
+            bail!("gateway.sm2_cert_sn: the serial number of this platform's SM2 certificate, 1 to 64 characters");
+        }
+        for (i, h) in self.fetch_hosts.iter().enumerate() {
+            if h.is_empty() || h.contains(['/', '@', ' ']) {
+                bail!("gateway.fetch_hosts[{i}]: {h:?} is not a host or host:port");
+            }
+        }
+        let mut sources = Vec::new();
+        let mut senders = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = format!("gateway.sources[{i}]");
+            let n = s.name.chars().count();
+            if n == 0 || n > 64 || s.name.chars().any(char::is_control) {
+                bail!("{at}.name: a name of 1 to 64 printable characters");
+            }
+            if sources.iter().any(|o: &Source| o.name == s.name) {
+                bail!("{at}.name: {:?} is named twice", s.name);
+            }
+            let format = match s.format.as_str() {
+                "gyt" => Format::Gyt,
+                "cap" => Format::Cap,
+                other => bail!("{at}.format: {other:?} is not gyt or cap"),
+            };
+            if let Some(bad) = s.relay_at_once.iter().find(|v| **v > 4) {
+                bail!("{at}.relay_at_once: {bad} is not a severity 0 to 4");
+            }
+            let token = sha256_hex(&format!("{at}.token_sha256"), &s.token_sha256)?;
+            match format {
+                Format::Cap if token.is_none() => {
+                    bail!("{at}.token_sha256: a CAP source authenticates with a token: give its SHA-256")
+                }
+                Format::Gyt => {
+                    if token.is_none() && s.addresses.is_empty() {
+                        bail!("{at}: a GY/T source needs token_sha256 or addresses to authenticate its posts");
+                    }
+                    let sender = gateway::Sender::new(&s.name, &s.cert_sn, &s.public_key)
+                        .map_err(|e| anyhow::anyhow!("{at}.public_key: {e}"))?;
+                    if s.cert_sn.trim().is_empty() {
+                        bail!("{at}.cert_sn: the serial number of its signing certificate");
+                    }
+                    if senders
+                        .iter()
+                        .any(|o: &gateway::Sender| o.cert_sn == s.cert_sn)
+                    {
+                        bail!("{at}.cert_sn: {:?} belongs to another source", s.cert_sn);
+                    }
+                    senders.push(sender);
+                }
+                Format::Cap => {}
+            }
+            sources.push(Source {
+                name: s.name.clone(),
+                format,
+                cert_sn: s.cert_sn.clone(),
+                token_sha256: token,
+                addresses: s.addresses.clone(),
+                relay_at_once: s.relay_at_once.clone(),
+                drills_at_once: s.drills_at_once,
+            });
+        }
+        Ok((sources, TrustStore::new(senders)))
+    }
+
+    /// Reads the SM2 key file.
+    pub fn key(&self) -> anyhow::Result<SmKey> {
+        let text = std::fs::read_to_string(&self.sm2_key)
+            .with_context(|| format!("gateway.sm2_key: cannot read {}", self.sm2_key.display()))?;
+        SmKey::from_hex(&self.sm2_cert_sn, text.trim())
+            .map_err(|e| anyhow::anyhow!("gateway.sm2_key {}: {e}", self.sm2_key.display()))
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        config: &GatewayConfig,
+        key: SmKey,
+        workflow: Arc<Workflow>,
+        places: Arc<Places>,
+    ) -> anyhow::Result<Gateway> {
+        let (sources, trust) = config.sources()?;
+        Ok(Gateway {
+            sources,
+            trust,
+            key,
+            resource_code: workflow
+                .relay
+                .identity
+                .cert()
+                .body()
+                .resource_code
+                .as_str()
+                .to_string(),
+            fetch_hosts: config.fetch_hosts.clone(),
+            plain_http: config.plain_http,
+            workflow,
+            places,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The source of `format` whose token `bearer` is, or (GY/T, with
+    /// no token) whose address `peer` is.
+    pub fn authenticate(
+        &self,
+        format: Format,
+        bearer: Option<&str>,
+        peer: IpAddr,
+    ) -> Option<&Source> {
+        authenticate(&self.sources, format, bearer, peer)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The rule of [`Gateway::authenticate`]: a token is compared (as its
+/// SHA-256, in constant time) with every source's; an address alone
+/// authenticates only a source that has no token.
+pub fn authenticate<'a>(
+    sources: &'a [Source],
+    format: Format,
+    bearer: Option<&str>,
+    peer: IpAddr,
+) -> Option<&'a Source> {
+    match bearer {
+        Some(t) => {
+            let h = crate::accounts::sha256(t.as_bytes());
+            sources.iter().find(|s| {
+                s.format == format && s.token_sha256.is_some_and(|t| constant_time_eq(&t, &h))
+            })
+        }
+        None => sources.iter().find(|s| {
+            s.format == format && s.token_sha256.is_none() && s.addresses.contains(&peer)
+        }),
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn config(public_key: &str) -> GatewayConfig {
+        GatewayConfig {
+            listen: None,
+            plain_http: false,
+            sm2_key: PathBuf::from("/nonexistent"),
+            sm2_cert_sn: "D1".into(),
+            fetch_hosts: vec![],
+            sources: vec![
+                SourceConfig {
+                    name: "市平台".into(),
+                    format: "gyt".into(),
+                    cert_sn: "C1".into(),
+                    public_key: public_key.into(),
+                    token_sha256: String::new(),
+                    addresses: vec!["127.0.0.1".parse().unwrap()],
+                    relay_at_once: vec![1, 2],
+                    drills_at_once: false,
+                },
+                SourceConfig {
+                    name: "气象台".into(),
+                    format: "cap".into(),
+                    cert_sn: String::new(),
+                    public_key: String::new(),
+                    token_sha256: hex::encode(crate::accounts::sha256(b"secret")),
+                    addresses: vec![],
+                    relay_at_once: vec![1],
+                    drills_at_once: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn sources_are_checked_field_by_field() {
+        let key = SmKey::generate("C1");
+        let good = config(&key.public_hex());
+        let (sources, trust) = good.sources().unwrap();
+        assert_eq!(sources.len(), 2);
+        assert!(!trust.is_empty());
+        let named = |change: &dyn Fn(&mut GatewayConfig)| {
+            let mut c = good.clone();
+            change(&mut c);
+            c.sources().unwrap_err().to_string()
+        };
+        assert!(named(&|c| c.sources[0].format = "xml".into()).contains("sources[0].format"));
+        assert!(
+            named(&|c| c.sources[0].public_key = "04ab".into()).contains("sources[0].public_key")
+        );
+        assert!(named(&|c| c.sources[0].addresses.clear()).contains("token_sha256 or addresses"));
+        assert!(named(&|c| c.sources[1].token_sha256.clear()).contains("sources[1].token_sha256"));
+        assert!(named(&|c| c.sources[1].relay_at_once = vec![7]).contains("relay_at_once"));
+        assert!(named(&|c| c.sources[1].name = "市平台".into()).contains("named twice"));
+        assert!(named(&|c| c.fetch_hosts = vec!["http://x/".into()]).contains("fetch_hosts[0]"));
+    }
+
+    #[test]
+    fn a_source_is_known_by_its_token_or_its_address() {
+        let key = SmKey::generate("C1");
+        let (sources, trust) = config(&key.public_hex()).sources().unwrap();
+        assert!(!trust.is_empty());
+        let g = |f, t, p: &str| {
+            authenticate(&sources, f, t, p.parse().unwrap()).map(|s| s.name.clone())
+        };
+        assert_eq!(
+            g(Format::Cap, Some("secret"), "10.0.0.9").as_deref(),
+            Some("气象台")
+        );
+        assert_eq!(g(Format::Cap, Some("guess"), "10.0.0.9"), None);
+        assert_eq!(
+            g(Format::Cap, None, "127.0.0.1"),
+            None,
+            "a CAP source needs its token"
+        );
+        assert_eq!(g(Format::Gyt, None, "127.0.0.1").as_deref(), Some("市平台"));
+        assert_eq!(g(Format::Gyt, None, "127.0.0.2"), None);
+        assert_eq!(
+            g(Format::Gyt, Some("secret"), "127.0.0.1"),
+            None,
+            "a wrong token is not excused by the address"
+        );
+    }
+}
