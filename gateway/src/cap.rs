@@ -181,16 +181,7 @@ pub fn parse_datetime(s: &str, field: &str) -> Result<i64, XmlError> {
 
 /// Unix ms as a CAP date-time in China time (+08:00).
 pub fn format_datetime(ms: i64) -> String {
-    let off = protocol::schedule::CHINA_OFFSET_MINUTES;
-    let day = protocol::schedule::local_day(ms, off);
-    let secs = (ms - protocol::schedule::at_second(day, 0, off)) / 1000;
-    let (y, m, d) = protocol::schedule::civil_from_days(day);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{}+08:00", crate::ebd::china_civil(ms, 'T'))
 }
 
 fn one_of(value: String, allowed: &[&str], field: &str) -> Result<String, XmlError> {

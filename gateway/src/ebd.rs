@@ -27,17 +27,6 @@ impl ResultCode {
     }
 }
 
-/// Broadcast states of an EBMStateResponse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrdState {
-    NotProcessed = 0,
-    Waiting = 1,
-    Playing = 2,
-    Done = 3,
-    Failed = 4,
-    Cancelled = 5,
-}
-
 /// An EBD as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ebd {
@@ -146,18 +135,24 @@ pub fn parse_time(s: &str, field: &str) -> Result<i64, XmlError> {
     ))
 }
 
-/// Unix ms as "yyyy-MM-dd HH:mm:ss" China time.
-pub fn format_time(ms: i64) -> String {
+/// Unix ms in China time: "yyyy-MM-dd`sep`HH:mm:ss" (the standard's
+/// form with a space; CAP's with `T`, the offset added by the caller).
+pub fn china_civil(ms: i64, sep: char) -> String {
     let off = protocol::schedule::CHINA_OFFSET_MINUTES;
     let day = protocol::schedule::local_day(ms, off);
     let secs = (ms - protocol::schedule::at_second(day, 0, off)) / 1000;
     let (y, m, d) = protocol::schedule::civil_from_days(day);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        "{y:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}",
         secs / 3600,
         secs / 60 % 60,
         secs % 60
     )
+}
+
+/// Unix ms as "yyyy-MM-dd HH:mm:ss" China time.
+pub fn format_time(ms: i64) -> String {
+    china_civil(ms, ' ')
 }
 
 fn digits(s: &str, n: usize) -> bool {
@@ -438,7 +433,8 @@ pub fn response(e: &Envelope<'_>, code: ResultCode, desc: &str) -> String {
 /// Where a message stands here, with its coverage.
 pub struct StateReport<'a> {
     pub ebm_id: &'a str,
-    pub state: BrdState,
+    /// BrdState: the broadcast states as the standard numbers them.
+    pub state: protocol::control::PlayState,
     pub desc: &'a str,
     pub terminals: u32,
     pub playing: u32,
@@ -462,7 +458,7 @@ pub fn state_response(e: &Envelope<'_>, s: &StateReport<'_>) -> String {
              <ResBrdStat>{}/{}/{}</ResBrdStat></Coverage></EBMStateResponse>",
             format_time(e.time_ms),
             xml::escape(s.ebm_id),
-            s.state as u8,
+            s.state.code(),
             xml::escape(s.desc),
             s.playing,
             s.finished,
@@ -544,7 +540,7 @@ pub(crate) mod tests {
             &e,
             &StateReport {
                 ebm_id: "13601000000000101010101202612070001",
-                state: BrdState::Playing,
+                state: protocol::control::PlayState::Playing,
                 desc: "播出中",
                 terminals: 4,
                 playing: 3,

@@ -16,5 +16,5 @@ pub mod sm;
 pub mod xml;
 
 pub use alert::{Action, Alert, Audio, Format};
-pub use ebd::{BrdState, ResultCode};
+pub use ebd::ResultCode;
 pub use sm::{Sender, SmKey, TrustStore};

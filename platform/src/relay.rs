@@ -207,6 +207,12 @@ impl Relay {
         self.book().record_event(&e.event, now_ms);
     }
 
+    /// This platform's resource code (its certificate's; the issuer part
+    /// of its broadcast ids, its EBRID towards the national platforms).
+    pub fn resource_code(&self) -> certs::ResourceCode {
+        self.identity.cert().body().resource_code
+    }
+
     /// The store (for the parts of the platform beside the relay).
     pub fn store(&self) -> &Store {
         &self.store

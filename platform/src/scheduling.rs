@@ -152,9 +152,7 @@ impl Workflow {
             .ahead
             .get(id)
             .ok_or_else(|| WorkflowError::NotFound(format!("programme {id}")))?;
-        if held.signed.signer().body().resource_code
-            != self.relay.identity.cert().body().resource_code
-        {
+        if held.signed.signer().body().resource_code != self.relay.resource_code() {
             return Err(WorkflowError::Forbidden(
                 "a programme is changed or withdrawn by the platform that issued it".into(),
             ));
@@ -349,7 +347,7 @@ impl Workflow {
             };
             windows.push(window);
         }
-        let own = self.relay.identity.cert().body().resource_code.to_string();
+        let own = self.relay.resource_code().to_string();
         let number = self
             .relay
             .ahead

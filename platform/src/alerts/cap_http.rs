@@ -55,17 +55,7 @@ fn gateway_of(s: &ApiState) -> Result<Arc<Gateway>, ApiError> {
         (status = 422, body = crate::api::error::ErrorBody), (status = 413, body = crate::api::error::ErrorBody)))]
 pub async fn ingest(State(s): State<ApiState>, req: Request) -> Result<Json<CapAnswer>, ApiError> {
     let g = gateway_of(&s)?;
-    let peer = req
-        .extensions()
-        .get::<crate::api::auth::ClientAddr>()
-        .map(|a| a.0.ip())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let bearer = crate::api::auth::bearer(req.headers()).map(str::to_string);
-    let Some(source) = g
-        .authenticate(Format::Cap, bearer.as_deref(), peer)
-        .cloned()
-    else {
-        g.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    let Some(source) = g.source_of(Format::Cap, &req) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -188,7 +178,7 @@ fn outgoing<'a>(
         (protocol::MessageType::Cancel, Some(_)) => Some((ids.2.as_str(), h.issued_at_ms)),
         _ => None,
     };
-    let ours = b.id().issuer() == s.workflow.relay.identity.cert().body().resource_code;
+    let ours = b.id().issuer() == s.workflow.relay.resource_code();
     Outgoing {
         identifier: &ids.0,
         sender: &ids.1,
@@ -240,15 +230,7 @@ pub async fn feed(State(s): State<ApiState>) -> Response {
         .zip(&parts)
         .map(|(b, (areas, ids))| outgoing(&s, b, areas, ids))
         .collect();
-    let resource = s
-        .workflow
-        .relay
-        .identity
-        .cert()
-        .body()
-        .resource_code
-        .as_str()
-        .to_string();
+    let resource = s.workflow.relay.resource_code();
     let body = cap::atom_feed(
         &format!("urn:ebs:{resource}:cap"),
         &s.name,

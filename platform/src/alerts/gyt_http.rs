@@ -6,7 +6,6 @@
 //! is an EBD package of ours, signed with the district's SM2 key: an
 //! EBDResponse with the standard's result code, or an EBMStateResponse.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -19,7 +18,6 @@ use gateway::{Alert, Format};
 
 use super::intake::Authenticated;
 use super::{Gateway, Source};
-use crate::api::auth::ClientAddr;
 use crate::audit::{Outcome, Record};
 
 /// The most a request body may hold: a package and a form's framing.
@@ -50,18 +48,7 @@ fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 async fn receive(State(g): State<Arc<Gateway>>, req: Request) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|a| a.0.ip())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let bearer = crate::api::auth::bearer(req.headers()).map(str::to_string);
-    let Some(source) = g
-        .authenticate(Format::Gyt, bearer.as_deref(), peer)
-        .cloned()
-    else {
-        g.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, "GY/T post refused: no source has this token or address");
+    let Some(source) = g.source_of(Format::Gyt, &req) else {
         return plain(
             StatusCode::UNAUTHORIZED,
             "unauthenticated: no configured source has this token or address",

@@ -9,7 +9,8 @@
 //! `spawn_blocking`.
 
 use certs::AreaCode;
-use gateway::{Action, Alert, Audio, BrdState};
+use gateway::{Action, Alert, Audio};
+use protocol::control::PlayState as BrdState;
 use protocol::{BroadcastClass, BroadcastId, EventType, Severity};
 
 use super::{Gateway, Source};

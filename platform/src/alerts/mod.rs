@@ -270,14 +270,7 @@ impl Gateway {
             sources,
             trust,
             key,
-            resource_code: workflow
-                .relay
-                .identity
-                .cert()
-                .body()
-                .resource_code
-                .as_str()
-                .to_string(),
+            resource_code: workflow.relay.resource_code().to_string(),
             fetch_hosts: config.fetch_hosts.clone(),
             plain_http: config.plain_http,
             workflow,
@@ -295,6 +288,25 @@ impl Gateway {
         peer: IpAddr,
     ) -> Option<&Source> {
         authenticate(&self.sources, format, bearer, peer)
+    }
+
+    /// The source a request comes from (by its headers and peer address,
+    /// before its body is read), or None, counted and logged.
+    pub fn source_of(&self, format: Format, req: &axum::extract::Request) -> Option<Source> {
+        let peer = req
+            .extensions()
+            .get::<crate::api::auth::ClientAddr>()
+            .map(|a| a.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let bearer = crate::api::auth::bearer(req.headers());
+        let found = self.authenticate(format, bearer, peer).cloned();
+        if found.is_none() {
+            self.counters
+                .unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, format = format.name(), "alert refused: no source has this token or address");
+        }
+        found
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
