@@ -152,3 +152,18 @@ where
     }
     false
 }
+
+/// Whether espeak-ng is here to speak typed text. `EBS_TTS_TESTS=1` (CI)
+/// makes its absence a failure; otherwise a test without it says it
+/// skipped.
+pub fn voice_installed() -> bool {
+    let found = tts::EspeakNg::find(Path::new("espeak-ng"), 150).is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("EBS_TTS_TESTS").is_none(),
+            "EBS_TTS_TESTS is set but espeak-ng is missing"
+        );
+        eprintln!("skipped: espeak-ng is not installed (apt install espeak-ng)");
+    }
+    found
+}

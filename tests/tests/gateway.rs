@@ -44,6 +44,11 @@ fn sha256_hex(s: &str) -> String {
 /// service (I at once, drills too), with no text to speech (so an alert
 /// without audio waits for it, on any machine).
 async fn rig(fetch_hosts: Vec<String>) -> Rig {
+    rig_with(fetch_hosts, false).await
+}
+
+/// As [`rig`]; with `voice`, the district speaks text with espeak-ng.
+async fn rig_with(fetch_hosts: Vec<String>, voice: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let city = SmKey::generate(CITY_CERT);
     let district_key = SmKey::generate(DISTRICT_CERT);
@@ -89,7 +94,9 @@ async fn rig(fetch_hosts: Vec<String>) -> Rig {
     opts.configure = Box::new(move |name, c| {
         if name == "district" {
             c.gateway = Some(gateway.clone());
-            c.tts.program = String::new();
+            if !voice {
+                c.tts.program = String::new();
+            }
         }
     });
     let district = testbed::LocalDistrict::start(opts)
@@ -772,6 +779,35 @@ async fn cap_faults_are_named_and_audio_comes_only_from_configured_hosts() {
         "{a}"
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let first: protocol::BroadcastId = a["broadcast"].as_str().unwrap().parse().unwrap();
+    // An Update replaces it: the new one goes out, the old one is cancelled.
+    let refs = format!(
+        "<references>jxqx@cma.gov.cn,QX-0101,{}</references>",
+        gateway::cap::format_datetime(certs::time::unix_now_ms())
+    );
+    let update = cap_alert(
+        "QX-0103",
+        "Actual",
+        "Update",
+        "Extreme",
+        &format!("{}{area}", uri(allowed)),
+        &refs,
+    );
+    let (_, a) = r.cap(&update, Some(METEO_TOKEN)).await;
+    assert_eq!(a["outcome"], "relayed", "{a}");
+    let relay = &r.district.district.relay;
+    assert!(
+        relay
+            .broadcasts
+            .get(first)
+            .is_some_and(|b| b.is_cancelled()),
+        "the alert it updates is cancelled"
+    );
+    let second: protocol::BroadcastId = a["broadcast"].as_str().unwrap().parse().unwrap();
+    assert!(relay
+        .broadcasts
+        .get(second)
+        .is_some_and(|b| !b.is_cancelled()));
     // Any other host is never asked: the alert waits in review for audio.
     let doc = cap_alert(
         "QX-0102",
@@ -827,6 +863,46 @@ async fn cap_faults_are_named_and_audio_comes_only_from_configured_hosts() {
         metric(&m, "ebs_gateway_cap_total{outcome=\"refused\"}"),
         cases.len() as u64,
         "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_alert_without_audio_is_spoken_and_relayed() {
+    if !voice_installed() {
+        return;
+    }
+    let r = rig_with(vec![], true).await;
+    let area = format!(
+        "<area><areaDesc>村</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{}</value></geocode></area>",
+        r.village(1)
+    );
+    let (status, a) = r
+        .cap(
+            &cap_alert("QX-0301", "Actual", "Alert", "Extreme", &area, ""),
+            Some(METEO_TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (status, a["outcome"].as_str()),
+        (200, Some("relayed")),
+        "{a}"
+    );
+    let d = r.drafts_with_alerts().pop().unwrap();
+    assert!(
+        d.audio.spoken.is_some() && d.audio.duration_ms > 2_000,
+        "{:?}",
+        d.audio
+    );
+    assert!(d.alert.unwrap().audio.contains("spoken"));
+    assert!(
+        eventually(Duration::from_secs(20), || played(
+            &r,
+            1,
+            "气象台暴雨预警（QX-0301）"
+        )
+        .0 > 50)
+        .await,
+        "the spoken alert plays in village 1"
     );
 }
 

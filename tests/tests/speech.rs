@@ -11,18 +11,6 @@ use serde_json::json;
 use testbed::{LocalDistrict, LocalOptions};
 use tests::*;
 
-fn voice_installed() -> bool {
-    let found = tts::EspeakNg::find(std::path::Path::new("espeak-ng"), 150).is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("EBS_TTS_TESTS").is_none(),
-            "EBS_TTS_TESTS is set but espeak-ng is missing"
-        );
-        eprintln!("skipped: espeak-ng is not installed (apt install espeak-ng)");
-    }
-    found
-}
-
 fn wav_pcm(bytes: &[u8]) -> Vec<f32> {
     tts::wav_to_pcm(bytes).expect("a WAV file").0
 }
