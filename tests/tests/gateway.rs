@@ -730,6 +730,36 @@ async fn a_cap_exercise_plays_as_a_drill_and_a_cap_cancel_stops_it() {
     let id = a["draft"].as_u64().unwrap();
     let approve = api.approve(id, "核实").await.unwrap_err().to_string();
     assert!(approve.contains("audio"), "{approve}");
+    // The approver's review queue shows where it came from.
+    let approver = &r.district.creds.approver;
+    let login = r
+        .http
+        .post(format!("{}/api/login", api.base()))
+        .json(&serde_json::json!({"name": approver.name, "password": approver.password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = r
+        .http
+        .get(format!("{}/review", api.base()))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("CAP 1.2 · 江西省气象台") && html.contains("QX-0003"),
+        "the review card names the alert's origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
