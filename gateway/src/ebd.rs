@@ -417,6 +417,66 @@ fn envelope(e: &Envelope<'_>, kind: &str, body: &str) -> String {
     )
 }
 
+/// An EBD holding the EBM `m` (what a platform sends down; the tests and
+/// the demo play the upper platform with it). Its Auxiliary entries give
+/// each file's SM3 `digest` when known, which binds the audio to the
+/// signature.
+pub fn ebm_document(e: &Envelope<'_>, m: &Ebm) -> String {
+    let x = xml::escape;
+    let related = m
+        .related
+        .as_ref()
+        .map(|r| format!("<RelatedEBM><EBMID>{}</EBMID></RelatedEBM>", x(r)))
+        .unwrap_or_default();
+    let mut aux = String::new();
+    for a in &m.audio {
+        aux.push_str(&format!(
+            "<Auxiliary><AuxiliaryType>{}</AuxiliaryType><AuxiliaryDesc>{}</AuxiliaryDesc>{}{}</Auxiliary>",
+            x(&a.kind),
+            x(&a.name),
+            a.size.map(|n| format!("<Size>{n}</Size>")).unwrap_or_default(),
+            a.digest.as_ref().map(|d| format!("<Digest>{}</Digest>", x(d))).unwrap_or_default(),
+        ));
+    }
+    envelope(
+        e,
+        "EBM",
+        &format!(
+            "<EBM><EBMVersion>1.0</EBMVersion><EBMID>{}</EBMID>{related}\
+             <MsgBasicInfo><MsgType>{}</MsgType><SenderName>{}</SenderName><SenderCode>{}</SenderCode>\
+             <SendTime>{}</SendTime><EventType>{}</EventType><Severity>{}</Severity>\
+             <StartTime>{}</StartTime><EndTime>{}</EndTime></MsgBasicInfo>\
+             <MsgContent><LanguageCode>{}</LanguageCode><MsgTitle>{}</MsgTitle><MsgDesc>{}</MsgDesc>\
+             <AreaCode>{}</AreaCode>{aux}</MsgContent></EBM>",
+            x(&m.id),
+            m.msg_type,
+            x(&m.sender_name),
+            x(&m.sender_code),
+            format_time(m.sent_ms),
+            x(&m.event_type),
+            m.severity,
+            format_time(m.start_ms),
+            format_time(m.end_ms),
+            x(&m.language),
+            x(&m.title),
+            x(&m.text),
+            x(&m.areas.join(",")),
+        ),
+    )
+}
+
+/// An EBMStateRequest: how does message `ebm_id` stand?
+pub fn state_request(e: &Envelope<'_>, ebm_id: &str) -> String {
+    envelope(
+        e,
+        "EBMStateRequest",
+        &format!(
+            "<EBMStateRequest><EBM><EBMID>{}</EBMID></EBM></EBMStateRequest>",
+            xml::escape(ebm_id)
+        ),
+    )
+}
+
 /// An EBDResponse answering `e.related` with `code`.
 pub fn response(e: &Envelope<'_>, code: ResultCode, desc: &str) -> String {
     envelope(
@@ -497,6 +557,29 @@ pub(crate) mod tests {
         assert_eq!(format_time(m.start_ms), "2026-12-07 12:00:00");
         assert_eq!(m.audio[0].name, "EBDR_01_1.mp3");
         assert_eq!(m.sender_name, "南昌市应急广播平台");
+    }
+
+    #[test]
+    fn an_ebm_written_reads_back_the_same() {
+        let EbdBody::Ebm(m) = Ebd::parse(EBM.as_bytes()).unwrap().body else {
+            panic!()
+        };
+        let e = Envelope {
+            id: "02",
+            src: "S",
+            dest: "D",
+            time_ms: m.sent_ms,
+            related: None,
+        };
+        let back = Ebd::parse(ebm_document(&e, &m).as_bytes()).unwrap();
+        assert_eq!(back.body, EbdBody::Ebm(m));
+        let ask = Ebd::parse(state_request(&e, "x1").as_bytes()).unwrap();
+        assert_eq!(
+            ask.body,
+            EbdBody::EbmStateRequest {
+                ebm_id: "x1".into()
+            }
+        );
     }
 
     #[test]

@@ -152,48 +152,44 @@ fn china(ms: i64) -> String {
 
 fn ebm_xml(m: &Msg<'_>) -> String {
     let now = certs::time::unix_now_ms();
-    let related = m
-        .related
-        .as_ref()
-        .map(|r| format!("<RelatedEBM><EBMID>{r}</EBMID></RelatedEBM>"))
-        .unwrap_or_default();
-    let aux = m
-        .audio
-        .as_ref()
-        .map(|(name, bytes, digest)| {
-            let d = if *digest {
-                format!("<Digest>{}</Digest>", gateway::sm::sm3_hex(bytes))
-            } else {
-                String::new()
-            };
-            format!(
-                "<Auxiliary><AuxiliaryType>2</AuxiliaryType><AuxiliaryDesc>{name}</AuxiliaryDesc><Size>{}</Size>{d}</Auxiliary>",
-                bytes.len()
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<EBD><EBDVersion>1.0</EBDVersion><EBDID>{}</EBDID><EBDType>EBM</EBDType>
-<SRC><EBRID>{CITY_EBRID}</EBRID></SRC><DEST><EBRID>23601210000000101010101</EBRID></DEST>
-<EBDTime>{}</EBDTime>
-<EBM><EBMVersion>1.0</EBMVersion><EBMID>{}</EBMID>{related}
-<MsgBasicInfo><MsgType>{}</MsgType><SenderName>南昌市应急广播平台</SenderName><SenderCode>{CITY_EBRID}</SenderCode>
-<SendTime>{}</SendTime><EventType>11B03</EventType><Severity>{}</Severity>
-<StartTime>{}</StartTime><EndTime>{}</EndTime></MsgBasicInfo>
-<MsgContent><LanguageCode>zho</LanguageCode><MsgTitle>{}</MsgTitle><MsgDesc>请立即转移到安全地带。</MsgDesc>
-<AreaCode>{}</AreaCode>{aux}</MsgContent></EBM></EBD>"#,
-        ebd_id(m.seq),
-        china(now),
-        ebm_id(m.seq),
-        m.msg_type,
-        china(now),
-        m.severity,
-        china(now - 1000),
-        china(now + 3_600_000),
-        m.title,
-        m.areas,
-    )
+    let ebm = gateway::ebd::Ebm {
+        id: ebm_id(m.seq),
+        msg_type: m.msg_type,
+        related: m.related.clone(),
+        sender_name: "南昌市应急广播平台".into(),
+        sender_code: CITY_EBRID.into(),
+        sent_ms: now,
+        event_type: "11B03".into(),
+        severity: m.severity,
+        start_ms: now - 1000,
+        end_ms: now + 3_600_000,
+        language: "zho".into(),
+        title: m.title.into(),
+        text: "请立即转移到安全地带。".into(),
+        areas: m.areas.split(',').map(str::to_string).collect(),
+        audio: m
+            .audio
+            .iter()
+            .map(|(name, bytes, digest)| gateway::ebd::Auxiliary {
+                kind: "2".into(),
+                name: name.to_string(),
+                size: Some(bytes.len() as u64),
+                digest: digest.then(|| gateway::sm::sm3_hex(bytes)),
+            })
+            .collect(),
+    };
+    gateway::ebd::ebm_document(&envelope(&ebd_id(m.seq), now), &ebm)
+}
+
+/// The city's envelope of its EBD `id`.
+fn envelope(id: &str, now: i64) -> gateway::ebd::Envelope<'_> {
+    gateway::ebd::Envelope {
+        id,
+        src: CITY_EBRID,
+        dest: "23601210000000101010101",
+        time_ms: now,
+        related: None,
+    }
 }
 
 /// The package of `xml` as EBD `seq`, signed with `key`, with `files`.
@@ -344,11 +340,9 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
         eventually(Duration::from_secs(20), || played(&r, 0, title).0 > 0).await,
         "village 0's terminal plays it"
     );
-    let ask = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><EBD><EBDVersion>1.0</EBDVersion><EBDID>{}</EBDID><EBDType>EBMStateRequest</EBDType><SRC><EBRID>{CITY_EBRID}</EBRID></SRC><EBDTime>{}</EBDTime><EBMStateRequest><EBM><EBMID>{}</EBMID></EBM></EBMStateRequest></EBD>"#,
-        ebd_id(2),
-        china(certs::time::unix_now_ms()),
-        ebm_id(1)
+    let ask = gateway::ebd::state_request(
+        &envelope(&ebd_id(2), certs::time::unix_now_ms()),
+        &ebm_id(1),
     );
     let (_, state) = r.post(package(&r.city, 2, &ask, &[])).await;
     match state.map(|e| e.body) {
