@@ -1,8 +1,9 @@
 //! The demo: the whole seed district on this machine, an emergency alert
 //! through the district's API with live coverage, a notice from one
 //! village, a day's programmes on a few villages (one played within the
-//! demo, from the terminals' caches), and a summary taken from the
-//! terminals themselves.
+//! demo, from the terminals' caches), alerts from the city's platform
+//! over GY/T (one relayed at once, one left in the review queue), and a
+//! summary taken from the terminals themselves.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +45,25 @@ pub struct Summary {
     pub alert_id: String,
     pub notice_id: String,
     pub programmes: ProgrammeStats,
+    pub from_above: FromAboveStats,
     pub startup_s: f64,
+}
+
+/// The city's alerts over GY/T (R13).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FromAboveStats {
+    /// Severity II for one village: relayed at once by the policy.
+    pub relayed_ebm: String,
+    /// The district's EBDResponse result code (1: verified).
+    pub relayed_result_code: u8,
+    pub relayed_answer: String,
+    /// Terminals of that village, and how many played it in full.
+    pub relayed_terminals: usize,
+    pub relayed_played: usize,
+    /// Severity III for the whole district: waits in the review queue.
+    pub review_ebm: String,
+    pub review_result_code: u8,
+    pub review_answer: String,
 }
 
 /// The day's programmes of the demo (R9).
@@ -160,6 +179,8 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     let started = Instant::now();
     let verbose = opts.verbose;
     let speaker = opts.speaker;
+    std::fs::create_dir_all(&opts.dir)?;
+    let (city, gateway) = crate::from_above::City::new(&opts.dir)?;
     let district = LocalDistrict::start(LocalOptions {
         layout: opts.layout,
         dir: opts.dir.clone(),
@@ -183,9 +204,12 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
         heartbeat: Duration::from_secs(5),
         api_everywhere: true,
         platform_runtime: opts.platform_runtime.clone(),
-        configure: Box::new(|name, c| {
+        configure: Box::new(move |name, c| {
             if let Some(n) = display_name(name) {
                 c.name = n.into();
+            }
+            if name == "district" {
+                c.gateway = Some(gateway.clone());
             }
         }),
         configure_terminal: Box::new(|_, _| {}),
@@ -304,7 +328,10 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     // 4. A day's programmes on three villages.
     let programmes = programmes(&district, &opts.notice, &say).await?;
 
-    // 5. Summary from the terminals themselves.
+    // 5. Alerts from the city's platform over GY/T.
+    let from_above = from_above(&district, &city, &opts.notice, &say).await?;
+
+    // 6. Summary from the terminals themselves.
     let mut activation = Vec::new();
     let mut frames = FrameStats {
         played_min: u64::MAX,
@@ -372,6 +399,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
         alert_id: alert,
         notice_id: notice,
         programmes,
+        from_above,
         startup_s,
     };
     Ok((summary, district))
@@ -469,6 +497,77 @@ async fn programmes(
         terminals: here.len(),
         played: n,
         quiet_village: quiet.area.to_string(),
+    })
+}
+
+/// The city sends a severity II alert for the last village (relayed at
+/// once: waits for it to play there) and a severity III one for the whole
+/// district (left in the review queue for whoever opens the console).
+async fn from_above(
+    district: &LocalDistrict,
+    city: &crate::from_above::City,
+    audio: &std::path::Path,
+    say: &impl Fn(String),
+) -> anyhow::Result<FromAboveStats> {
+    let gateway = district
+        .district
+        .gateway_addr
+        .ok_or_else(|| anyhow::anyhow!("the district has no GY/T listener"))?;
+    let vi = district.villages.len() - 1;
+    let village = district.villages[vi].area.to_string();
+    let title = "市平台：暴雨橙色预警";
+    let (relayed_ebm, relayed_code, relayed_answer) = city
+        .send(
+            gateway,
+            2,
+            title,
+            "请沿河群众立即转移。",
+            &[village.clone()],
+            audio,
+        )
+        .await?;
+    say(format!(
+        "the city's EBM {relayed_ebm} (severity II, village {village}): result code {relayed_code}, {relayed_answer}"
+    ));
+    let here: Vec<&LocalTerminal> = district
+        .terminals
+        .iter()
+        .filter(|t| t.village == vi)
+        .collect();
+    let played = |t: &LocalTerminal| {
+        t.handle()
+            .snapshot()
+            .records
+            .values()
+            .any(|r| r.title == title && r.finished && r.frames_played > 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relayed_code == 1 && Instant::now() < deadline && !here.iter().all(|t| played(t)) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let county = district.district.relay.scope[0].to_string();
+    let (review_ebm, review_code, review_answer) = city
+        .send(
+            gateway,
+            3,
+            "市平台：大风黄色预警",
+            "请加固门窗，减少外出。",
+            &[county],
+            audio,
+        )
+        .await?;
+    say(format!(
+        "the city's EBM {review_ebm} (severity III, the district): result code {review_code}, {review_answer}; approve it in the console's review queue (审核)"
+    ));
+    Ok(FromAboveStats {
+        relayed_ebm,
+        relayed_result_code: relayed_code,
+        relayed_answer,
+        relayed_terminals: here.len(),
+        relayed_played: here.iter().filter(|t| played(t)).count(),
+        review_ebm,
+        review_result_code: review_code,
+        review_answer,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod client;
 pub mod credentials;
 pub mod demo;
 pub mod district;
+pub mod from_above;
 pub use platform::live_client as live;
 pub mod node;
 pub mod places;

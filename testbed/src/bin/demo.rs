@@ -1,6 +1,7 @@
 //! `cargo run --release -p testbed --bin demo`: the whole seed district on
 //! this machine (1 district, 5 towns, 87 villages, 600 terminals), an alert,
-//! a village notice, a day's programmes on three villages, a summary; then the district's console keeps serving
+//! a village notice, a day's programmes on three villages, two alerts from the city over
+//! GY/T (one played, one left for review), a summary; then the district's console keeps serving
 //! until Ctrl-C, with demo accounts whose random passwords are printed
 //! once. `--json` prints the summary as one object and exits;
 //! `--exit-after SECONDS` bounds the serving (CI).
@@ -165,6 +166,18 @@ fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path
         p.played,
         p.terminals,
         p.quiet_village
+    );
+    let f = &summary.from_above;
+    println!(
+        "from the city (GY/T):   EBM {} severity II answered {} ({}), played at {} / {} terminals of its village; EBM {} severity III answered {} ({}), waiting in the review queue",
+        f.relayed_ebm,
+        f.relayed_result_code,
+        f.relayed_answer,
+        f.relayed_played,
+        f.relayed_terminals,
+        f.review_ebm,
+        f.review_result_code,
+        f.review_answer
     );
     if let Some(k) = keep {
         println!(
