@@ -522,7 +522,7 @@ async fn from_above(
             2,
             title,
             "请沿河群众立即转移。",
-            &[village.clone()],
+            std::slice::from_ref(&village),
             audio,
         )
         .await?;
