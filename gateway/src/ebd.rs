@@ -10,22 +10,9 @@ use roxmltree::Node;
 
 use crate::xml::{self, XmlError};
 
-/// Result codes of an EBDResponse, as the standard numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultCode {
-    Received = 0,
-    Verified = 1,
-    ParseFailure = 2,
-    MissingContent = 3,
-    SignatureFailed = 4,
-    Other = 5,
-}
-
-impl ResultCode {
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+/// Result codes of an EBDResponse, as the standard numbers them (the one
+/// enum the verifier's refusals map to as well).
+pub use protocol::ResultCode;
 
 /// An EBD as received.
 #[derive(Debug, Clone, PartialEq, Eq)]

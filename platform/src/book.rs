@@ -163,7 +163,7 @@ impl Book {
             reporter_tier: e.reporter_tier.name(),
             reason: e.reason.name(),
             reason_code: e.reason.code(),
-            national_result_code: e.reason.national_result_code(),
+            national_result_code: e.reason.national_result_code().code(),
             broadcast: e.broadcast.map(|b| b.to_string()),
             offender: (e.offender != 0).then(|| format!("{:016x}", e.offender)),
             count: e.count,

@@ -420,12 +420,13 @@ impl Receipt {
     }
 
     /// The national result code: 1 verified, 0 received, or the refusal's code.
-    pub fn national_result_code(&self) -> u8 {
+    pub fn national_result_code(&self) -> crate::ResultCode {
+        use crate::ResultCode;
         match (self.kind, self.reason) {
             (ReceiptKind::Refused, Some(r)) => r.national_result_code(),
-            (ReceiptKind::Refused, None) => 5,
-            (ReceiptKind::Received, _) => 0,
-            _ => 1,
+            (ReceiptKind::Refused, None) => ResultCode::Other,
+            (ReceiptKind::Received, _) => ResultCode::Received,
+            _ => ResultCode::Verified,
         }
     }
 }

@@ -43,7 +43,7 @@ pub use programme::{
     ProgrammeReceipt, SignedProgramme, SignedProgrammeReceipt,
 };
 pub use quiet::{Quiet, QuietHours, QuietMode, SignedQuietHours};
-pub use refusal::{Refusal, RefusalCounts, RefusalReason};
+pub use refusal::{Refusal, RefusalCounts, RefusalReason, ResultCode};
 pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 pub use request::{OutcomeState, PublishRequest, RequestOutcome, SignedOutcome, SignedRequest};
 pub use schedule::Schedule;

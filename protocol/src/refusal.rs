@@ -10,6 +10,19 @@ use thiserror::Error;
 use crate::ids::coded_enum;
 
 coded_enum!(
+    /// The result codes of GY/T 385's EBDResponse: what every national
+    /// answer says of a message it received.
+    ResultCode, "result code" {
+        Received = 0,
+        Verified = 1,
+        ParseFailure = 2,
+        MissingContent = 3,
+        SignatureFailed = 4,
+        Other = 5,
+    }
+);
+
+coded_enum!(
     /// Stable reason codes, carried in refusal receipts and used as metric labels.
     RefusalReason, "refusal reason" {
         Malformed = 1,
@@ -95,11 +108,11 @@ impl RefusalReason {
 
     /// The national result code (GY/T 385): 2 parse failure, 3 missing
     /// content, 4 signature verification failed, 5 other.
-    pub fn national_result_code(self) -> u8 {
+    pub fn national_result_code(self) -> ResultCode {
         use RefusalReason::*;
         match self {
-            Malformed | UnsupportedVersion => 2,
-            UnknownBroadcast | UnknownProgramme => 3,
+            Malformed | UnsupportedVersion => ResultCode::ParseFailure,
+            UnknownBroadcast | UnknownProgramme => ResultCode::MissingContent,
             ChainUntrusted
             | CertSignature
             | CertTierOrder
@@ -113,8 +126,8 @@ impl RefusalReason {
             | ChunkDigest
             | ForgedReport
             | PeerUntrusted
-            | RevocationInvalid => 4,
-            _ => 5,
+            | RevocationInvalid => ResultCode::SignatureFailed,
+            _ => ResultCode::Other,
         }
     }
 }

@@ -786,8 +786,13 @@ fn reason_codes_are_stable_and_distinct() {
     for r in RefusalReason::ALL {
         assert_eq!(RefusalReason::from_code(r.code()).unwrap(), *r);
     }
-    assert_eq!(RefusalReason::SegmentSignature.national_result_code(), 4);
-    assert_eq!(RefusalReason::Malformed.national_result_code(), 2);
+    assert_eq!(
+        RefusalReason::SegmentSignature
+            .national_result_code()
+            .code(),
+        4
+    );
+    assert_eq!(RefusalReason::Malformed.national_result_code().code(), 2);
 }
 
 #[test]
