@@ -4,7 +4,7 @@
 use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
-use certs::{AreaCode, Certificate, Identity, SignContext, Signature};
+use certs::{AreaCode, SignContext};
 
 use crate::ids::{BroadcastClass, BroadcastId, Codec, EventType, MessageType, Severity};
 
@@ -272,85 +272,32 @@ pub enum SignError {
 
 /// A header with its signer's chain and signature, holding its exact bytes
 /// so relays forward them unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedHeader {
-    header: BroadcastHeader,
-    chain: Vec<Certificate>,
-    signature: Signature,
-    body: Vec<u8>,
-    digest: [u8; 32],
+pub type SignedHeader = crate::Signed<BroadcastHeader>;
+
+impl crate::Sealable for BroadcastHeader {
+    const CONTEXT: SignContext = SignContext::Header;
+    const MAX_BYTES: usize = MAX_HEADER_BYTES;
+    const WHAT: &'static str = "header";
+
+    fn check(&self) -> Result<(), &'static str> {
+        BroadcastHeader::check(self)
+    }
+
+    fn encode_into(&self, w: &mut Writer) {
+        BroadcastHeader::encode_into(self, w)
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        BroadcastHeader::decode_from(r)
+    }
 }
 
 impl SignedHeader {
-    /// Signs `header` with `identity`'s key; the signature covers every byte
-    /// before it, the chain included.
-    pub fn sign(header: BroadcastHeader, identity: &Identity) -> Result<Self, SignError> {
-        header.check().map_err(SignError::Inconsistent)?;
-        Self::sign_unchecked(header, identity)
-    }
-
-    /// Signs without checking the header's consistency. Anyone with a key can
-    /// do this; the verifier is what refuses. For tests and the attack suite.
-    pub fn sign_unchecked(header: BroadcastHeader, identity: &Identity) -> Result<Self, SignError> {
-        let sealed = crate::signer_chain::seal(identity, SignContext::Header, 1024, |w| {
-            header.encode_into(w)
-        })?;
-        Ok(SignedHeader::of(header, sealed))
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let (header, sealed) = crate::signer_chain::open(
-            body,
-            MAX_HEADER_BYTES,
-            "header",
-            BroadcastHeader::decode_from,
-        )?;
-        Ok(SignedHeader::of(header, sealed))
-    }
-
-    fn of(header: BroadcastHeader, s: crate::signer_chain::Sealed) -> Self {
-        SignedHeader {
-            header,
-            chain: s.chain,
-            signature: s.signature,
-            body: s.body,
-            digest: s.digest,
-        }
-    }
-
     pub fn header(&self) -> &BroadcastHeader {
-        &self.header
+        self.message()
     }
 
     pub fn id(&self) -> BroadcastId {
-        self.header.id
-    }
-
-    /// The chain from under the root down to the signer.
-    pub fn chain(&self) -> &[Certificate] {
-        &self.chain
-    }
-
-    /// The signer's certificate (the last of the chain; decoding guarantees one).
-    pub fn signer(&self) -> &Certificate {
-        &self.chain[self.chain.len() - 1]
-    }
-
-    /// The exact signed bytes, as received or as made.
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// SHA-256 of the body: what every segment's signature is bound to.
-    pub fn digest(&self) -> &[u8; 32] {
-        &self.digest
-    }
-
-    /// True when the signer's key made the signature over the preceding bytes.
-    pub fn signature_valid(&self) -> bool {
-        let signed = &self.body[..self.body.len() - self.signature.len()];
-        self.signer()
-            .public_key()
-            .verify(SignContext::Header, &[signed], &self.signature)
+        self.message().id
     }
 }

@@ -21,6 +21,7 @@ pub mod replay;
 pub mod request;
 pub mod schedule;
 pub mod segment;
+pub mod signed;
 mod signer_chain;
 /// Fixtures for tests and benchmarks (feature `testing`).
 #[cfg(feature = "testing")]
@@ -48,6 +49,7 @@ pub use replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 pub use request::{OutcomeState, PublishRequest, RequestOutcome, SignedOutcome, SignedRequest};
 pub use schedule::Schedule;
 pub use segment::Segment;
+pub use signed::{Sealable, Signed};
 pub use verify::{
     Audience, HeaderVerdict, HeldRevision, Policy, ProgrammeVerdict, RevocationOutcome,
     SegmentVerdict, Verifier,

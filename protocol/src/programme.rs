@@ -11,7 +11,7 @@
 use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
-use certs::{AreaCode, Certificate, Identity, PublicKey, SecretKey, SignContext, Signature};
+use certs::{AreaCode, PublicKey, SecretKey, SignContext, Signature};
 use sha2::{Digest, Sha256};
 
 use crate::header::{MAX_LANGUAGE_BYTES, MAX_TARGETS, MAX_TEXT_BYTES, MAX_TITLE_BYTES};
@@ -304,93 +304,37 @@ impl Programme {
 
 /// A programme with its signer's chain and signature, holding its exact
 /// bytes so relays forward them unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedProgramme {
-    programme: Programme,
-    chain: Vec<Certificate>,
-    signature: Signature,
-    body: Vec<u8>,
-    digest: [u8; 32],
+pub type SignedProgramme = crate::Signed<Programme>;
+
+impl crate::Sealable for Programme {
+    const CONTEXT: SignContext = SignContext::Programme;
+    const MAX_BYTES: usize = MAX_PROGRAMME_BYTES;
+    const WHAT: &'static str = "programme";
+
+    fn check(&self) -> Result<(), &'static str> {
+        Programme::check(self)
+    }
+
+    fn encode_into(&self, w: &mut Writer) {
+        Programme::encode_into(self, w)
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Programme::decode_from(r)
+    }
+
+    fn capacity(&self) -> usize {
+        1024 + 32 * self.audio.chunks.len()
+    }
 }
 
 impl SignedProgramme {
-    pub fn sign(
-        programme: Programme,
-        identity: &Identity,
-    ) -> Result<Self, crate::header::SignError> {
-        programme
-            .check()
-            .map_err(crate::header::SignError::Inconsistent)?;
-        Self::sign_unchecked(programme, identity)
-    }
-
-    /// Signs without checking consistency (the verifier refuses): for tests
-    /// and the attack suite.
-    pub fn sign_unchecked(
-        programme: Programme,
-        identity: &Identity,
-    ) -> Result<Self, crate::header::SignError> {
-        let capacity = 1024 + 32 * programme.audio.chunks.len();
-        let sealed = crate::signer_chain::seal(identity, SignContext::Programme, capacity, |w| {
-            programme.encode_into(w)
-        })?;
-        Ok(SignedProgramme::of(programme, sealed))
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let (programme, sealed) = crate::signer_chain::open(
-            body,
-            MAX_PROGRAMME_BYTES,
-            "programme",
-            Programme::decode_from,
-        )?;
-        Ok(SignedProgramme::of(programme, sealed))
-    }
-
-    fn of(programme: Programme, s: crate::signer_chain::Sealed) -> Self {
-        SignedProgramme {
-            programme,
-            chain: s.chain,
-            signature: s.signature,
-            body: s.body,
-            digest: s.digest,
-        }
-    }
-
     pub fn programme(&self) -> &Programme {
-        &self.programme
+        self.message()
     }
 
     pub fn id(&self) -> BroadcastId {
-        self.programme.id
-    }
-
-    pub fn chain(&self) -> &[Certificate] {
-        &self.chain
-    }
-
-    /// The signer's certificate (decoding guarantees a chain of one or more).
-    pub fn signer(&self) -> &Certificate {
-        &self.chain[self.chain.len() - 1]
-    }
-
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// SHA-256 of the body: two revisions with one number but other bytes
-    /// are a forgery or a bug, never both right.
-    pub fn digest(&self) -> &[u8; 32] {
-        &self.digest
-    }
-
-    pub fn signature_valid(&self) -> bool {
-        crate::signer_chain::signed_by_last(
-            &self.chain,
-            &self.body,
-            &self.signature,
-            SignContext::Programme,
-        )
+        self.message().id
     }
 }
 

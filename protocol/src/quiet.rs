@@ -8,7 +8,7 @@
 use certs::cert::MAX_CERT_BYTES;
 use certs::chain::MAX_CHAIN_LEN;
 use certs::encoding::{DecodeError, Reader, Writer};
-use certs::{AreaCode, Certificate, Identity, SignContext, Signature};
+use certs::{AreaCode, SignContext};
 
 use crate::ids::coded_enum;
 use crate::schedule::{local_day, DAY_MINUTES};
@@ -224,73 +224,33 @@ pub fn next_quiet_start<'a>(
 }
 
 /// A policy with its signer's chain and signature, as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedQuietHours {
-    policy: QuietHours,
-    chain: Vec<Certificate>,
-    signature: Signature,
-    body: Vec<u8>,
-    digest: [u8; 32],
+pub type SignedQuietHours = crate::Signed<QuietHours>;
+
+impl crate::Sealable for QuietHours {
+    const CONTEXT: SignContext = SignContext::QuietHours;
+    const MAX_BYTES: usize = MAX_QUIET_BYTES;
+    const WHAT: &'static str = "quiet hours";
+
+    fn check(&self) -> Result<(), &'static str> {
+        QuietHours::check(self)
+    }
+
+    fn encode_into(&self, w: &mut Writer) {
+        QuietHours::encode_into(self, w)
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        QuietHours::decode_from(r)
+    }
+
+    fn capacity(&self) -> usize {
+        256
+    }
 }
 
 impl SignedQuietHours {
-    pub fn sign(policy: QuietHours, identity: &Identity) -> Result<Self, crate::header::SignError> {
-        policy
-            .check()
-            .map_err(crate::header::SignError::Inconsistent)?;
-        let sealed = crate::signer_chain::seal(identity, SignContext::QuietHours, 256, |w| {
-            policy.encode_into(w)
-        })?;
-        Ok(SignedQuietHours::of(policy, sealed))
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let (policy, sealed) = crate::signer_chain::open(
-            body,
-            MAX_QUIET_BYTES,
-            "quiet hours",
-            QuietHours::decode_from,
-        )?;
-        Ok(SignedQuietHours::of(policy, sealed))
-    }
-
-    fn of(policy: QuietHours, s: crate::signer_chain::Sealed) -> Self {
-        SignedQuietHours {
-            policy,
-            chain: s.chain,
-            signature: s.signature,
-            body: s.body,
-            digest: s.digest,
-        }
-    }
-
     pub fn policy(&self) -> &QuietHours {
-        &self.policy
-    }
-
-    pub fn chain(&self) -> &[Certificate] {
-        &self.chain
-    }
-
-    pub fn signer(&self) -> &Certificate {
-        &self.chain[self.chain.len() - 1]
-    }
-
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    pub fn digest(&self) -> &[u8; 32] {
-        &self.digest
-    }
-
-    pub fn signature_valid(&self) -> bool {
-        crate::signer_chain::signed_by_last(
-            &self.chain,
-            &self.body,
-            &self.signature,
-            SignContext::QuietHours,
-        )
+        self.message()
     }
 }
 

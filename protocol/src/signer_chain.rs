@@ -47,6 +47,7 @@ pub(crate) fn signed_by_last(
 
 /// A message's signed form: the chain it carries, its signature, its exact
 /// bytes and their SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sealed {
     pub chain: Vec<certs::Certificate>,
     pub signature: certs::Signature,
