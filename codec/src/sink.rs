@@ -167,6 +167,28 @@ pub fn to_i16(s: f32) -> i16 {
     (s.clamp(-1.0, 1.0) * i16::MAX as f32).round() as i16
 }
 
+/// `pcm` (mono) as a 16-bit WAV file in memory: a preview to listen to,
+/// or speech to hand to the ingest.
+pub fn wav_bytes(pcm: &[f32], sample_rate: u32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::with_capacity(44 + pcm.len() * 2));
+    // Writing to memory fails only for a file over 4 GB (hound's limit).
+    if let Ok(mut w) = hound::WavWriter::new(&mut out, spec) {
+        for s in pcm {
+            if w.write_sample(to_i16(*s)).is_err() {
+                break;
+            }
+        }
+        let _ = w.finalize();
+    }
+    out.into_inner()
+}
+
 impl Sink for WavSink {
     fn describe(&self) -> String {
         format!("wav:{}", self.path.display())

@@ -823,30 +823,15 @@ pub fn preview_wav(frames: &[Vec<u8>], rate: u32) -> Result<Vec<u8>, codec::Code
     use codec::FrameDecoder;
     let mut dec = codec::OpusFrameDecoder::new(rate)?;
     let n = dec.frame_samples();
-    let mut pcm = vec![0f32; n];
-    let data_len = frames.len() * n * 2;
-    let mut out = Vec::with_capacity(44 + data_len);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&((36 + data_len) as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data_len as u32).to_le_bytes());
+    let mut frame = vec![0f32; n];
+    let mut pcm = Vec::with_capacity(frames.len() * n);
     for f in frames {
-        if dec.decode(f, &mut pcm).is_err() {
-            pcm.iter_mut().for_each(|s| *s = 0.0);
+        if dec.decode(f, &mut frame).is_err() {
+            frame.iter_mut().for_each(|s| *s = 0.0);
         }
-        for s in &pcm {
-            out.extend_from_slice(&codec::sink::to_i16(*s).to_le_bytes());
-        }
+        pcm.extend_from_slice(&frame);
     }
-    Ok(out)
+    Ok(codec::sink::wav_bytes(&pcm, rate))
 }
 
 #[cfg(test)]

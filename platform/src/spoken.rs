@@ -50,8 +50,11 @@ impl Workflow {
             ),
             e => WorkflowError::Store(e.to_string()),
         })?;
-        let file = Upload::write(&speech.to_wav(), "wav")
-            .map_err(|e| WorkflowError::Store(format!("writing the speech: {e}")))?;
+        let file = Upload::write(
+            &codec::sink::wav_bytes(&speech.pcm, speech.sample_rate),
+            "wav",
+        )
+        .map_err(|e| WorkflowError::Store(format!("writing the speech: {e}")))?;
         Ok(Spoken {
             file,
             file_name: format!("语音合成（{}）", speech.voice),

@@ -44,29 +44,6 @@ impl Speech {
     pub fn duration_ms(&self) -> i64 {
         self.pcm.len() as i64 * 1000 / self.sample_rate.max(1) as i64
     }
-
-    /// As a 16-bit mono WAV file.
-    pub fn to_wav(&self) -> Vec<u8> {
-        let data = self.pcm.len() * 2;
-        let mut out = Vec::with_capacity(44 + data);
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&((36 + data) as u32).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&self.sample_rate.to_le_bytes());
-        out.extend_from_slice(&(self.sample_rate * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&(data as u32).to_le_bytes());
-        for s in &self.pcm {
-            let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
 }
 
 /// A voice: speaks tone-numbered pinyin.
@@ -152,7 +129,19 @@ mod tests {
             pinyin: String::new(),
             voice: String::new(),
         };
-        let mut wav = s.to_wav();
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: s.sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        for x in &s.pcm {
+            w.write_sample((x * 32767.0).round() as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let mut wav = wav.into_inner();
         let (pcm, rate) = wav_to_pcm(&wav).unwrap();
         assert_eq!(rate, 22_050);
         assert!(pcm.iter().zip(&s.pcm).all(|(a, b)| (a - b).abs() < 1e-3));
