@@ -139,10 +139,6 @@ impl TrustStore {
         TrustStore { senders }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.senders.is_empty()
-    }
-
     /// Verifies that `sig` signs `data` (the EBD named `ebd_id`) with the
     /// key of a trusted sender; that sender.
     pub fn verify(

@@ -845,6 +845,18 @@ impl Workflow {
             lead.measured_ms
                 .map_or("none yet".to_string(), |m| format!("{m} ms"))
         );
+        self.claim_and_sign(actor, id, plan)
+    }
+
+    /// Stores `plan` on approved draft `id` unless it has one, then signs
+    /// it: of two racing publishers one claims it, and the other gets the
+    /// draft as the first left it.
+    fn claim_and_sign(
+        &self,
+        actor: &str,
+        id: u64,
+        plan: crate::drafts::Plan,
+    ) -> Result<Draft, WorkflowError> {
         let claimed = self.drafts.update(id, |d| {
             if d.state != DraftState::Approved || d.plan.is_some() {
                 return Err(());
@@ -852,14 +864,13 @@ impl Workflow {
             d.plan = Some(plan);
             Ok(())
         })?;
-        let Ok(d) = claimed else {
-            // Someone else is publishing it.
-            return self
+        match claimed {
+            Ok(d) => self.sign_planned(actor, d),
+            Err(()) => self
                 .drafts
                 .get(id)?
-                .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}")));
-        };
-        self.sign_planned(actor, d)
+                .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}"))),
+        }
     }
 
     /// Claims the plan of a programme draft (a new programme id, or the
@@ -894,20 +905,7 @@ impl Workflow {
             playout_delay_ms: 0,
             revision: Some(revision),
         };
-        let claimed = self.drafts.update(id, |d| {
-            if d.state != DraftState::Approved || d.plan.is_some() {
-                return Err(());
-            }
-            d.plan = Some(plan);
-            Ok(())
-        })?;
-        match claimed {
-            Ok(d) => self.sign_planned(actor, d),
-            Err(()) => self
-                .drafts
-                .get(id)?
-                .ok_or_else(|| WorkflowError::NotFound(format!("draft {id}"))),
-        }
+        self.claim_and_sign(actor, id, plan)
     }
 
     fn sign_planned(&self, actor: &str, d: Draft) -> Result<Draft, WorkflowError> {

@@ -273,7 +273,7 @@ impl Gateway {
         let at_once = source.relays_at_once(alert.severity, alert.drill)
             && has_audio
             && sound.trusted
-            && !warnings.iter().any(|w| w.starts_with("severity"));
+            && severity_given(&alert);
         if source.relays_at_once(alert.severity, alert.drill) && !at_once {
             warnings.push("reviewed rather than relayed at once: see the warnings above".into());
         }
@@ -430,7 +430,7 @@ impl Gateway {
     ) -> Result<(DraftFields, Vec<String>), IntakeError> {
         let mut warnings = Vec::new();
         let severity = match Severity::from_code(a.severity) {
-            Ok(s) if s != Severity::Unknown => s,
+            Ok(s) if severity_given(a) => s,
             _ => {
                 warnings.push(
                     "severity: not given by the sender; filed as IV (一般) for review".into(),
@@ -639,6 +639,12 @@ impl Gateway {
         };
         Ok((state.0, state.1, coverage))
     }
+}
+
+/// The sender named a severity (I–IV): one unknown is never relayed
+/// unreviewed.
+fn severity_given(a: &Alert) -> bool {
+    (1..=4).contains(&a.severity)
 }
 
 /// The broadcasts an alert's draft replaces, cancelled once it is
