@@ -167,3 +167,20 @@ pub fn voice_installed() -> bool {
     }
     found
 }
+
+/// Logs `name` in to the console at `base`: the session cookie
+/// (`ebs_session=…`) to send with page requests.
+pub async fn login(base: &str, name: &str, password: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/login"))
+        .json(&serde_json::json!({"name": name, "password": password}))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(resp.status(), 200, "login of {name}");
+    let c = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .to_string();
+    c.split(';').next().unwrap_or_default().to_string()
+}

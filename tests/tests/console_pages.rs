@@ -10,18 +10,6 @@ use certs::pki::Layout;
 use serde_json::json;
 use tests::*;
 
-async fn login(base: &str, name: &str, password: &str) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/login"))
-        .json(&json!({"name": name, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let c = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-    c.split(';').next().unwrap().to_string()
-}
-
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -726,20 +726,7 @@ async fn a_cap_exercise_plays_as_a_drill_and_a_cap_cancel_stops_it() {
     assert!(approve.contains("audio"), "{approve}");
     // The approver's review queue shows where it came from.
     let approver = &r.district.creds.approver;
-    let login = r
-        .http
-        .post(format!("{}/api/login", api.base()))
-        .json(&serde_json::json!({"name": approver.name, "password": approver.password}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = login(api.base(), &approver.name, &approver.password).await;
     let html = r
         .http
         .get(format!("{}/review", api.base()))
