@@ -146,17 +146,27 @@ pub fn receive(bytes: &[u8], trust: &TrustStore) -> Result<Verified, Refused> {
     })
 }
 
-/// Packs `xml` (an EBD of ours with id `ebd_id`) with its signature.
-pub fn signed_package(ebd_id: &str, xml: &str, key: &SmKey, time: &str) -> Vec<u8> {
+/// Packs `xml` (the EBD `ebd_id`) with its signature made by `key` at
+/// `time`, and `files` (its audio) beside them.
+pub fn signed_package(
+    ebd_id: &str,
+    xml: &str,
+    key: &SmKey,
+    time: &str,
+    files: &[(&str, &[u8])],
+) -> Vec<u8> {
     let name = format!("EBDB_{ebd_id}.xml");
     let signature = SignatureFile::sign(ebd_id, xml.as_bytes(), key, time);
-    Package {
+    let mut package = Package {
         files: vec![
             (format!("EBDS_{name}"), signature.into_bytes()),
             (name, xml.as_bytes().to_vec()),
         ],
+    };
+    for (n, b) in files {
+        package.files.push((n.to_string(), b.to_vec()));
     }
-    .write()
+    package.write()
 }
 
 #[cfg(test)]
@@ -166,15 +176,7 @@ pub(crate) mod tests {
 
     /// A package of `xml` signed by `key` as EBD `id`, with extra files.
     pub fn package(id: &str, xml: &str, key: &SmKey, extra: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut p = Package::read(
-            &signed_package(id, xml, key, "2026-12-07 12:00:00"),
-            MAX_PACKAGE_BYTES,
-        )
-        .unwrap();
-        for (n, b) in extra {
-            p.files.push((n.to_string(), b.to_vec()));
-        }
-        p.write()
+        signed_package(id, xml, key, "2026-12-07 12:00:00", extra)
     }
 
     fn ebm_xml() -> String {

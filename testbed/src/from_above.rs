@@ -85,44 +85,28 @@ impl City {
         let bytes = std::fs::read(audio)?;
         let ext = audio.extension().and_then(|e| e.to_str()).unwrap_or("wav");
         let file = format!("EBDR_{ebd_id}_1.{ext}");
-        let ebm = Ebm {
+        let msg = CityMessage {
             id: ebm_id.clone(),
             msg_type: 1,
             related: None,
-            sender_name: CITY_NAME.into(),
-            sender_code: CITY_EBRID.into(),
-            sent_ms: now,
-            event_type: "11B03".into(),
             severity,
-            start_ms: now,
-            end_ms: now + 3_600_000,
-            language: "zho".into(),
-            title: title.into(),
-            text: text.into(),
+            title,
+            text,
             areas: areas.to_vec(),
-            audio: vec![Auxiliary {
-                kind: "2".into(),
-                name: file.clone(),
-                size: Some(bytes.len() as u64),
-                digest: Some(gateway::sm::sm3_hex(&bytes)),
-            }],
+            audio: Some((&file, &bytes, true)),
         };
-        let envelope = Envelope {
-            id: &ebd_id,
-            src: CITY_EBRID,
-            dest: "",
-            time_ms: now,
-            related: None,
-        };
-        let xml = gateway::ebd::ebm_document(&envelope, &ebm);
-        let signed =
-            gateway::gyt::signed_package(&ebd_id, &xml, &self.key, &gateway::ebd::format_time(now));
-        let mut package = gateway::package::Package::read(&signed, usize::MAX)?;
-        package.files.push((file, bytes));
+        let xml = msg.document(&ebd_id, now);
+        let body = gateway::gyt::signed_package(
+            &ebd_id,
+            &xml,
+            &self.key,
+            &gateway::ebd::format_time(now),
+            &[(&file, &bytes)],
+        );
         let answer = reqwest::Client::new()
             .post(format!("http://{gateway}/"))
             .header("content-type", "application/x-tar")
-            .body(package.write())
+            .body(body)
             .send()
             .await?
             .bytes()
@@ -136,5 +120,59 @@ impl City {
             } => Ok((ebm_id, code, desc)),
             other => anyhow::bail!("the district answered {}", other.kind),
         }
+    }
+}
+
+/// An EBM of the city's, with what the demo and the tests vary.
+pub struct CityMessage<'a> {
+    pub id: String,
+    /// 1 broadcast, 2 cancel (with `related`), 3–5 drills.
+    pub msg_type: u8,
+    pub related: Option<String>,
+    pub severity: u8,
+    pub title: &'a str,
+    pub text: &'a str,
+    pub areas: Vec<String>,
+    /// (file name, bytes, whether the message gives its SM3 digest)
+    pub audio: Option<(&'a str, &'a [u8], bool)>,
+}
+
+impl CityMessage<'_> {
+    /// The EBD `ebd_id` holding it, sent at `now`, valid for an hour.
+    pub fn document(&self, ebd_id: &str, now: i64) -> String {
+        let ebm = Ebm {
+            id: self.id.clone(),
+            msg_type: self.msg_type,
+            related: self.related.clone(),
+            sender_name: CITY_NAME.into(),
+            sender_code: CITY_EBRID.into(),
+            sent_ms: now,
+            event_type: "11B03".into(),
+            severity: self.severity,
+            start_ms: now - 1000,
+            end_ms: now + 3_600_000,
+            language: "zho".into(),
+            title: self.title.into(),
+            text: self.text.into(),
+            areas: self.areas.clone(),
+            audio: self
+                .audio
+                .iter()
+                .map(|(name, bytes, digest)| Auxiliary {
+                    kind: "2".into(),
+                    name: name.to_string(),
+                    size: Some(bytes.len() as u64),
+                    digest: digest.then(|| gateway::sm::sm3_hex(bytes)),
+                })
+                .collect(),
+        };
+        let envelope = Envelope {
+            id: ebd_id,
+            src: CITY_EBRID,
+            dest: "",
+            time_ms: now,
+            related: None,
+        };
+        gateway::ebd::ebm_document(&envelope, &ebm)
     }
 }

@@ -19,7 +19,7 @@ use platform::alerts::{GatewayConfig, SourceConfig};
 use serde_json::Value;
 use tests::*;
 
-const CITY_EBRID: &str = "13601000000000101010101";
+use testbed::from_above::CITY_EBRID;
 const CITY_CERT: &str = "CITY-0001";
 const DISTRICT_CERT: &str = "DIST-0001";
 const CITY_TOKEN: &str = "city-token-7c1f0d9e2b";
@@ -151,55 +151,22 @@ fn china(ms: i64) -> String {
 }
 
 fn ebm_xml(m: &Msg<'_>) -> String {
-    let now = certs::time::unix_now_ms();
-    let ebm = gateway::ebd::Ebm {
+    testbed::from_above::CityMessage {
         id: ebm_id(m.seq),
         msg_type: m.msg_type,
         related: m.related.clone(),
-        sender_name: "南昌市应急广播平台".into(),
-        sender_code: CITY_EBRID.into(),
-        sent_ms: now,
-        event_type: "11B03".into(),
         severity: m.severity,
-        start_ms: now - 1000,
-        end_ms: now + 3_600_000,
-        language: "zho".into(),
-        title: m.title.into(),
-        text: "请立即转移到安全地带。".into(),
+        title: m.title,
+        text: "请立即转移到安全地带。",
         areas: m.areas.split(',').map(str::to_string).collect(),
-        audio: m
-            .audio
-            .iter()
-            .map(|(name, bytes, digest)| gateway::ebd::Auxiliary {
-                kind: "2".into(),
-                name: name.to_string(),
-                size: Some(bytes.len() as u64),
-                digest: digest.then(|| gateway::sm::sm3_hex(bytes)),
-            })
-            .collect(),
-    };
-    gateway::ebd::ebm_document(&envelope(&ebd_id(m.seq), now), &ebm)
-}
-
-/// The city's envelope of its EBD `id`.
-fn envelope(id: &str, now: i64) -> gateway::ebd::Envelope<'_> {
-    gateway::ebd::Envelope {
-        id,
-        src: CITY_EBRID,
-        dest: "23601210000000101010101",
-        time_ms: now,
-        related: None,
+        audio: m.audio.as_ref().map(|(n, b, d)| (*n, b.as_slice(), *d)),
     }
+    .document(&ebd_id(m.seq), certs::time::unix_now_ms())
 }
 
 /// The package of `xml` as EBD `seq`, signed with `key`, with `files`.
 fn package(key: &SmKey, seq: u32, xml: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
-    let signed = gateway::gyt::signed_package(&ebd_id(seq), xml, key, &china(0));
-    let mut p = Package::read(&signed, gateway::package::MAX_PACKAGE_BYTES).unwrap();
-    for (n, b) in files {
-        p.files.push((n.to_string(), b.to_vec()));
-    }
-    p.write()
+    gateway::gyt::signed_package(&ebd_id(seq), xml, key, &china(0), files)
 }
 
 fn ebm_package(key: &SmKey, m: &Msg<'_>) -> Vec<u8> {
@@ -341,7 +308,13 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
         "village 0's terminal plays it"
     );
     let ask = gateway::ebd::state_request(
-        &envelope(&ebd_id(2), certs::time::unix_now_ms()),
+        &gateway::ebd::Envelope {
+            id: &ebd_id(2),
+            src: CITY_EBRID,
+            dest: "",
+            time_ms: certs::time::unix_now_ms(),
+            related: None,
+        },
         &ebm_id(1),
     );
     let (_, state) = r.post(package(&r.city, 2, &ask, &[])).await;

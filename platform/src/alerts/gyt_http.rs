@@ -139,7 +139,7 @@ impl Gateway {
 
     /// Our EBD `xml` of id `id`, packed with its SM2 signature.
     fn pack(&self, id: &str, xml: &str) -> Vec<u8> {
-        gateway::gyt::signed_package(id, xml, &self.key, &ebd::format_time(crate::now_ms()))
+        gateway::gyt::signed_package(id, xml, &self.key, &ebd::format_time(crate::now_ms()), &[])
     }
 
     fn response(&self, to: &str, related: Option<&str>, code: ResultCode, desc: &str) -> Vec<u8> {
