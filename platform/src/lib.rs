@@ -334,6 +334,9 @@ impl Platform {
             )?)),
             None => None,
         };
+        if let Some(g) = &gateway {
+            tasks.push(tokio::spawn(alerts::reports::run(g.clone(), stopping())));
+        }
         let mut gateway_addr = None;
         if let (Some(listener), Some(g)) = (listeners.gateway, &gateway) {
             let addr = listener.local_addr()?;

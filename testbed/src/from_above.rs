@@ -45,6 +45,7 @@ impl City {
                 addresses: vec!["127.0.0.1".parse()?],
                 relay_at_once: vec![1, 2],
                 drills_at_once: false,
+                report_url: String::new(),
             }],
         };
         let trust = gateway::TrustStore::new(vec![gateway::Sender::new(

@@ -44,11 +44,12 @@ fn sha256_hex(s: &str) -> String {
 /// service (I at once, drills too), with no text to speech (so an alert
 /// without audio waits for it, on any machine).
 async fn rig(fetch_hosts: Vec<String>) -> Rig {
-    rig_with(fetch_hosts, false).await
+    rig_with(fetch_hosts, false, String::new()).await
 }
 
-/// As [`rig`]; with `voice`, the district speaks text with espeak-ng.
-async fn rig_with(fetch_hosts: Vec<String>, voice: bool) -> Rig {
+/// As [`rig`]; with `voice`, the district speaks text with espeak-ng; with
+/// a `report_url`, it reports the state of the city's messages there.
+async fn rig_with(fetch_hosts: Vec<String>, voice: bool, report_url: String) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let city = SmKey::generate(CITY_CERT);
     let district_key = SmKey::generate(DISTRICT_CERT);
@@ -70,6 +71,7 @@ async fn rig_with(fetch_hosts: Vec<String>, voice: bool) -> Rig {
                 addresses: vec![],
                 relay_at_once: vec![1, 2],
                 drills_at_once: false,
+                report_url,
             },
             SourceConfig {
                 name: "江西省气象台".into(),
@@ -80,6 +82,7 @@ async fn rig_with(fetch_hosts: Vec<String>, voice: bool) -> Rig {
                 addresses: vec![],
                 relay_at_once: vec![1],
                 drills_at_once: true,
+                report_url: String::new(),
             },
         ],
     };
@@ -416,6 +419,216 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
     assert!(receipts
         .iter()
         .any(|e| e["detail"].as_str().unwrap_or("").contains("cancelled")));
+}
+
+/// The city's interface as the district's state reports find it: down
+/// for its first `down` posts (503), then it verifies each report with the
+/// district's key and answers with an EBDResponse signed by the city.
+#[derive(Default)]
+struct CityInterface {
+    down: std::sync::atomic::AtomicU32,
+    /// The district's key and the city's, once the rig has made them.
+    keys: std::sync::OnceLock<(TrustStore, SmKey)>,
+    /// Each verified report: EBMID, BrdState, ResBrdStat, RelatedEBD given.
+    reports: std::sync::Mutex<Vec<(String, u8, String)>>,
+    posts: std::sync::atomic::AtomicU32,
+}
+
+async fn city_interface(
+    axum::extract::State(c): axum::extract::State<std::sync::Arc<CityInterface>>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    use std::sync::atomic::Ordering;
+    let n = c.posts.fetch_add(1, Ordering::SeqCst);
+    if n < c.down.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
+    }
+    let Some((district, city)) = c.keys.get() else {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
+    };
+    let Ok(v) = gateway::gyt::receive(&body, district) else {
+        return (axum::http::StatusCode::BAD_REQUEST, vec![]);
+    };
+    if let EbdBody::StateResponse {
+        ebm_id,
+        state,
+        coverage,
+        ..
+    } = &v.ebd.body
+    {
+        c.reports
+            .lock()
+            .unwrap()
+            .push((ebm_id.clone(), *state, coverage.clone()));
+    }
+    let id = format!("{CITY_EBRID}{:016}", 9000 + n);
+    let xml = gateway::ebd::response(
+        &gateway::ebd::Envelope {
+            id: &id,
+            src: CITY_EBRID,
+            dest: &v.ebd.src,
+            time_ms: certs::time::unix_now_ms(),
+            related: Some(&v.ebd.id),
+        },
+        gateway::ResultCode::Verified,
+        "已接收",
+    );
+    let answer = gateway::gyt::signed_package(&id, &xml, city, &china(0), &[]);
+    (axum::http::StatusCode::OK, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_first() {
+    use std::sync::atomic::Ordering;
+    let city = std::sync::Arc::new(CityInterface::default());
+    city.down.store(2, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ebs/report", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/ebs/report", axum::routing::post(city_interface))
+        .with_state(city.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = rig_with(vec![], false, url).await;
+    let district_key = r.answers.clone();
+    let city_key = SmKey::from_hex(CITY_CERT, &r.city.secret_hex()).unwrap();
+    assert!(city.keys.set((district_key, city_key)).is_ok());
+
+    // A severity II alert for village 0: relayed at once, played to its end.
+    let title = "上级暴雨预警（状态上报）";
+    let m = Msg {
+        seq: 21,
+        msg_type: 1,
+        related: None,
+        severity: 2,
+        areas: r.village(0),
+        title,
+        audio: Some((
+            "EBDR_0021_1.mp3",
+            std::fs::read(asset("alert-zh.mp3")).unwrap(),
+            true,
+        )),
+    };
+    let (_, answer) = r.post(ebm_package(&r.city, &m)).await;
+    assert_eq!(code_of(&answer), Some(1), "{answer:?}");
+    let states = || -> Vec<u8> {
+        city.reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _, _)| *id == ebm_id(21))
+            .map(|(_, s, _)| *s)
+            .collect()
+    };
+    // Unasked, the city hears it playing (after two refused posts and the
+    // back-off), then done with the terminal that finished it.
+    assert!(
+        eventually(Duration::from_secs(90), || states().contains(&2)).await,
+        "a report of playing: {:?}",
+        city.reports.lock().unwrap()
+    );
+    assert!(
+        eventually(Duration::from_secs(120), || states().contains(&3)).await,
+        "a report of done: {:?}",
+        city.reports.lock().unwrap()
+    );
+    assert!(
+        city.posts.load(Ordering::SeqCst) >= 4,
+        "the two refused posts were sent again"
+    );
+    let done = city
+        .reports
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(_, s, _)| *s == 3)
+        .cloned()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || city
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, s, c)| *id == ebm_id(21)
+                && *s == 3
+                && c.ends_with("/1/1")))
+        .await,
+        "done, and the one terminal finished it: {done:?}"
+    );
+    let s = states();
+    let first_done = s.iter().position(|x| *x == 3).unwrap();
+    assert!(
+        s[..first_done].iter().all(|x| *x == 1 || *x == 2),
+        "states go forward: {s:?}"
+    );
+    assert!(r
+        .metrics()
+        .await
+        .contains("ebs_gateway_state_reports_total{outcome=\"failed\"} 2"));
+
+    // A second alert, cancelled by the city: the city hears "cancelled".
+    let m2 = Msg {
+        seq: 23,
+        title: "上级山洪预警（状态上报）",
+        ..m
+    };
+    let (_, a2) = r.post(ebm_package(&r.city, &m2)).await;
+    assert_eq!(code_of(&a2), Some(1));
+    let cancel = Msg {
+        seq: 24,
+        msg_type: 2,
+        related: Some(ebm_id(23)),
+        severity: 2,
+        areas: r.village(0),
+        title: "取消",
+        audio: None,
+    };
+    let (_, a3) = r.post(ebm_package(&r.city, &cancel)).await;
+    assert_eq!(code_of(&a3), Some(1));
+    assert!(
+        eventually(Duration::from_secs(30), || city
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, s, _)| *id == ebm_id(23) && *s == 5))
+        .await,
+        "a report of cancelled: {:?}",
+        city.reports.lock().unwrap()
+    );
+    assert!(
+        !city
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, _, _)| *id == ebm_id(24)),
+        "the cancel itself is not a broadcast to report on"
+    );
+    // Both are in the audit trail.
+    let trail = r
+        .district
+        .district_api()
+        .with_token(&r.district.creds.auditor.token)
+        .get("/api/audit?limit=500")
+        .await
+        .unwrap();
+    let reported: Vec<String> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alert.report")
+        .map(|e| e["detail"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        reported.iter().any(|d| d.contains("not delivered")),
+        "{reported:?}"
+    );
+    assert!(
+        reported.iter().any(|d| d.contains("BrdState 5")),
+        "{reported:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -855,7 +1068,7 @@ async fn a_cap_alert_without_audio_is_spoken_and_relayed() {
     if !voice_installed() {
         return;
     }
-    let r = rig_with(vec![], true).await;
+    let r = rig_with(vec![], true, String::new()).await;
     let area = format!(
         "<area><areaDesc>村</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{}</value></geocode></area>",
         r.village(1)

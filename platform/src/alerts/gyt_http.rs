@@ -16,7 +16,7 @@ use axum::Router;
 use gateway::ebd::{self, EbdBody, Envelope, ResultCode, StateReport};
 use gateway::{Alert, Format};
 
-use super::intake::Authenticated;
+use super::intake::{Authenticated, Done};
 use super::{Gateway, Source};
 use crate::audit::{Outcome, Record};
 
@@ -126,7 +126,7 @@ async fn read_multipart(req: Request) -> Result<Vec<u8>, String> {
 
 impl Gateway {
     /// A fresh id for an EBD of ours: our resource code and a sequence.
-    fn next_ebd_id(&self) -> String {
+    pub(super) fn next_ebd_id(&self) -> String {
         let seq = self
             .workflow
             .relay
@@ -138,7 +138,7 @@ impl Gateway {
     }
 
     /// Our EBD `xml` of id `id`, packed with its SM2 signature.
-    fn pack(&self, id: &str, xml: &str) -> Vec<u8> {
+    pub(super) fn pack(&self, id: &str, xml: &str) -> Vec<u8> {
         gateway::gyt::signed_package(id, xml, &self.key, &ebd::format_time(crate::now_ms()), &[])
     }
 
@@ -231,7 +231,12 @@ pub fn handle(g: &Gateway, source: &Source, bytes: &[u8]) -> Vec<u8> {
                 audio_covered,
             };
             match g.take(source, alert, &auth) {
-                Ok(t) => g.response(&to, Some(&related), ResultCode::Verified, &t.done.zh()),
+                Ok(t) => {
+                    if matches!(t.done, Done::Relayed | Done::Review) {
+                        g.owe_reports(source, &m.id, &to);
+                    }
+                    g.response(&to, Some(&related), ResultCode::Verified, &t.done.zh())
+                }
                 Err(e) => g.response(&to, Some(&related), e.code(), &e.to_string()),
             }
         }

@@ -619,7 +619,7 @@ impl Gateway {
                     let h = held.header.header();
                     if now < h.start_ms {
                         (BrdState::Waiting, "等待播出".into())
-                    } else if now < h.end_ms {
+                    } else if now < played_by(h) {
                         (BrdState::Playing, format!("播出中（广播 {b}）"))
                     } else {
                         (BrdState::Done, "播出完成".into())
@@ -639,6 +639,24 @@ impl Gateway {
         };
         Ok((state.0, state.1, coverage))
     }
+}
+
+/// Time allowed beyond a recording's length for the terminals' playout
+/// delay and stragglers before it counts as played.
+const PLAYED_GRACE_MS: i64 = 15_000;
+
+/// When a broadcast has played (for the state the sender hears): a
+/// recording once its length (at most its segments' frames) and a grace
+/// have passed after its start, else at the end of its validity. A
+/// recording plays once; its validity may run for an hour.
+fn played_by(h: &protocol::BroadcastHeader) -> i64 {
+    let a = &h.audio;
+    if a.live || a.total_segments == 0 {
+        return h.end_ms;
+    }
+    let length_ms =
+        i64::from(a.total_segments) * i64::from(a.frames_per_segment) * i64::from(a.frame_ms);
+    (h.start_ms + length_ms + i64::from(a.playout_delay_ms) + PLAYED_GRACE_MS).min(h.end_ms)
 }
 
 /// The sender named a severity (I–IV): one unknown is never relayed

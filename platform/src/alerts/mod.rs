@@ -8,6 +8,8 @@ pub mod cap_http;
 pub mod fetch;
 pub mod gyt_http;
 pub mod intake;
+pub mod outbound;
+pub mod reports;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -81,6 +83,11 @@ pub struct SourceConfig {
     /// Drills (exercises, tests) of those severities relayed at once too.
     #[serde(default)]
     pub drills_at_once: bool,
+    /// GY/T: the upper platform's interface (http or https URL), where
+    /// the state of each message it sent is reported unasked
+    /// (EBMStateResponse); empty: it asks (EBMStateRequest).
+    #[serde(default)]
+    pub report_url: String,
 }
 
 /// A configured source, checked.
@@ -93,6 +100,8 @@ pub struct Source {
     addresses: Vec<IpAddr>,
     pub relay_at_once: Vec<u8>,
     pub drills_at_once: bool,
+    /// Where its messages' states are reported unasked (GY/T).
+    pub report_to: Option<outbound::Target>,
 }
 
 impl Source {
@@ -117,11 +126,23 @@ pub struct Counters {
     pub cap_refused: AtomicU64,
     /// Requests refused before their body: no source's token or address.
     pub unauthenticated: AtomicU64,
+    /// State reports posted to upper platforms: accepted, not.
+    pub reports_delivered: AtomicU64,
+    pub reports_failed: AtomicU64,
 }
 
 impl Counters {
     pub fn count(&self, code: ResultCode) {
         self.gyt[code.code() as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_report(&self, delivered: bool) {
+        if delivered {
+            &self.reports_delivered
+        } else {
+            &self.reports_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -142,10 +163,16 @@ impl Counters {
              ebs_gateway_cap_total{{outcome=\"refused\"}} {}\n\
              # HELP ebs_gateway_unauthenticated_total Gateway requests refused before their body: no source's token or address.\n\
              # TYPE ebs_gateway_unauthenticated_total counter\n\
-             ebs_gateway_unauthenticated_total {}\n",
+             ebs_gateway_unauthenticated_total {}\n\
+             # HELP ebs_gateway_state_reports_total State reports (EBMStateResponse) posted to upper platforms unasked, by outcome.\n\
+             # TYPE ebs_gateway_state_reports_total counter\n\
+             ebs_gateway_state_reports_total{{outcome=\"delivered\"}} {}\n\
+             ebs_gateway_state_reports_total{{outcome=\"failed\"}} {}\n",
             self.cap_taken.load(Ordering::Relaxed),
             self.cap_refused.load(Ordering::Relaxed),
             self.unauthenticated.load(Ordering::Relaxed),
+            self.reports_delivered.load(Ordering::Relaxed),
+            self.reports_failed.load(Ordering::Relaxed),
         ));
         out
     }
@@ -163,6 +190,8 @@ pub struct Gateway {
     pub workflow: Arc<Workflow>,
     pub places: Arc<Places>,
     pub counters: Counters,
+    /// The state reports owed to upper platforms.
+    pub owed: reports::Owed,
 }
 
 fn sha256_hex(field: &str, v: &str) -> anyhow::Result<Option<[u8; 32]>> {
@@ -213,6 +242,15 @@ impl GatewayConfig {
                 bail!("{at}.relay_at_once: {bad} is not a severity 0 to 4");
             }
             let token = sha256_hex(&format!("{at}.token_sha256"), &s.token_sha256)?;
+            let report_to = match (s.report_url.as_str(), format) {
+                ("", _) => None,
+                (_, Format::Cap) => {
+                    bail!("{at}.report_url: state reports are a GY/T interface; a CAP source has none")
+                }
+                (url, Format::Gyt) => Some(outbound::Target::parse(url).with_context(|| {
+                    format!("{at}.report_url: {url:?} is not an http or https URL")
+                })?),
+            };
             match format {
                 Format::Cap if token.is_none() => {
                     bail!("{at}.token_sha256: a CAP source authenticates with a token: give its SHA-256")
@@ -244,6 +282,7 @@ impl GatewayConfig {
                 addresses: s.addresses.clone(),
                 relay_at_once: s.relay_at_once.clone(),
                 drills_at_once: s.drills_at_once,
+                report_to,
             });
         }
         Ok((sources, TrustStore::new(senders)))
@@ -266,7 +305,10 @@ impl Gateway {
         places: Arc<Places>,
     ) -> anyhow::Result<Gateway> {
         let (sources, trust) = config.sources()?;
+        let owed = reports::Owed::open(workflow.relay.store().db())
+            .context("gateway: opening the owed state reports")?;
         Ok(Gateway {
+            owed,
             sources,
             trust,
             key,
@@ -358,6 +400,7 @@ mod tests {
                     addresses: vec!["127.0.0.1".parse().unwrap()],
                     relay_at_once: vec![1, 2],
                     drills_at_once: false,
+                    report_url: String::new(),
                 },
                 SourceConfig {
                     name: "气象台".into(),
@@ -368,6 +411,7 @@ mod tests {
                     addresses: vec![],
                     relay_at_once: vec![1],
                     drills_at_once: false,
+                    report_url: String::new(),
                 },
             ],
         }
@@ -400,6 +444,10 @@ mod tests {
         assert!(named(&|c| c.sources[1].relay_at_once = vec![7]).contains("relay_at_once"));
         assert!(named(&|c| c.sources[1].name = "市平台".into()).contains("named twice"));
         assert!(named(&|c| c.fetch_hosts = vec!["http://x/".into()]).contains("fetch_hosts[0]"));
+        assert!(named(&|c| c.sources[0].report_url = "ftp://x/".into())
+            .contains("sources[0].report_url"));
+        assert!(named(&|c| c.sources[1].report_url = "http://x/".into())
+            .contains("sources[1].report_url"));
     }
 
     #[test]
