@@ -626,6 +626,28 @@ impl DraftStore {
         Ok(())
     }
 
+    /// The drafts alerts from above were filed as, newest first, at most
+    /// `limit`.
+    pub fn alert_drafts(&self, limit: usize) -> Result<Vec<Draft>, DraftStoreError> {
+        let mut ids: Vec<u64> = self
+            .alerts
+            .iter()
+            .values()
+            .filter_map(|v| v.ok())
+            .filter_map(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids.into_iter().take(limit) {
+            if let Some(d) = self.get(id)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     fn filed_key(serial: u64, request_id: u64) -> [u8; 16] {
         let mut k = [0u8; 16];
         k[..8].copy_from_slice(&serial.to_be_bytes());

@@ -147,6 +147,7 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         "/compose",
         "/review",
         "/programmes",
+        "/from-above",
         "/terminals",
         &format!("/terminals/{serial}"),
         "/security",
@@ -155,6 +156,15 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
         "/certificates",
         "/login",
     ];
+    // Without [gateway] the menu has no page of alerts from above, and
+    // the page says why it is empty.
+    let home = page(&http, format!("{base}/"), &cookie).await;
+    assert!(
+        !home.contains("href=\"/from-above\""),
+        "no gateway, no menu item"
+    );
+    let from_above = page(&http, format!("{base}/from-above"), &cookie).await;
+    assert!(from_above.contains("未配置上级预警接入"), "{from_above}");
     // A terminal's page shows its clock against the tree's once measured.
     let clock_shown = eventually_async(Duration::from_secs(10), || async {
         let page = http

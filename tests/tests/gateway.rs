@@ -629,6 +629,81 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         reported.iter().any(|d| d.contains("BrdState 5")),
         "{reported:?}"
     );
+
+    // A package signed with another key is refused (code 4) ...
+    let forged = Msg {
+        seq: 25,
+        title: "伪造预警",
+        ..m2
+    };
+    let (_, a4) = r
+        .post(ebm_package(&SmKey::generate(CITY_CERT), &forged))
+        .await;
+    assert_eq!(code_of(&a4), Some(4));
+    // ... and the console's page of alerts from above shows the operator
+    // all of it: the source and where its reports go, each alert with
+    // what was done, how it stands and what the city was told, the refusal.
+    let api = r.district.district_api();
+    let drafter = &r.district.creds.drafter;
+    let cookie = login(api.base(), &drafter.name, &drafter.password).await;
+    let page = |path: &'static str| {
+        let req = r
+            .http
+            .get(format!("{}{path}", api.base()))
+            .header("cookie", cookie.clone());
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let html = page("/from-above").await;
+    let row = |id: &str| -> String {
+        let at = html
+            .find(&format!("data-original=\"{id}\""))
+            .unwrap_or_else(|| panic!("a row for {id}"));
+        html[at..].split("</tr>").next().unwrap().to_string()
+    };
+    let done = row(&ebm_id(21));
+    assert!(
+        done.contains("播发完成")
+            && done.contains("播完 1")
+            && (done.contains("已上报：播发完成") || done.contains("已全部上报")),
+        "{done}"
+    );
+    let cancelled = row(&ebm_id(23));
+    assert!(
+        cancelled.contains("已撤销") && cancelled.contains("已上报：已取消"),
+        "{cancelled}"
+    );
+    assert!(
+        html.contains("主动上报至 127.0.0.1:"),
+        "the source's reports"
+    );
+    let refused = html
+        .split("id=\"refused-heading\"")
+        .nth(1)
+        .expect("the refusals");
+    assert!(
+        refused.contains(&ebd_id(25)) && refused.contains("result code 4"),
+        "the forged package is listed with why"
+    );
+    assert!(
+        page("/").await.contains("href=\"/from-above\""),
+        "the menu leads there"
+    );
+    let english = r
+        .http
+        .get(format!("{}/from-above", api.base()))
+        .header("cookie", format!("{cookie}; ebs_lang=en"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        english.contains("reported unasked to 127.0.0.1:")
+            && english.contains("cancelled")
+            && !english.contains('⟦'),
+        "every word in English too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! figures over Server-Sent Events. Every change a page makes goes through
 //! the JSON API with the session's CSRF token; the pages only read.
 
+pub mod from_above;
 pub mod i18n;
 pub mod live;
 pub mod pages;
@@ -113,6 +114,7 @@ pub fn router() -> Router<ApiState> {
         .route("/compose", get(pages::compose))
         .route("/review", get(pages::review))
         .route("/programmes", get(programmes::page))
+        .route("/from-above", get(from_above::page))
         .route("/terminals", get(pages::terminals))
         .route("/terminals/{serial}", get(pages::terminal))
         .route("/security", get(pages::security))

@@ -57,7 +57,7 @@ pub fn script_texts(t: &Catalog) -> String {
     json_in_script(&t.section("js"))
 }
 
-const PAGES: [(&str, &str, &str, &[Role]); 9] = [
+const PAGES: [(&str, &str, &str, &[Role]); 10] = [
     ("overview", "/", "nav.overview", &[]),
     (
         "compose",
@@ -67,6 +67,7 @@ const PAGES: [(&str, &str, &str, &[Role]); 9] = [
     ),
     ("review", "/review", "nav.review", &[]),
     ("programmes", "/programmes", "nav.programmes", &[]),
+    ("from_above", "/from-above", "nav.from_above", &[]),
     ("terminals", "/terminals", "nav.terminals", &[]),
     ("security", "/security", "nav.security", &[]),
     (
@@ -107,6 +108,8 @@ pub fn chrome(s: &ApiState, v: &Viewer, page: &'static str) -> Chrome {
         nav: PAGES
             .iter()
             .filter(|p| p.3.is_empty() || v.has(p.3))
+            // Alerts from above only where a gateway takes them.
+            .filter(|p| p.0 != "from_above" || s.gateway.is_some())
             .map(|p| NavItem {
                 href: p.1,
                 label: t.t(p.2).into_owned(),
