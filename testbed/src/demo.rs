@@ -64,6 +64,10 @@ pub struct FromAboveStats {
     pub review_ebm: String,
     pub review_result_code: u8,
     pub review_answer: String,
+    /// The states the district reported to the city, unasked, for each
+    /// (BrdState: 1 waiting, 2 playing, 3 done).
+    pub relayed_told: Vec<u8>,
+    pub review_told: Vec<u8>,
 }
 
 /// The day's programmes of the demo (R9).
@@ -180,7 +184,7 @@ pub async fn run_district(opts: DemoOptions) -> anyhow::Result<(Summary, LocalDi
     let verbose = opts.verbose;
     let speaker = opts.speaker;
     std::fs::create_dir_all(&opts.dir)?;
-    let (city, gateway) = crate::from_above::City::new(&opts.dir)?;
+    let (city, gateway) = crate::from_above::City::start(&opts.dir).await?;
     let district = LocalDistrict::start(LocalOptions {
         layout: opts.layout,
         dir: opts.dir.clone(),
@@ -559,7 +563,14 @@ async fn from_above(
     say(format!(
         "the city's EBM {review_ebm} (severity III, the district): result code {review_code}, {review_answer}; approve it in the console's review queue (审核)"
     ));
+    // The district tells the city how each stands (every 2 s at most).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && city.interface.states_of(&review_ebm).is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(FromAboveStats {
+        relayed_told: city.interface.states_of(&relayed_ebm),
+        review_told: city.interface.states_of(&review_ebm),
         relayed_ebm,
         relayed_result_code: relayed_code,
         relayed_answer,

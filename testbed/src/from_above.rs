@@ -1,12 +1,15 @@
 //! The demo's upper platform: the city's emergency broadcast platform,
-//! as GY/T 384/385 has it, sending the district signed EBD packages. Its
+//! as GY/T 384/385 has it, sending the district signed EBD packages and
+//! taking the district's state reports on an interface of its own. Its
 //! SM2 key and the district's are made here; the district's `[gateway]`
 //! takes the city's at once for severities I–II and reviews the rest.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gateway::ebd::{Auxiliary, Ebd, EbdBody, Ebm, Envelope};
-use gateway::SmKey;
+use gateway::{SmKey, TrustStore};
 use platform::alerts::{GatewayConfig, SourceConfig};
 
 /// The city's resource code (EBRID): its EBM ids begin with it.
@@ -18,18 +21,125 @@ pub struct City {
     pub key: SmKey,
     /// Verifies the district's answers.
     pub district: gateway::TrustStore,
+    /// Where the district reports the state of the city's messages.
+    pub interface: Arc<Interface>,
     seq: std::sync::atomic::AtomicU32,
 }
 
+/// A state report the city's interface took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    pub ebm_id: String,
+    /// BrdState: 1 waiting, 2 playing, 3 done, 4 failed, 5 cancelled.
+    pub state: u8,
+    /// ResBrdStat: playing/finished/terminals that have it.
+    pub coverage: String,
+}
+
+/// The city's GY/T interface as the district's state reports find it:
+/// down (503) for its first `down` posts, then it verifies each report
+/// with the district's key and answers with an EBDResponse signed by the
+/// city, code 1.
+#[derive(Default)]
+pub struct Interface {
+    pub down: AtomicU32,
+    /// The district's public key and the city's key, once known.
+    keys: OnceLock<(TrustStore, SmKey)>,
+    pub heard: Mutex<Vec<Heard>>,
+    pub posts: AtomicU32,
+}
+
+impl Interface {
+    /// Serves it on loopback; its URL.
+    pub async fn serve() -> anyhow::Result<(String, Arc<Interface>)> {
+        let me = Arc::new(Interface::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/ebd", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/ebd", axum::routing::post(take_report))
+            .with_state(me.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((url, me))
+    }
+
+    /// From now on, reports signed by `district` are taken and answered
+    /// with `city`'s key; false if it had keys already.
+    pub fn trust(&self, district: TrustStore, city: SmKey) -> bool {
+        self.keys.set((district, city)).is_ok()
+    }
+
+    /// The states reported for `ebm_id`, in order.
+    pub fn states_of(&self, ebm_id: &str) -> Vec<u8> {
+        self.heard()
+            .iter()
+            .filter(|h| h.ebm_id == ebm_id)
+            .map(|h| h.state)
+            .collect()
+    }
+
+    pub fn heard(&self) -> Vec<Heard> {
+        self.heard.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+async fn take_report(
+    axum::extract::State(c): axum::extract::State<Arc<Interface>>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    let n = c.posts.fetch_add(1, Ordering::SeqCst);
+    if n < c.down.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
+    }
+    let Some((district, city)) = c.keys.get() else {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
+    };
+    let Ok(v) = gateway::gyt::receive(&body, district) else {
+        return (axum::http::StatusCode::BAD_REQUEST, vec![]);
+    };
+    if let EbdBody::StateResponse {
+        ebm_id,
+        state,
+        coverage,
+        ..
+    } = &v.ebd.body
+    {
+        if let Ok(mut h) = c.heard.lock() {
+            h.push(Heard {
+                ebm_id: ebm_id.clone(),
+                state: *state,
+                coverage: coverage.clone(),
+            });
+        }
+    }
+    let now = certs::time::unix_now_ms();
+    let id = format!("{CITY_EBRID}{:016}", 900_000 + u64::from(n));
+    let xml = gateway::ebd::response(
+        &Envelope {
+            id: &id,
+            src: CITY_EBRID,
+            dest: &v.ebd.src,
+            time_ms: now,
+            related: Some(&v.ebd.id),
+        },
+        gateway::ResultCode::Verified,
+        "已接收",
+    );
+    let answer =
+        gateway::gyt::signed_package(&id, &xml, city, &gateway::ebd::format_time(now), &[]);
+    (axum::http::StatusCode::OK, answer)
+}
+
 impl City {
-    /// Makes both keys (the district's into `dir`) and the district's
-    /// `[gateway]` table: the GY/T listener on loopback, the city a source
-    /// known by its address.
-    pub fn new(dir: &Path) -> anyhow::Result<(City, GatewayConfig)> {
+    /// Makes both keys (the district's into `dir`), serves the city's
+    /// interface, and writes the district's `[gateway]` table: the GY/T
+    /// listener on loopback, the city a source known by its address whose
+    /// messages' states are reported to its interface.
+    pub async fn start(dir: &Path) -> anyhow::Result<(City, GatewayConfig)> {
         let key = SmKey::generate("3601000001");
         let district = SmKey::generate("3601210001");
         let key_file = dir.join("district.sm2");
         std::fs::write(&key_file, district.secret_hex())?;
+        let (url, interface) = Interface::serve().await?;
         let config = GatewayConfig {
             listen: Some("127.0.0.1:0".parse()?),
             plain_http: false,
@@ -45,7 +155,7 @@ impl City {
                 addresses: vec!["127.0.0.1".parse()?],
                 relay_at_once: vec![1, 2],
                 drills_at_once: false,
-                report_url: String::new(),
+                report_url: url,
             }],
         };
         let trust = gateway::TrustStore::new(vec![gateway::Sender::new(
@@ -53,10 +163,16 @@ impl City {
             &district.cert_sn,
             &district.public_hex(),
         )?]);
+        interface.trust(
+            trust.clone(),
+            SmKey::from_hex(&key.cert_sn, &key.secret_hex())
+                .map_err(|e| anyhow::anyhow!("the city's key: {e}"))?,
+        );
         Ok((
             City {
                 key,
                 district: trust,
+                interface,
                 seq: 1.into(),
             },
             config,

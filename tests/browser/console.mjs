@@ -358,7 +358,7 @@ try {
   step("every page renders in zh-CN and en with every text found");
   for (const lang of ["zh-CN", "en"]) {
     await a.goto(`${URL}/lang?to=${lang}&back=/`);
-    for (const p of ["/", "/compose", "/review", "/programmes", "/terminals", "/security", "/audit", "/accounts", "/certificates"]) {
+    for (const p of ["/", "/compose", "/review", "/programmes", "/from-above", "/terminals", "/security", "/audit", "/accounts", "/certificates"]) {
       await a.goto(URL + p);
       assert.equal(await a.evaluate(() => document.documentElement.lang), lang, p);
       const text = await a.evaluate(() => document.body.innerText);

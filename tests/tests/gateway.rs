@@ -421,77 +421,14 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
         .any(|e| e["detail"].as_str().unwrap_or("").contains("cancelled")));
 }
 
-/// The city's interface as the district's state reports find it: down
-/// for its first `down` posts (503), then it verifies each report with the
-/// district's key and answers with an EBDResponse signed by the city.
-#[derive(Default)]
-struct CityInterface {
-    down: std::sync::atomic::AtomicU32,
-    /// The district's key and the city's, once the rig has made them.
-    keys: std::sync::OnceLock<(TrustStore, SmKey)>,
-    /// Each verified report: EBMID, BrdState, ResBrdStat, RelatedEBD given.
-    reports: std::sync::Mutex<Vec<(String, u8, String)>>,
-    posts: std::sync::atomic::AtomicU32,
-}
-
-async fn city_interface(
-    axum::extract::State(c): axum::extract::State<std::sync::Arc<CityInterface>>,
-    body: axum::body::Bytes,
-) -> (axum::http::StatusCode, Vec<u8>) {
-    use std::sync::atomic::Ordering;
-    let n = c.posts.fetch_add(1, Ordering::SeqCst);
-    if n < c.down.load(Ordering::SeqCst) {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
-    }
-    let Some((district, city)) = c.keys.get() else {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, vec![]);
-    };
-    let Ok(v) = gateway::gyt::receive(&body, district) else {
-        return (axum::http::StatusCode::BAD_REQUEST, vec![]);
-    };
-    if let EbdBody::StateResponse {
-        ebm_id,
-        state,
-        coverage,
-        ..
-    } = &v.ebd.body
-    {
-        c.reports
-            .lock()
-            .unwrap()
-            .push((ebm_id.clone(), *state, coverage.clone()));
-    }
-    let id = format!("{CITY_EBRID}{:016}", 9000 + n);
-    let xml = gateway::ebd::response(
-        &gateway::ebd::Envelope {
-            id: &id,
-            src: CITY_EBRID,
-            dest: &v.ebd.src,
-            time_ms: certs::time::unix_now_ms(),
-            related: Some(&v.ebd.id),
-        },
-        gateway::ResultCode::Verified,
-        "已接收",
-    );
-    let answer = gateway::gyt::signed_package(&id, &xml, city, &china(0), &[]);
-    (axum::http::StatusCode::OK, answer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_first() {
     use std::sync::atomic::Ordering;
-    let city = std::sync::Arc::new(CityInterface::default());
+    let (url, city) = testbed::from_above::Interface::serve().await.unwrap();
     city.down.store(2, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/ebs/report", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/ebs/report", axum::routing::post(city_interface))
-        .with_state(city.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
     let r = rig_with(vec![], false, url).await;
-    let district_key = r.answers.clone();
     let city_key = SmKey::from_hex(CITY_CERT, &r.city.secret_hex()).unwrap();
-    assert!(city.keys.set((district_key, city_key)).is_ok());
+    assert!(city.trust(r.answers.clone(), city_key));
 
     // A severity II alert for village 0: relayed at once, played to its end.
     let title = "上级暴雨预警（状态上报）";
@@ -510,51 +447,32 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     };
     let (_, answer) = r.post(ebm_package(&r.city, &m)).await;
     assert_eq!(code_of(&answer), Some(1), "{answer:?}");
-    let states = || -> Vec<u8> {
-        city.reports
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(id, _, _)| *id == ebm_id(21))
-            .map(|(_, s, _)| *s)
-            .collect()
-    };
+    let states = || city.states_of(&ebm_id(21));
     // Unasked, the city hears it playing (after two refused posts and the
     // back-off), then done with the terminal that finished it.
     assert!(
         eventually(Duration::from_secs(90), || states().contains(&2)).await,
         "a report of playing: {:?}",
-        city.reports.lock().unwrap()
+        city.heard()
     );
     assert!(
         eventually(Duration::from_secs(120), || states().contains(&3)).await,
         "a report of done: {:?}",
-        city.reports.lock().unwrap()
+        city.heard()
     );
     assert!(
         city.posts.load(Ordering::SeqCst) >= 4,
         "the two refused posts were sent again"
     );
-    let done = city
-        .reports
-        .lock()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|(_, s, _)| *s == 3)
-        .cloned()
-        .unwrap();
     assert!(
-        eventually(Duration::from_secs(60), || city
-            .reports
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(id, s, c)| *id == ebm_id(21)
-                && *s == 3
-                && c.ends_with("/1/1")))
+        eventually(Duration::from_secs(60), || city.heard().iter().any(|h| h
+            .ebm_id
+            == ebm_id(21)
+            && h.state == 3
+            && h.coverage.ends_with("/1/1")))
         .await,
-        "done, and the one terminal finished it: {done:?}"
+        "done, and the one terminal finished it: {:?}",
+        city.heard()
     );
     let s = states();
     let first_done = s.iter().position(|x| *x == 3).unwrap();
@@ -588,22 +506,14 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     assert_eq!(code_of(&a3), Some(1));
     assert!(
         eventually(Duration::from_secs(30), || city
-            .reports
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(id, s, _)| *id == ebm_id(23) && *s == 5))
+            .states_of(&ebm_id(23))
+            .contains(&5))
         .await,
         "a report of cancelled: {:?}",
-        city.reports.lock().unwrap()
+        city.heard()
     );
     assert!(
-        !city
-            .reports
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(id, _, _)| *id == ebm_id(24)),
+        city.states_of(&ebm_id(24)).is_empty(),
         "the cancel itself is not a broadcast to report on"
     );
     // Both are in the audit trail.

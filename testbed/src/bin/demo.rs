@@ -179,6 +179,31 @@ fn print_summary(summary: &testbed::demo::Summary, keep: Option<&std::path::Path
         f.review_result_code,
         f.review_answer
     );
+    let told = |states: &[u8]| {
+        let words: Vec<&str> = states
+            .iter()
+            .map(|s| match s {
+                1 => "waiting",
+                2 => "playing",
+                3 => "done",
+                4 => "failed",
+                5 => "cancelled",
+                _ => "not processed",
+            })
+            .collect();
+        if words.is_empty() {
+            "nothing yet".to_string()
+        } else {
+            words.join(" → ")
+        }
+    };
+    println!(
+        "the city was told:      EBM {}: {}; EBM {}: {} (unasked, signed; the console's 上级预警 page)",
+        f.relayed_ebm,
+        told(&f.relayed_told),
+        f.review_ebm,
+        told(&f.review_told)
+    );
     if let Some(k) = keep {
         println!(
             "kept in {} (terminal 0's audio: terminals/terminal-0-0-0/played.wav)",
