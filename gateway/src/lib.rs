@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod cap;
+pub mod cert;
 pub mod ebd;
 pub mod geo;
 pub mod gyt;

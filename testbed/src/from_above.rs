@@ -146,9 +146,11 @@ impl City {
             sm2_key: key_file,
             sm2_cert_sn: district.cert_sn.clone(),
             fetch_hosts: vec![],
+            ca_certificates: vec![],
             sources: vec![SourceConfig {
                 name: CITY_NAME.into(),
                 format: "gyt".into(),
+                certificate: None,
                 cert_sn: key.cert_sn.clone(),
                 public_key: key.public_hex(),
                 token_sha256: String::new(),

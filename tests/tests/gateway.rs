@@ -44,14 +44,27 @@ fn sha256_hex(s: &str) -> String {
 /// service (I at once, drills too), with no text to speech (so an alert
 /// without audio waits for it, on any machine).
 async fn rig(fetch_hosts: Vec<String>) -> Rig {
-    rig_with(fetch_hosts, false, String::new()).await
+    rig_with(fetch_hosts, false, String::new(), false).await
 }
 
 /// As [`rig`]; with `voice`, the district speaks text with espeak-ng; with
-/// a `report_url`, it reports the state of the city's messages there.
-async fn rig_with(fetch_hosts: Vec<String>, voice: bool, report_url: String) -> Rig {
+/// a `report_url`, it reports the state of the city's messages there; if
+/// `certified`, the city is known by the SM2 certificate a CA issued it
+/// (X.509 made with OpenSSL: gateway/tests/certs), not by a bare key.
+async fn rig_with(
+    fetch_hosts: Vec<String>,
+    voice: bool,
+    report_url: String,
+    certified: bool,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let city = SmKey::generate(CITY_CERT);
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/certs");
+    let city = if certified {
+        let hex = std::fs::read_to_string(certs.join("city.key.hex")).unwrap();
+        SmKey::from_hex("3601000001", hex.trim()).unwrap()
+    } else {
+        SmKey::generate(CITY_CERT)
+    };
     let district_key = SmKey::generate(DISTRICT_CERT);
     let key_path = dir.path().join("district.sm2");
     std::fs::write(&key_path, district_key.secret_hex()).unwrap();
@@ -61,12 +74,26 @@ async fn rig_with(fetch_hosts: Vec<String>, voice: bool, report_url: String) -> 
         sm2_key: key_path,
         sm2_cert_sn: DISTRICT_CERT.into(),
         fetch_hosts,
+        ca_certificates: if certified {
+            vec![certs.join("ca.pem")]
+        } else {
+            vec![]
+        },
         sources: vec![
             SourceConfig {
                 name: "南昌市应急广播平台".into(),
                 format: "gyt".into(),
-                cert_sn: CITY_CERT.into(),
-                public_key: city.public_hex(),
+                certificate: certified.then(|| certs.join("city.pem")),
+                cert_sn: if certified {
+                    String::new()
+                } else {
+                    CITY_CERT.into()
+                },
+                public_key: if certified {
+                    String::new()
+                } else {
+                    city.public_hex()
+                },
                 token_sha256: sha256_hex(CITY_TOKEN),
                 addresses: vec![],
                 relay_at_once: vec![1, 2],
@@ -76,6 +103,7 @@ async fn rig_with(fetch_hosts: Vec<String>, voice: bool, report_url: String) -> 
             SourceConfig {
                 name: "江西省气象台".into(),
                 format: "cap".into(),
+                certificate: None,
                 cert_sn: String::new(),
                 public_key: String::new(),
                 token_sha256: sha256_hex(METEO_TOKEN),
@@ -426,8 +454,9 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     use std::sync::atomic::Ordering;
     let (url, city) = testbed::from_above::Interface::serve().await.unwrap();
     city.down.store(2, Ordering::SeqCst);
-    let r = rig_with(vec![], false, url).await;
-    let city_key = SmKey::from_hex(CITY_CERT, &r.city.secret_hex()).unwrap();
+    // The city is known by its CA-issued certificate here.
+    let r = rig_with(vec![], false, url, true).await;
+    let city_key = SmKey::from_hex(&r.city.cert_sn, &r.city.secret_hex()).unwrap();
     assert!(city.trust(r.answers.clone(), city_key));
 
     // A severity II alert for village 0: relayed at once, played to its end.
@@ -547,7 +576,7 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         ..m2
     };
     let (_, a4) = r
-        .post(ebm_package(&SmKey::generate(CITY_CERT), &forged))
+        .post(ebm_package(&SmKey::generate(&r.city.cert_sn), &forged))
         .await;
     assert_eq!(code_of(&a4), Some(4));
     // ... and the console's page of alerts from above shows the operator
@@ -1053,7 +1082,7 @@ async fn a_cap_alert_without_audio_is_spoken_and_relayed() {
     if !voice_installed() {
         return;
     }
-    let r = rig_with(vec![], true, String::new()).await;
+    let r = rig_with(vec![], true, String::new(), false).await;
     let area = format!(
         "<area><areaDesc>村</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{}</value></geocode></area>",
         r.village(1)

@@ -217,6 +217,22 @@ pub fn handle(g: &Gateway, source: &Source, bytes: &[u8]) -> Vec<u8> {
             Some(&v.cert_sn),
         );
     }
+    let now_s = ((g.workflow.now)() / 1000).max(0) as u64;
+    if let Err((from, until)) = source.certificate_valid_at(now_s) {
+        return refuse(
+            g,
+            source,
+            ResultCode::SignatureFailed,
+            &format!(
+                "certificate {} is valid from {} to {}, not now",
+                v.cert_sn,
+                crate::audit::china_time(from as i64 * 1000),
+                crate::audit::china_time(until as i64 * 1000)
+            ),
+            Some(&v.ebd.id),
+            Some(&v.cert_sn),
+        );
+    }
     let to = v.ebd.src.clone();
     let related = v.ebd.id.clone();
     match v.ebd.body {

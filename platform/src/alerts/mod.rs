@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use gateway::cert::SmCertificate;
 use gateway::{Format, ResultCode, SmKey, TrustStore};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,11 @@ pub struct GatewayConfig {
     /// from; none: audio must come inside the alert (`derefUri`).
     #[serde(default)]
     pub fetch_hosts: Vec<String>,
+    /// The certificate authorities (GY/T 389) whose SM2 certificates
+    /// (X.509, PEM or DER) are trusted; when given, every GY/T source is
+    /// known by a `certificate` one of them issued.
+    #[serde(default)]
+    pub ca_certificates: Vec<PathBuf>,
     /// Who may send alerts, each with its policy.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -64,10 +70,18 @@ pub struct SourceConfig {
     /// `gyt` (EBD packages on the GY/T listener) or `cap` (CAP 1.2 on the
     /// API's /api/alerts/cap).
     pub format: String,
-    /// GY/T: the serial number of its signing certificate.
+    /// GY/T: its signing certificate (X.509 with an SM2 key, PEM or DER,
+    /// as the CA issued it): the key, the serial and the validity come
+    /// from it. Instead of `public_key`.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// GY/T: the serial number of its signing certificate, as its
+    /// signature files name it (default with `certificate`: its serial in
+    /// upper-case hex).
     #[serde(default)]
     pub cert_sn: String,
-    /// GY/T: its SM2 public key, SEC1 uncompressed, hex (04 ‖ x ‖ y).
+    /// GY/T: its SM2 public key, SEC1 uncompressed, hex (04 ‖ x ‖ y), when
+    /// no `certificate` is given.
     #[serde(default)]
     pub public_key: String,
     /// SHA-256 (hex) of the bearer token it sends (`Authorization:
@@ -102,6 +116,9 @@ pub struct Source {
     pub drills_at_once: bool,
     /// Where its messages' states are reported unasked (GY/T).
     pub report_to: Option<outbound::Target>,
+    /// Its certificate's validity (Unix seconds), when configured by one:
+    /// a package signed outside it is refused.
+    pub valid_s: Option<(u64, u64)>,
 }
 
 impl Source {
@@ -109,6 +126,15 @@ impl Source {
     /// drill, drills are too).
     pub fn relays_at_once(&self, severity: u8, drill: bool) -> bool {
         self.relay_at_once.contains(&severity) && (!drill || self.drills_at_once)
+    }
+
+    /// Whether a package it signed at `now_s` (Unix seconds) is within its
+    /// certificate's validity; else that validity.
+    pub fn certificate_valid_at(&self, now_s: u64) -> Result<(), (u64, u64)> {
+        match self.valid_s {
+            Some((from, until)) if now_s < from || now_s > until => Err((from, until)),
+            _ => Ok(()),
+        }
     }
 
     /// The audit trail's name for it.
@@ -222,10 +248,14 @@ impl GatewayConfig {
                 bail!("gateway.fetch_hosts[{i}]: {h:?} is not a host or host:port");
             }
         }
+        let cas = self.cas()?;
+        let now = unix_now();
         let mut sources = Vec::new();
         let mut senders = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
             let at = format!("gateway.sources[{i}]");
+            let mut cert_sn = s.cert_sn.clone();
+            let mut valid_s = None;
             let n = s.name.chars().count();
             if n == 0 || n > 64 || s.name.chars().any(char::is_control) {
                 bail!("{at}.name: a name of 1 to 64 printable characters");
@@ -259,25 +289,31 @@ impl GatewayConfig {
                     if token.is_none() && s.addresses.is_empty() {
                         bail!("{at}: a GY/T source needs token_sha256 or addresses to authenticate its posts");
                     }
-                    let sender = gateway::Sender::new(&s.name, &s.cert_sn, &s.public_key)
-                        .map_err(|e| anyhow::anyhow!("{at}.public_key: {e}"))?;
-                    if s.cert_sn.trim().is_empty() {
-                        bail!("{at}.cert_sn: the serial number of its signing certificate");
-                    }
+                    let (sender, validity) = self.sender(&at, s, &cas, now)?;
                     if senders
                         .iter()
-                        .any(|o: &gateway::Sender| o.cert_sn == s.cert_sn)
+                        .any(|o: &gateway::Sender| o.cert_sn == sender.cert_sn)
                     {
-                        bail!("{at}.cert_sn: {:?} belongs to another source", s.cert_sn);
+                        bail!(
+                            "{at}.cert_sn: {:?} belongs to another source",
+                            sender.cert_sn
+                        );
                     }
+                    cert_sn = sender.cert_sn.clone();
+                    valid_s = validity;
                     senders.push(sender);
                 }
-                Format::Cap => {}
+                Format::Cap => {
+                    if s.certificate.is_some() {
+                        bail!("{at}.certificate: a CAP source is known by its token");
+                    }
+                }
             }
             sources.push(Source {
                 name: s.name.clone(),
                 format,
-                cert_sn: s.cert_sn.clone(),
+                cert_sn,
+                valid_s,
                 token_sha256: token,
                 addresses: s.addresses.clone(),
                 relay_at_once: s.relay_at_once.clone(),
@@ -288,6 +324,73 @@ impl GatewayConfig {
         Ok((sources, TrustStore::new(senders)))
     }
 
+    /// The configured certificate authorities, read and valid now.
+    fn cas(&self) -> anyhow::Result<Vec<SmCertificate>> {
+        self.ca_certificates
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let at = format!("gateway.ca_certificates[{i}]");
+                let ca = read_certificate(&at, path)?;
+                ca.valid_at(unix_now())
+                    .map_err(|e| anyhow::anyhow!("{at} {}: {e}", path.display()))?;
+                Ok(ca)
+            })
+            .collect()
+    }
+
+    /// A GY/T source's trusted key: from its certificate (issued by one of
+    /// `cas` when any are configured, valid at `now`), or from its hex key
+    /// where no CA is configured. Its certificate's validity, if any.
+    fn sender(
+        &self,
+        at: &str,
+        s: &SourceConfig,
+        cas: &[SmCertificate],
+        now: std::time::Duration,
+    ) -> anyhow::Result<(gateway::Sender, Option<(u64, u64)>)> {
+        let Some(path) = &s.certificate else {
+            if !cas.is_empty() {
+                bail!("{at}.certificate: with gateway.ca_certificates given, a GY/T source is known by the certificate its CA issued");
+            }
+            if s.cert_sn.trim().is_empty() {
+                bail!("{at}.cert_sn: the serial number of its signing certificate");
+            }
+            let sender = gateway::Sender::new(&s.name, &s.cert_sn, &s.public_key)
+                .map_err(|e| anyhow::anyhow!("{at}.public_key: {e}"))?;
+            return Ok((sender, None));
+        };
+        if !s.public_key.is_empty() {
+            bail!("{at}.public_key: give the certificate or the key, not both");
+        }
+        let cert = read_certificate(&format!("{at}.certificate"), path)?;
+        let named = |e: gateway::cert::CertError| {
+            anyhow::anyhow!("{at}.certificate {}: {e}", path.display())
+        };
+        if !cas.is_empty() {
+            let mut refusals = Vec::new();
+            if !cas.iter().any(|ca| match cert.verify_issued_by(ca) {
+                Ok(()) => true,
+                Err(e) => {
+                    refusals.push(e);
+                    false
+                }
+            }) {
+                return Err(named(refusals.swap_remove(0)));
+            }
+        }
+        cert.valid_at(now).map_err(named)?;
+        let cert_sn = if s.cert_sn.trim().is_empty() {
+            cert.serial.clone()
+        } else {
+            s.cert_sn.clone()
+        };
+        Ok((
+            cert.sender(&s.name, &cert_sn),
+            Some((cert.not_before_s, cert.not_after_s)),
+        ))
+    }
+
     /// Reads the SM2 key file.
     pub fn key(&self) -> anyhow::Result<SmKey> {
         let text = std::fs::read_to_string(&self.sm2_key)
@@ -295,6 +398,29 @@ impl GatewayConfig {
         SmKey::from_hex(&self.sm2_cert_sn, text.trim())
             .map_err(|e| anyhow::anyhow!("gateway.sm2_key {}: {e}", self.sm2_key.display()))
     }
+}
+
+fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A certificate file, bounded, named by `at` when it fails.
+fn read_certificate(at: &str, path: &std::path::Path) -> anyhow::Result<SmCertificate> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{at}: cannot read {}", path.display()))?;
+    if meta.len() > gateway::cert::MAX_CERTIFICATE_BYTES as u64 {
+        bail!(
+            "{at} {}: {} bytes; the limit is {}",
+            path.display(),
+            meta.len(),
+            gateway::cert::MAX_CERTIFICATE_BYTES
+        );
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{at}: cannot read {}", path.display()))?;
+    SmCertificate::parse(&bytes).map_err(|e| anyhow::anyhow!("{at} {}: {e}", path.display()))
 }
 
 impl Gateway {
@@ -390,10 +516,12 @@ mod tests {
             sm2_key: PathBuf::from("/nonexistent"),
             sm2_cert_sn: "D1".into(),
             fetch_hosts: vec![],
+            ca_certificates: vec![],
             sources: vec![
                 SourceConfig {
                     name: "市平台".into(),
                     format: "gyt".into(),
+                    certificate: None,
                     cert_sn: "C1".into(),
                     public_key: public_key.into(),
                     token_sha256: String::new(),
@@ -405,6 +533,7 @@ mod tests {
                 SourceConfig {
                     name: "气象台".into(),
                     format: "cap".into(),
+                    certificate: None,
                     cert_sn: String::new(),
                     public_key: String::new(),
                     token_sha256: hex::encode(crate::accounts::sha256(b"secret")),
@@ -448,6 +577,75 @@ mod tests {
             .contains("sources[0].report_url"));
         assert!(named(&|c| c.sources[1].report_url = "http://x/".into())
             .contains("sources[1].report_url"));
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../gateway/tests/certs")
+            .join(name)
+    }
+
+    #[test]
+    fn a_source_known_by_its_ca_issued_certificate() {
+        let key = SmKey::generate("C1");
+        let mut c = config(&key.public_hex());
+        c.ca_certificates = vec![fixture("ca.pem")];
+        c.sources[0].public_key.clear();
+        c.sources[0].cert_sn.clear();
+        c.sources[0].certificate = Some(fixture("city.pem"));
+        let (sources, trust) = c.sources().unwrap();
+        // Its serial is the CertSN its signature files name.
+        assert_eq!(sources[0].cert_sn, "3601000001");
+        let city_key = SmKey::from_hex(
+            "3601000001",
+            std::fs::read_to_string(fixture("city.key.hex"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let data = b"<EBD/>";
+        let sig = gateway::sm::SignatureFile::parse(
+            gateway::sm::SignatureFile::sign("1", data, &city_key, "").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(trust.verify(data, "1", &sig).unwrap().name, "市平台");
+        // Packages are taken only within the certificate's validity.
+        let (from, until) = sources[0].valid_s.unwrap();
+        assert_eq!(sources[0].certificate_valid_at(from + 1), Ok(()));
+        assert_eq!(
+            sources[0].certificate_valid_at(until + 1),
+            Err((from, until))
+        );
+        // DER reads as PEM does.
+        let mut der = c.clone();
+        der.sources[0].certificate = Some(fixture("city.der"));
+        assert_eq!(der.sources().unwrap().0[0].cert_sn, "3601000001");
+
+        let named = |change: &dyn Fn(&mut GatewayConfig)| {
+            let mut c = c.clone();
+            change(&mut c);
+            c.sources().unwrap_err().to_string()
+        };
+        // Another CA's certificate for the same name and key.
+        let e = named(&|c| c.sources[0].certificate = Some(fixture("rogue.pem")));
+        assert!(
+            e.contains("sources[0].certificate") && e.contains("issued by"),
+            "{e}"
+        );
+        // With a CA configured, a bare key is not enough.
+        let e = named(&|c| {
+            c.sources[0].certificate = None;
+            c.sources[0].public_key = key.public_hex();
+            c.sources[0].cert_sn = "C1".into();
+        });
+        assert!(e.contains("sources[0].certificate"), "{e}");
+        // Not both.
+        let e = named(&|c| c.sources[0].public_key = key.public_hex());
+        assert!(e.contains("sources[0].public_key"), "{e}");
+        let e = named(&|c| c.ca_certificates = vec![fixture("city.key.hex")]);
+        assert!(e.contains("ca_certificates[0]"), "{e}");
+        let e = named(&|c| c.sources[0].certificate = Some(fixture("missing.pem")));
+        assert!(e.contains("sources[0].certificate: cannot read"), "{e}");
     }
 
     #[test]
