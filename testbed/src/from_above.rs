@@ -145,6 +145,7 @@ impl City {
             plain_http: false,
             sm2_key: key_file,
             sm2_cert_sn: district.cert_sn.clone(),
+            sm2_certificate: None,
             fetch_hosts: vec![],
             ca_certificates: vec![],
             sources: vec![SourceConfig {

@@ -73,6 +73,7 @@ async fn rig_with(
         plain_http: false,
         sm2_key: key_path,
         sm2_cert_sn: DISTRICT_CERT.into(),
+        sm2_certificate: None,
         fetch_hosts,
         ca_certificates: if certified {
             vec![certs.join("ca.pem")]

@@ -45,8 +45,14 @@ pub struct GatewayConfig {
     /// signs its answers (`platform gateway-key` makes one).
     pub sm2_key: PathBuf,
     /// The serial number of that key's certificate, as the upper platform
-    /// registered it.
+    /// registered it (default with `sm2_certificate`: its serial).
+    #[serde(default)]
     pub sm2_cert_sn: String,
+    /// This platform's SM2 certificate as its CA issued it (X.509, PEM or
+    /// DER): checked to hold the key of `sm2_key`, its serial names our
+    /// answers' signatures.
+    #[serde(default)]
+    pub sm2_certificate: Option<PathBuf>,
     /// Hosts (`host` or `host:port`) a CAP resource `uri` may be fetched
     /// from; none: audio must come inside the alert (`derefUri`).
     #[serde(default)]
@@ -240,8 +246,10 @@ impl GatewayConfig {
                 self.sources.len()
             );
         }
-        if self.sm2_cert_sn.trim().is_empty() || self.sm2_cert_sn.len() > 64 {
-            bail!("gateway.sm2_cert_sn: the serial number of this platform's SM2 certificate, 1 to 64 characters");
+        if self.sm2_certificate.is_none()
+            && (self.sm2_cert_sn.trim().is_empty() || self.sm2_cert_sn.len() > 64)
+        {
+            bail!("gateway.sm2_cert_sn: the serial number of this platform's SM2 certificate, 1 to 64 characters (or gateway.sm2_certificate)");
         }
         for (i, h) in self.fetch_hosts.iter().enumerate() {
             if h.is_empty() || h.contains(['/', '@', ' ']) {
@@ -392,11 +400,49 @@ impl GatewayConfig {
     }
 
     /// Reads the SM2 key file.
+    /// With `sm2_certificate`: the certificate must hold the key's public
+    /// half, and its serial names the key unless `sm2_cert_sn` does; one
+    /// outside its validity, or not issued by a configured CA, is logged
+    /// (the upper platform may refuse our answers) but does not stop the
+    /// gateway taking alerts.
     pub fn key(&self) -> anyhow::Result<SmKey> {
         let text = std::fs::read_to_string(&self.sm2_key)
             .with_context(|| format!("gateway.sm2_key: cannot read {}", self.sm2_key.display()))?;
-        SmKey::from_hex(&self.sm2_cert_sn, text.trim())
-            .map_err(|e| anyhow::anyhow!("gateway.sm2_key {}: {e}", self.sm2_key.display()))
+        let Some(path) = &self.sm2_certificate else {
+            return SmKey::from_hex(&self.sm2_cert_sn, text.trim())
+                .map_err(|e| anyhow::anyhow!("gateway.sm2_key {}: {e}", self.sm2_key.display()));
+        };
+        let cert = read_certificate("gateway.sm2_certificate", path)?;
+        let cert_sn = if self.sm2_cert_sn.trim().is_empty() {
+            cert.serial.clone()
+        } else {
+            self.sm2_cert_sn.clone()
+        };
+        let key = SmKey::from_hex(&cert_sn, text.trim())
+            .map_err(|e| anyhow::anyhow!("gateway.sm2_key {}: {e}", self.sm2_key.display()))?;
+        if key.public_hex() != hex::encode(&cert.public_key) {
+            bail!(
+                "gateway.sm2_certificate {}: its key is not the key in gateway.sm2_key {} (certificate {})",
+                path.display(),
+                self.sm2_key.display(),
+                cert.serial
+            );
+        }
+        if let Err(e) = cert.valid_at(unix_now()) {
+            tracing::warn!(
+                "gateway.sm2_certificate {}: {e}; upper platforms may refuse our answers",
+                path.display()
+            );
+        }
+        if let Ok(cas) = self.cas() {
+            if !cas.is_empty() && !cas.iter().any(|ca| cert.verify_issued_by(ca).is_ok()) {
+                tracing::warn!(
+                    "gateway.sm2_certificate {}: not issued by any of gateway.ca_certificates",
+                    path.display()
+                );
+            }
+        }
+        Ok(key)
     }
 }
 
@@ -515,6 +561,7 @@ mod tests {
             plain_http: false,
             sm2_key: PathBuf::from("/nonexistent"),
             sm2_cert_sn: "D1".into(),
+            sm2_certificate: None,
             fetch_hosts: vec![],
             ca_certificates: vec![],
             sources: vec![
@@ -646,6 +693,31 @@ mod tests {
         assert!(e.contains("ca_certificates[0]"), "{e}");
         let e = named(&|c| c.sources[0].certificate = Some(fixture("missing.pem")));
         assert!(e.contains("sources[0].certificate: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn our_own_certificate_names_our_key_and_must_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&SmKey::generate("C1").public_hex());
+        c.sm2_cert_sn.clear();
+        c.sm2_certificate = Some(fixture("city.pem"));
+        // The city's key and certificate stand for ours here.
+        c.sm2_key = fixture("city.key.hex");
+        assert!(c.sources().is_ok(), "no sm2_cert_sn needed");
+        assert_eq!(c.key().unwrap().cert_sn, "3601000001");
+        // A key that is not the certificate's.
+        let other = dir.path().join("other.sm2");
+        std::fs::write(&other, SmKey::generate("x").secret_hex()).unwrap();
+        c.sm2_key = other;
+        let e = c.key().err().expect("refused").to_string();
+        assert!(
+            e.contains("gateway.sm2_certificate") && e.contains("not the key"),
+            "{e}"
+        );
+        // Neither a serial nor a certificate.
+        c.sm2_certificate = None;
+        let e = c.sources().unwrap_err().to_string();
+        assert!(e.contains("gateway.sm2_cert_sn"), "{e}");
     }
 
     #[test]
