@@ -616,6 +616,13 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         html.contains("主动上报至 127.0.0.1:"),
         "the source's reports"
     );
+    assert!(
+        html.contains("3601000001，有效期至 2046-"),
+        "the source's certificate and its end"
+    );
+    assert!(r.metrics().await.contains(
+        "ebs_gateway_source_certificate_not_after_seconds{source=\"南昌市应急广播平台\",serial=\"3601000001\"} "
+    ));
     let refused = html
         .split("id=\"refused-heading\"")
         .nth(1)

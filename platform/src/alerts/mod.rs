@@ -210,6 +210,27 @@ impl Counters {
     }
 }
 
+impl Gateway {
+    /// /metrics: the counters, and when each source's certificate ends.
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.counters.render();
+        out.push_str(
+            "# HELP ebs_gateway_source_certificate_not_after_seconds When a GY/T source's certificate ends (Unix seconds).\n\
+             # TYPE ebs_gateway_source_certificate_not_after_seconds gauge\n",
+        );
+        for s in &self.sources {
+            if let Some((_, until)) = s.valid_s {
+                out.push_str(&format!(
+                    "ebs_gateway_source_certificate_not_after_seconds{{source=\"{}\",serial=\"{}\"}} {until}\n",
+                    s.name.replace(['\\', '"', '\n'], "_"),
+                    s.cert_sn.replace(['\\', '"', '\n'], "_")
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// The gateway as it runs: sources, trust, key, and what it acts through.
 pub struct Gateway {
     pub sources: Vec<Source>,

@@ -160,7 +160,7 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         s.auth_failures.load(std::sync::atomic::Ordering::Relaxed)
     ));
     if let Some(g) = &s.gateway {
-        text.push_str(&g.counters.render());
+        text.push_str(&g.render_metrics());
     }
     ([("content-type", "text/plain; version=0.0.4")], text)
 }

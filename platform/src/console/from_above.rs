@@ -30,6 +30,10 @@ pub struct SourceRow {
     pub at_once: String,
     /// Where states go unasked, or how the sender learns them.
     pub reports: String,
+    /// Its certificate: serial and end, or that a bare key is configured.
+    pub certificate: String,
+    /// ok, expiring, expired, none: the cell's colour.
+    pub certificate_class: &'static str,
 }
 
 pub struct AlertRow {
@@ -74,34 +78,82 @@ pub fn brd_state(t: &Catalog, s: PlayState) -> String {
     t.t(&format!("from_above.brd.{}", s.code())).into_owned()
 }
 
-fn sources(t: &Catalog, g: &Gateway) -> Vec<SourceRow> {
+/// A source's certificate in words, and how near its end is (`warn_s`
+/// ahead of it counts as expiring).
+fn certificate(
+    t: &Catalog,
+    s: &crate::alerts::Source,
+    now_s: u64,
+    warn_s: u64,
+) -> (String, &'static str) {
+    match (s.valid_s, s.format) {
+        (Some((_, until)), _) => {
+            let text = t
+                .t("from_above.cert_until")
+                .replace("{serial}", &s.cert_sn)
+                .replace("{until}", &china_time(until as i64 * 1000));
+            if now_s > until {
+                (
+                    format!("{text} · {}", t.t("from_above.cert_expired")),
+                    "expired",
+                )
+            } else if until - now_s <= warn_s {
+                let days = (until - now_s) / 86_400;
+                (
+                    format!(
+                        "{text} · {}",
+                        t.t("from_above.cert_expiring")
+                            .replace("{days}", &days.to_string())
+                    ),
+                    "expiring",
+                )
+            } else {
+                (text, "ok")
+            }
+        }
+        (None, gateway::Format::Gyt) => (
+            t.t("from_above.cert_bare_key")
+                .replace("{serial}", &s.cert_sn),
+            "none",
+        ),
+        (None, gateway::Format::Cap) => (t.t("from_above.cert_token").into_owned(), "none"),
+    }
+}
+
+fn sources(t: &Catalog, g: &Gateway, warn_s: u64) -> Vec<SourceRow> {
+    let now_s = (crate::now_ms() / 1000).max(0) as u64;
     g.sources
         .iter()
-        .map(|s| SourceRow {
-            name: s.name.clone(),
-            format: s.format.name(),
-            at_once: {
-                let mut sev: Vec<String> = s
-                    .relay_at_once
-                    .iter()
-                    .map(|v| t.sev(v).into_owned())
-                    .collect();
-                if s.drills_at_once {
-                    sev.push(t.t("from_above.drills_too").into_owned());
-                }
-                if sev.is_empty() {
-                    t.t("from_above.all_reviewed").into_owned()
-                } else {
-                    sev.join(&t.t("list.sep"))
-                }
-            },
-            reports: match (&s.report_to, s.format) {
-                (Some(to), _) => t
-                    .t("from_above.reports_to")
-                    .replace("{host}", &format!("{}:{}", to.host, to.port)),
-                (None, gateway::Format::Gyt) => t.t("from_above.reports_asked").into_owned(),
-                (None, gateway::Format::Cap) => t.t("from_above.reports_feed").into_owned(),
-            },
+        .map(|s| {
+            let (certificate, certificate_class) = certificate(t, s, now_s, warn_s);
+            SourceRow {
+                certificate,
+                certificate_class,
+                name: s.name.clone(),
+                format: s.format.name(),
+                at_once: {
+                    let mut sev: Vec<String> = s
+                        .relay_at_once
+                        .iter()
+                        .map(|v| t.sev(v).into_owned())
+                        .collect();
+                    if s.drills_at_once {
+                        sev.push(t.t("from_above.drills_too").into_owned());
+                    }
+                    if sev.is_empty() {
+                        t.t("from_above.all_reviewed").into_owned()
+                    } else {
+                        sev.join(&t.t("list.sep"))
+                    }
+                },
+                reports: match (&s.report_to, s.format) {
+                    (Some(to), _) => t
+                        .t("from_above.reports_to")
+                        .replace("{host}", &format!("{}:{}", to.host, to.port)),
+                    (None, gateway::Format::Gyt) => t.t("from_above.reports_asked").into_owned(),
+                    (None, gateway::Format::Cap) => t.t("from_above.reports_feed").into_owned(),
+                },
+            }
         })
         .collect()
 }
@@ -185,6 +237,7 @@ pub async fn page(State(s): State<ApiState>, v: Viewer) -> Response {
         });
     };
     let t = c.t;
+    let warn_s = s.expiry_warning.as_secs();
     let gathered = blocking(move || -> Result<_, ApiError> {
         let owed: HashMap<String, Pending> =
             g.owed.all().into_iter().map(|p| (p.key(), p)).collect();
@@ -214,7 +267,7 @@ pub async fn page(State(s): State<ApiState>, v: Viewer) -> Response {
                 detail: e.detail.clone(),
             })
             .collect::<Vec<_>>();
-        Ok((sources(t, &g), alerts, refusals))
+        Ok((sources(t, &g, warn_s), alerts, refusals))
     })
     .await;
     match gathered {
@@ -226,5 +279,52 @@ pub async fn page(State(s): State<ApiState>, v: Viewer) -> Response {
             refusals,
         }),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::i18n::{catalog, Lang};
+
+    #[test]
+    fn a_sources_certificate_shows_its_end_and_warns_before_it() {
+        let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/certs");
+        let config: crate::alerts::GatewayConfig = toml::from_str(&format!(
+            r#"
+            sm2_key = "/nonexistent"
+            sm2_cert_sn = "D1"
+            ca_certificates = [{ca:?}]
+            [[sources]]
+            name = "市平台"
+            format = "gyt"
+            certificate = {city:?}
+            addresses = ["127.0.0.1"]
+            relay_at_once = [1]
+            [[sources]]
+            name = "气象台"
+            format = "cap"
+            token_sha256 = "{token}"
+            relay_at_once = [1]
+            "#,
+            ca = certs.join("ca.pem"),
+            city = certs.join("city.pem"),
+            token = "ab".repeat(32),
+        ))
+        .unwrap();
+        let (sources, _) = config.sources().unwrap();
+        let t = catalog(Lang::Zh);
+        let (_, until) = sources[0].valid_s.unwrap();
+        let month = 30 * 86_400;
+        let (text, class) = certificate(t, &sources[0], until - 2 * month, month);
+        assert_eq!(class, "ok");
+        assert!(text.starts_with("3601000001，有效期至 "), "{text}");
+        let (text, class) = certificate(t, &sources[0], until - 10 * 86_400, month);
+        assert_eq!(class, "expiring");
+        assert!(text.ends_with("10 天后到期"), "{text}");
+        let (text, class) = certificate(t, &sources[0], until + 1, month);
+        assert_eq!(class, "expired");
+        assert!(text.contains("已过期"), "{text}");
+        assert_eq!(certificate(t, &sources[1], until, month).1, "none");
     }
 }
