@@ -741,6 +741,36 @@ async fn a_wrong_signature_and_hostile_packages_are_refused_with_nothing_stored(
         )
         .await;
     assert_eq!(status, 401, "a CAP source's token is not a GY/T sender's");
+    // A sender with a wrong token whose body is still on its way when
+    // the refusal comes hears why (401), not a reset connection; and the
+    // connection it was refused on is not offered again for its next post.
+    let package = ebm_package(&r.city, &msg(8));
+    for i in 0..20 {
+        let chunks = futures_util::stream::unfold(0, |n| async move {
+            if n == 4 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Some((Ok::<_, std::io::Error>(vec![7u8; 64 * 1024]), n + 1))
+        });
+        let resp = r
+            .http
+            .post(&r.gyt)
+            .bearer_auth("wrong-token")
+            .header("content-type", "application/x-tar")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await;
+        assert_eq!(
+            resp.map(|r| r.status().as_u16()).map_err(|e| e.to_string()),
+            Ok(401),
+            "refused post {i}"
+        );
+        let (status, _) = r
+            .post_as(package.clone(), Some("wrong-token"), "application/x-tar")
+            .await;
+        assert_eq!(status, 401, "the post after {i}");
+    }
 
     // Nothing was stored, nothing plays, and every refusal is counted.
     assert!(r.drafts_with_alerts().is_empty());
@@ -758,7 +788,7 @@ async fn a_wrong_signature_and_hostile_packages_are_refused_with_nothing_stored(
         5,
         "{m}"
     );
-    assert_eq!(metric(&m, "ebs_gateway_unauthenticated_total"), 2, "{m}");
+    assert_eq!(metric(&m, "ebs_gateway_unauthenticated_total"), 42, "{m}");
 
     // A multipart form holding a good package works as the raw one does.
     let form = reqwest::multipart::Form::new().part(

@@ -56,6 +56,7 @@ fn gateway_of(s: &ApiState) -> Result<Arc<Gateway>, ApiError> {
 pub async fn ingest(State(s): State<ApiState>, req: Request) -> Result<Json<CapAnswer>, ApiError> {
     let g = gateway_of(&s)?;
     let Some(source) = g.source_of(Format::Cap, &req) else {
+        crate::api::discard_body(req.into_body()).await;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -49,10 +49,16 @@ fn plain(status: StatusCode, text: &str) -> Response {
 
 async fn receive(State(g): State<Arc<Gateway>>, req: Request) -> Response {
     let Some(source) = g.source_of(Format::Gyt, &req) else {
-        return plain(
+        crate::api::discard_body(req.into_body()).await;
+        let mut refusal = plain(
             StatusCode::UNAUTHORIZED,
             "unauthenticated: no configured source has this token or address",
         );
+        refusal.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return refusal;
     };
     let multipart = req
         .headers()

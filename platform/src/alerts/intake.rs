@@ -637,7 +637,19 @@ impl Gateway {
             }
             None => [0; 3],
         };
-        Ok((state.0, state.1, coverage))
+        let (state, desc) = reached_none(state, coverage);
+        Ok((state, desc, coverage))
+    }
+}
+
+/// A broadcast "done" that no terminal received did not play anywhere:
+/// the sender hears "failed", not "done" (a terminal that gets it later,
+/// within its validity, turns it to done).
+fn reached_none(state: (BrdState, String), coverage: [u32; 3]) -> (BrdState, String) {
+    if state.0 == BrdState::Done && coverage[0] == 0 {
+        (BrdState::Failed, "播出时段已过，没有终端收到".into())
+    } else {
+        state
     }
 }
 
@@ -693,5 +705,19 @@ pub fn cancel_replaced(w: &crate::workflow::Workflow, d: &Draft) {
             Err(IssueError::AlreadyCancelled(_)) | Err(IssueError::NoSuchBroadcast(_)) => {}
             Err(e) => tracing::error!("cancelling broadcast {b}, replaced by draft {}: {e}", d.id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_without_a_terminal_is_failed() {
+        let done = || (BrdState::Done, "播出完成".to_string());
+        assert_eq!(reached_none(done(), [0, 0, 0]).0, BrdState::Failed);
+        assert_eq!(reached_none(done(), [3, 0, 2]).0, BrdState::Done);
+        let playing = (BrdState::Playing, String::new());
+        assert_eq!(reached_none(playing, [0, 0, 0]).0, BrdState::Playing);
     }
 }

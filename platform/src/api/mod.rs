@@ -85,6 +85,31 @@ where
     }
 }
 
+/// The most of a refused request's body read (and thrown away, never
+/// looked at) before the refusal is sent, and for how long.
+pub const DISCARD_MAX_BYTES: usize = 1 << 20;
+pub const DISCARD_MAX_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what a request refused before its body (no
+/// credentials) has sent, up to [`DISCARD_MAX_BYTES`] and
+/// [`DISCARD_MAX_TIME`]: a client still sending its body when the refusal
+/// comes would otherwise see the connection reset, not the 401 that says
+/// why. Nothing is parsed or kept; the connection closes after the answer.
+pub async fn discard_body(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DISCARD_MAX_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DISCARD_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 impl From<crate::audit::AuditError> for ApiError {
     fn from(e: crate::audit::AuditError) -> Self {
         ApiError::internal(e.to_string())
