@@ -170,6 +170,19 @@ struct Msg<'a> {
     audio: Option<(&'a str, Vec<u8>, bool)>,
 }
 
+/// The city's cancel (MsgType 2), EBD `seq`, of its message `of`.
+fn cancel_of(seq: u32, of: u32, area: String) -> Msg<'static> {
+    Msg {
+        seq,
+        msg_type: 2,
+        related: Some(ebm_id(of)),
+        severity: 2,
+        areas: area,
+        title: "取消",
+        audio: None,
+    }
+}
+
 fn ebm_id(seq: u32) -> String {
     format!("{CITY_EBRID}20261207{seq:04}")
 }
@@ -251,6 +264,25 @@ impl Rig {
 
     fn village(&self, v: usize) -> String {
         self.district.villages[v].area.to_string()
+    }
+
+    /// The details of the audit entries of `action`, as the auditor reads
+    /// them.
+    async fn audit_details(&self, action: &str) -> Vec<String> {
+        let trail = self
+            .district
+            .district_api()
+            .with_token(&self.district.creds.auditor.token)
+            .get("/api/audit?limit=500")
+            .await
+            .unwrap();
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| e["detail"].as_str().unwrap_or("").to_string())
+            .collect()
     }
 
     async fn metrics(&self) -> String {
@@ -395,15 +427,7 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
         .await,
         "both villages play the second alert"
     );
-    let cancel = Msg {
-        seq: 4,
-        msg_type: 2,
-        related: Some(ebm_id(3)),
-        severity: 2,
-        areas: r.village(0),
-        title: "取消",
-        audio: None,
-    };
+    let cancel = cancel_of(4, 3, r.village(0));
     let (_, a3) = r.post(ebm_package(&r.city, &cancel)).await;
     assert_eq!(code_of(&a3), Some(1), "{a3:?}");
     assert!(
@@ -428,26 +452,10 @@ async fn a_verified_ebm_plays_where_it_names_and_an_ebm_cancel_stops_it() {
     );
 
     // 4. Every receipt is in the audit trail with sender and verification.
-    let trail = r
-        .district
-        .district_api()
-        .with_token(&r.district.creds.auditor.token)
-        .get("/api/audit?limit=500")
-        .await
-        .unwrap();
-    let receipts: Vec<&Value> = trail
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "alert.receive")
-        .collect();
+    let receipts = r.audit_details("alert.receive").await;
     assert!(receipts.len() >= 4, "{receipts:?}");
-    assert!(receipts
-        .iter()
-        .any(|e| e["detail"].as_str().unwrap_or("").contains("relayed")));
-    assert!(receipts
-        .iter()
-        .any(|e| e["detail"].as_str().unwrap_or("").contains("cancelled")));
+    assert!(receipts.iter().any(|d| d.contains("relayed")));
+    assert!(receipts.iter().any(|d| d.contains("cancelled")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,15 +531,7 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     };
     let (_, a2) = r.post(ebm_package(&r.city, &m2)).await;
     assert_eq!(code_of(&a2), Some(1));
-    let cancel = Msg {
-        seq: 24,
-        msg_type: 2,
-        related: Some(ebm_id(23)),
-        severity: 2,
-        areas: r.village(0),
-        title: "取消",
-        audio: None,
-    };
+    let cancel = cancel_of(24, 23, r.village(0));
     let (_, a3) = r.post(ebm_package(&r.city, &cancel)).await;
     assert_eq!(code_of(&a3), Some(1));
     assert!(
@@ -547,20 +547,7 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         "the cancel itself is not a broadcast to report on"
     );
     // Both are in the audit trail.
-    let trail = r
-        .district
-        .district_api()
-        .with_token(&r.district.creds.auditor.token)
-        .get("/api/audit?limit=500")
-        .await
-        .unwrap();
-    let reported: Vec<String> = trail
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "alert.report")
-        .map(|e| e["detail"].as_str().unwrap_or("").to_string())
-        .collect();
+    let reported = r.audit_details("alert.report").await;
     assert!(
         reported.iter().any(|d| d.contains("not delivered")),
         "{reported:?}"
@@ -586,14 +573,14 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     let api = r.district.district_api();
     let drafter = &r.district.creds.drafter;
     let cookie = login(api.base(), &drafter.name, &drafter.password).await;
-    let page = |path: &'static str| {
+    let page = |path: &'static str, lang: &'static str| {
         let req = r
             .http
             .get(format!("{}{path}", api.base()))
-            .header("cookie", cookie.clone());
+            .header("cookie", format!("{cookie}; ebs_lang={lang}"));
         async move { req.send().await.unwrap().text().await.unwrap() }
     };
-    let html = page("/from-above").await;
+    let html = page("/from-above", "zh-CN").await;
     let row = |id: &str| -> String {
         let at = html
             .find(&format!("data-original=\"{id}\""))
@@ -632,19 +619,10 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         "the forged package is listed with why"
     );
     assert!(
-        page("/").await.contains("href=\"/from-above\""),
+        page("/", "zh-CN").await.contains("href=\"/from-above\""),
         "the menu leads there"
     );
-    let english = r
-        .http
-        .get(format!("{}/from-above", api.base()))
-        .header("cookie", format!("{cookie}; ebs_lang=en"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let english = page("/from-above", "en").await;
     assert!(
         english.contains("reported unasked to 127.0.0.1:")
             && english.contains("cancelled")
