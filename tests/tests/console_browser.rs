@@ -14,14 +14,26 @@ use certs::pki::Layout;
 use tests::*;
 use tokio::io::AsyncBufReadExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_review_watch_and_cancel_in_a_real_browser() {
-    if std::env::var("EBS_BROWSER_TESTS").as_deref() != Ok("1") {
+/// One browser test at a time: each starts a district and a Chromium, and
+/// two at once on two cores would time each other out.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn browser_tests_on() -> bool {
+    let on = std::env::var("EBS_BROWSER_TESTS").as_deref() == Ok("1");
+    if !on {
         eprintln!(
             "skipped: set EBS_BROWSER_TESTS=1 (needs node, chromium, npm ci in tests/browser)"
         );
+    }
+    on
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_review_watch_and_cancel_in_a_real_browser() {
+    if !browser_tests_on() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut district = small_district(
         dir.path(),
@@ -143,4 +155,86 @@ async fn compose_review_watch_and_cancel_in_a_real_browser() {
             );
         }
     }
+}
+
+/// The city's platform sends the district two alerts over GY/T (one
+/// relayed at once, one left in review); the page of alerts from above
+/// shows both, what was done and what the city was told, in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_from_above_in_a_real_browser() {
+    if !browser_tests_on() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (city, gateway) = testbed::from_above::City::start(dir.path()).await.unwrap();
+    let mut opts = testbed::LocalOptions::wav(
+        Layout {
+            towns: 1,
+            villages: 2,
+            terminals: 2,
+        },
+        dir.path(),
+    );
+    opts.configure = Box::new(move |name, c| {
+        if name == "district" {
+            c.gateway = Some(gateway.clone());
+        }
+    });
+    let district = testbed::LocalDistrict::start(opts).await.unwrap();
+    assert_eq!(
+        district.wait_connected(Duration::from_secs(20)).await,
+        district.terminals.len()
+    );
+    let listener = district.district.gateway_addr.expect("GY/T listener");
+    let village = district.villages[0].area.to_string();
+    let county = district.district.relay.scope[0].to_string();
+    let audio = asset("alert-zh.mp3");
+    let (relayed, code, _) = city
+        .send(
+            listener,
+            2,
+            "市平台：暴雨橙色预警",
+            "请立即转移。",
+            &[village],
+            &audio,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    let (review, code, _) = city
+        .send(
+            listener,
+            3,
+            "市平台：大风黄色预警",
+            "请加固门窗。",
+            &[county],
+            &audio,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = &district.creds;
+    let status = tokio::process::Command::new("node")
+        .arg(root.join("browser/from_above.mjs"))
+        .env(
+            "CONSOLE_URL",
+            format!("http://{}", district.district.http_addr.unwrap()),
+        )
+        .env("SHOTS", root.join("../target/screenshots"))
+        .env("RELAYED_EBM", &relayed)
+        .env("REVIEW_EBM", &review)
+        .env("DRAFTER_NAME", &c.drafter.name)
+        .env("DRAFTER_PASSWORD", &c.drafter.password)
+        .kill_on_drop(true)
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(120), status)
+        .await
+        .expect("the browser test ends within 2 minutes")
+        .expect("node runs (apt install nodejs; npm ci in tests/browser)");
+    assert!(
+        status.success(),
+        "the browser test failed (its log is above)"
+    );
 }
