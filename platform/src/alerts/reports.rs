@@ -316,7 +316,14 @@ pub async fn run(g: Arc<Gateway>, shutdown: impl std::future::Future<Output = ()
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => round(&g).await,
+            _ = tick.tick() => {}
+        }
+        // A round may wait on a slow upper platform: the shutdown does not
+        // (what was delivered is kept entry by entry; a post cut short is
+        // sent again after the restart).
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = round(&g) => {}
         }
     }
 }
