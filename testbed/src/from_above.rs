@@ -130,30 +130,69 @@ async fn take_report(
 }
 
 impl City {
-    /// Makes both keys (the district's into `dir`), serves the city's
-    /// interface, and writes the district's `[gateway]` table: the GY/T
-    /// listener on loopback, the city a source known by its address whose
-    /// messages' states are reported to its interface.
+    /// Makes the keys, a certificate authority and the certificates it
+    /// issues the city and the district (valid a year; into `dir` with the
+    /// district's key), serves the city's interface, and writes the
+    /// district's `[gateway]` table: the GY/T listener on loopback, the
+    /// city a source known by its address and its CA-issued certificate,
+    /// whose messages' states are reported to its interface.
     pub async fn start(dir: &Path) -> anyhow::Result<(City, GatewayConfig)> {
+        Self::start_with(dir, std::time::Duration::from_secs(365 * 86_400)).await
+    }
+
+    /// As [`City::start`], the city's certificate valid for `valid` from
+    /// now (and the minute before: a test lets it run out).
+    pub async fn start_with(
+        dir: &Path,
+        valid: std::time::Duration,
+    ) -> anyhow::Result<(City, GatewayConfig)> {
         let key = SmKey::generate("3601000001");
         let district = SmKey::generate("3601210001");
         let key_file = dir.join("district.sm2");
         std::fs::write(&key_file, district.secret_hex())?;
+        let ca = crate::sm2_ca::Ca::new("CN=EBS CA,O=Emergency Broadcast (test)")?;
+        let now = std::time::SystemTime::now();
+        let files = [
+            ("ca.pem", ca.pem.clone()),
+            (
+                "city.pem",
+                ca.certify(
+                    &key,
+                    &format!("CN={CITY_EBRID}"),
+                    0x36_0100_0001,
+                    now - std::time::Duration::from_secs(60),
+                    valid + std::time::Duration::from_secs(60),
+                )?,
+            ),
+            (
+                "district.pem",
+                ca.certify(
+                    &district,
+                    "CN=district",
+                    0x36_0121_0001,
+                    now - std::time::Duration::from_secs(3600),
+                    std::time::Duration::from_secs(365 * 86_400),
+                )?,
+            ),
+        ];
+        for (name, pem) in &files {
+            std::fs::write(dir.join(name), pem)?;
+        }
         let (url, interface) = Interface::serve().await?;
         let config = GatewayConfig {
             listen: Some("127.0.0.1:0".parse()?),
             plain_http: false,
             sm2_key: key_file,
-            sm2_cert_sn: district.cert_sn.clone(),
-            sm2_certificate: None,
+            sm2_cert_sn: String::new(),
+            sm2_certificate: Some(dir.join("district.pem")),
             fetch_hosts: vec![],
-            ca_certificates: vec![],
+            ca_certificates: vec![dir.join("ca.pem")],
             sources: vec![SourceConfig {
                 name: CITY_NAME.into(),
                 format: "gyt".into(),
-                certificate: None,
-                cert_sn: key.cert_sn.clone(),
-                public_key: key.public_hex(),
+                certificate: Some(dir.join("city.pem")),
+                cert_sn: String::new(),
+                public_key: String::new(),
                 token_sha256: String::new(),
                 addresses: vec!["127.0.0.1".parse()?],
                 relay_at_once: vec![1, 2],

@@ -11,6 +11,7 @@ pub mod from_above;
 pub use platform::live_client as live;
 pub mod node;
 pub mod places;
+pub mod sm2_ca;
 
 pub use client::ApiClient;
 pub use credentials::{Credentials, Person};

@@ -59,7 +59,8 @@ try {
   const source = p.locator("table.sources tr", { hasText: "南昌市应急广播平台" });
   assert.match(await source.innerText(), /主动上报至 127\.0\.0\.1:/);
   assert.match(await source.innerText(), /GY\/T 385/);
-  step("the source with its policy and where its states go");
+  assert.match(await source.locator("td.cert").innerText(), /^3601000001，有效期至 \d{4}-/);
+  step("the source with its policy, where its states go and its CA-issued certificate");
 
   await p.screenshot({ path: path.join(SHOTS, "from-above.png"), fullPage: true });
   assert.deepEqual(errors, [], "no script error");

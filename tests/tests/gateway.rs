@@ -1157,3 +1157,70 @@ fn validate_against_schema(docs: &[&str]) {
         );
     }
 }
+
+/// The city's certificate, issued by the configured CA, runs out while the
+/// district runs: a package signed under it is then refused (code 4), with
+/// nothing filed, though the signature itself verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_signed_under_an_expired_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = Duration::from_secs(20);
+    let ends = tokio::time::Instant::now() + valid;
+    let (city, gateway) = testbed::from_above::City::start_with(dir.path(), valid)
+        .await
+        .unwrap();
+    let mut opts = testbed::LocalOptions::wav(
+        Layout {
+            towns: 1,
+            villages: 1,
+            terminals: 1,
+        },
+        dir.path(),
+    );
+    opts.configure = Box::new(move |name, c| {
+        if name == "district" {
+            c.gateway = Some(gateway.clone());
+        }
+    });
+    let district = testbed::LocalDistrict::start(opts).await.unwrap();
+    let listener = district.district.gateway_addr.unwrap();
+    let village = district.villages[0].area.to_string();
+    let audio = asset("alert-zh.mp3");
+    let (_, code, _) = city
+        .send(
+            listener,
+            2,
+            "证书有效期内",
+            "请转移。",
+            std::slice::from_ref(&village),
+            &audio,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "within its validity: taken");
+    // Wait until the certificate has ended (its end is in whole seconds).
+    tokio::time::sleep_until(ends + Duration::from_secs(2)).await;
+    let (_, code, desc) = city
+        .send(listener, 2, "证书已过期", "请转移。", &[village], &audio)
+        .await
+        .unwrap();
+    assert_eq!(code, 4, "{desc}");
+    assert!(
+        desc.contains("3601000001") && desc.contains("not now"),
+        "{desc}"
+    );
+    let titles: Vec<String> = district
+        .district
+        .workflow
+        .drafts
+        .list(None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.title)
+        .collect();
+    assert_eq!(
+        titles,
+        ["证书有效期内"],
+        "nothing filed for the refused one"
+    );
+}
