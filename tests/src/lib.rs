@@ -118,6 +118,33 @@ pub async fn small_district(dir: &Path, layout: Layout) -> LocalDistrict {
     d
 }
 
+/// A district whose platform takes alerts from above (`gateway`), every
+/// terminal connected; with `voice` false it speaks no text (an alert
+/// without audio waits for it, on any machine).
+pub async fn district_taking_alerts(
+    dir: &Path,
+    layout: Layout,
+    gateway: platform::alerts::GatewayConfig,
+    voice: bool,
+) -> LocalDistrict {
+    let mut opts = LocalOptions::wav(layout, dir);
+    opts.configure = Box::new(move |name, c| {
+        if name == "district" {
+            c.gateway = Some(gateway.clone());
+            if !voice {
+                c.tts.program = String::new();
+            }
+        }
+    });
+    let d = LocalDistrict::start(opts).await.expect("district starts");
+    assert_eq!(
+        d.wait_connected(Duration::from_secs(20)).await,
+        d.terminals.len(),
+        "every terminal connects"
+    );
+    d
+}
+
 /// Sends an API request: its status and JSON answer (null if not JSON).
 pub async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let resp = r.send().await.expect("the API answers");

@@ -168,24 +168,12 @@ async fn alerts_from_above_in_a_real_browser() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (city, gateway) = testbed::from_above::City::start(dir.path()).await.unwrap();
-    let mut opts = testbed::LocalOptions::wav(
-        Layout {
-            towns: 1,
-            villages: 2,
-            terminals: 2,
-        },
-        dir.path(),
-    );
-    opts.configure = Box::new(move |name, c| {
-        if name == "district" {
-            c.gateway = Some(gateway.clone());
-        }
-    });
-    let district = testbed::LocalDistrict::start(opts).await.unwrap();
-    assert_eq!(
-        district.wait_connected(Duration::from_secs(20)).await,
-        district.terminals.len()
-    );
+    let layout = Layout {
+        towns: 1,
+        villages: 2,
+        terminals: 2,
+    };
+    let district = district_taking_alerts(dir.path(), layout, gateway, true).await;
     let listener = district.district.gateway_addr.expect("GY/T listener");
     let village = district.villages[0].area.to_string();
     let county = district.district.relay.scope[0].to_string();

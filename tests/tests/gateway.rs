@@ -115,29 +115,12 @@ async fn rig_with(
             },
         ],
     };
-    let mut opts = testbed::LocalOptions::wav(
-        Layout {
-            towns: 1,
-            villages: 2,
-            terminals: 2,
-        },
-        dir.path(),
-    );
-    opts.configure = Box::new(move |name, c| {
-        if name == "district" {
-            c.gateway = Some(gateway.clone());
-            if !voice {
-                c.tts.program = String::new();
-            }
-        }
-    });
-    let district = testbed::LocalDistrict::start(opts)
-        .await
-        .expect("district starts");
-    assert_eq!(
-        district.wait_connected(Duration::from_secs(20)).await,
-        district.terminals.len()
-    );
+    let layout = Layout {
+        towns: 1,
+        villages: 2,
+        terminals: 2,
+    };
+    let district = district_taking_alerts(dir.path(), layout, gateway, voice).await;
     let gyt = format!(
         "http://{}/ebd",
         district.district.gateway_addr.expect("GY/T listener")
@@ -1164,25 +1147,17 @@ fn validate_against_schema(docs: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_signed_under_an_expired_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let valid = Duration::from_secs(20);
+    let valid = Duration::from_secs(30);
     let ends = tokio::time::Instant::now() + valid;
     let (city, gateway) = testbed::from_above::City::start_with(dir.path(), valid)
         .await
         .unwrap();
-    let mut opts = testbed::LocalOptions::wav(
-        Layout {
-            towns: 1,
-            villages: 1,
-            terminals: 1,
-        },
-        dir.path(),
-    );
-    opts.configure = Box::new(move |name, c| {
-        if name == "district" {
-            c.gateway = Some(gateway.clone());
-        }
-    });
-    let district = testbed::LocalDistrict::start(opts).await.unwrap();
+    let layout = Layout {
+        towns: 1,
+        villages: 1,
+        terminals: 1,
+    };
+    let district = district_taking_alerts(dir.path(), layout, gateway, true).await;
     let listener = district.district.gateway_addr.unwrap();
     let village = district.villages[0].area.to_string();
     let audio = asset("alert-zh.mp3");
