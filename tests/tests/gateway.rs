@@ -1199,3 +1199,93 @@ async fn a_package_signed_under_an_expired_certificate_is_refused() {
         "nothing filed for the refused one"
     );
 }
+
+/// What the district owes the city survives a restart: with the city's
+/// interface down, the district takes an alert (answering code 1, which
+/// promises the reports), fails to report it, is stopped at once and
+/// started again on its store; once the interface is up the city hears the
+/// alert's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owed_state_reports_survive_a_restart_of_the_district() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (city, gateway) = testbed::from_above::City::start(dir.path()).await.unwrap();
+    city.interface.down.store(u32::MAX, Ordering::SeqCst);
+    let now = certs::time::unix_now();
+    let pki = certs::pki::DistrictPki::generate(Layout::ONE_OF_EACH, (now - 60, now + 86_400), now)
+        .unwrap();
+    testbed::node::provision(dir.path(), &pki.root, &pki.district, "district", now).unwrap();
+    let start = |listeners: platform::Listeners| {
+        let mut config = testbed::node::platform_config(dir.path(), "district", vec![]);
+        config.gateway = Some(gateway.clone());
+        let bundle = certs::Bundle::read_file(&config.bundle, now).unwrap();
+        async move {
+            platform::Platform::new(config, bundle)
+                .unwrap()
+                .start(listeners)
+                .await
+                .unwrap()
+        }
+    };
+    let listeners = platform::Listeners::loopback(false)
+        .await
+        .unwrap()
+        .with_gateway()
+        .await
+        .unwrap();
+    let district = start(listeners).await;
+    let at = district.gateway_addr.unwrap();
+    let county = district.relay.scope[0].to_string();
+    let (ebm, code, _) = city
+        .send(
+            at,
+            2,
+            "重启前收到的预警",
+            "请转移。",
+            &[county],
+            &asset("alert-zh.mp3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        eventually(Duration::from_secs(10), || city
+            .interface
+            .posts
+            .load(Ordering::SeqCst)
+            >= 1)
+        .await,
+        "a report was tried while the interface was down"
+    );
+    district.kill();
+    drop(district);
+
+    // Started again on the same store and listener address.
+    city.interface.down.store(0, Ordering::SeqCst);
+    let mut district = None;
+    for _ in 0..100 {
+        if let (Ok(quic), Ok(gyt)) = (
+            transport::bind_udp(([127, 0, 0, 1], 0).into()),
+            tokio::net::TcpListener::bind(at).await,
+        ) {
+            let listeners = platform::Listeners {
+                quic,
+                http: None,
+                gateway: Some(gyt),
+            };
+            district = Some(start(listeners).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _district = district.expect("the district starts again");
+    assert!(
+        eventually(Duration::from_secs(60), || !city
+            .interface
+            .states_of(&ebm)
+            .is_empty())
+        .await,
+        "the city hears the alert's state after the restart: {:?}",
+        city.interface.heard()
+    );
+}
