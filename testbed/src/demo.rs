@@ -477,13 +477,7 @@ async fn programmes(
         .iter()
         .filter(|t| chosen.contains(&t.village))
         .collect();
-    let played = |t: &LocalTerminal| {
-        t.handle()
-            .snapshot()
-            .records
-            .values()
-            .any(|r| r.title == "开播试音" && r.finished && r.frames_played > 0)
-    };
+    let played = |t: &LocalTerminal| t.played_in_full("开播试音");
     let deadline = Instant::now() + Duration::from_millis((start - now).max(0) as u64 + 30_000);
     while Instant::now() < deadline && !here.iter().all(|t| played(t)) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -538,13 +532,7 @@ async fn from_above(
         .iter()
         .filter(|t| t.village == vi)
         .collect();
-    let played = |t: &LocalTerminal| {
-        t.handle()
-            .snapshot()
-            .records
-            .values()
-            .any(|r| r.title == title && r.finished && r.frames_played > 0)
-    };
+    let played = |t: &LocalTerminal| t.played_in_full(title);
     let deadline = Instant::now() + Duration::from_secs(60);
     while relayed_code == 1 && Instant::now() < deadline && !here.iter().all(|t| played(t)) {
         tokio::time::sleep(Duration::from_millis(500)).await;

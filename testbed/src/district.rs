@@ -104,6 +104,15 @@ impl LocalTerminal {
         self.handle.as_ref().expect("terminal running")
     }
 
+    /// It played a broadcast titled `title` to its end.
+    pub fn played_in_full(&self, title: &str) -> bool {
+        self.handle()
+            .snapshot()
+            .records
+            .values()
+            .any(|r| r.title == title && r.finished && r.frames_played > 0)
+    }
+
     /// Stops the terminal in order and closes its sink (a WAV file gets
     /// its header).
     pub async fn stop(&mut self) {

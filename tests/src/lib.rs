@@ -145,6 +145,13 @@ pub async fn district_taking_alerts(
     d
 }
 
+/// A console page as the browser with session `cookie` gets it (200).
+pub async fn page(http: &reqwest::Client, url: String, cookie: &str) -> String {
+    let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// Sends an API request: its status and JSON answer (null if not JSON).
 pub async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let resp = r.send().await.expect("the API answers");

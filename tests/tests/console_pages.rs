@@ -385,12 +385,6 @@ async fn every_page_renders_in_both_languages_safely_and_live() {
     stop.await.unwrap();
 }
 
-async fn page(http: &reqwest::Client, url: String, cookie: &str) -> String {
-    let r = http.get(url).header("cookie", cookie).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tier_shows_its_own_scope_and_requests_from_below_show_their_origin() {
     let dir = tempfile::tempdir().unwrap();

@@ -556,14 +556,13 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
     let api = r.district.district_api();
     let drafter = &r.district.creds.drafter;
     let cookie = login(api.base(), &drafter.name, &drafter.password).await;
-    let page = |path: &'static str, lang: &'static str| {
-        let req = r
-            .http
-            .get(format!("{}{path}", api.base()))
-            .header("cookie", format!("{cookie}; ebs_lang={lang}"));
-        async move { req.send().await.unwrap().text().await.unwrap() }
+    let console = |path: &'static str, lang: &'static str| {
+        let cookie = format!("{cookie}; ebs_lang={lang}");
+        let url = format!("{}{path}", api.base());
+        let http = r.http.clone();
+        async move { page(&http, url, &cookie).await }
     };
-    let html = page("/from-above", "zh-CN").await;
+    let html = console("/from-above", "zh-CN").await;
     let row = |id: &str| -> String {
         let at = html
             .find(&format!("data-original=\"{id}\""))
@@ -602,10 +601,10 @@ async fn the_city_hears_each_state_unasked_though_its_interface_was_down_at_firs
         "the forged package is listed with why"
     );
     assert!(
-        page("/", "zh-CN").await.contains("href=\"/from-above\""),
+        console("/", "zh-CN").await.contains("href=\"/from-above\""),
         "the menu leads there"
     );
-    let english = page("/from-above", "en").await;
+    let english = console("/from-above", "en").await;
     assert!(
         english.contains("reported unasked to 127.0.0.1:")
             && english.contains("cancelled")
@@ -926,16 +925,7 @@ async fn a_cap_exercise_plays_as_a_drill_and_a_cap_cancel_stops_it() {
     // The approver's review queue shows where it came from.
     let approver = &r.district.creds.approver;
     let cookie = login(api.base(), &approver.name, &approver.password).await;
-    let html = r
-        .http
-        .get(format!("{}/review", api.base()))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&r.http, format!("{}/review", api.base()), &cookie).await;
     assert!(
         html.contains("CAP 1.2 · 江西省气象台") && html.contains("QX-0003"),
         "the review card names the alert's origin"

@@ -105,7 +105,12 @@ impl Pending {
 
     /// The store's key: one entry per source and message.
     pub fn key(&self) -> String {
-        format!("{}\u{0}{}", self.source, self.ebm_id)
+        Self::key_of(&self.source, &self.ebm_id)
+    }
+
+    /// The key of the entry for `ebm_id` from the source named `source`.
+    pub fn key_of(source: &str, ebm_id: &str) -> String {
+        format!("{source}\u{0}{ebm_id}")
     }
 
     /// The rule: a new state is reported at once, a coverage change at
@@ -185,11 +190,11 @@ impl Owed {
         let _ =
             self.tree
                 .compare_and_swap(p.key().as_bytes(), None as Option<&[u8]>, Some(value))?;
-        let all = self.all();
-        if all.len() > MAX_PENDING {
+        if self.tree.len() > MAX_PENDING {
+            let all = self.all();
             let mut by_age: Vec<_> = all.iter().map(|p| (p.since_ms, p.key())).collect();
             by_age.sort();
-            for (_, k) in by_age.iter().take(all.len() - MAX_PENDING) {
+            for (_, k) in by_age.iter().take(all.len().saturating_sub(MAX_PENDING)) {
                 tracing::warn!("state report for {k:?} dropped: over {MAX_PENDING} owed");
                 self.tree.remove(k.as_bytes())?;
             }
@@ -264,14 +269,10 @@ impl Gateway {
         self.pack(&id, &xml)
     }
 
-    fn audit_report(&self, p: &Pending, outcome: Outcome, detail: String) {
-        let r = Record::new(
-            &format!("gateway:{}", p.source),
-            "alert.report",
-            format!("EBM {}", p.ebm_id),
-        )
-        .outcome(outcome)
-        .detail(detail);
+    fn audit_report(&self, source: &Source, p: &Pending, outcome: Outcome, detail: String) {
+        let r = Record::new(&source.actor(), "alert.report", format!("EBM {}", p.ebm_id))
+            .outcome(outcome)
+            .detail(detail);
         if let Err(e) = self.workflow.record(r) {
             tracing::error!("recording a state report: {e}");
         }
@@ -335,14 +336,16 @@ pub async fn round(g: &Arc<Gateway>) {
     let Ok(work) = tokio::task::spawn_blocking(move || plan(&g2)).await else {
         return;
     };
-    let mut unreachable: Vec<String> = Vec::new();
-    for (mut p, due, state) in work {
-        let Some(source) = g.sources.iter().find(|s| s.name == p.source) else {
-            let _ = g.owed.remove(&p);
-            continue;
-        };
+    let mut unreachable: Vec<usize> = Vec::new();
+    for Work {
+        mut p,
+        source: at,
+        due,
+        state,
+    } in work
+    {
+        let source = &g.sources[at];
         let Some(target) = source.report_to.clone() else {
-            let _ = g.owed.remove(&p);
             continue;
         };
         let now = (g.workflow.now)();
@@ -354,6 +357,7 @@ pub async fn round(g: &Arc<Gateway>) {
             }
             Due::GiveUp => {
                 g.audit_report(
+                    source,
                     &p,
                     Outcome::Failed,
                     format!(
@@ -364,7 +368,7 @@ pub async fn round(g: &Arc<Gateway>) {
                 let _ = g.owed.remove(&p);
                 continue;
             }
-            Due::Send if unreachable.contains(&p.source) => {
+            Due::Send if unreachable.contains(&at) => {
                 p.failed(now);
                 let _ = g.owed.put(&p);
                 continue;
@@ -400,13 +404,17 @@ pub async fn round(g: &Arc<Gateway>) {
                 let changed = p.delivered.is_none_or(|d| d.state != brd.code());
                 if changed {
                     g.audit_report(
+                        source,
                         &p,
                         Outcome::Ok,
                         format!(
                             "EBMStateResponse delivered to {}: BrdState {} ({}), coverage {}/{}/{}",
                             source.name,
                             brd.code(),
-                            ebd_state_zh(brd),
+                            crate::console::from_above::brd_state(
+                                crate::console::i18n::catalog(crate::console::i18n::Lang::Zh),
+                                brd
+                            ),
                             coverage[1],
                             coverage[2],
                             coverage[0]
@@ -418,6 +426,7 @@ pub async fn round(g: &Arc<Gateway>) {
             Err(why) => {
                 if p.failures == 0 {
                     g.audit_report(
+                        source,
                         &p,
                         Outcome::Failed,
                         format!(
@@ -427,7 +436,7 @@ pub async fn round(g: &Arc<Gateway>) {
                     );
                 }
                 tracing::warn!(source = %source.name, ebm = %p.ebm_id, "state report not delivered: {why}");
-                unreachable.push(p.source.clone());
+                unreachable.push(at);
                 p.failed(now);
             }
         }
@@ -437,42 +446,43 @@ pub async fn round(g: &Arc<Gateway>) {
     }
 }
 
-fn ebd_state_zh(s: BrdState) -> &'static str {
-    match s {
-        BrdState::NotProcessed => "未处理",
-        BrdState::Waiting => "等待播发",
-        BrdState::Playing => "播发中",
-        BrdState::Done => "播发成功",
-        BrdState::Failed => "播发失败",
-        BrdState::Cancelled => "已取消",
-    }
+/// An owed entry, the index of its source (one that reports), its state
+/// here and what is due.
+struct Work {
+    p: Pending,
+    source: usize,
+    due: Due,
+    state: (BrdState, String, [u32; 3]),
 }
 
-type Work = (Pending, Due, (BrdState, String, [u32; 3]));
-
-/// Every owed entry with its state here and what is due (blocking: reads
-/// the store).
+/// Every owed entry with its state here and what is due; entries of a
+/// source no longer configured to be reported to are dropped (blocking:
+/// reads the store).
 fn plan(g: &Gateway) -> Vec<Work> {
     let now = (g.workflow.now)();
     let mut out = Vec::new();
     for p in g.owed.all() {
-        let Some(source) = g.sources.iter().find(|s| s.name == p.source) else {
-            out.push((
-                p,
-                Due::Retire,
-                (BrdState::NotProcessed, String::new(), [0; 3]),
-            ));
+        let Some(at) = g
+            .sources
+            .iter()
+            .position(|s| s.name == p.source && s.report_to.is_some())
+        else {
+            let _ = g.owed.remove(&p);
             continue;
         };
-        let state = match g.state_of(source, &p.ebm_id) {
+        let state = match g.state_of(&g.sources[at], &p.ebm_id) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(ebm = %p.ebm_id, "state of an alert from above: {e}");
                 continue;
             }
         };
-        let due = p.due(state.0.code(), state.2, now);
-        out.push((p, due, state));
+        out.push(Work {
+            due: p.due(state.0.code(), state.2, now),
+            p,
+            source: at,
+            state,
+        });
     }
     out
 }

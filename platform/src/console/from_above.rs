@@ -182,7 +182,7 @@ fn alert_row(
         _ => (String::new(), String::new()),
     };
     let reporting = source.is_some_and(|s| s.report_to.is_some());
-    let (told, told_class) = match owed.get(&format!("{}\u{0}{}", a.source, a.id)) {
+    let (told, told_class) = match owed.get(&Pending::key_of(&a.source, &a.id)) {
         Some(p) if p.failures > 0 => (
             t.t("from_above.told_failing")
                 .replace("{n}", &p.failures.to_string())
